@@ -1,0 +1,249 @@
+"""One config type describes a model: its architecture and its inference behaviour.
+
+Where EMO as published and Hallo's trained behaviour differ, a field decides; the
+presets below set them. The config is plain data so that it can be stored as JSON
+(in a checkpoint's metadata) and read back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+# The SD1.5 UNet shape both UNets inherit. Only this config is needed, never SD1.5 weights.
+SD15_BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
+
+# Hallo's DDIM settings (configs/inference/default.yaml). Inference uses *linear* betas.
+HALLO_SCHEDULER = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "linear",
+    "clip_sample": False,
+    "steps_offset": 1,
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "num_train_timesteps": 1000,
+}
+
+
+@dataclass
+class EMOConfig:
+    name: str = "custom"
+
+    # --- UNets (ReferenceNet and Backbone share the SD1.5 layout) ---
+    block_out_channels: tuple[int, ...] = SD15_BLOCK_OUT_CHANNELS
+    layers_per_block: int = 2
+    attention_heads: int = 8  # SD1.5's "attention_head_dim: 8" is really the head count
+    cross_attention_dim: int = 768  # identity tokens feed attn2
+    norm_num_groups: int = 32
+    norm_eps: float = 1e-5
+    latent_channels: int = 4
+
+    # --- temporal (AnimateDiff-style) modules ---
+    temporal_heads: int = 8
+    temporal_max_len: int = 32
+    temporal_levels: tuple[int, ...] = (0, 1, 2, 3)  # down-block depths that get temporal modules
+    temporal_mid_block: bool = True
+    # Hallo never runs the temporal modules of the attention-free 8x8 blocks (its training-mode
+    # code path skips them) although their weights exist. EMO runs temporal layers at every level.
+    run_lowres_temporal: bool = False
+
+    # --- audio ---
+    audio_feature_layers: int = 12  # wav2vec hidden states stacked (hidden_states[1:])
+    audio_feature_dim: int = 768
+    audio_context: int = 2  # m: frames on each side (A(f-m) ... A(f+m))
+    audio_tokens: int = 32
+    audio_proj_hidden: int = 512
+    audio_attention_dim: int = 768
+    audio_attention: str = "masked"  # "masked": Hallo's full/face/lip branches; "plain": one cross-attention
+    audio_sample_rate: int = 16000
+
+    # --- identity and face region ---
+    identity_dim: int = 512
+    identity_tokens: int = 4
+    face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
+
+    # --- speed layers (EMO only; empty bucket list = no speed layers) ---
+    speed_bucket_centers: tuple[float, ...] = ()
+    speed_bucket_radii: tuple[float, ...] = ()
+    speed_embed_dim: int = 0
+
+    # --- inference behaviour ---
+    sample_size: int = 512  # pixels, square
+    fps: float = 25.0
+    frames_per_clip: int = 16
+    motion_frames: int = 2
+    first_clip_motion: str = "reference"  # "reference": the portrait repeated (Hallo); "zeros": zero maps (EMO)
+    # Unconditional half of classifier-free guidance. Hallo drops reference attention, identity
+    # and face region along with the audio; the audio is always dropped.
+    uncond_drops_reference: bool = True
+    uncond_drops_identity: bool = True
+    uncond_drops_face_region: bool = True
+    steps: int = 40
+    guidance_scale: float = 3.5
+    scheduler: dict[str, Any] = field(default_factory=lambda: dict(HALLO_SCHEDULER))
+    vae_scaling_factor: float = 0.18215
+
+    def __post_init__(self) -> None:
+        self.block_out_channels = tuple(self.block_out_channels)
+        self.temporal_levels = tuple(self.temporal_levels)
+        self.face_locator_channels = tuple(self.face_locator_channels)
+        self.speed_bucket_centers = tuple(float(c) for c in self.speed_bucket_centers)
+        self.speed_bucket_radii = tuple(float(r) for r in self.speed_bucket_radii)
+        self.validate()
+
+    # ------------------------------------------------------------------
+    @property
+    def has_speed_layers(self) -> bool:
+        return len(self.speed_bucket_centers) > 0
+
+    @property
+    def audio_window(self) -> int:
+        return 2 * self.audio_context + 1
+
+    @property
+    def latent_size(self) -> int:
+        return self.sample_size // 8
+
+    def validate(self) -> None:
+        problems = []
+        if self.audio_attention not in ("masked", "plain"):
+            problems.append(f"audio_attention must be 'masked' or 'plain', not {self.audio_attention!r}")
+        if self.first_clip_motion not in ("reference", "zeros"):
+            problems.append(f"first_clip_motion must be 'reference' or 'zeros', not {self.first_clip_motion!r}")
+        if self.frames_per_clip < 1:
+            problems.append("frames_per_clip must be at least 1")
+        if self.motion_frames < 0:
+            problems.append("motion_frames must be 0 or more")
+        if self.motion_frames + self.frames_per_clip > self.temporal_max_len:
+            problems.append(
+                f"frames_per_clip + motion_frames = {self.frames_per_clip + self.motion_frames} exceeds the "
+                f"temporal position encoding length {self.temporal_max_len}"
+            )
+        if self.sample_size % 64:
+            problems.append(f"sample_size must be a multiple of 64, not {self.sample_size}")
+        if len(self.speed_bucket_centers) != len(self.speed_bucket_radii):
+            problems.append("speed_bucket_centers and speed_bucket_radii must have the same length")
+        if self.has_speed_layers and self.speed_embed_dim <= 0:
+            problems.append("speed layers need speed_embed_dim > 0")
+        for c in self.block_out_channels:
+            if c % self.norm_num_groups or c % self.attention_heads:
+                problems.append(f"channel count {c} must divide by norm_num_groups and attention_heads")
+        if problems:
+            raise ValueError("Invalid EMO config: " + "; ".join(problems))
+
+    def with_overrides(self, **changes: Any) -> "EMOConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "EMOConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"Unknown EMO config fields: {', '.join(unknown)}")
+        return cls(**data)
+
+    @classmethod
+    def from_json(cls, text: str) -> "EMOConfig":
+        return cls.from_dict(json.loads(text))
+
+
+def hallo_config() -> EMOConfig:
+    """Full-size Hallo/Hallo2 `net.pth`, with Hallo's exact inference behaviour."""
+    return EMOConfig(name="hallo")
+
+
+# EMO's speed buckets are not given in the paper (d is unspecified); these nine centres
+# (radians per frame of head yaw change) are our choice, spaced for typical talking heads.
+EMO_SPEED_CENTERS = (-0.08, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.08)
+EMO_SPEED_RADII = (0.04, 0.02, 0.01, 0.005, 0.005, 0.005, 0.01, 0.02, 0.04)
+
+
+def emo_config() -> EMOConfig:
+    """EMO as published: 12-frame clips, 4 motion frames (zero maps for the first clip),
+    temporal layers at every resolution, speed layers, audio-only guidance."""
+    return EMOConfig(
+        name="emo",
+        frames_per_clip=12,
+        motion_frames=4,
+        first_clip_motion="zeros",
+        run_lowres_temporal=True,
+        audio_attention="plain",
+        speed_bucket_centers=EMO_SPEED_CENTERS,
+        speed_bucket_radii=EMO_SPEED_RADII,
+        speed_embed_dim=64,
+        uncond_drops_reference=False,
+        uncond_drops_identity=False,
+        uncond_drops_face_region=False,
+    )
+
+
+def tiny_config(**overrides: Any) -> EMOConfig:
+    """A few-hundred-kilobyte Hallo-shaped model for tests and CPU checks."""
+    base = dict(
+        name="tiny",
+        block_out_channels=(32, 32, 64, 64),
+        layers_per_block=1,
+        attention_heads=4,
+        cross_attention_dim=32,
+        norm_num_groups=8,
+        temporal_heads=4,
+        audio_feature_layers=2,
+        audio_feature_dim=32,
+        audio_tokens=4,
+        audio_proj_hidden=32,
+        audio_attention_dim=32,
+        identity_dim=16,
+        identity_tokens=2,
+        face_locator_channels=(8, 16, 16, 16),
+        sample_size=64,
+        frames_per_clip=4,
+        motion_frames=2,
+        steps=3,
+        guidance_scale=2.0,
+    )
+    base.update(overrides)
+    return EMOConfig(**base)
+
+
+def tiny_emo_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with EMO's behaviour (speed layers, zero first motion frames)."""
+    base = dict(
+        name="tiny-emo",
+        first_clip_motion="zeros",
+        run_lowres_temporal=True,
+        audio_attention="plain",
+        speed_bucket_centers=(-0.04, 0.0, 0.04),
+        speed_bucket_radii=(0.02, 0.02, 0.02),
+        speed_embed_dim=8,
+        uncond_drops_reference=False,
+        uncond_drops_identity=False,
+        uncond_drops_face_region=False,
+        motion_frames=3,
+    )
+    base.update(overrides)
+    return tiny_config(**base)
+
+
+PRESETS = {
+    "hallo": hallo_config,
+    "emo": emo_config,
+    "tiny": tiny_config,
+    "tiny-emo": tiny_emo_config,
+}
+
+
+def preset(name: str) -> EMOConfig:
+    try:
+        return PRESETS[name]()
+    except KeyError:
+        raise ValueError(f"Unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

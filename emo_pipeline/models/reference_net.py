@@ -1,0 +1,26 @@
+"""ReferenceNet: the SD1.5-shaped 2-D UNet that reads the portrait (and the motion frames).
+
+It runs once per clip at timestep 0. What the Backbone needs from it is the LayerNorm'd input of
+each spatial self-attention (one feature per transformer block); its output layers
+(`conv_norm_out`, `conv_out`) do not exist, as in Hallo's checkpoint.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..config import EMOConfig
+from .unet import UNetSkeleton
+from .unet_blocks import UNetContext
+
+
+class ReferenceNet(UNetSkeleton):
+    def __init__(self, config: EMOConfig) -> None:
+        super().__init__(config, video=False)
+
+    def forward(self, latents: torch.Tensor, context: torch.Tensor) -> list[torch.Tensor]:
+        """latents [N, 4, h, w], context [N, T, C] → per-block features [N, h_k, w_k, C_k] (block order)."""
+        timestep = torch.zeros(1, device=latents.device)
+        ctx = UNetContext(temb=self.time_embed(timestep, latents.shape[0]), context=context, features=[])
+        self.run_blocks(self.conv_in(latents), ctx)
+        return ctx.features

@@ -1,0 +1,104 @@
+"""The SD1.5-shaped UNet skeleton that the ReferenceNet and the Backbone both inherit."""
+
+from __future__ import annotations
+
+import torch
+from diffusers.models.embeddings import TimestepEmbedding, Timesteps
+from torch import nn
+
+from ..config import EMOConfig
+from .unet_blocks import BlockOptions, DownBlock, LayerSpec, MidBlock, UNetContext, UpBlock
+
+
+class UNetSkeleton(nn.Module):
+    def __init__(self, config: EMOConfig, video: bool) -> None:
+        """`video` adds the Backbone's audio-attention and temporal modules."""
+        super().__init__()
+        channels = config.block_out_channels
+        levels = len(channels)
+        temb_channels = channels[0] * 4
+        opts = BlockOptions(
+            heads=config.attention_heads,
+            context_dim=config.cross_attention_dim,
+            groups=config.norm_num_groups,
+            eps=config.norm_eps,
+            temb_channels=temb_channels,
+            audio_dim=config.audio_attention_dim,
+            audio_masked=config.audio_attention == "masked",
+            temporal_heads=config.temporal_heads,
+            temporal_max_len=config.temporal_max_len,
+            speed_dim=config.speed_embed_dim if config.has_speed_layers else 0,
+        )
+
+        self.conv_in = nn.Conv2d(config.latent_channels, channels[0], 3, padding=1)
+        self.time_proj = Timesteps(channels[0], flip_sin_to_cos=True, downscale_freq_shift=0)
+        self.time_embedding = TimestepEmbedding(channels[0], temb_channels)
+
+        self.down_blocks = nn.ModuleList()
+        for i, out_ch in enumerate(channels):
+            in_ch = channels[max(i - 1, 0)]
+            attention = i < levels - 1  # SD1.5: the last (lowest-resolution) block has no attention
+            specs = [
+                LayerSpec(
+                    attention=attention,
+                    # Hallo sizes the audio attention by the resnet's *input* width.
+                    audio_inner=(in_ch if j == 0 else out_ch) if video and attention else None,
+                    temporal=video and i in config.temporal_levels,
+                )
+                for j in range(config.layers_per_block)
+            ]
+            self.down_blocks.append(DownBlock(in_ch, out_ch, specs, depth=i, add_downsample=i < levels - 1, opts=opts))
+
+        reversed_channels = list(reversed(channels))
+        self.up_blocks = nn.ModuleList()
+        prev_ch = reversed_channels[0]
+        for i, out_ch in enumerate(reversed_channels):
+            in_ch = reversed_channels[min(i + 1, levels - 1)]
+            depth = levels - 1 - i
+            attention = i > 0
+            specs = [
+                LayerSpec(
+                    attention=attention,
+                    audio_inner=in_ch if video and attention else None,
+                    temporal=video and depth in config.temporal_levels,
+                )
+                for _ in range(config.layers_per_block + 1)
+            ]
+            self.up_blocks.append(
+                UpBlock(in_ch, prev_ch, out_ch, specs, depth=depth, add_upsample=i < levels - 1, opts=opts)
+            )
+            prev_ch = out_ch
+
+        mid_spec = LayerSpec(
+            attention=True,
+            audio_inner=channels[-1] if video else None,
+            temporal=video and config.temporal_mid_block,
+        )
+        self.mid_block = MidBlock(channels[-1], mid_spec, opts)
+
+        # Number the spatial transformers in the order both UNets run them; the Backbone's
+        # block k reads the ReferenceNet's block k.
+        for slot, attn in enumerate(self.spatial_transformers()):
+            attn.slot = slot
+
+    def spatial_transformers(self) -> list[nn.Module]:
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        return [attn for block in blocks for attn in block.attentions]
+
+    def time_embed(self, timestep: torch.Tensor, batch: int) -> torch.Tensor:
+        t = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep
+        emb = self.time_proj(t).to(self.time_embedding.linear_1.weight.dtype)
+        return self.time_embedding(emb)
+
+    def run_blocks(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        skips = [h]
+        for block in self.down_blocks:
+            h, block_skips = block(h, ctx)
+            skips.extend(block_skips)
+        h = self.mid_block(h, ctx)
+        for block in self.up_blocks:
+            n = len(block.resnets)
+            block_skips, skips = skips[-n:], skips[:-n]
+            upsample_size = tuple(skips[-1].shape[-2:]) if block.upsamplers is not None else None
+            h = block(h, block_skips, ctx, upsample_size)
+        return h

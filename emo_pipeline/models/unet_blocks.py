@@ -1,0 +1,182 @@
+"""Down, mid and up blocks shared by the ReferenceNet (2-D) and the Backbone (3-D).
+
+Frames travel folded into the batch ([B*F, C, H, W]): every spatial layer works per frame
+(Hallo's "inflated" convs and group norms are exactly that), and the temporal modules unfold
+the frame axis themselves. Each layer is resnet → spatial transformer → audio attention →
+temporal module; which of them exist is decided at construction, so the state-dict names
+(`resnets.N`, `attentions.N`, `audio_modules.N`, `motion_modules.N`) match Hallo's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
+from torch import nn
+
+from .audio_attention import AudioAttention, RegionMasks
+from .spatial_transformer import ReferenceKV, SpatialTransformer
+from .temporal import TemporalModule
+
+
+@dataclass
+class LayerSpec:
+    """What one resnet layer of a block carries besides its resnet."""
+
+    attention: bool
+    audio_inner: int | None = None  # inner width of the audio attention, None for none
+    temporal: bool = False
+
+
+@dataclass
+class BlockOptions:
+    heads: int
+    context_dim: int
+    groups: int
+    eps: float
+    temb_channels: int
+    audio_dim: int = 0
+    audio_masked: bool = True
+    temporal_heads: int = 8
+    temporal_max_len: int = 32
+    speed_dim: int = 0
+
+
+@dataclass
+class UNetContext:
+    """Everything a forward pass hands to the blocks.
+
+    `reference` and `motion` are indexed by spatial-transformer slot (blocks numbered in
+    down → mid → up order, the same in both UNets). `features` collects the ReferenceNet's
+    per-slot reference features when it is not None.
+    """
+
+    temb: torch.Tensor
+    context: torch.Tensor
+    num_frames: int = 1
+    audio: torch.Tensor | None = None
+    masks: list[RegionMasks] | None = None
+    region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
+    reference: list[ReferenceKV | None] | None = None
+    motion: list[torch.Tensor | None] | None = None
+    speed: torch.Tensor | None = None
+    run_lowres_temporal: bool = False
+    features: list[torch.Tensor] | None = None
+
+
+class UNetLayers(nn.Module):
+    """The resnet/attention/audio/temporal stack shared by all three block kinds."""
+
+    def _build_layers(self, in_channels: list[int], out_channels: int, specs: list[LayerSpec], depth: int,
+                      opts: BlockOptions) -> None:
+        self.depth = depth  # index of the latent resolution (0 = largest): selects the region masks
+        self.resnets = nn.ModuleList(
+            ResnetBlock2D(in_channels=c, out_channels=out_channels, temb_channels=opts.temb_channels,
+                          groups=opts.groups, eps=opts.eps)
+            for c in in_channels
+        )
+        self.attentions = nn.ModuleList(
+            SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups) for s in specs if s.attention
+        )
+        self.audio_modules = nn.ModuleList(
+            AudioAttention(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, opts.audio_masked)
+            for s in specs if s.audio_inner is not None
+        )
+        self.motion_modules = nn.ModuleList(
+            TemporalModule(out_channels, opts.temporal_heads, opts.temporal_max_len, opts.groups, opts.speed_dim)
+            for s in specs if s.temporal
+        )
+
+    def _layer(self, i: int, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        return self._conditioning(i, self.resnets[i](h, ctx.temb), ctx)
+
+    def _conditioning(self, i: int, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        """Spatial (reference) attention, audio attention and temporal module of layer i."""
+        motion = None
+        if len(self.attentions):
+            attn = self.attentions[i]
+            reference = ctx.reference[attn.slot] if ctx.reference is not None else None
+            h, feature = attn(h, ctx.context, reference)
+            if ctx.features is not None:
+                ctx.features.append(feature)
+            motion = ctx.motion[attn.slot] if ctx.motion is not None else None
+        if len(self.audio_modules):
+            masks = ctx.masks[self.depth] if ctx.masks is not None else None
+            h = self.audio_modules[i](h, ctx.audio, masks, ctx.region_weights)
+        # Attention-free (lowest resolution) blocks have no reference features to join; Hallo
+        # never runs their temporal modules at all.
+        if len(self.motion_modules) and (len(self.attentions) or ctx.run_lowres_temporal):
+            h = self._temporal(self.motion_modules[i], h, motion, ctx)
+        return h
+
+    @staticmethod
+    def _temporal(module: TemporalModule, h: torch.Tensor, motion: torch.Tensor | None, ctx: UNetContext):
+        """Motion-frame features are joined before the clip's frames on the frame axis, then dropped."""
+        if motion is None:
+            return module(h, ctx.num_frames, ctx.speed)
+        bf, c, height, width = h.shape
+        b, f = bf // ctx.num_frames, ctx.num_frames
+        n = motion.shape[0] // b
+        joined = torch.cat([motion.reshape(b, n, c, height, width).to(h.dtype), h.view(b, f, c, height, width)], dim=1)
+        out = module(joined.view(b * (n + f), c, height, width), n + f, ctx.speed)
+        return out.view(b, n + f, c, height, width)[:, n:].reshape(bf, c, height, width)
+
+
+class DownBlock(UNetLayers):
+    def __init__(self, in_channels: int, out_channels: int, specs: list[LayerSpec], depth: int,
+                 add_downsample: bool, opts: BlockOptions) -> None:
+        super().__init__()
+        ins = [in_channels] + [out_channels] * (len(specs) - 1)
+        self._build_layers(ins, out_channels, specs, depth, opts)
+        if add_downsample:
+            self.downsamplers = nn.ModuleList([Downsample2D(out_channels, use_conv=True, padding=1, name="op")])
+        else:
+            self.downsamplers = None
+
+    def forward(self, h: torch.Tensor, ctx: UNetContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        skips = []
+        for i in range(len(self.resnets)):
+            h = self._layer(i, h, ctx)
+            skips.append(h)
+        if self.downsamplers is not None:
+            h = self.downsamplers[0](h)
+            skips.append(h)
+        return h, skips
+
+
+class MidBlock(UNetLayers):
+    """resnet → (transformer → audio → temporal → resnet)."""
+
+    def __init__(self, channels: int, spec: LayerSpec, opts: BlockOptions) -> None:
+        super().__init__()
+        self._build_layers([channels, channels], channels, [spec], depth=3, opts=opts)
+
+    def forward(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        h = self._conditioning(0, self.resnets[0](h, ctx.temb), ctx)
+        return self.resnets[1](h, ctx.temb)
+
+
+class UpBlock(UNetLayers):
+    def __init__(self, in_channels: int, prev_channels: int, out_channels: int, specs: list[LayerSpec],
+                 depth: int, add_upsample: bool, opts: BlockOptions) -> None:
+        super().__init__()
+        n = len(specs)
+        ins = []
+        for i in range(n):
+            skip = in_channels if i == n - 1 else out_channels
+            ins.append((prev_channels if i == 0 else out_channels) + skip)
+        self._build_layers(ins, out_channels, specs, depth, opts)
+        if add_upsample:
+            self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True)])
+        else:
+            self.upsamplers = None
+
+    def forward(self, h: torch.Tensor, skips: list[torch.Tensor], ctx: UNetContext,
+                upsample_size: tuple[int, int] | None = None) -> torch.Tensor:
+        for i in range(len(self.resnets)):
+            h = torch.cat([h, skips.pop()], dim=1)
+            h = self._layer(i, h, ctx)
+        if self.upsamplers is not None:
+            h = self.upsamplers[0](h, output_size=upsample_size)
+        return h
