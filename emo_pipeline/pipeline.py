@@ -1,0 +1,289 @@
+"""EMOPipeline: portrait + audio → video frames, clip by clip, for audio of any length.
+
+Each clip of f frames continues from the last n frames of the previous one (its motion
+frames). The ReferenceNet runs once per clip on the portrait and the motion frames; the
+Backbone denoises the clip's latents with classifier-free guidance; the VAE decodes them in
+chunks and the frames are handed out before the next clip starts.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+import torch.nn.functional as F
+
+from .audio.encoder import AudioEncoder, frame_count, normalize_speech
+from .config import EMOConfig
+from .models import BackboneConditions, EMONet
+from .models.frame_windows import frame_windows
+from .portrait import Portrait, prepare_portrait
+from .schedulers import make_scheduler
+
+
+class GenerationCancelled(Exception):
+    """Raised between denoising steps when the caller asks to stop."""
+
+
+@dataclass
+class AudioFeatures:
+    """Per-frame wav2vec features of one audio clip."""
+
+    speech: torch.Tensor  # normalised 16 kHz speech, kept to re-encode for another clip length
+    features: torch.Tensor  # [T_padded, layers, dim], zero-padded audio up to a whole number of clips
+    num_frames: int  # video frames the audio lasts: ceil(seconds · fps)
+    fps: float
+    clip_length: int
+
+    @property
+    def duration(self) -> float:
+        return self.speech.numel() / 16000
+
+
+@dataclass
+class StepInfo:
+    step: int  # steps done over the whole video, 1-based
+    total_steps: int
+    clip: int  # 0-based
+    total_clips: int
+    timestep: int
+
+
+@dataclass
+class Callbacks:
+    on_step: Callable[[StepInfo], None] | None = None
+    is_cancelled: Callable[[], bool] | None = None
+    # Receives the current estimate of the clean latents [1, 4, F, h, w] after each step.
+    on_preview: Callable[[torch.Tensor], None] | None = None
+
+
+@dataclass
+class SamplingOptions:
+    seed: int = 0
+    steps: int | None = None  # None: the config's
+    guidance_scale: float | None = None
+    frames_per_clip: int | None = None
+    motion_frames: int | None = None
+    scheduler: str = "ddim"
+    head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
+    region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
+    decode_chunk_size: int = 8
+    callbacks: Callbacks = field(default_factory=Callbacks)
+
+
+def check_dtype_supported(device: torch.device, dtype: torch.dtype) -> None:
+    """Fail early, with a readable message, when the device cannot run the chosen precision."""
+    try:
+        x = torch.randn(1, 8, 8, 8, device=device, dtype=dtype)
+        F.conv2d(x, torch.randn(8, 8, 3, 3, device=device, dtype=dtype), padding=1)
+        F.group_norm(x, 4)
+        q = x.flatten(2).transpose(1, 2)[None]
+        F.scaled_dot_product_attention(q, q, q)
+    except (RuntimeError, NotImplementedError) as err:
+        name = str(dtype).replace("torch.", "")
+        raise ValueError(
+            f"{name} is not supported on {device}: {err}. Choose fp32 (or bf16 on recent CPUs/GPUs)."
+        ) from None
+
+
+class EMOPipeline:
+    def __init__(self, net: EMONet, vae: torch.nn.Module, audio_encoder: AudioEncoder,
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+        self.net = net.eval().requires_grad_(False)
+        self.vae = vae.eval().requires_grad_(False)
+        self.audio_encoder = audio_encoder
+        self.device, self.dtype = torch.device("cpu"), torch.float32
+        self.to(device, dtype)
+
+    @property
+    def config(self) -> EMOConfig:
+        return self.net.config
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "EMOPipeline":
+        """Move every model once; they then stay there between calls."""
+        device, dtype = torch.device(device), dtype or self.dtype
+        check_dtype_supported(device, dtype)
+        self.net.to(device=device, dtype=dtype)
+        self.vae.to(device=device, dtype=dtype)
+        # wav2vec stays in fp32, as in Hallo: it is small and its features feed every frame.
+        self.audio_encoder.model.to(device=device, dtype=torch.float32)
+        self.device, self.dtype = device, dtype
+        return self
+
+    # ------------------------------------------------------------------ inputs
+    def prepare_portrait(self, image: torch.Tensor, **kwargs) -> Portrait:
+        """image [H, W, C] in 0..1; see `portrait.prepare_portrait` for face_box, face_mask, identity."""
+        return prepare_portrait(image, self.config.sample_size, self.config.identity_dim, **kwargs)
+
+    def encode_audio(self, waveform: torch.Tensor, sample_rate: int, fps: float | None = None,
+                     clip_length: int | None = None) -> AudioFeatures:
+        """Any channel count and rate → per-frame features; audio is padded to whole clips as Hallo does."""
+        from .audio.resample import prepare_speech
+
+        fps = fps or self.config.fps
+        speech = prepare_speech(waveform, sample_rate, self.config.audio_sample_rate)
+        return self._encode_speech(normalize_speech(speech), fps, clip_length or self.config.frames_per_clip)
+
+    def _encode_speech(self, speech: torch.Tensor, fps: float, clip_length: int) -> AudioFeatures:
+        sr = self.config.audio_sample_rate
+        num_frames = frame_count(speech.numel(), sr, fps)
+        if num_frames < 1:
+            raise ValueError("The audio is empty.")
+        padded = -(-num_frames // clip_length) * clip_length
+        # Hallo pads the normalised samples by whole frames of int(sr / fps) samples before wav2vec.
+        pad = (padded - num_frames) * int(sr // fps)
+        features = self.audio_encoder(F.pad(speech, (0, pad)), padded)
+        if features.shape[1:] != (self.config.audio_feature_layers, self.config.audio_feature_dim):
+            raise ValueError(
+                f"The audio encoder gives {features.shape[1]} layers of {features.shape[2]} features; this model "
+                f"expects {self.config.audio_feature_layers} × {self.config.audio_feature_dim}. Use the wav2vec2 "
+                "model the checkpoint was trained with (wav2vec2-base-960h for Hallo)."
+            )
+        return AudioFeatures(speech, features, num_frames, fps, clip_length)
+
+    @torch.no_grad()
+    def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[N, 3, S, S] in [-1, 1] → latents [N, 4, S/8, S/8] (distribution mean × scale, as Hallo)."""
+        pixels = pixels.to(self.device, self.dtype)
+        return self.vae.encode(pixels).latent_dist.mean * self.config.vae_scaling_factor
+
+    @torch.no_grad()
+    def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
+        """[N, 4, h, w] → frames [N, H, W, 3] float32 in 0..1 on the CPU, decoded chunk_size at a time."""
+        frames = []
+        for part in latents.split(max(1, chunk_size)):
+            image = self.vae.decode(part / self.config.vae_scaling_factor).sample
+            frames.append((image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu())
+        return torch.cat(frames)
+
+    # ------------------------------------------------------------------ sampling
+    @torch.no_grad()
+    def generate(self, portrait: Portrait, audio: AudioFeatures, options: SamplingOptions | None = None) -> torch.Tensor:
+        """All frames [T, H, W, 3] (T = audio.num_frames), float32 in 0..1 on the CPU."""
+        return torch.cat(list(self.iter_clips(portrait, audio, options)))
+
+    @torch.no_grad()
+    def iter_clips(self, portrait: Portrait, audio: AudioFeatures,
+                   options: SamplingOptions | None = None) -> Iterator[torch.Tensor]:
+        """Yield each clip's frames [f_k, H, W, 3] as soon as it is decoded (the last one trimmed)."""
+        opts = options or SamplingOptions()
+        cfg = self.config
+        f = opts.frames_per_clip or cfg.frames_per_clip
+        n = cfg.motion_frames if opts.motion_frames is None else opts.motion_frames
+        steps = opts.steps or cfg.steps
+        guidance = cfg.guidance_scale if opts.guidance_scale is None else opts.guidance_scale
+        if n + f > cfg.temporal_max_len:
+            raise ValueError(f"frames_per_clip + motion_frames = {n + f} exceeds {cfg.temporal_max_len}, "
+                             "the longest sequence this model's temporal modules know.")
+        if audio.features.shape[0] % f:
+            audio = self._encode_speech(audio.speech, audio.fps, f)
+        total_clips = audio.features.shape[0] // f
+        use_cfg = guidance > 1.0
+        net, device, dtype = self.net, self.device, self.dtype
+        generator = torch.Generator("cpu").manual_seed(int(opts.seed))
+
+        portrait = portrait.to(device, dtype)
+        ref_latent = self.encode_images(portrait.pixels[None])
+        conds = self._static_conditions(portrait, use_cfg)
+        latent_shape = (1, cfg.latent_channels, f, ref_latent.shape[-2], ref_latent.shape[-1])
+
+        previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
+        done_steps = 0
+        for clip in range(total_clips):
+            reference, motion = self._reference_features(ref_latent, previous, n, conds["identity"], use_cfg, f)
+            windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
+            audio_tokens = net.audioproj(windows.to(device, dtype))
+            if use_cfg:
+                audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
+            cond = BackboneConditions(
+                identity=conds["identity"], audio=audio_tokens, face_features=conds["face"],
+                reference=reference, motion=motion, masks=portrait.masks,
+                region_weights=tuple(opts.region_weights),
+                speed=self._speed_embedding(opts.head_speed, clip, f, conds["identity"].shape[0]),
+            )
+            latents = torch.randn(latent_shape, generator=generator, dtype=dtype).to(device)
+            scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
+            scheduler.set_timesteps(steps, device=device)
+            step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+            latents = latents * scheduler.init_noise_sigma
+            for t in scheduler.timesteps:
+                if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
+                    raise GenerationCancelled()
+                model_input = torch.cat([latents] * 2) if use_cfg else latents
+                model_input = scheduler.scale_model_input(model_input, t)
+                pred = net.denoising_unet(model_input, t, cond)
+                if use_cfg:
+                    uncond, cond_pred = pred.chunk(2)
+                    pred = uncond + guidance * (cond_pred - uncond)
+                out = scheduler.step(pred, t, latents, **step_kwargs)
+                latents = out.prev_sample
+                done_steps += 1
+                if opts.callbacks.on_step:
+                    opts.callbacks.on_step(StepInfo(done_steps, steps * total_clips, clip, total_clips, int(t)))
+                if opts.callbacks.on_preview:
+                    estimate = getattr(out, "pred_original_sample", None)
+                    opts.callbacks.on_preview(estimate if estimate is not None else latents)
+            flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
+            frames = self.decode_latents(flat, opts.decode_chunk_size)
+            previous = frames[-n:] if n > 0 else None
+            keep = min(f, audio.num_frames - clip * f)
+            if keep > 0:
+                yield frames[:keep]
+
+    # ------------------------------------------------------------------ helpers
+    def _static_conditions(self, portrait: Portrait, use_cfg: bool) -> dict[str, torch.Tensor]:
+        """Identity tokens and face-locator features for the batch rows [uncond, cond] (or [cond])."""
+        cfg, net = self.config, self.net
+        identity = net.imageproj(portrait.identity[None])
+        face = net.face_locator(portrait.face_region[None])
+        if use_cfg:
+            # Hallo's unconditional identity is the projection of a zero embedding, not zero tokens.
+            uncond_identity = net.imageproj(torch.zeros_like(portrait.identity[None])) \
+                if cfg.uncond_drops_identity else identity
+            uncond_face = torch.zeros_like(face) if cfg.uncond_drops_face_region else face
+            identity = torch.cat([uncond_identity, identity])
+            face = torch.cat([uncond_face, face])
+        return {"identity": identity, "face": face}
+
+    def _reference_features(self, ref_latent: torch.Tensor, previous: torch.Tensor | None, n: int,
+                            identity: torch.Tensor, use_cfg: bool, f: int):
+        """Run the ReferenceNet on [portrait, motion frames] for every batch row."""
+        cfg, net = self.config, self.net
+        rows = identity.shape[0]
+        zero_motion = False
+        if n == 0:
+            latents = ref_latent
+        elif previous is not None:
+            motion = self.encode_images(previous[-n:].permute(0, 3, 1, 2) * 2 - 1)
+            latents = torch.cat([ref_latent, motion])
+        elif cfg.first_clip_motion == "reference":
+            latents = ref_latent.repeat(1 + n, 1, 1, 1)
+        else:  # EMO: the first clip's motion frames are zero feature maps
+            latents, zero_motion = ref_latent, True
+        per_row = latents.shape[0]
+        latents = latents.repeat(rows, 1, 1, 1)
+        # Hallo pairs ReferenceNet rows with identity tokens cyclically ([u, c, u, c, ...]).
+        context = identity.repeat(per_row, 1, 1)
+        features = net.reference_unet(latents, context)
+        if zero_motion:
+            features = [
+                torch.cat([x.view(rows, 1, *x.shape[1:]), x.new_zeros(rows, n, *x.shape[1:])], dim=1).flatten(0, 1)
+                for x in features
+            ]
+        use_reference = torch.ones(rows, dtype=torch.bool, device=latents.device)
+        if use_cfg and cfg.uncond_drops_reference:
+            use_reference[0] = False
+        return net.denoising_unet.prepare_reference(features, rows, f, use_reference)
+
+    def _speed_embedding(self, head_speed, clip: int, f: int, rows: int) -> torch.Tensor | None:
+        """Speed embeddings [rows, f, C] for one clip; head_speed is constant or one value per frame."""
+        encoder = self.net.speed_encoder
+        if encoder is None:
+            if head_speed is not None:
+                raise ValueError("This model has no speed layers (Hallo weights); leave head_speed unset.")
+            return None
+        speed = torch.as_tensor(0.0 if head_speed is None else head_speed, dtype=torch.float32).flatten()
+        index = torch.arange(clip * f, (clip + 1) * f).clamp(max=speed.numel() - 1)
+        return encoder(speed[index].to(self.device)[None].expand(rows, -1))

@@ -1,0 +1,61 @@
+"""Tiny random-weight components: a whole pipeline that runs in seconds on a CPU.
+
+Used by the tests and by `generate` when no model is given. Its output is noise-like: it
+checks the machinery, not the quality. Zero-initialised layers (which make the audio, face
+and temporal paths no-ops in a fresh model) are filled with small random values so that every
+path changes the result.
+"""
+
+from __future__ import annotations
+
+import torch
+from diffusers import AutoencoderKL
+from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+from .audio.encoder import AudioEncoder
+from .config import EMOConfig, tiny_config
+from .models import EMONet
+
+
+def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
+    """Give every all-zero weight small random values (deterministic in `seed`)."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.copy_(torch.randn(p.shape, generator=gen) * scale)
+    return module
+
+
+def tiny_vae(seed: int = 0) -> AutoencoderKL:
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64,
+    )
+
+
+def tiny_wav2vec_config(hidden: int = 32, layers: int = 2) -> Wav2Vec2Config:
+    # Same CNN strides as wav2vec2-base (320-sample hop at 16 kHz), far fewer channels.
+    return Wav2Vec2Config(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2, intermediate_size=2 * hidden,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group", do_stable_layer_norm=False, vocab_size=32,
+    )
+
+
+def tiny_wav2vec(seed: int = 0, hidden: int = 32, layers: int = 2) -> Wav2Vec2Model:
+    torch.manual_seed(seed)
+    return Wav2Vec2Model(tiny_wav2vec_config(hidden, layers))
+
+
+def tiny_net(config: EMOConfig | None = None, seed: int = 0) -> EMONet:
+    torch.manual_seed(seed)
+    return randomize_(EMONet(config or tiny_config()), seed)
+
+
+def tiny_components(config: EMOConfig | None = None, seed: int = 0) -> tuple[EMONet, AutoencoderKL, AudioEncoder]:
+    config = config or tiny_config()
+    encoder = AudioEncoder(tiny_wav2vec(seed, config.audio_feature_dim, config.audio_feature_layers))
+    return tiny_net(config, seed), tiny_vae(seed), encoder
