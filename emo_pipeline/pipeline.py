@@ -9,6 +9,8 @@ chunks and the frames are handed out before the next clip starts.
 from __future__ import annotations
 
 import inspect
+import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
@@ -95,7 +97,22 @@ class EMOPipeline:
         self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
         self.device, self.dtype = torch.device("cpu"), torch.float32
+        # Seconds spent per stage, summed over calls; filled only when `profile` is on (it syncs the GPU).
+        self.profile = False
+        self.timings: dict[str, float] = {}
         self.to(device, dtype)
+
+    @contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        if not self.profile:
+            yield
+            return
+        sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
+        sync()
+        start = time.perf_counter()
+        yield
+        sync()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
 
     @property
     def config(self) -> EMOConfig:
@@ -106,7 +123,8 @@ class EMOPipeline:
         device, dtype = torch.device(device), dtype or self.dtype
         check_dtype_supported(device, dtype)
         self.net.to(device=device, dtype=dtype)
-        self.vae.to(device=device, dtype=dtype)
+        # nn.Module.to: diffusers' own `to` warns about fp32-only modules, which AutoencoderKL has none of.
+        torch.nn.Module.to(self.vae, device=device, dtype=dtype)
         # wav2vec stays in fp32, as in Hallo: it is small and its features feed every frame.
         self.audio_encoder.model.to(device=device, dtype=torch.float32)
         self.device, self.dtype = device, dtype
@@ -134,7 +152,8 @@ class EMOPipeline:
         padded = -(-num_frames // clip_length) * clip_length
         # Hallo pads the normalised samples by whole frames of int(sr / fps) samples before wav2vec.
         pad = (padded - num_frames) * int(sr // fps)
-        features = self.audio_encoder(F.pad(speech, (0, pad)), padded)
+        with self._stage("audio features"):
+            features = self.audio_encoder(F.pad(speech, (0, pad)), padded)
         if features.shape[1:] != (self.config.audio_feature_layers, self.config.audio_feature_dim):
             raise ValueError(
                 f"The audio encoder gives {features.shape[1]} layers of {features.shape[2]} features; this model "
@@ -192,7 +211,8 @@ class EMOPipeline:
         previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
         done_steps = 0
         for clip in range(total_clips):
-            reference, motion = self._reference_features(ref_latent, previous, n, conds["identity"], use_cfg, f)
+            with self._stage("reference net"):
+                reference, motion = self._reference_features(ref_latent, previous, n, conds["identity"], use_cfg, f)
             windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
             audio_tokens = net.audioproj(windows.to(device, dtype))
             if use_cfg:
@@ -213,7 +233,8 @@ class EMOPipeline:
                     raise GenerationCancelled()
                 model_input = torch.cat([latents] * 2) if use_cfg else latents
                 model_input = scheduler.scale_model_input(model_input, t)
-                pred = net.denoising_unet(model_input, t, cond)
+                with self._stage("denoising"):
+                    pred = net.denoising_unet(model_input, t, cond)
                 if use_cfg:
                     uncond, cond_pred = pred.chunk(2)
                     pred = uncond + guidance * (cond_pred - uncond)
@@ -226,7 +247,8 @@ class EMOPipeline:
                     estimate = getattr(out, "pred_original_sample", None)
                     opts.callbacks.on_preview(estimate if estimate is not None else latents)
             flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
-            frames = self.decode_latents(flat, opts.decode_chunk_size)
+            with self._stage("vae decode"):
+                frames = self.decode_latents(flat, opts.decode_chunk_size)
             previous = frames[-n:] if n > 0 else None
             keep = min(f, audio.num_frames - clip * f)
             if keep > 0:

@@ -1,0 +1,103 @@
+"""Network files: strict loading, round trips, clear errors, and safe handling of pickles."""
+
+import pickle
+
+import pytest
+import torch
+
+from conftest import speech_like
+from emo_pipeline.config import tiny_config
+from emo_pipeline.loading import CheckpointError, describe_checkpoint, load_net, save_net
+from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
+from emo_pipeline.tiny import tiny_net
+
+
+def test_safetensors_round_trip_gives_identical_frames(tiny_pipeline, tiny_portrait, tmp_path):
+    path = save_net(tiny_pipeline.net, tmp_path / "net.safetensors")
+    loaded = load_net(path)
+    assert loaded.config == tiny_pipeline.config
+    for (k, a), (k2, b) in zip(tiny_pipeline.net.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(a, b)
+    audio = tiny_pipeline.encode_audio(speech_like(0.2), 16000)
+    other = EMOPipeline(loaded, tiny_pipeline.vae, tiny_pipeline.audio_encoder)
+    opts = SamplingOptions(seed=2, steps=2)
+    assert torch.equal(tiny_pipeline.generate(tiny_portrait, audio, opts), other.generate(tiny_portrait, audio, opts))
+
+
+def test_pickled_state_dict_loads_with_the_config_given(tmp_path):
+    net = tiny_net(seed=4)
+    path = tmp_path / "net.pth"
+    torch.save(net.state_dict(), path)
+    loaded = load_net(path, config=tiny_config())
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+
+
+def test_missing_and_unexpected_keys_are_listed_with_counts(tmp_path):
+    state = tiny_net().state_dict()
+    removed = [k for k in state if k.startswith("audioproj.")]
+    for k in removed:
+        del state[k]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(CheckpointError) as err:
+        load_net(path, config=tiny_config())
+    text = str(err.value)
+    assert f"{len(removed)} missing key(s): audioproj." in text
+    assert "1 unexpected key(s): extra.weight" in text
+
+
+def test_wrong_shapes_are_reported(tmp_path):
+    state = tiny_net().state_dict()
+    state["imageproj.proj.weight"] = torch.zeros(3, 3)
+    torch.save(state, tmp_path / "net.pth")
+    with pytest.raises(CheckpointError, match=r"imageproj.proj.weight \(3, 3\)"):
+        load_net(tmp_path / "net.pth", config=tiny_config())
+
+
+def test_unknown_file_without_config_is_refused_with_explanation(tmp_path):
+    torch.save(tiny_net().state_dict(), tmp_path / "net.pth")
+    with pytest.raises(CheckpointError, match="not a Hallo/Hallo2 net.pth"):
+        load_net(tmp_path / "net.pth")
+
+
+class Exploit:
+    def __reduce__(self):
+        import os
+
+        return (os.system, ("echo pwned > pwned.txt",))
+
+
+def test_pickle_with_code_is_refused_not_run(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "evil.pth"
+    with open(path, "wb") as f:
+        pickle.dump({"w": Exploit()}, f)
+    with pytest.raises(CheckpointError, match="weights_only"):
+        load_net(path, config=tiny_config())
+    assert not (tmp_path / "pwned.txt").exists()
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_truncated_files_give_a_clear_error(tmp_path, suffix):
+    net = tiny_net()
+    full = tmp_path / f"full{suffix}"
+    if suffix == ".safetensors":
+        save_net(net, full)
+    else:
+        torch.save(net.state_dict(), full)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="incomplete or damaged"):
+        load_net(cut, config=tiny_config())
+
+
+def test_missing_file():
+    with pytest.raises(FileNotFoundError, match="Checkpoint not found"):
+        load_net("/nonexistent/net.pth")
+
+
+def test_inspect_describes_family_and_keys(tmp_path):
+    path = save_net(tiny_net(), tmp_path / "net.safetensors")
+    text = describe_checkpoint(path)
+    assert "EMO safetensors" in text and "config 'tiny'" in text and "all keys match" in text

@@ -1,0 +1,141 @@
+"""End-to-end generation on the tiny configuration: frame counts, determinism, motion frames."""
+
+import math
+from decimal import Decimal
+
+import pytest
+import torch
+
+from conftest import speech_like
+from emo_pipeline.audio.encoder import frame_count, normalize_speech
+from emo_pipeline.models.frame_windows import frame_windows
+from emo_pipeline.pipeline import Callbacks, EMOPipeline, GenerationCancelled, SamplingOptions
+
+
+def expected_frames(num_samples: int, sample_rate: int, fps: str) -> int:
+    # Independent of the engine's Fraction arithmetic: decimal seconds × fps, rounded up.
+    return math.ceil(Decimal(num_samples) / Decimal(sample_rate) * Decimal(fps))
+
+
+@pytest.mark.parametrize("seconds", [0.1, 0.16, 0.5])  # < one clip, exactly one clip (4 frames), 3 clips + 1
+def test_one_frame_per_audio_frame(tiny_pipeline, tiny_portrait, seconds):
+    wave = speech_like(seconds, 16000)
+    audio = tiny_pipeline.encode_audio(wave, 16000)
+    frames = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(seed=3, steps=2))
+    n = expected_frames(wave.shape[-1], 16000, "25")
+    assert audio.num_frames == n
+    assert frames.shape == (n, 64, 64, 3)
+    assert frames.dtype == torch.float32 and 0 <= frames.min() and frames.max() <= 1
+
+
+@pytest.mark.parametrize("samples,rate,fps", [(16000, 16000, "25"), (44100 * 3 + 7, 44100, "29.97"),
+                                              (12345, 8000, "30"), (1, 16000, "25"), (640, 16000, "25")])
+def test_frame_count_matches_independent_formula(samples, rate, fps):
+    assert frame_count(samples, rate, float(fps)) == expected_frames(samples, rate, fps)
+
+
+def test_same_seed_same_frames_and_seed_matters(tiny_pipeline, tiny_portrait):
+    audio = tiny_pipeline.encode_audio(speech_like(0.3), 16000)
+    a = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(seed=7, steps=2))
+    b = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(seed=7, steps=2))
+    c = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(seed=8, steps=2))
+    assert torch.equal(a, b)
+    assert (a - c).abs().max() > 1e-3
+
+
+class RecordingPipeline(EMOPipeline):
+    """Records what the VAE is asked to encode (portrait and motion frames)."""
+
+    def encode_images(self, pixels):
+        self.encoded.append(pixels.detach().clone())
+        return super().encode_images(pixels)
+
+
+def test_motion_frames_are_the_previous_clips_last_frames(tiny_pipeline, tiny_portrait):
+    pipe = RecordingPipeline(tiny_pipeline.net, tiny_pipeline.vae, tiny_pipeline.audio_encoder)
+    pipe.encoded = []
+    audio = pipe.encode_audio(speech_like(0.5), 16000)  # 13 frames: clips of 4
+    clips = list(pipe.iter_clips(tiny_portrait, audio, SamplingOptions(seed=1, steps=2)))
+    assert [len(c) for c in clips] == [4, 4, 4, 1]
+    n = pipe.config.motion_frames
+    # encoded[0] is the portrait; encoded[k] (k >= 1) the motion frames of clip k.
+    assert len(pipe.encoded) == 1 + 3
+    for k in range(1, 4):
+        expected = clips[k - 1][-n:].permute(0, 3, 1, 2) * 2 - 1
+        torch.testing.assert_close(pipe.encoded[k], expected)
+
+
+def test_motion_frames_carry_information_between_clips(tiny_pipeline, tiny_portrait):
+    audio = tiny_pipeline.encode_audio(speech_like(0.32), 16000)  # 8 frames = 2 clips
+    changed = type(audio)(**{**audio.__dict__, "features": audio.features.clone()})
+    changed.features[:2] += 3.0  # only frames 0-1; clip 2's ±2 audio windows start at frame 2
+
+    def run(a, motion_frames):
+        return tiny_pipeline.generate(tiny_portrait, a, SamplingOptions(seed=5, steps=2, motion_frames=motion_frames))
+
+    base, other = run(audio, 2), run(changed, 2)
+    assert (base[:4] - other[:4]).abs().max() > 1e-4  # the change reaches clip 1
+    assert (base[4:] - other[4:]).abs().max() > 1e-5  # and clip 2 only through its motion frames
+    # Control: without motion frames clip 2 cannot know about clip 1.
+    base0, other0 = run(audio, 0), run(changed, 0)
+    assert torch.equal(base0[4:], other0[4:])
+
+
+def test_audio_features_match_an_independent_computation(tiny_pipeline):
+    """CNN features → linear interpolation (align_corners) to the frame count → transformer layers."""
+    import numpy as np
+
+    wave = speech_like(0.37)[0]
+    audio = tiny_pipeline.encode_audio(wave, 16000)
+    clip = tiny_pipeline.config.frames_per_clip
+    n = expected_frames(wave.numel(), 16000, "25")
+    padded = -(-n // clip) * clip
+    speech = (wave.double() - wave.double().mean()) / np.sqrt(wave.double().var(unbiased=False) + 1e-7)
+    speech = torch.cat([speech.float(), torch.zeros((padded - n) * 640)])
+    model = tiny_pipeline.audio_encoder.model
+    with torch.no_grad():
+        cnn = model.feature_extractor(speech[None])[0].numpy()  # [C, T50]
+        src = np.linspace(0, cnn.shape[1] - 1, padded)  # align_corners=True sample positions
+        resampled = np.stack([np.interp(src, np.arange(cnn.shape[1]), row) for row in cnn], axis=1)
+        hidden, _ = model.feature_projection(torch.from_numpy(resampled).float()[None])
+        out = model.encoder(hidden, output_hidden_states=True)
+    expected = torch.stack(out.hidden_states[1:], dim=1)[0]
+    assert audio.features.shape == (padded, 2, 32)
+    torch.testing.assert_close(audio.features, expected, atol=1e-4, rtol=1e-4)
+
+
+def test_audio_windows_match_hallo_style_loop():
+    x = torch.arange(7.0).view(1, 7, 1)
+    windows = frame_windows(x, 2)[0, :, :, 0]
+    for i in range(7):
+        expected = [min(max(i + j, 0), 6) for j in range(-2, 3)]
+        assert windows[i].tolist() == expected
+    assert frame_windows(x, 2, 3, 5)[0, :, :, 0].tolist() == windows[3:5].tolist()
+
+
+def test_progress_and_cancel(tiny_pipeline, tiny_portrait):
+    audio = tiny_pipeline.encode_audio(speech_like(0.3), 16000)  # 8 frames, 2 clips
+    seen, previews = [], []
+    cb = Callbacks(on_step=seen.append, on_preview=previews.append)
+    tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(steps=3, callbacks=cb))
+    assert [s.step for s in seen] == list(range(1, 7))
+    assert {s.total_steps for s in seen} == {6} and [s.clip for s in seen] == [0, 0, 0, 1, 1, 1]
+    assert previews[0].shape == (1, 4, 4, 8, 8)
+    calls = []
+    cancel = Callbacks(is_cancelled=lambda: len(calls) >= 2, on_step=calls.append)
+    with pytest.raises(GenerationCancelled):
+        tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(steps=3, callbacks=cancel))
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("scheduler", ["ddim", "dpmpp_2m", "euler", "unipc"])
+def test_schedulers_give_finite_frames(tiny_pipeline, tiny_portrait, scheduler):
+    audio = tiny_pipeline.encode_audio(speech_like(0.1), 16000)
+    frames = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(steps=3, scheduler=scheduler))
+    assert torch.isfinite(frames).all() and frames.shape[0] == 3
+
+
+def test_clip_length_change_reencodes_audio(tiny_pipeline, tiny_portrait):
+    audio = tiny_pipeline.encode_audio(speech_like(0.3), 16000)
+    frames = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(steps=2, frames_per_clip=3))
+    assert frames.shape[0] == audio.num_frames == 8
