@@ -90,7 +90,8 @@ def test_audio_features_match_an_independent_computation(tiny_pipeline):
     clip = tiny_pipeline.config.frames_per_clip
     n = expected_frames(wave.numel(), 16000, "25")
     padded = -(-n // clip) * clip
-    speech = (wave.double() - wave.double().mean()) / np.sqrt(wave.double().var(unbiased=False) + 1e-7)
+    w = wave.double().numpy()
+    speech = torch.from_numpy((w - w.mean()) / np.sqrt(w.var() + 1e-7))
     speech = torch.cat([speech.float(), torch.zeros((padded - n) * 640)])
     model = tiny_pipeline.audio_encoder.model
     with torch.no_grad():
@@ -98,8 +99,14 @@ def test_audio_features_match_an_independent_computation(tiny_pipeline):
         src = np.linspace(0, cnn.shape[1] - 1, padded)  # align_corners=True sample positions
         resampled = np.stack([np.interp(src, np.arange(cnn.shape[1]), row) for row in cnn], axis=1)
         hidden, _ = model.feature_projection(torch.from_numpy(resampled).float()[None])
-        out = model.encoder(hidden, output_hidden_states=True)
-    expected = torch.stack(out.hidden_states[1:], dim=1)[0]
+        encoder = model.encoder  # post-norm wav2vec2-base layout: positional conv, LayerNorm, layers
+        h = encoder.layer_norm(hidden + encoder.pos_conv_embed(hidden))
+        layers = []
+        for layer in encoder.layers:
+            h = layer(h)
+            h = h[0] if isinstance(h, tuple) else h
+            layers.append(h)
+    expected = torch.stack(layers, dim=2)[0]
     assert audio.features.shape == (padded, 2, 32)
     torch.testing.assert_close(audio.features, expected, atol=1e-4, rtol=1e-4)
 
