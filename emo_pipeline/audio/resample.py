@@ -8,15 +8,17 @@ import torch
 import torch.nn.functional as F
 
 
-def _sinc_kernels(orig: int, new: int, zero_crossings: int = 6, rolloff: float = 0.99,
+def _sinc_kernels(orig: int, new: int, zero_crossings: int = 24, rolloff: float = 0.92, beta: float = 14.77,
                   dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, int]:
-    """One Hann-windowed sinc filter per output phase; cutoff just below the lower Nyquist rate."""
+    """One Kaiser-windowed sinc filter per output phase, cutoff a little below the lower Nyquist
+    rate: what lies above the new Nyquist rate is removed (over 40 dB down), not folded back, and
+    the band up to 75 % of it stays flat."""
     cutoff = min(orig, new) * rolloff
     width = math.ceil(zero_crossings * orig / cutoff)
     taps = torch.arange(-width, width + orig, dtype=torch.float64) / orig
     phases = -torch.arange(new, dtype=torch.float64)[:, None] / new
     t = ((phases + taps[None]) * cutoff).clamp(-zero_crossings, zero_crossings)
-    window = torch.cos(t * math.pi / zero_crossings / 2) ** 2
+    window = torch.i0(beta * torch.sqrt(1 - (t / zero_crossings) ** 2)) / torch.i0(torch.tensor(beta, dtype=t.dtype))
     t = t * math.pi
     sinc = torch.where(t == 0, torch.ones_like(t), torch.sin(t) / t)
     return (sinc * window * (cutoff / orig)).to(dtype), width

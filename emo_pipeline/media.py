@@ -1,0 +1,196 @@
+"""Audio, image and video files through PyAV and Pillow: no ffmpeg binary, no torchaudio.
+
+Videos are H.264 (yuv420p) with AAC sound in MP4, streamed frame by frame and written to a
+temporary file that is renamed only when complete, so an error or interrupt leaves nothing
+half-written behind.
+"""
+
+from __future__ import annotations
+
+import os
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+import torch
+
+AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
+
+
+def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
+    """First audio stream of any file → (waveform [C, T] float32 in -1..1, sample rate)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Audio file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise ValueError(f"Cannot read {path.name} as audio: {err}") from None
+    with container:
+        if not container.streams.audio:
+            raise ValueError(f"{path.name} has no audio stream.")
+        stream = container.streams.audio[0]
+        resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
+        chunks = []
+        for frame in container.decode(stream):
+            for out in resampler.resample(frame):
+                chunks.append(out.to_ndarray())
+        for out in resampler.resample(None):
+            chunks.append(out.to_ndarray())
+        rate = stream.rate
+    if not chunks:
+        raise ValueError(f"{path.name} contains no audio samples.")
+    return torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32)), int(rate)
+
+
+def load_image(path: str | Path) -> torch.Tensor:
+    """Any image Pillow reads → [H, W, 3] float32 in 0..1 (transparency composited onto white)."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Image file not found: {path}")
+    with Image.open(path) as img:
+        img = img.convert("RGBA")
+        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        rgb = Image.alpha_composite(background, img).convert("RGB")
+    return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+def _to_uint8(frames: torch.Tensor) -> np.ndarray:
+    if frames.dtype != torch.uint8:
+        frames = (frames.float().clamp(0, 1) * 255).round().to(torch.uint8)
+    return frames.cpu().numpy()
+
+
+class VideoWriter:
+    """Streams frames into an MP4; the file appears at `path` only after a successful `close()`."""
+
+    def __init__(self, path: str | Path, fps: float, width: int, height: int,
+                 audio: tuple[torch.Tensor, int] | None = None, crf: int = 19,
+                 metadata: dict[str, str] | None = None) -> None:
+        self.path = Path(path)
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.size = (width, height)
+        self.audio = audio
+        self.frames = 0
+        # use_metadata_tags lets MP4 carry arbitrary keys (the ComfyUI workflow, for instance).
+        self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "use_metadata_tags"})
+        for key, value in (metadata or {}).items():
+            self.container.metadata[key] = str(value)
+        self.video = self.container.add_stream("libx264", rate=self.fps)
+        # yuv420p needs even sizes: round up, padding with the edge pixels.
+        self.video.width, self.video.height = width + width % 2, height + height % 2
+        self.video.pix_fmt = "yuv420p"
+        self.video.options = {"crf": str(crf)}
+        self.audio_stream = None
+        if audio is not None:  # streams must all exist before the first packet is written
+            channels = audio[0].shape[-2] if audio[0].ndim > 1 else 1
+            self.audio_layout = "stereo" if channels == 2 else "mono"
+            self.audio_rate = audio[1] if audio[1] in AAC_RATES else 48000
+            self.audio_stream = self.container.add_stream("aac", rate=self.audio_rate, layout=self.audio_layout)
+
+    def write(self, frames: torch.Tensor) -> None:
+        """frames [F, H, W, 3] float in 0..1 or uint8."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or tuple(frames.shape[2:0:-1]) != self.size:
+            raise ValueError(f"Expected frames [F, {self.size[1]}, {self.size[0]}, 3], got {tuple(frames.shape)}.")
+        array = _to_uint8(frames)
+        pad_h, pad_w = self.video.height - array.shape[1], self.video.width - array.shape[2]
+        if pad_h or pad_w:
+            array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
+        for image in array:
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            self.container.mux(self.video.encode(frame))
+            self.frames += 1
+
+    def _write_audio(self) -> None:
+        waveform, rate = self.audio
+        waveform = waveform.float()
+        if waveform.ndim == 3:
+            waveform = waveform[0]
+        if waveform.ndim == 1:
+            waveform = waveform[None]
+        if waveform.shape[0] > 2:
+            waveform = waveform.mean(0, keepdim=True)
+        samples = waveform.clamp(-1, 1).cpu().numpy()
+        layout, out_rate, stream = self.audio_layout, self.audio_rate, self.audio_stream
+        if out_rate != rate:
+            from .audio.resample import resample
+
+            samples = resample(torch.from_numpy(samples), rate, out_rate).numpy()
+        # The sound lasts exactly as long as the frames: trim or pad with silence.
+        length = round(self.frames / self.fps * out_rate)
+        samples = samples[:, :length]
+        if samples.shape[1] < length:
+            samples = np.pad(samples, ((0, 0), (0, length - samples.shape[1])))
+        chunk = 1024  # AAC's frame size
+        for start in range(0, length, chunk):
+            part = np.ascontiguousarray(samples[:, start: start + chunk], dtype=np.float32)
+            frame = av.AudioFrame.from_ndarray(part, format="fltp", layout=layout)
+            frame.sample_rate, frame.pts = out_rate, start
+            self.container.mux(stream.encode(frame))
+        self.container.mux(stream.encode(None))
+
+    def close(self) -> Path:
+        if self.container is None:
+            return self.path
+        try:
+            self.container.mux(self.video.encode(None))
+            if self.audio is not None and self.frames:
+                self._write_audio()
+            self.container.close()
+        except BaseException:
+            self.abort()
+            raise
+        self.container = None
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        """Stop and delete the partial file; nothing appears at `path`."""
+        if self.container is not None:
+            try:
+                self.container.close()
+            except Exception:  # noqa: BLE001 - the file is discarded anyway
+                pass
+            self.container = None
+        self.tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float, audio: tuple[torch.Tensor, int] | None = None,
+                crf: int = 19, metadata: dict[str, str] | None = None) -> Path:
+    """Write all frames [F, H, W, 3] at once; returns the final path."""
+    with VideoWriter(path, fps, frames.shape[2], frames.shape[1], audio, crf, metadata) as writer:
+        writer.write(frames)
+    return writer.path
+
+
+def read_video_info(path: str | Path) -> dict:
+    """Frame count (decoded), fps, size, audio duration (s) and rate, and container metadata."""
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        info = {
+            "fps": float(video.average_rate), "width": video.codec_context.width,
+            "height": video.codec_context.height, "metadata": dict(container.metadata),
+            "audio_duration": None, "audio_sample_rate": None,
+        }
+        info["frame_count"] = sum(1 for _ in container.decode(video))
+    with av.open(str(path)) as container:
+        if container.streams.audio:
+            stream = container.streams.audio[0]
+            decoded = sum(frame.samples for frame in container.decode(stream)) / stream.rate
+            # The stream's own duration excludes AAC's padding of the last 1024-sample frame.
+            info["audio_duration"] = float(stream.duration * stream.time_base) if stream.duration else decoded
+            info["audio_sample_rate"] = stream.rate
+    return info

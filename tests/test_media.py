@@ -1,0 +1,95 @@
+"""Real files through PyAV: MP4 with H.264 + AAC, audio and image loading, atomic writes."""
+
+import math
+
+import av
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from emo_pipeline.media import VideoWriter, load_audio, load_image, read_video_info, write_video
+
+
+def sine(seconds, rate, channels=2, freq=440.0):
+    t = torch.arange(int(round(seconds * rate))) / rate
+    return torch.stack([0.5 * torch.sin(2 * math.pi * freq * (c + 1) * t) for c in range(channels)])
+
+
+@pytest.mark.parametrize("width,height", [(64, 48), (63, 47)])
+def test_mp4_round_trip_with_audio_and_metadata(tmp_path, width, height):
+    frames = torch.rand(30, height, width, 3)
+    path = write_video(tmp_path / "clip.mp4", frames, 25, audio=(sine(1.3, 44100), 44100),
+                       metadata={"workflow": '{"nodes": []}'})
+    info = read_video_info(path)
+    assert info["frame_count"] == 30 and info["fps"] == 25
+    assert info["audio_duration"] == pytest.approx(1.2, abs=1e-3)  # trimmed to the video
+    assert info["metadata"]["workflow"] == '{"nodes": []}'
+    assert (info["width"], info["height"]) == (width + width % 2, height + height % 2)
+
+
+def test_short_audio_is_padded_to_the_video_and_odd_rates_resampled(tmp_path):
+    path = write_video(tmp_path / "a.mp4", torch.rand(25, 32, 32, 3), 25, audio=(sine(0.4, 7000, 1), 7000))
+    info = read_video_info(path)
+    assert info["audio_duration"] == pytest.approx(1.0, abs=1e-3)
+    assert info["audio_sample_rate"] == 48000
+
+
+def test_video_pixels_survive_encoding(tmp_path):
+    frames = torch.zeros(5, 32, 32, 3)
+    frames[:, :, :16, 0] = 1.0  # left half red
+    path = write_video(tmp_path / "v.mp4", frames, 10)
+    with av.open(str(path)) as c:
+        image = next(c.decode(video=0)).to_ndarray(format="rgb24").astype(float) / 255
+    assert image[:, :12, 0].mean() > 0.9 and image[:, 20:, 0].mean() < 0.1
+
+
+def test_load_audio_from_wav_and_mp4(tmp_path):
+    wav = tmp_path / "tone.wav"
+    with av.open(str(wav), "w") as c:
+        stream = c.add_stream("pcm_s16le", rate=8000, layout="mono")
+        data = (sine(0.5, 8000, 1).numpy() * 32767).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(data, format="s16", layout="mono")
+        frame.sample_rate = 8000
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    waveform, rate = load_audio(wav)
+    assert rate == 8000 and waveform.shape == (1, 4000)
+    assert torch.allclose(waveform, sine(0.5, 8000, 1), atol=1e-3)
+    mp4 = write_video(tmp_path / "m.mp4", torch.rand(10, 16, 16, 3), 10, audio=(sine(1.0, 44100), 44100))
+    waveform, rate = load_audio(mp4)
+    assert rate == 44100 and waveform.shape[0] == 2 and abs(waveform.shape[1] / rate - 1.0) < 1024 / rate
+
+
+def test_error_inside_writer_leaves_no_file(tmp_path):
+    target = tmp_path / "out.mp4"
+    with pytest.raises(RuntimeError):
+        with VideoWriter(target, 25, 32, 32, audio=(sine(1, 16000), 16000)) as writer:
+            writer.write(torch.rand(4, 32, 32, 3))
+            raise RuntimeError("interrupted")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_wrong_frame_size_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"Expected frames \[F, 32, 32, 3\]"):
+        with VideoWriter(tmp_path / "x.mp4", 25, 32, 32) as writer:
+            writer.write(torch.rand(2, 16, 16, 3))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_load_image_rgba_and_grey(tmp_path):
+    rgba = np.zeros((20, 30, 4), np.uint8)
+    rgba[:, :15] = (255, 0, 0, 255)  # opaque red left, transparent right
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    image = load_image(tmp_path / "a.png")
+    assert image.shape == (20, 30, 3) and image.dtype == torch.float32
+    assert image[0, 0].tolist() == [1.0, 0.0, 0.0] and image[0, -1].tolist() == [1.0, 1.0, 1.0]
+    Image.fromarray(np.full((8, 8), 128, np.uint8), "L").save(tmp_path / "g.png")
+    assert torch.allclose(load_image(tmp_path / "g.png"), torch.full((8, 8, 3), 128 / 255))
+
+
+def test_missing_files():
+    with pytest.raises(FileNotFoundError, match="Audio file not found"):
+        load_audio("/nope.wav")
+    with pytest.raises(FileNotFoundError, match="Image file not found"):
+        load_image("/nope.png")
