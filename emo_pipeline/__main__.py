@@ -37,8 +37,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(info) -> None:
-    end = "\n" if info.step == info.total_steps else ""
-    print(f"\r  clip {info.clip + 1}/{info.total_clips}  step {info.step}/{info.total_steps}", end=end, flush=True)
+    text = f"  clip {info.clip + 1}/{info.total_clips}  step {info.step}/{info.total_steps}"
+    if sys.stdout.isatty():
+        print("\r" + text, end="\n" if info.step == info.total_steps else "", flush=True)
+    elif info.step % (info.total_steps // info.total_clips) == 0:  # logs: one line per clip
+        print(text, flush=True)
 
 
 def generate(args: argparse.Namespace) -> int:

@@ -39,9 +39,14 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray())
         rate = stream.rate
+        # AAC decoders pad the last frame to 1024 samples; the stream's duration says where the sound ends.
+        declared = round(stream.duration * stream.time_base * rate) if stream.duration else None
     if not chunks:
         raise ValueError(f"{path.name} contains no audio samples.")
-    return torch.from_numpy(np.concatenate(chunks, axis=1).astype(np.float32)), int(rate)
+    samples = np.concatenate(chunks, axis=1).astype(np.float32)
+    if declared:
+        samples = samples[:, :declared]
+    return torch.from_numpy(samples), int(rate)
 
 
 def load_image(path: str | Path) -> torch.Tensor:

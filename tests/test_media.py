@@ -58,7 +58,7 @@ def test_load_audio_from_wav_and_mp4(tmp_path):
     assert torch.allclose(waveform, sine(0.5, 8000, 1), atol=1e-3)
     mp4 = write_video(tmp_path / "m.mp4", torch.rand(10, 16, 16, 3), 10, audio=(sine(1.0, 44100), 44100))
     waveform, rate = load_audio(mp4)
-    assert rate == 44100 and waveform.shape[0] == 2 and abs(waveform.shape[1] / rate - 1.0) < 1024 / rate
+    assert rate == 44100 and waveform.shape == (2, 44100)  # AAC's last-frame padding is trimmed
 
 
 def test_error_inside_writer_leaves_no_file(tmp_path):

@@ -1,0 +1,53 @@
+"""`python -m emo_pipeline`: the README's main command and `inspect`, on real files."""
+
+import subprocess
+import sys
+
+import torch
+
+from conftest import ROOT, speech_like
+from emo_pipeline.__main__ import main
+from emo_pipeline.loading import save_net
+from emo_pipeline.media import read_video_info, write_video
+from emo_pipeline.tiny import tiny_net
+
+
+def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
+    out = tmp_path / "demo.mp4"
+    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "RANDOM-WEIGHT" in result.stdout and "clip 13/13" in result.stdout
+    info = read_video_info(out)
+    assert info["frame_count"] == 50 and abs(info["audio_duration"] - 2.0) < 1e-3
+
+
+def test_generate_from_files(tmp_path, capsys):
+    from PIL import Image
+    import numpy as np
+
+    Image.fromarray((np.random.default_rng(0).random((80, 120, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+    # The driving audio comes from a video file's sound track, at 44.1 kHz stereo.
+    write_video(tmp_path / "src.mp4", torch.rand(10, 16, 16, 3), 25, audio=(speech_like(0.4, 44100, 2), 44100))
+    out = tmp_path / "o.mp4"
+    code = main(["generate", "--image", str(tmp_path / "p.png"), "--audio", str(tmp_path / "src.mp4"),
+                 "--out", str(out), "--steps", "1", "--fps", "30"])
+    assert code == 0
+    info = read_video_info(out)
+    assert info["frame_count"] == 12 and info["fps"] == 30  # ceil(0.4 s · 30)
+
+
+def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
+    assert main(["generate", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert "Image file not found" in capsys.readouterr().err
+    assert not (tmp_path / "x.mp4").exists()
+    (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
+    assert main(["inspect", str(tmp_path / "bad.safetensors")]) == 2
+    assert "incomplete or damaged" in capsys.readouterr().err
+
+
+def test_inspect(tmp_path, capsys):
+    path = save_net(tiny_net(), tmp_path / "net.safetensors")
+    assert main(["inspect", str(path)]) == 0
+    text = capsys.readouterr().out
+    assert "config 'tiny'" in text and "all keys match" in text and "reference_unet" in text
