@@ -82,6 +82,9 @@ class EMOConfig:
     uncond_drops_reference: bool = True
     uncond_drops_identity: bool = True
     uncond_drops_face_region: bool = True
+    # Hallo tiles the batch rows' portrait features over the frames instead of repeating each
+    # row's own (see Backbone.prepare_reference); exact Hallo outputs need the same.
+    reference_tiles_batch: bool = True
     steps: int = 40
     guidance_scale: float = 3.5
     scheduler: dict[str, Any] = field(default_factory=lambda: dict(HALLO_SCHEDULER))
@@ -184,6 +187,7 @@ def emo_config() -> EMOConfig:
         uncond_drops_reference=False,
         uncond_drops_identity=False,
         uncond_drops_face_region=False,
+        reference_tiles_batch=False,
     )
 
 
@@ -228,6 +232,7 @@ def tiny_emo_config(**overrides: Any) -> EMOConfig:
         uncond_drops_reference=False,
         uncond_drops_identity=False,
         uncond_drops_face_region=False,
+        reference_tiles_batch=False,
         motion_frames=3,
     )
     base.update(overrides)

@@ -297,7 +297,7 @@ class EMOPipeline:
         use_reference = torch.ones(rows, dtype=torch.bool, device=latents.device)
         if use_cfg and cfg.uncond_drops_reference:
             use_reference[0] = False
-        return net.denoising_unet.prepare_reference(features, rows, f, use_reference)
+        return net.denoising_unet.prepare_reference(features, rows, f, use_reference, cfg.reference_tiles_batch)
 
     def _speed_embedding(self, head_speed, clip: int, f: int, rows: int) -> torch.Tensor | None:
         """Speed embeddings [rows, f, C] for one clip; head_speed is constant or one value per frame."""

@@ -49,24 +49,33 @@ class Backbone(UNetSkeleton):
         self.conv_out = nn.Conv2d(channels, config.latent_channels, 3, padding=1)
 
     def prepare_reference(
-        self, features: list[torch.Tensor], batch: int, num_frames: int, use_reference: torch.Tensor
-    ) -> tuple[list[ReferenceKV], list[torch.Tensor | None]]:
+        self, features: list[torch.Tensor], batch: int, num_frames: int, use_reference: torch.Tensor,
+        tile_items: bool = False,
+    ) -> tuple[list[ReferenceKV | None], list[torch.Tensor | None]]:
         """Split ReferenceNet features into reference keys/values and motion-frame features.
 
         features[k] is [B*(1+n), h_k, w_k, C_k]: per batch item, the portrait then n motion frames.
         `use_reference` (bool [B]) marks the items whose self-attention sees the portrait.
         Keys and values are projected once here and reused for every frame and step.
+
+        `tile_items` reproduces Hallo: it tiles the items' portrait features over the frames
+        ([item 0, item 1, item 0, ...] for the B*F rows) instead of repeating each item's own, so
+        under guidance the conditional frames alternate between the two ReferenceNet passes.
         """
-        reference, motion = [], []
         rows = use_reference.repeat_interleave(num_frames)
+        if tile_items:
+            source = torch.arange(batch * num_frames, device=rows.device) % batch
+        else:
+            source = torch.arange(batch, device=rows.device).repeat_interleave(num_frames)
+        source = source[rows]
+        reference, motion = [], []
         for attn, feature in zip(self.spatial_transformers(), features):
             per_item = feature.view(batch, -1, *feature.shape[1:])  # B, 1+n, h, w, C
             n = per_item.shape[1] - 1
-            if use_reference.any():
+            if rows.any():
                 attn1 = attn.block.attn1
-                tokens = per_item[use_reference, 0].flatten(1, 2)
-                key = attn1.to_k(tokens).repeat_interleave(num_frames, dim=0)
-                value = attn1.to_v(tokens).repeat_interleave(num_frames, dim=0)
+                tokens = per_item[:, 0].flatten(1, 2)
+                key, value = attn1.to_k(tokens)[source], attn1.to_v(tokens)[source]
                 reference.append(ReferenceKV(key, value, None if bool(rows.all()) else rows))
             else:
                 reference.append(None)

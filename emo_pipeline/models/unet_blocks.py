@@ -40,6 +40,7 @@ class BlockOptions:
     audio_masked: bool = True
     temporal_heads: int = 8
     temporal_max_len: int = 32
+    temporal_groups: int = 32  # AnimateDiff's temporal GroupNorm always has 32 groups
     speed_dim: int = 0
 
 
@@ -84,7 +85,7 @@ class UNetLayers(nn.Module):
             for s in specs if s.audio_inner is not None
         )
         self.motion_modules = nn.ModuleList(
-            TemporalModule(out_channels, opts.temporal_heads, opts.temporal_max_len, opts.groups, opts.speed_dim)
+            TemporalModule(out_channels, opts.temporal_heads, opts.temporal_max_len, opts.temporal_groups, opts.speed_dim)
             for s in specs if s.temporal
         )
 
