@@ -6,6 +6,9 @@ A model is one folder (or the network file inside it):
     <model>/vae/                        diffusers AutoencoderKL folder (sd-vae-ft-mse)
     <model>/wav2vec/                    transformers Wav2Vec2 folder (wav2vec2-base-960h)
 
+The VAE and wav2vec folders are looked for beside the network file first, then in the
+`shared` folders given (ComfyUI's models/emo/), so several networks can share them.
+
 Only the SD1.5 UNet *config* is needed, and it is built in.
 """
 
@@ -40,25 +43,24 @@ def find_net(model: Path) -> Path:
     )
 
 
-def _find_dir(root: Path, names: tuple[str, ...], what: str) -> Path:
-    for name in names:
-        if (root / name / "config.json").is_file():
-            return root / name
-    raise FileNotFoundError(
-        f"No {what} in {root}: expected a folder named '{names[0]}' with config.json and weights beside the "
-        "network file."
-    )
+def _find_dir(roots: list[Path], names: tuple[str, ...], what: str) -> Path:
+    for root in roots:
+        for name in names:
+            if (root / name / "config.json").is_file():
+                return root / name
+    where = " or ".join(str(r / names[0]) for r in roots)
+    raise FileNotFoundError(f"No {what} found: put it in {where} (a folder with config.json and its weights).")
 
 
-def load_pipeline(model: str | Path, device: torch.device | str = "cpu",
-                  dtype: torch.dtype = torch.float32) -> EMOPipeline:
+def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+                  shared: tuple[Path, ...] = ()) -> EMOPipeline:
     from diffusers import AutoencoderKL
 
     model = Path(model)
     net_path = find_net(model)
-    root = net_path.parent
-    vae_dir = _find_dir(root, VAE_DIRS, "VAE (sd-vae-ft-mse, diffusers format)")
-    wav2vec_dir = _find_dir(root, WAV2VEC_DIRS, "wav2vec2 model (wav2vec2-base-960h, transformers format)")
+    roots = [net_path.parent, *(Path(p) for p in shared if Path(p) != net_path.parent)]
+    vae_dir = _find_dir(roots, VAE_DIRS, "VAE (sd-vae-ft-mse, diffusers format)")
+    wav2vec_dir = _find_dir(roots, WAV2VEC_DIRS, "wav2vec2 model (wav2vec2-base-960h, transformers format)")
     net = load_net(net_path)
     vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
     encoder = AudioEncoder.from_pretrained(wav2vec_dir)

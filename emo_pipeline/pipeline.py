@@ -241,11 +241,11 @@ class EMOPipeline:
                 out = scheduler.step(pred, t, latents, **step_kwargs)
                 latents = out.prev_sample
                 done_steps += 1
-                if opts.callbacks.on_step:
-                    opts.callbacks.on_step(StepInfo(done_steps, steps * total_clips, clip, total_clips, int(t)))
-                if opts.callbacks.on_preview:
+                if opts.callbacks.on_preview:  # before on_step, so a progress update can show this step
                     estimate = getattr(out, "pred_original_sample", None)
                     opts.callbacks.on_preview(estimate if estimate is not None else latents)
+                if opts.callbacks.on_step:
+                    opts.callbacks.on_step(StepInfo(done_steps, steps * total_clips, clip, total_clips, int(t)))
             flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
             with self._stage("vae decode"):
                 frames = self.decode_latents(flat, opts.decode_chunk_size)

@@ -35,6 +35,11 @@ class Portrait:
             [RegionMasks(move(m.full), move(m.face), move(m.lip)) for m in self.masks], self.face_box,
         )
 
+    @property
+    def image(self) -> torch.Tensor:
+        """The portrait as the model sees it, [S, S, 3] in 0..1."""
+        return ((self.pixels.float() + 1) / 2).permute(1, 2, 0).cpu()
+
 
 def _gaussian_blur(x: torch.Tensor, kernel: int) -> torch.Tensor:
     """OpenCV's GaussianBlur with sigma 0 (sigma derived from the kernel size), reflect-101 borders."""

@@ -8,6 +8,8 @@ path changes the result.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from diffusers import AutoencoderKL
 from transformers import Wav2Vec2Config, Wav2Vec2Model
@@ -59,3 +61,20 @@ def tiny_components(config: EMOConfig | None = None, seed: int = 0) -> tuple[EMO
     config = config or tiny_config()
     encoder = AudioEncoder(tiny_wav2vec(seed, config.audio_feature_dim, config.audio_feature_layers))
     return tiny_net(config, seed), tiny_vae(seed), encoder
+
+
+def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOConfig | None = None,
+                            seed: int = 0) -> Path:
+    """A complete tiny model on disk in the documented layout: <root>/<name>/net.safetensors,
+    <root>/vae/ and <root>/wav2vec/. Returns the network file."""
+    from .loading import save_net
+
+    root = Path(root)
+    net, vae, encoder = tiny_components(config, seed)
+    (root / name).mkdir(parents=True, exist_ok=True)
+    path = save_net(net, root / name / "net.safetensors")
+    vae.save_pretrained(root / "vae")
+    encoder.model.save_pretrained(root / "wav2vec")
+    (root / "wav2vec" / "preprocessor_config.json").write_text(
+        '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
+    return path

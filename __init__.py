@@ -1,0 +1,14 @@
+"""EMO Portrait for ComfyUI: EMO (Emote Portrait Alive) talking portraits; runs Hallo/Hallo2 weights."""
+
+import logging
+
+from .nodes import NODE_CLASS_MAPPINGS, NODE_DISPLAY_NAME_MAPPINGS
+from .nodes.model_loader import network_files, register_model_folder
+
+WEB_DIRECTORY = "./web"
+
+_models = register_model_folder()
+if not network_files():
+    logging.info("[EMO] No models in %s yet: see the EMO pack's README, 'Model folder'.", _models)
+
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]

@@ -1,0 +1,23 @@
+"""ComfyUI adapters for the EMO engine."""
+
+from .audio import EMOEncodeAudio
+from .model_loader import LoadEMOModel
+from .reference import EMOReferenceNetEncode
+from .sampler import EMOSampler
+from .video import EMOVideoCombine
+
+NODE_CLASS_MAPPINGS = {
+    "LoadEMOModel": LoadEMOModel,
+    "EMOEncodeAudio": EMOEncodeAudio,
+    "EMOReferenceNetEncode": EMOReferenceNetEncode,
+    "EMOSampler": EMOSampler,
+    "EMOVideoCombine": EMOVideoCombine,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LoadEMOModel": "Load EMO Model",
+    "EMOEncodeAudio": "EMO Encode Audio",
+    "EMOReferenceNetEncode": "EMO ReferenceNet Encode",
+    "EMOSampler": "EMO Sampler",
+    "EMOVideoCombine": "EMO Video Combine",
+}

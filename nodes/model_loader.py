@@ -1,0 +1,105 @@
+"""Load EMO Model: a network from models/emo/ with its VAE and wav2vec2, resident under ComfyUI's
+model management (evicted when other nodes need the memory, reloaded when sampling again)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import torch
+
+import comfy.model_management as mm
+import folder_paths
+from comfy.model_patcher import ModelPatcher
+
+from ..emo_pipeline.components import load_pipeline
+from ..emo_pipeline.loading import PICKLE_SUFFIXES
+from ..emo_pipeline.pipeline import EMOPipeline
+
+FOLDER = "emo"
+NO_MODELS = "(no models in models/emo)"
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
+        "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
+        "transformers folders). See the pack's README, 'Model folder'.")
+
+
+def register_model_folder() -> Path:
+    """models/emo, keeping paths that extra_model_paths.yaml already added."""
+    path = os.path.join(folder_paths.models_dir, FOLDER)
+    folder_paths.add_model_folder_path(FOLDER, path)
+    extensions = folder_paths.folder_names_and_paths[FOLDER][1]
+    extensions.update({".pth", ".safetensors"})
+    os.makedirs(path, exist_ok=True)
+    return Path(path)
+
+
+def network_files() -> list[str]:
+    """Network files under models/emo (VAE and wav2vec folders are not networks)."""
+    names = []
+    for name in folder_paths.get_filename_list(FOLDER):
+        parts = Path(name).parts
+        if parts[0] in ("vae", "wav2vec") or len(parts) > 2:
+            continue
+        if Path(name).suffix in (".safetensors", *PICKLE_SUFFIXES):
+            names.append(name)
+    return sorted(names)
+
+
+class EMOModel:
+    """What flows along EMO_MODEL wires: the engine plus ComfyUI patchers for its three models."""
+
+    def __init__(self, pipeline: EMOPipeline, name: str, load_device: torch.device) -> None:
+        self.pipeline, self.name, self.load_device = pipeline, name, load_device
+        offload = pipeline.device
+        self.patchers = {
+            "net": ModelPatcher(pipeline.net, load_device, offload),
+            "vae": ModelPatcher(pipeline.vae, load_device, offload),
+            "audio": ModelPatcher(pipeline.audio_encoder.model, load_device, offload),
+        }
+
+    def load(self, *parts: str, memory_required: int = 0) -> EMOPipeline:
+        """Bring the named parts (all when none) onto the device in one call, as ComfyUI advises."""
+        patchers = [self.patchers[p] for p in (parts or self.patchers)]
+        mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
+        self.pipeline.device = self.load_device
+        return self.pipeline
+
+
+class LoadEMOModel:
+    DESCRIPTION = "Loads an EMO-architecture model (Hallo / Hallo2 net.pth or an EMO .safetensors) from models/emo."
+    CATEGORY = "EMO"
+    FUNCTION = "load"
+    RETURN_TYPES = ("EMO_MODEL",)
+    RETURN_NAMES = ("model",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/."}),
+                "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
+                              "tooltip": "auto: fp16 on a GPU (as Hallo runs), fp32 on the CPU."}),
+                "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's main device."}),
+            }
+        }
+
+    def load(self, checkpoint: str, precision: str, device: str):
+        root = register_model_folder()
+        path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
+        if path is None:
+            raise FileNotFoundError(f"No EMO network '{checkpoint}' in {root}. " + HELP.format(folder=root))
+        load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
+        if precision == "auto":
+            dtype = torch.float16 if load_device.type == "cuda" else torch.float32
+        else:
+            dtype = PRECISIONS[precision]
+        offload = torch.device("cpu") if load_device.type == "cpu" else mm.unet_offload_device()
+        shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
+        try:
+            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared))
+        except FileNotFoundError as err:
+            raise FileNotFoundError(f"{err} " + HELP.format(folder=root)) from None
+        logging.info("EMO: loaded %s (%s, %s)", checkpoint, pipeline.config.name, str(dtype).replace("torch.", ""))
+        return (EMOModel(pipeline, checkpoint, load_device),)

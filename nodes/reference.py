@@ -1,0 +1,48 @@
+"""EMO ReferenceNet Encode: the portrait and its face region, as the ReferenceNet and face locator take them."""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+
+
+class EMOReferenceNetEncode:
+    DESCRIPTION = ("Prepares the portrait: square crop at the model's size, face region (from the mask, or the "
+                   "whole image), identity embedding. Square, face-centred portraits work best.")
+    CATEGORY = "EMO"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("EMO_REFERENCE", "IMAGE")
+    RETURN_NAMES = ("reference", "portrait")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {"model": ("EMO_MODEL",), "image": ("IMAGE",)},
+            "optional": {"face_mask": ("MASK", {"tooltip": "White where the face is; overrides detection."})},
+        }
+
+    def encode(self, model, image: torch.Tensor, face_mask: torch.Tensor | None = None):
+        if image.ndim == 4 and image.shape[0] > 1:
+            raise ValueError(f"EMO ReferenceNet Encode got a batch of {image.shape[0]} images; it takes one "
+                             "portrait. Pick one image (for example with an image-from-batch node).")
+        image = image[0] if image.ndim == 4 else image
+        mask = self._face_mask(face_mask, image.shape[0], image.shape[1])
+        portrait = model.pipeline.prepare_portrait(image, face_mask=mask)
+        return (portrait, portrait.image[None])
+
+    @staticmethod
+    def _face_mask(mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
+        if mask is None:
+            return None
+        mask = mask[0] if mask.ndim == 3 else mask
+        if not (mask > 0.5).any():
+            # LoadImage gives an empty 64×64 mask for images without alpha: treat it as "no mask".
+            logging.warning("EMO: the face mask is empty; using the whole image as the face region.")
+            return None
+        if tuple(mask.shape) != (height, width):
+            logging.warning("EMO: face mask is %s×%s, the image %s×%s; resizing the mask.",
+                            mask.shape[1], mask.shape[0], width, height)
+            mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0]
+        return mask

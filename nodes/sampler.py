@@ -1,0 +1,94 @@
+"""EMO Sampler: portrait + audio features → video frames, one per audio frame, clip by clip."""
+
+from __future__ import annotations
+
+import torch
+
+import comfy.latent_formats
+import comfy.model_management as mm
+import comfy.utils
+import latent_preview
+
+from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
+from ..emo_pipeline.schedulers import SCHEDULERS
+
+
+def activation_bytes(pipeline, frames: int, motion: int) -> int:
+    """Rough peak activation memory of one guided denoising step, for ComfyUI's memory planning."""
+    cfg = pipeline.config
+    latent = cfg.latent_size
+    element = torch.finfo(pipeline.dtype).bits // 8
+    return 2 * (frames + motion) * cfg.block_out_channels[0] * latent * latent * element * 40
+
+
+class EMOSampler:
+    DESCRIPTION = ("Generates the talking-head frames. Long audio is made of clips that continue from the last "
+                   "frames of the previous clip; the progress bar counts every step of every clip.")
+    CATEGORY = "EMO"
+    FUNCTION = "sample"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "model": ("EMO_MODEL",),
+                "reference": ("EMO_REFERENCE",),
+                "audio": ("EMO_AUDIO",),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": 200}),
+                "cfg": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 20.0, "step": 0.1,
+                                  "tooltip": "Guidance scale; 1 turns guidance off (twice as fast)."}),
+                "frames_per_clip": ("INT", {"default": 0, "min": 0, "max": 30,
+                                            "tooltip": "0: the model's own (16 for Hallo, 12 for EMO)."}),
+                "motion_frames": ("INT", {"default": -1, "min": -1, "max": 16,
+                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO)."}),
+                "scheduler": (list(SCHEDULERS), {"default": "ddim"}),
+            },
+            "optional": {
+                "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 64,
+                                         "tooltip": "Frames the VAE decodes at once; lower it if memory runs out."}),
+                "pose_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
+                "face_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
+                "lip_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
+            },
+        }
+
+    def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
+               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0):
+        config = model.pipeline.config
+        f = frames_per_clip or config.frames_per_clip
+        n = config.motion_frames if motion_frames < 0 else motion_frames
+        pipeline = model.load(memory_required=activation_bytes(model.pipeline, f, n))
+        total_clips = -(-audio.num_frames // f)
+        bar = comfy.utils.ProgressBar(total_clips * steps)
+        previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
+        latest = {}
+
+        def on_step(info):
+            preview = None
+            if previewer is not None and "x0" in latest:
+                preview = previewer.decode_latent_to_preview_image("JPEG", latest["x0"][:, :, 0])
+            bar.update_absolute(info.step, info.total_steps, preview)  # also ComfyUI's cancel point
+
+        def on_preview(x0):
+            latest["x0"] = x0
+
+        options = SamplingOptions(
+            seed=seed, steps=steps, guidance_scale=cfg, frames_per_clip=f, motion_frames=n, scheduler=scheduler,
+            region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
+            callbacks=Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
+                                on_preview=on_preview if previewer is not None else None),
+        )
+        size = config.sample_size
+        frames = torch.empty(audio.num_frames, size, size, 3)
+        done = 0
+        try:
+            for clip in pipeline.iter_clips(reference, audio, options):
+                frames[done: done + len(clip)] = clip
+                done += len(clip)
+        except GenerationCancelled:
+            mm.throw_exception_if_processing_interrupted()
+            raise
+        return (frames,)

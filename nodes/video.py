@@ -1,0 +1,68 @@
+"""EMO Video Combine: frames + audio → an H.264/AAC MP4 in ComfyUI's output folder, shown in the node."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import folder_paths
+from comfy.cli_args import args
+
+from ..emo_pipeline.media import VideoWriter
+
+
+class EMOVideoCombine:
+    DESCRIPTION = "Saves frames and audio as an MP4 (H.264 + AAC, no ffmpeg needed) and previews it."
+    CATEGORY = "EMO"
+    FUNCTION = "combine"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("VIDEO", "STRING")
+    RETURN_NAMES = ("video", "path")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "images": ("IMAGE",),
+                "frame_rate": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01}),
+                "filename_prefix": ("STRING", {"default": "EMO/emo"}),
+                "crf": ("INT", {"default": 19, "min": 0, "max": 51,
+                                "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
+            },
+            "optional": {"audio": ("AUDIO",)},
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    def combine(self, images, frame_rate, filename_prefix, crf, audio=None, prompt=None, extra_pnginfo=None):
+        if images.ndim != 4 or images.shape[-1] not in (3, 4):
+            raise ValueError(f"EMO Video Combine needs IMAGE frames [F, H, W, 3]; got {tuple(images.shape)}.")
+        images = images[..., :3]
+        height, width = images.shape[1:3]
+        output_dir = folder_paths.get_output_directory()
+        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+        os.makedirs(folder, exist_ok=True)
+        filename = f"{name}_{counter:05}_.mp4"
+        metadata = {}
+        if not args.disable_metadata:
+            if prompt is not None:
+                metadata["prompt"] = json.dumps(prompt)
+            for key, value in (extra_pnginfo or {}).items():
+                metadata[key] = json.dumps(value)
+        sound = None
+        if audio is not None:
+            waveform = audio["waveform"]
+            sound = (waveform[0] if waveform.ndim == 3 else waveform, int(audio["sample_rate"]))
+        path = os.path.join(folder, filename)
+        with VideoWriter(path, frame_rate, width, height, audio=sound, crf=crf, metadata=metadata) as writer:
+            for start in range(0, len(images), 64):
+                writer.write(images[start: start + 64])
+        preview = {"filename": filename, "subfolder": subfolder, "type": "output"}
+        return {"ui": {"images": [preview], "animated": (True,)}, "result": (self._video(path), path)}
+
+    @staticmethod
+    def _video(path: str):
+        try:
+            from comfy_api.input_impl import VideoFromFile
+        except ImportError:  # ComfyUI before 0.3.31 has no VIDEO type
+            return path
+        return VideoFromFile(path)

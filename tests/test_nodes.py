@@ -1,0 +1,155 @@
+"""The node pack loaded the way ComfyUI loads it, with only ComfyUI's own modules stubbed."""
+
+import json
+
+import av
+import pytest
+import torch
+
+import comfy_stubs
+from conftest import speech_like
+from emo_pipeline.media import read_video_info
+from emo_pipeline.tiny import write_tiny_model_folder
+
+NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine"]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    models = tmp_path_factory.mktemp("models")
+    output = tmp_path_factory.mktemp("output")
+    write_tiny_model_folder(models / "emo")
+    state = comfy_stubs.install(models, output)
+    pack = comfy_stubs.load_pack()
+    return pack, state, output
+
+
+@pytest.fixture(scope="module")
+def model(env):
+    pack, _, _ = env
+    return pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]().load("tiny/net.safetensors", "auto", "auto")[0]
+
+
+def nodes(env):
+    return {k: cls() for k, cls in env[0].NODE_CLASS_MAPPINGS.items()}
+
+
+def test_node_contract(env):
+    pack = env[0]
+    assert sorted(pack.NODE_CLASS_MAPPINGS) == sorted(NODE_IDS)
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(NODE_IDS)
+    assert all("EMO" in node_id for node_id in NODE_IDS)
+    for cls in pack.NODE_CLASS_MAPPINGS.values():
+        spec = cls.INPUT_TYPES()
+        assert set(spec) <= {"required", "optional", "hidden"}
+        assert callable(getattr(cls(), cls.FUNCTION))
+        assert isinstance(cls.RETURN_TYPES, tuple) and len(cls.RETURN_NAMES) == len(cls.RETURN_TYPES)
+        # every declared input is a parameter of FUNCTION
+        import inspect
+
+        params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        for group in spec.values():
+            for name in group:
+                assert name in params, f"{cls.__name__}.{name}"
+    assert pack.NODE_CLASS_MAPPINGS["EMOVideoCombine"].OUTPUT_NODE is True
+    assert pack.WEB_DIRECTORY == "./web"
+
+
+def test_loader_lists_networks_not_vae_or_wav2vec(env):
+    choices = env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0]
+    assert choices == ["tiny/net.safetensors"]
+
+
+def test_five_nodes_make_an_mp4_with_sound(env, model):
+    _, state, output = env
+    n = nodes(env)
+    audio = {"waveform": speech_like(0.5, 44100, channels=2)[None], "sample_rate": 44100}
+    emo_audio, count = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    assert count == 13
+    reference, portrait = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 72, 96, 3))
+    assert portrait.shape == (1, 64, 64, 3)
+    state.progress.clear()
+    (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 1, 2, 3.5, 0, -1, "ddim")
+    assert frames.shape == (13, 64, 64, 3) and frames.dtype == torch.float32
+    assert [p[0] for p in state.progress] == list(range(1, 9)) and state.progress[-1][1] == 8  # 4 clips × 2
+    assert state.loads[-1][2] is True  # force_full_load
+    result = n["EMOVideoCombine"].combine(frames, 25.0, "EMO/test", 19, audio=audio,
+                                          prompt={"1": {}}, extra_pnginfo={"workflow": {"nodes": []}})
+    ui = result["ui"]
+    assert ui["animated"] == (True,) and ui["images"][0]["type"] == "output"
+    path = output / ui["images"][0]["subfolder"] / ui["images"][0]["filename"]
+    assert str(path) == result["result"][1] and result["result"][0].file == str(path)
+    info = read_video_info(path)
+    assert info["frame_count"] == 13
+    assert info["audio_duration"] == pytest.approx(13 / 25, abs=1e-3)  # the audio's length, to the frame
+    assert json.loads(info["metadata"]["workflow"]) == {"nodes": []}
+
+
+def test_audio_variants_and_batches(env, model):
+    n = nodes(env)
+    for rate, channels, seconds, frames in ((8000, 1, 0.4, 10), (44100, 2, 0.1, 3)):
+        audio = {"waveform": speech_like(seconds, rate, channels)[None], "sample_rate": rate}
+        assert n["EMOEncodeAudio"].encode(model, audio, 25.0)[1] == frames
+    with pytest.raises(ValueError, match="batch of 2 audio clips"):
+        n["EMOEncodeAudio"].encode(model, {"waveform": torch.zeros(2, 1, 1600), "sample_rate": 16000}, 25.0)
+    with pytest.raises(ValueError, match="batch of 2 images"):
+        n["EMOReferenceNetEncode"].encode(model, torch.rand(2, 64, 64, 3))
+
+
+def test_face_mask_of_another_size_is_resized_and_empty_mask_ignored(env, model):
+    n = nodes(env)
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3), face_mask=mask)
+    assert reference.face_box == pytest.approx((0.25, 0.25, 0.75, 0.75))
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3), face_mask=torch.zeros(1, 64, 64))
+    assert reference.face_box == (0.0, 0.0, 1.0, 1.0)
+
+
+def test_cancel_leaves_no_output(env, model):
+    _, state, output = env
+    n = nodes(env)
+    audio = {"waveform": speech_like(0.3)[None], "sample_rate": 16000}
+    emo_audio, _ = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    state.interrupted = True
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 3, 3.5, 0, -1, "ddim")
+    assert not state.interrupted
+
+
+def test_previews_when_enabled(env, model):
+    _, state, _ = env
+    n = nodes(env)
+    emo_audio, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 25.0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    state.preview, state.progress = True, []
+    try:
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 2, 3.5, 0, -1, "ddim")
+    finally:
+        state.preview = False
+    assert [p[2] for p in state.progress] == [True, True]
+
+
+def test_missing_model_names_the_folder(env):
+    loader = env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"]()
+    with pytest.raises(FileNotFoundError, match=r"models/emo.*net\.pth.*wav2vec"):
+        loader.load("(no models in models/emo)", "auto", "auto")
+
+
+def test_missing_vae_names_the_folder(env, tmp_path):
+    import folder_paths
+    from emo_pipeline.loading import save_net
+    from emo_pipeline.tiny import tiny_net
+
+    emo = tmp_path / "emo"
+    (emo / "other").mkdir(parents=True)
+    save_net(tiny_net(), emo / "other" / "net.safetensors")
+    paths = folder_paths.folder_names_and_paths["emo"][0]
+    saved, saved_dir = list(paths), folder_paths.models_dir
+    paths[:], folder_paths.models_dir = [], str(tmp_path)  # a models/emo with a network but no vae/ or wav2vec/
+    try:
+        with pytest.raises(FileNotFoundError, match=f"No VAE .* put it in {emo}/other/vae or {emo}/vae"):
+            env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"]().load("other/net.safetensors", "auto", "auto")
+    finally:
+        paths[:], folder_paths.models_dir = saved, saved_dir
