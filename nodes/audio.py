@@ -9,8 +9,8 @@ class EMOEncodeAudio:
     DESCRIPTION = "Turns audio into EMO's per-frame audio features; the video gets one frame per audio frame."
     CATEGORY = "EMO"
     FUNCTION = "encode"
-    RETURN_TYPES = ("EMO_AUDIO", "INT")
-    RETURN_NAMES = ("emo_audio", "frame_count")
+    RETURN_TYPES = ("EMO_AUDIO", "INT", "FLOAT")
+    RETURN_NAMES = ("emo_audio", "frame_count", "fps")
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -32,4 +32,4 @@ class EMOEncodeAudio:
         mm.throw_exception_if_processing_interrupted()
         pipeline = model.load("audio")
         features = pipeline.encode_audio(waveform, int(sample_rate), fps=fps)
-        return (features, features.num_frames)
+        return (features, features.num_frames, fps)

@@ -64,7 +64,8 @@ def test_five_nodes_make_an_mp4_with_sound(env, model):
     _, state, output = env
     n = nodes(env)
     audio = {"waveform": speech_like(0.5, 44100, channels=2)[None], "sample_rate": 44100}
-    emo_audio, count = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    assert fps == 25.0
     assert count == 13
     reference, portrait = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 72, 96, 3))
     assert portrait.shape == (1, 64, 64, 3)
@@ -110,7 +111,7 @@ def test_cancel_leaves_no_output(env, model):
     _, state, output = env
     n = nodes(env)
     audio = {"waveform": speech_like(0.3)[None], "sample_rate": 16000}
-    emo_audio, _ = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, audio, 25.0)
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     state.interrupted = True
     with pytest.raises(comfy_stubs.InterruptProcessingException):
@@ -121,7 +122,7 @@ def test_cancel_leaves_no_output(env, model):
 def test_previews_when_enabled(env, model):
     _, state, _ = env
     n = nodes(env)
-    emo_audio, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 25.0)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 25.0)
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     state.preview, state.progress = True, []
     try:
