@@ -47,17 +47,23 @@ def network_files() -> list[str]:
     return sorted(names)
 
 
+class _Holder(torch.nn.Module):
+    """ModelPatcher writes `.device` on the module it manages; diffusers and transformers models
+    make that a read-only property, so each model goes to ComfyUI inside this plain container."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        super().__init__()
+        self.module = module
+
+
 class EMOModel:
     """What flows along EMO_MODEL wires: the engine plus ComfyUI patchers for its three models."""
 
     def __init__(self, pipeline: EMOPipeline, name: str, load_device: torch.device) -> None:
         self.pipeline, self.name, self.load_device = pipeline, name, load_device
         offload = pipeline.device
-        self.patchers = {
-            "net": ModelPatcher(pipeline.net, load_device, offload),
-            "vae": ModelPatcher(pipeline.vae, load_device, offload),
-            "audio": ModelPatcher(pipeline.audio_encoder.model, load_device, offload),
-        }
+        parts = {"net": pipeline.net, "vae": pipeline.vae, "audio": pipeline.audio_encoder.model}
+        self.patchers = {name: ModelPatcher(_Holder(m), load_device, offload) for name, m in parts.items()}
 
     def load(self, *parts: str, memory_required: int = 0) -> EMOPipeline:
         """Bring the named parts (all when none) onto the device in one call, as ComfyUI advises."""

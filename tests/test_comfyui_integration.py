@@ -1,0 +1,120 @@
+"""Runs the pack inside a real ComfyUI (only when COMFYUI_PATH points to a checkout).
+
+    COMFYUI_PATH=/path/to/ComfyUI COMFYUI_PYTHON=/path/to/venv/bin/python python -m pytest -q tests -k comfyui
+
+ComfyUI starts on the CPU on a free loopback port with the pack mounted through
+--extra-model-paths-config; an image and an audio file are uploaded, the API-format basic
+workflow is posted with a tiny checkpoint, and the MP4 it writes is checked.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from comfy_stubs import ROOT
+from conftest import speech_like
+
+COMFYUI = os.environ.get("COMFYUI_PATH")
+pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(url: str, data: bytes | None = None, headers: dict | None = None) -> dict:
+    req = urllib.request.Request(url, data=data, headers=headers or {})
+    with urllib.request.urlopen(req, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def upload(base: str, path: Path) -> str:
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"{path.name}\"\r\n"
+            "Content-Type: application/octet-stream\r\n\r\n").encode() + path.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    reply = request(f"{base}/upload/image", body, {"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    return reply["name"]
+
+
+def test_basic_workflow_in_real_comfyui(tmp_path):
+    from emo_pipeline.media import read_video_info, write_video  # noqa: F401 (write_video used below)
+    from emo_pipeline.tiny import write_tiny_model_folder
+
+    models = tmp_path / "models"
+    write_tiny_model_folder(models / "emo")
+    custom = tmp_path / "custom_nodes"
+    custom.mkdir()
+    (custom / "emo_portrait").symlink_to(ROOT, target_is_directory=True)
+    config = tmp_path / "extra_model_paths.yaml"
+    config.write_text(f"emo_test:\n  base_path: {tmp_path}\n  custom_nodes: {custom}\n  emo: {models / 'emo'}\n")
+    out, inp = tmp_path / "output", tmp_path / "input"
+    out.mkdir(), inp.mkdir(), (tmp_path / "user").mkdir()
+    port = free_port()
+    python = os.environ.get("COMFYUI_PYTHON", sys.executable)
+    log = open(tmp_path / "comfyui.log", "w")
+    server = subprocess.Popen(
+        [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--extra-model-paths-config",
+         str(config), "--output-directory", str(out), "--input-directory", str(inp),
+         "--user-directory", str(tmp_path / "user"), "--database-url", "sqlite:///:memory:"],
+        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(240):
+            try:
+                request(f"{base}/object_info/EMOSampler")
+                break
+            except OSError:
+                assert server.poll() is None, (tmp_path / "comfyui.log").read_text()[-3000:]
+                time.sleep(0.5)
+        log_text = (tmp_path / "comfyui.log").read_text()
+        assert "IMPORT FAILED" not in log_text and "Cannot import" not in log_text, log_text[-3000:]
+
+        Image.fromarray((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+        wav = tmp_path / "speech.wav"
+        import av
+
+        with av.open(str(wav), "w") as c:  # a real 44.1 kHz stereo WAV
+            stream = c.add_stream("pcm_s16le", rate=44100, layout="stereo")
+            frame = av.AudioFrame.from_ndarray((speech_like(0.5, 44100, 2).numpy() * 32767).astype(np.int16).T.reshape(1, -1),
+                                               format="s16", layout="stereo")
+            frame.sample_rate = 44100
+            c.mux(stream.encode(frame))
+            c.mux(stream.encode(None))
+        image_name, audio_name = upload(base, tmp_path / "p.png"), upload(base, wav)
+
+        prompt = json.loads((ROOT / "workflows" / "api" / "emo_basic.api.json").read_text())
+        prompt["1"]["inputs"]["image"] = image_name
+        prompt["2"]["inputs"]["audio"] = audio_name
+        prompt["3"]["inputs"]["checkpoint"] = "tiny/net.safetensors"
+        prompt["6"]["inputs"]["steps"] = 2
+        reply = request(f"{base}/prompt", json.dumps({"prompt": prompt}).encode(), {"Content-Type": "application/json"})
+        prompt_id = reply["prompt_id"]
+        for _ in range(600):
+            history = request(f"{base}/history/{prompt_id}").get(prompt_id)
+            if history and history["status"].get("completed") is not None and history["status"]["status_str"] != "running":
+                break
+            time.sleep(0.5)
+        assert history["status"]["status_str"] == "success", json.dumps(history["status"])[-3000:]
+        video = history["outputs"]["7"]["images"][0]
+        path = out / video["subfolder"] / video["filename"]
+        info = read_video_info(path)
+        assert info["frame_count"] == 13 and info["fps"] == 25
+        assert abs(info["audio_duration"] - 13 / 25) < 1e-3
+        assert "workflow" in info["metadata"] or "prompt" in info["metadata"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+        log.close()
