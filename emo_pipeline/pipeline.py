@@ -25,6 +25,9 @@ from .portrait import Portrait, prepare_portrait
 from .schedulers import make_scheduler
 
 
+AUDIO_SEGMENT_SECONDS = 60.0
+
+
 class GenerationCancelled(Exception):
     """Raised between denoising steps when the caller asks to stop."""
 
@@ -152,8 +155,18 @@ class EMOPipeline:
         padded = -(-num_frames // clip_length) * clip_length
         # Hallo pads the normalised samples by whole frames of int(sr / fps) samples before wav2vec.
         pad = (padded - num_frames) * int(sr // fps)
+        speech_padded = F.pad(speech, (0, pad))
+        # wav2vec attends over its whole input, so its memory grows with the square of the length.
+        # Up to AUDIO_SEGMENT_SECONDS the audio is encoded whole, exactly as Hallo does; longer
+        # audio is encoded in segments of that length (whole clips), as Hallo2 does for long audio.
+        segment = max(clip_length, int(AUDIO_SEGMENT_SECONDS * fps) // clip_length * clip_length)
+        parts = []
         with self._stage("audio features"):
-            features = self.audio_encoder(F.pad(speech, (0, pad)), padded)
+            for start in range(0, padded, segment):
+                end = min(start + segment, padded)
+                a, b = round(start * sr / fps), (round(end * sr / fps) if end < padded else speech_padded.numel())
+                parts.append(self.audio_encoder(speech_padded[a:b], end - start))
+        features = torch.cat(parts)
         if features.shape[1:] != (self.config.audio_feature_layers, self.config.audio_feature_dim):
             raise ValueError(
                 f"The audio encoder gives {features.shape[1]} layers of {features.shape[2]} features; this model "

@@ -146,3 +146,20 @@ def test_clip_length_change_reencodes_audio(tiny_pipeline, tiny_portrait):
     audio = tiny_pipeline.encode_audio(speech_like(0.3), 16000)
     frames = tiny_pipeline.generate(tiny_portrait, audio, SamplingOptions(steps=2, frames_per_clip=3))
     assert frames.shape[0] == audio.num_frames == 8
+
+
+def test_long_audio_is_encoded_in_segments_with_one_frame_each(tiny_pipeline, monkeypatch):
+    import emo_pipeline.pipeline as pipeline_module
+
+    wave = speech_like(1.0)
+    whole = tiny_pipeline.encode_audio(wave, 16000)
+    monkeypatch.setattr(pipeline_module, "AUDIO_SEGMENT_SECONDS", 0.32)  # 8 frames: 2 clips per segment
+    calls = []
+    encoder = tiny_pipeline.audio_encoder
+    monkeypatch.setattr(tiny_pipeline, "audio_encoder",
+                        lambda speech, frames: calls.append((speech.numel(), frames)) or encoder(speech, frames))
+    parts = tiny_pipeline.encode_audio(wave, 16000)
+    assert parts.num_frames == whole.num_frames == 25 and parts.features.shape == whole.features.shape == (28, 2, 32)
+    assert calls == [(5120, 8), (5120, 8), (5120, 8), (2560, 4)]  # 640 samples per frame at 25 fps
+    speech = normalize_speech(wave[0])
+    torch.testing.assert_close(parts.features[8:16], encoder(speech[5120:10240], 8))  # segment 2 on its own samples
