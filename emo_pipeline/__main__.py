@@ -33,6 +33,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     ins = sub.add_parser("inspect", help="say what a checkpoint file is and what it lacks")
     ins.add_argument("checkpoint")
+    conv = sub.add_parser("convert", help="net.pth → one .safetensors file with its config inside")
+    conv.add_argument("source")
+    conv.add_argument("target")
+    conv.add_argument("--dtype", choices=list(DTYPES), help="store in this precision (default: as the source)")
+    conv.add_argument("--preset", help="config preset when the source carries none and is not Hallo's")
     return parser
 
 
@@ -102,6 +107,15 @@ def main(argv: list[str] | None = None) -> int:
             from .loading import describe_checkpoint
 
             print(describe_checkpoint(args.checkpoint))
+            return 0
+        if args.command == "convert":
+            from .config import preset
+            from .loading import convert_checkpoint, describe_checkpoint
+
+            print(f"Converting {args.source} ...")
+            config = preset(args.preset) if args.preset else None
+            path = convert_checkpoint(args.source, args.target, DTYPES[args.dtype] if args.dtype else None, config)
+            print(describe_checkpoint(path))
             return 0
         return generate(args)
     except (ValueError, FileNotFoundError) as err:

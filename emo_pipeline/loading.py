@@ -7,13 +7,14 @@ EMOConfig as JSON in the file's metadata.
 
 from __future__ import annotations
 
+import json
+import struct
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
 
 from .config import EMOConfig, hallo_config
 from .models import EMONet
@@ -64,98 +65,232 @@ def expected_shapes(config: EMOConfig) -> dict[str, torch.Size]:
     return {k: v.shape for k, v in net.state_dict().items()}
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """Tensors and metadata of a network file. Pickles are opened with weights_only and mmap."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Checkpoint not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            with safe_open(str(path), framework="pt") as f:
-                metadata = f.metadata() or {}
-                return {k: f.get_tensor(k) for k in f.keys()}, metadata
-        if path.suffix in PICKLE_SUFFIXES:
-            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]
-            if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-                raise CheckpointError(f"{path.name} is not a state dict of tensors.")
-            return state, {}
-    except CheckpointError:
-        raise
-    except Exception as err:  # truncated, corrupt or unsafe files all end here
-        kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch pickle"
-        raise CheckpointError(
-            f"Cannot read {path} as a {kind} file ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
+SAFETENSORS_DTYPES = {
+    "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+    "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8, "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+class CheckpointReader:
+    """A network file's names, shapes and metadata without its data; tensors are read one at a time.
+
+    safetensors files are read with plain file reads (no memory map), so loading holds at most
+    one source tensor besides the model being filled. Pickles are opened with weights_only=True
+    (no code inside them can run) and memory-mapped.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise FileNotFoundError(f"Checkpoint not found: {self.path}")
+        self._file = None
+        self._state: dict[str, torch.Tensor] | None = None
+        try:
+            if self.path.suffix == ".safetensors":
+                self._open_safetensors()
+            elif self.path.suffix in PICKLE_SUFFIXES:
+                self._open_pickle()
+            else:
+                raise CheckpointError(f"{self.path.name}: unknown checkpoint type; use .safetensors or .pth.")
+        except CheckpointError:
+            self.close()
+            raise
+        except Exception as err:  # truncated, corrupt or unsafe files all end here
+            self.close()
+            raise self._damaged(err) from None
+
+    def _damaged(self, err: Exception) -> CheckpointError:
+        kind = "safetensors" if self.path.suffix == ".safetensors" else "PyTorch pickle"
+        return CheckpointError(
+            f"Cannot read {self.path} as a {kind} file ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
             "The file may be incomplete or damaged: download it again. Pickled files are opened with "
             "weights_only=True, so files that carry code are refused."
-        ) from None
-    raise CheckpointError(f"{path.name}: unknown checkpoint type; use .safetensors or .pth.")
+        )
 
+    def _open_safetensors(self) -> None:
+        self._file = open(self.path, "rb")
+        size = self.path.stat().st_size
+        (header_len,) = struct.unpack("<Q", self._file.read(8))
+        if header_len > size - 8:
+            raise ValueError("header longer than the file")
+        header = json.loads(self._file.read(header_len))
+        self.metadata: dict[str, str] = header.pop("__metadata__", None) or {}
+        self._entries = {}
+        base = 8 + header_len
+        for key, entry in header.items():
+            begin, end = entry["data_offsets"]
+            if base + end > size:
+                raise ValueError(f"tensor {key} runs past the end of the file")
+            self._entries[key] = (SAFETENSORS_DTYPES[entry["dtype"]], torch.Size(entry["shape"]), base + begin, end - begin)
+        self.shapes = {k: e[1] for k, e in self._entries.items()}
+        self.dtypes = {k: e[0] for k, e in self._entries.items()}
 
-def config_for(state: dict[str, torch.Tensor], metadata: dict[str, str], path: Path) -> EMOConfig:
-    """The config stored in the file, else the Hallo configuration when the keys match it."""
-    if CONFIG_METADATA_KEY in metadata:
+    def _open_pickle(self) -> None:
         try:
-            return EMOConfig.from_json(metadata[CONFIG_METADATA_KEY])
+            state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as err:
+            if "mmap" not in str(err):
+                raise
+            state = torch.load(self.path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise CheckpointError(f"{self.path.name} is not a state dict of tensors.")
+        self._state, self.metadata = state, {}
+        self.shapes = {k: v.shape for k, v in state.items()}
+        self.dtypes = {k: v.dtype for k, v in state.items()}
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        if self._state is not None:
+            return self._state[key]
+        dtype, shape, offset, nbytes = self._entries[key]
+        buffer = torch.empty(nbytes, dtype=torch.uint8)
+        self._file.seek(offset)
+        if self._file.readinto(buffer.numpy()) != nbytes:
+            raise self._damaged(EOFError(f"tensor {key} is cut short"))
+        return buffer.view(dtype).reshape(shape)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self._state = None
+
+    def __enter__(self) -> "CheckpointReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """All tensors and the metadata of a network file (for small files and conversions)."""
+    with CheckpointReader(path) as reader:
+        return {k: reader.tensor(k) for k in reader.keys()}, reader.metadata
+
+
+def config_for(reader: CheckpointReader) -> EMOConfig:
+    """The config stored in the file, else the Hallo configuration when the keys match it."""
+    if CONFIG_METADATA_KEY in reader.metadata:
+        try:
+            return EMOConfig.from_json(reader.metadata[CONFIG_METADATA_KEY])
         except (ValueError, TypeError) as err:
-            raise CheckpointError(f"{path.name} carries an unreadable EMO config: {err}") from None
+            raise CheckpointError(f"{reader.path.name} carries an unreadable EMO config: {err}") from None
     config = hallo_config()
-    report = compare_keys(expected_shapes(config), {k: v.shape for k, v in state.items()})
+    report = compare_keys(expected_shapes(config), reader.shapes)
     if report.ok:
         return config
     raise CheckpointError(
-        f"{path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}."
+        f"{reader.path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}."
     )
 
 
 def load_net(path: str | Path, config: EMOConfig | None = None, device: torch.device | str = "cpu",
              dtype: torch.dtype = torch.float32) -> EMONet:
-    """Build the network for a checkpoint and load it strictly."""
+    """Build the network for a checkpoint and fill it strictly, one tensor at a time, each going
+    straight to `device` and `dtype` (no full-precision copy of the whole model on the CPU)."""
+    with CheckpointReader(path) as reader:
+        config = config or config_for(reader)
+        report = compare_keys(expected_shapes(config), reader.shapes)
+        if not report.ok:
+            raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.")
+        with torch.device("meta"):
+            net = EMONet(config)
+        for key in reader.keys():
+            tensor = reader.tensor(key)
+            target = dtype if tensor.is_floating_point() else tensor.dtype
+            _assign(net, key, tensor.to(device=device, dtype=target))
+    return net
+
+
+def _assign(net: torch.nn.Module, key: str, tensor: torch.Tensor) -> None:
+    owner, _, name = key.rpartition(".")
+    module = net.get_submodule(owner)
+    if name in module._parameters:
+        module._parameters[name] = torch.nn.Parameter(tensor, requires_grad=False)
+    else:
+        module._buffers[name] = tensor
+
+
+TORCH_TO_SAFETENSORS = {v: k for k, v in SAFETENSORS_DTYPES.items()}
+
+
+def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torch.dtype]],
+                      tensor: Callable[[str], torch.Tensor], metadata: dict[str, str]) -> Path:
+    """Stream tensors into a .safetensors file one at a time; the file appears only when complete."""
     path = Path(path)
-    state, metadata = read_state_dict(path)
-    config = config or config_for(state, metadata, path)
-    report = compare_keys(expected_shapes(config), {k: v.shape for k, v in state.items()})
-    if not report.ok:
-        raise CheckpointError(f"{path.name} does not fit the '{config.name}' model: {report.describe()}.")
-    with torch.device("meta"):
-        net = EMONet(config)
-    net.load_state_dict(state, strict=True, assign=True)
-    return net.to(device=device, dtype=dtype)
+    header, offset = {"__metadata__": metadata}, 0
+    for key, (shape, dtype) in shapes.items():
+        nbytes = shape.numel() * torch.empty(0, dtype=dtype).element_size()
+        header[key] = {"dtype": TORCH_TO_SAFETENSORS[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    encoded = json.dumps(header, separators=(",", ":")).encode()
+    encoded += b" " * (-len(encoded) % 8)  # keep tensor data 8-byte aligned
+    tmp = path.with_name(path.name + ".partial")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(struct.pack("<Q", len(encoded)) + encoded)
+            for key, (shape, dtype) in shapes.items():
+                data = tensor(key).detach().to("cpu", dtype).contiguous()
+                if tuple(data.shape) != tuple(shape):
+                    raise ValueError(f"{key} has shape {tuple(data.shape)}, expected {tuple(shape)}")
+                f.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
 
 
 def save_net(net: EMONet, path: str | Path, dtype: torch.dtype | None = None) -> Path:
     """Write a single .safetensors file holding the network and its config."""
-    path = Path(path)
-    state = {k: (v.to(dtype) if dtype is not None and v.is_floating_point() else v).contiguous()
-             for k, v in net.state_dict().items()}
-    tmp = path.with_name(path.name + ".partial")
-    save_file(state, str(tmp), metadata={CONFIG_METADATA_KEY: net.config.to_json(), "format": "emo-net"})
-    tmp.replace(path)
-    return path
+    state = net.state_dict()
+    shapes = {k: (v.shape, dtype if dtype is not None and v.is_floating_point() else v.dtype) for k, v in state.items()}
+    return write_safetensors(path, shapes, state.__getitem__, _metadata(net.config))
+
+
+def convert_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtype | None = None,
+                       config: EMOConfig | None = None) -> Path:
+    """net.pth (or any network file) → our single-file safetensors with its config in the metadata.
+    Tensors are converted one at a time: memory stays at about one tensor."""
+    with CheckpointReader(source) as reader:
+        config = config or config_for(reader)
+        report = compare_keys(expected_shapes(config), reader.shapes)
+        if not report.ok:
+            raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.")
+        shapes = {k: (reader.shapes[k], dtype if dtype is not None and reader.dtypes[k].is_floating_point
+                      else reader.dtypes[k]) for k in reader.keys()}
+        return write_safetensors(target, shapes, reader.tensor, _metadata(config))
+
+
+def _metadata(config: EMOConfig) -> dict[str, str]:
+    return {CONFIG_METADATA_KEY: config.to_json(), "format": "emo-net"}
 
 
 def describe_checkpoint(path: str | Path) -> str:
     """What a network file is, what it holds and what it lacks, for `python -m emo_pipeline inspect`."""
-    path = Path(path)
-    state, metadata = read_state_dict(path)
-    params = sum(v.numel() for v in state.values())
-    dtypes = Counter(str(v.dtype).replace("torch.", "") for v in state.values())
-    prefixes = Counter(k.split(".", 1)[0] for k in state)
-    lines = [
-        f"file: {path} ({path.stat().st_size / 2**20:.1f} MiB, "
-        f"{'safetensors' if path.suffix == '.safetensors' else 'pickle'})",
-        f"tensors: {len(state)}, parameters: {params / 1e6:.2f} M, dtypes: "
-        + ", ".join(f"{k} ×{n}" for k, n in dtypes.most_common()),
-        "parts: " + ", ".join(f"{k} ({n})" for k, n in sorted(prefixes.items())),
-    ]
-    try:
-        config = config_for(state, metadata, path)
-    except CheckpointError as err:
-        lines.append(f"family: unknown — {err}")
-        return "\n".join(lines)
+    with CheckpointReader(path) as reader:
+        shapes, dtypes, metadata = reader.shapes, reader.dtypes, reader.metadata
+        params = sum(s.numel() for s in shapes.values())
+        counts = Counter(str(d).replace("torch.", "") for d in dtypes.values())
+        prefixes = Counter(k.split(".", 1)[0] for k in shapes)
+        lines = [
+            f"file: {reader.path} ({reader.path.stat().st_size / 2**20:.1f} MiB, "
+            f"{'safetensors' if reader.path.suffix == '.safetensors' else 'pickle'})",
+            f"tensors: {len(shapes)}, parameters: {params / 1e6:.2f} M, dtypes: "
+            + ", ".join(f"{k} ×{n}" for k, n in counts.most_common()),
+            "parts: " + ", ".join(f"{k} ({n})" for k, n in sorted(prefixes.items())),
+        ]
+        try:
+            config = config_for(reader)
+        except CheckpointError as err:
+            lines.append(f"family: unknown — {err}")
+            return "\n".join(lines)
     family = "EMO safetensors (config in metadata)" if CONFIG_METADATA_KEY in metadata else "Hallo / Hallo2 net.pth"
-    report = compare_keys(expected_shapes(config), {k: v.shape for k, v in state.items()})
+    report = compare_keys(expected_shapes(config), shapes)
     lines += [
         f"family: {family}; config '{config.name}'",
         f"  clip {config.frames_per_clip} frames, {config.motion_frames} motion frames, first clip motion: "
@@ -164,4 +299,3 @@ def describe_checkpoint(path: str | Path) -> str:
         f"keys: {report.describe()}",
     ]
     return "\n".join(lines)
-

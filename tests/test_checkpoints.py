@@ -101,3 +101,54 @@ def test_inspect_describes_family_and_keys(tmp_path):
     path = save_net(tiny_net(), tmp_path / "net.safetensors")
     text = describe_checkpoint(path)
     assert "EMO safetensors" in text and "config 'tiny'" in text and "all keys match" in text
+
+
+def test_converted_pth_gives_bit_identical_frames(tiny_pipeline, tiny_portrait, tmp_path):
+    from emo_pipeline.__main__ import main
+
+    torch.save(tiny_pipeline.net.state_dict(), tmp_path / "net.pth")
+    out = tmp_path / "net.safetensors"
+    assert main(["convert", str(tmp_path / "net.pth"), str(out), "--preset", "tiny"]) == 0
+    converted = load_net(out)  # no config given: it travels in the file
+    audio = tiny_pipeline.encode_audio(speech_like(0.2), 16000)
+    opts = SamplingOptions(seed=9, steps=2)
+    other = EMOPipeline(converted, tiny_pipeline.vae, tiny_pipeline.audio_encoder)
+    assert torch.equal(tiny_pipeline.generate(tiny_portrait, audio, opts), other.generate(tiny_portrait, audio, opts))
+
+
+def test_convert_to_fp16_and_load_into_any_dtype(tmp_path):
+    from emo_pipeline.loading import CheckpointReader, convert_checkpoint
+
+    net = tiny_net(seed=1)
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    path = convert_checkpoint(tmp_path / "net.pth", tmp_path / "half.safetensors", torch.float16, tiny_config())
+    with CheckpointReader(path) as reader:
+        assert set(reader.dtypes.values()) == {torch.float16}
+        assert reader.shapes == {k: v.shape for k, v in net.state_dict().items()}
+    for dtype in (torch.float16, torch.bfloat16, torch.float32):
+        loaded = load_net(path, dtype=dtype)
+        weight = loaded.audioproj.proj1.weight
+        assert weight.dtype == dtype and not weight.requires_grad
+        torch.testing.assert_close(weight.float(), net.audioproj.proj1.weight.half().float(), atol=1e-2, rtol=0)
+    assert not list(tmp_path.glob("*.partial"))
+
+
+def test_reader_gives_names_and_shapes_without_reading_data(tmp_path):
+    from emo_pipeline.loading import CheckpointReader
+
+    path = save_net(tiny_net(), tmp_path / "n.safetensors")
+    with CheckpointReader(path) as reader:
+        assert len(reader.keys()) == len(tiny_net().state_dict())
+        assert reader.metadata["format"] == "emo-net"
+        # the safetensors format: an 8-byte little-endian header length, then JSON
+        import json
+        import struct
+
+        raw = path.read_bytes()
+        (n,) = struct.unpack("<Q", raw[:8])
+        header = json.loads(raw[8: 8 + n])
+        key = "imageproj.proj.weight"
+        assert list(reader.shapes[key]) == header[key]["shape"]
+        start, end = header[key]["data_offsets"]
+        expected = torch.frombuffer(bytearray(raw[8 + n + start: 8 + n + end]), dtype=torch.float32)
+        assert torch.equal(reader.tensor(key).flatten(), expected)
