@@ -77,6 +77,7 @@ class EMOConfig:
     frames_per_clip: int = 16
     motion_frames: int = 2
     first_clip_motion: str = "reference"  # "reference": the portrait repeated (Hallo); "zeros": zero maps (EMO)
+    motion_frame_mask_rate: float = 0.0  # Hallo2 drops this share of motion-frame pixels outside the face
     # Unconditional half of classifier-free guidance. Hallo drops reference attention, identity
     # and face region along with the audio; the audio is always dropped.
     uncond_drops_reference: bool = True
@@ -128,6 +129,8 @@ class EMOConfig:
             )
         if self.sample_size % 64:
             problems.append(f"sample_size must be a multiple of 64, not {self.sample_size}")
+        if not 0 <= self.motion_frame_mask_rate < 1:
+            problems.append("motion_frame_mask_rate must be in [0, 1)")
         if len(self.speed_bucket_centers) != len(self.speed_bucket_radii):
             problems.append("speed_bucket_centers and speed_bucket_radii must have the same length")
         if self.has_speed_layers and self.speed_embed_dim <= 0:
@@ -163,6 +166,11 @@ class EMOConfig:
 def hallo_config() -> EMOConfig:
     """Full-size Hallo/Hallo2 `net.pth`, with Hallo's exact inference behaviour."""
     return EMOConfig(name="hallo")
+
+
+def hallo2_config() -> EMOConfig:
+    """Hallo2 `net.pth`: Hallo's network and inference, plus Hallo2's long-video motion-frame masking."""
+    return EMOConfig(name="hallo2", motion_frame_mask_rate=0.25)
 
 
 # EMO's speed buckets are not given in the paper (d is unspecified); these nine centres
@@ -241,6 +249,7 @@ def tiny_emo_config(**overrides: Any) -> EMOConfig:
 
 PRESETS = {
     "hallo": hallo_config,
+    "hallo2": hallo2_config,
     "emo": emo_config,
     "tiny": tiny_config,
     "tiny-emo": tiny_emo_config,

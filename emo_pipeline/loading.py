@@ -16,7 +16,7 @@ from typing import Callable
 
 import torch
 
-from .config import EMOConfig, hallo_config
+from .config import EMOConfig, hallo2_config, hallo_config
 from .models import EMONet
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -174,7 +174,8 @@ def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
 
 def config_for(reader: CheckpointReader) -> EMOConfig:
-    """The config stored in the file, else the Hallo configuration when the keys match it."""
+    """The config stored in the file, else Hallo's when the keys match it. Hallo2's net.pth has the
+    same keys as Hallo's, so a 'hallo2' in the file's path is what tells them apart."""
     if CONFIG_METADATA_KEY in reader.metadata:
         try:
             return EMOConfig.from_json(reader.metadata[CONFIG_METADATA_KEY])
@@ -183,7 +184,7 @@ def config_for(reader: CheckpointReader) -> EMOConfig:
     config = hallo_config()
     report = compare_keys(expected_shapes(config), reader.shapes)
     if report.ok:
-        return config
+        return hallo2_config() if "hallo2" in str(reader.path).lower() else config
     raise CheckpointError(
         f"{reader.path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}."
     )
@@ -289,7 +290,8 @@ def describe_checkpoint(path: str | Path) -> str:
         except CheckpointError as err:
             lines.append(f"family: unknown — {err}")
             return "\n".join(lines)
-    family = "EMO safetensors (config in metadata)" if CONFIG_METADATA_KEY in metadata else "Hallo / Hallo2 net.pth"
+    family = ("EMO safetensors (config in metadata)" if CONFIG_METADATA_KEY in metadata
+              else f"{'Hallo2' if config.name == 'hallo2' else 'Hallo'} net.pth")
     report = compare_keys(expected_shapes(config), shapes)
     lines += [
         f"family: {family}; config '{config.name}'",

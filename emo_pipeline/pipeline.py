@@ -225,7 +225,8 @@ class EMOPipeline:
         done_steps = 0
         for clip in range(total_clips):
             with self._stage("reference net"):
-                reference, motion = self._reference_features(ref_latent, previous, n, conds["identity"], use_cfg, f)
+                reference, motion = self._reference_features(
+                    portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator)
             windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
             audio_tokens = net.audioproj(windows.to(device, dtype))
             if use_cfg:
@@ -282,21 +283,32 @@ class EMOPipeline:
             face = torch.cat([uncond_face, face])
         return {"identity": identity, "face": face}
 
-    def _reference_features(self, ref_latent: torch.Tensor, previous: torch.Tensor | None, n: int,
-                            identity: torch.Tensor, use_cfg: bool, f: int):
+    def _reference_features(self, portrait: Portrait, ref_latent: torch.Tensor, previous: torch.Tensor | None,
+                            n: int, identity: torch.Tensor, use_cfg: bool, f: int, generator: torch.Generator):
         """Run the ReferenceNet on [portrait, motion frames] for every batch row."""
         cfg, net = self.config, self.net
         rows = identity.shape[0]
         zero_motion = False
-        if n == 0:
+        motion_pixels = None  # [n, 3, S, S] in [-1, 1]
+        if n > 0 and previous is not None:
+            motion_pixels = previous[-n:].permute(0, 3, 1, 2).to(self.device, self.dtype) * 2 - 1
+        elif n > 0 and cfg.first_clip_motion == "reference":
+            motion_pixels = portrait.pixels[None].expand(n, -1, -1, -1)
+        elif n > 0:  # EMO: the first clip's motion frames are zero feature maps
+            zero_motion = True
+        if motion_pixels is None:
             latents = ref_latent
-        elif previous is not None:
-            motion = self.encode_images(previous[-n:].permute(0, 3, 1, 2) * 2 - 1)
-            latents = torch.cat([ref_latent, motion])
-        elif cfg.first_clip_motion == "reference":
-            latents = ref_latent.repeat(1 + n, 1, 1, 1)
-        else:  # EMO: the first clip's motion frames are zero feature maps
-            latents, zero_motion = ref_latent, True
+        elif cfg.motion_frame_mask_rate > 0:
+            # Hallo2: drop random pixels of the motion frames (never inside the face region), with
+            # the sampling generator drawn before the clip's noise, as Hallo2 draws them.
+            height, width = motion_pixels.shape[-2:]
+            keep = torch.rand(height, width, generator=generator) > cfg.motion_frame_mask_rate
+            keep = keep.to(self.device) | portrait.face_region.bool()
+            latents = torch.cat([ref_latent, self.encode_images(motion_pixels * keep)])
+        elif previous is None:
+            latents = ref_latent.repeat(1 + n, 1, 1, 1)  # the portrait encodes to the same latent each time
+        else:
+            latents = torch.cat([ref_latent, self.encode_images(motion_pixels)])
         per_row = latents.shape[0]
         latents = latents.repeat(rows, 1, 1, 1)
         # Hallo pairs ReferenceNet rows with identity tokens cyclically ([u, c, u, c, ...]).

@@ -163,3 +163,43 @@ def test_long_audio_is_encoded_in_segments_with_one_frame_each(tiny_pipeline, mo
     assert calls == [(5120, 8), (5120, 8), (5120, 8), (2560, 4)]  # 640 samples per frame at 25 fps
     speech = normalize_speech(wave[0])
     torch.testing.assert_close(parts.features[8:16], encoder(speech[5120:10240], 8))  # segment 2 on its own samples
+
+
+def test_hallo2_masks_motion_frame_pixels_outside_the_face(tiny_pipeline):
+    from emo_pipeline.config import tiny_config
+
+    net = type(tiny_pipeline.net)(tiny_config(motion_frame_mask_rate=0.5))
+    net.load_state_dict(tiny_pipeline.net.state_dict())
+    pipe = RecordingPipeline(net, tiny_pipeline.vae, tiny_pipeline.audio_encoder)
+    pipe.encoded = []
+    image = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(3)) * 0.8 + 0.1  # no exact zeros
+    portrait = pipe.prepare_portrait(image, face_box=(0.3, 0.3, 0.7, 0.7))
+    audio = pipe.encode_audio(speech_like(0.3), 16000)
+    pipe.generate(portrait, audio, SamplingOptions(seed=1, steps=1))
+    first_motion = pipe.encoded[1]  # clip 1: the portrait repeated, then masked
+    assert first_motion.shape == (2, 3, 64, 64)
+    dropped = (first_motion == 0).all(dim=1)  # [2, 64, 64]
+    face = portrait.face_region[0].bool()
+    assert not dropped[:, face].any()
+    assert 0.35 < dropped[:, ~face].float().mean() < 0.65
+    assert torch.equal(dropped[0], dropped[1])  # one mask for all motion frames, as Hallo2
+
+
+def test_family_detection_by_keys_metadata_and_path():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from emo_pipeline.config import hallo_config
+    from emo_pipeline.loading import CheckpointError, config_for, expected_shapes
+
+    shapes = expected_shapes(hallo_config())
+    reader = lambda path, meta={}, s=shapes: SimpleNamespace(path=Path(path), metadata=meta, shapes=s)  # noqa: E731
+    assert config_for(reader("models/emo/hallo/net.pth")).name == "hallo"
+    hallo2 = config_for(reader("models/emo/hallo2/net.pth"))
+    assert hallo2.name == "hallo2" and hallo2.motion_frame_mask_rate == 0.25
+    from emo_pipeline.config import tiny_config
+
+    stored = tiny_config().to_json()
+    assert config_for(reader("x.safetensors", {"emo_config": stored}, {})).name == "tiny"
+    with pytest.raises(CheckpointError, match="1 missing key"):
+        config_for(reader("odd.pth", {}, {k: v for k, v in list(shapes.items())[1:]}))
