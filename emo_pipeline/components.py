@@ -7,7 +7,9 @@ A model is one folder (or the network file inside it):
     <model>/wav2vec/                    transformers Wav2Vec2 folder (wav2vec2-base-960h)
 
 The VAE and wav2vec folders are looked for beside the network file first, then in the
-`shared` folders given (ComfyUI's models/emo/), so several networks can share them.
+`shared` folders given (ComfyUI's models/emo/), then one level up (models/emo/<name>/net.pth
+finds models/emo/vae/), so several networks can share them. Either may also be a single
+.safetensors file (see `vae.load_vae` and `AudioEncoder.from_pretrained`).
 
 Only the SD1.5 UNet *config* is needed, and it is built in.
 """
@@ -23,8 +25,10 @@ from .loading import PICKLE_SUFFIXES, load_net
 from .pipeline import EMOPipeline
 
 NET_NAMES = ("net.safetensors", "net.pth")
-VAE_DIRS = ("vae", "sd-vae-ft-mse")
-WAV2VEC_DIRS = ("wav2vec", "wav2vec2-base-960h", "wav2vec/wav2vec2-base-960h")
+VAE_NAMES = ("vae", "sd-vae-ft-mse", "vae.safetensors", "sd-vae-ft-mse.safetensors",
+             "vae-ft-mse-840000-ema-pruned.safetensors")
+WAV2VEC_NAMES = ("wav2vec", "wav2vec2-base-960h", "wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h.safetensors",
+                 "wav2vec.safetensors")
 
 
 def find_net(model: Path) -> Path:
@@ -43,25 +47,33 @@ def find_net(model: Path) -> Path:
     )
 
 
-def _find_dir(roots: list[Path], names: tuple[str, ...], what: str) -> Path:
+def _find_part(roots: list[Path], names: tuple[str, ...], what: str) -> Path:
+    """A model part: a folder with config.json, or a single .safetensors file."""
     for root in roots:
         for name in names:
-            if (root / name / "config.json").is_file():
-                return root / name
+            candidate = root / name
+            if (candidate / "config.json").is_file() or (candidate.suffix == ".safetensors" and candidate.is_file()):
+                return candidate
     where = " or ".join(str(r / names[0]) for r in roots)
-    raise FileNotFoundError(f"No {what} found: put it in {where} (a folder with config.json and its weights).")
+    raise FileNotFoundError(
+        f"No {what} found: put it in {where} (a folder with config.json and its weights), or as {names[-2]}."
+    )
 
 
 def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  shared: tuple[Path, ...] = ()) -> EMOPipeline:
-    from diffusers import AutoencoderKL
+                  shared: tuple[Path, ...] = (), vae: str | Path | None = None) -> EMOPipeline:
+    """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype`.
+    `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/)."""
+    from .vae import load_vae
 
     model = Path(model)
     net_path = find_net(model)
-    roots = [net_path.parent, *(Path(p) for p in shared if Path(p) != net_path.parent)]
-    vae_dir = _find_dir(roots, VAE_DIRS, "VAE (sd-vae-ft-mse, diffusers format)")
-    wav2vec_dir = _find_dir(roots, WAV2VEC_DIRS, "wav2vec2 model (wav2vec2-base-960h, transformers format)")
-    net = load_net(net_path)
-    vae = AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
-    encoder = AudioEncoder.from_pretrained(wav2vec_dir)
-    return EMOPipeline(net, vae, encoder, device=device, dtype=dtype)
+    roots = []
+    for root in (net_path.parent, *map(Path, shared), net_path.parent.parent):
+        if root not in roots:
+            roots.append(root)
+    vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
+    wav2vec_path = _find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)")
+    net = load_net(net_path, device=device, dtype=dtype)
+    return EMOPipeline(net, load_vae(vae_path, dtype=dtype), AudioEncoder.from_pretrained(wav2vec_path),
+                       device=device, dtype=dtype)

@@ -7,6 +7,7 @@ count *before* the transformer encoder, and every transformer layer's output is 
 
 from __future__ import annotations
 
+import json
 import math
 from fractions import Fraction
 from pathlib import Path
@@ -35,23 +36,40 @@ class AudioEncoder:
         self.normalize = normalize
 
     @classmethod
-    def from_pretrained(cls, folder: str | Path, device: torch.device | str = "cpu",
+    def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
                         dtype: torch.dtype = torch.float32) -> "AudioEncoder":
-        from transformers import Wav2Vec2Model
+        """A transformers folder (config.json + weights), or one .safetensors file whose config is
+        the .json beside it (`wav2vec2-base-960h.safetensors` + `wav2vec2-base-960h.json`)."""
+        from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-        folder = Path(folder)
-        if not (folder / "config.json").is_file():
-            raise FileNotFoundError(
-                f"No wav2vec2 model in {folder}: expected a transformers folder with config.json and "
-                "model weights (wav2vec2-base-960h)."
-            )
-        model = Wav2Vec2Model.from_pretrained(folder, torch_dtype=dtype, local_files_only=True)
-        normalize = True
-        prep = folder / "preprocessor_config.json"
-        if prep.is_file():
-            import json
+        path = Path(path)
+        if path.is_file():
+            config_file = path.with_suffix(".json")
+            if not config_file.is_file():
+                raise FileNotFoundError(f"{path.name} needs its transformers config beside it as {config_file.name}.")
+            from ..loading import CheckpointError, CheckpointReader, compare_keys
 
-            normalize = bool(json.loads(prep.read_text()).get("do_normalize", True))
+            with CheckpointReader(path) as reader:
+                # Wav2Vec2ForCTC files prefix the encoder with "wav2vec2." and add an "lm_head".
+                state = {k.removeprefix("wav2vec2."): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
+            model = Wav2Vec2Model(Wav2Vec2Config.from_json_file(config_file))
+            report = compare_keys({k: v.shape for k, v in model.state_dict().items()},
+                                  {k: v.shape for k, v in state.items()})
+            # masked_spec_embed is a training-time parameter that inference files may leave out.
+            if set(report.missing) - {"masked_spec_embed"} or report.unexpected or report.wrong_shape:
+                raise CheckpointError(f"{path.name} is not a wav2vec2 model for {config_file.name}: {report.describe()}.")
+            model.load_state_dict(state, strict=False)
+            model = model.to(dtype)
+            normalize = True
+        else:
+            if not (path / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"No wav2vec2 model in {path}: expected a transformers folder with config.json and "
+                    "model weights (wav2vec2-base-960h)."
+                )
+            model = Wav2Vec2Model.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            prep = path / "preprocessor_config.json"
+            normalize = bool(json.loads(prep.read_text()).get("do_normalize", True)) if prep.is_file() else True
         return cls(model.to(device), normalize)
 
     @property
