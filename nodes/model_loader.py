@@ -19,6 +19,7 @@ from ..emo_pipeline.pipeline import EMOPipeline
 
 FOLDER = "emo"
 NO_MODELS = "(no models in models/emo)"
+VAE_BESIDE = "(from models/emo)"
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
@@ -88,10 +89,14 @@ class LoadEMOModel:
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                               "tooltip": "auto: fp16 on a GPU (as Hallo runs), fp32 on the CPU."}),
                 "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's main device."}),
-            }
+            },
+            "optional": {
+                "vae_name": ([VAE_BESIDE] + folder_paths.get_filename_list("vae"), {"default": VAE_BESIDE,
+                             "tooltip": "sd-vae-ft-mse: from models/emo (vae/), or a file in ComfyUI's models/vae."}),
+            },
         }
 
-    def load(self, checkpoint: str, precision: str, device: str):
+    def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE):
         root = register_model_folder()
         path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
         if path is None:
@@ -104,7 +109,8 @@ class LoadEMOModel:
         offload = torch.device("cpu") if load_device.type == "cpu" else mm.unet_offload_device()
         shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
         try:
-            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared))
+            vae = None if vae_name == VAE_BESIDE else folder_paths.get_full_path("vae", vae_name)
+            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} " + HELP.format(folder=root)) from None
         logging.info("EMO: loaded %s (%s, %s)", checkpoint, pipeline.config.name, str(dtype).replace("torch.", ""))

@@ -41,6 +41,8 @@ def install(models_dir: Path, output_dir: Path) -> State:
         if path not in paths:
             paths.append(path)
 
+    folders.setdefault("vae", ([str(models_dir / "vae")], set()))
+
     def get_filename_list(name):
         paths, exts = folders.get(name, ([], set()))
         found = []

@@ -154,3 +154,27 @@ def test_missing_vae_names_the_folder(env, tmp_path):
             env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"]().load("other/net.safetensors", "auto", "auto")
     finally:
         paths[:], folder_paths.models_dir = saved, saved_dir
+
+
+def test_vae_from_comfyui_models_vae(env, monkeypatch):
+    import sys
+
+    import folder_paths
+    from safetensors.torch import save_file
+    from test_model_parts import TINY_VAE_CONFIG, to_ldm
+
+    pack = env[0]
+    vae_dir = folder_paths.get_folder_paths("vae")[0]
+    import os
+
+    os.makedirs(vae_dir, exist_ok=True)
+    from emo_pipeline.tiny import tiny_vae
+
+    reference = tiny_vae(seed=11)
+    save_file(to_ldm({k: v.contiguous() for k, v in reference.state_dict().items()}), os.path.join(vae_dir, "my_vae.safetensors"))
+    loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
+    assert "my_vae.safetensors" in loader.INPUT_TYPES()["optional"]["vae_name"][0]
+    monkeypatch.setattr(sys.modules[pack.__name__ + ".emo_pipeline.vae"], "SD_VAE_CONFIG", TINY_VAE_CONFIG)
+    model = loader().load("tiny/net.safetensors", "fp32", "cpu", vae_name="my_vae.safetensors")[0]
+    for a, b in zip(model.pipeline.vae.state_dict().values(), reference.state_dict().values()):
+        assert torch.equal(a, b)
