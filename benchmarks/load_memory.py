@@ -40,15 +40,27 @@ def write_random(path: Path, dtype: torch.dtype, pth: bool) -> None:
         write_safetensors(path, {k: (s, dtype) for k, s in shapes.items()}, tensor, _metadata(config))
 
 
+def peak_rss() -> int:
+    """VmHWM: this process's peak resident memory (unlike ru_maxrss it does not carry over from the
+    parent across fork and exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def child(path: str, dtype: str) -> None:
     from emo_pipeline.loading import load_net
 
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base = peak_rss()
     start = time.perf_counter()
     net = load_net(path, dtype=DTYPES[dtype])
     seconds = time.perf_counter() - start
+    # Read every weight once (as moving to a GPU or running would): memory-mapped pages count from here.
+    for t in net.state_dict().values():
+        t.abs().max()
     model_bytes = sum(t.numel() * t.element_size() for t in net.state_dict().values())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"seconds": seconds, "baseline": base, "peak": peak, "model_bytes": model_bytes}))
 
 
