@@ -186,8 +186,29 @@ def config_for(reader: CheckpointReader) -> EMOConfig:
     if report.ok:
         return hallo2_config() if "hallo2" in str(reader.path).lower() else config
     raise CheckpointError(
-        f"{reader.path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}."
+        f"{reader.path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}. "
+        + resemblance(reader.shapes)
     )
+
+
+def resemblance(shapes: dict[str, torch.Size]) -> str:
+    """Which known layout a file is closest to, to tell users what they have got."""
+    from .config import emo_config
+
+    names = set(shapes)
+    best = None
+    for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("the full EMO network", emo_config())):
+        expected = expected_shapes(config)
+        for prefix in ("", "denoising_unet.", "reference_unet."):
+            # Sub-model files (a lone UNet, as AnimateAnyone-style packs ship) lack the Net prefixes.
+            found = len({prefix + k for k in names} & set(expected))
+            if best is None or found > best[0]:
+                part = f" ({prefix[:-1]} only)" if prefix else ""
+                best = (found, f"{label}{part}", len(expected))
+    found, label, total = best
+    if found == 0:
+        return "Its names match no EMO-family layout."
+    return f"It looks most like {label}: {found} of its {len(names)} names are in that layout of {total}."
 
 
 def load_net(path: str | Path, config: EMOConfig | None = None, device: torch.device | str = "cpu",

@@ -152,3 +152,18 @@ def test_reader_gives_names_and_shapes_without_reading_data(tmp_path):
         start, end = header[key]["data_offsets"]
         expected = torch.frombuffer(bytearray(raw[8 + n + start: 8 + n + end]), dtype=torch.float32)
         assert torch.equal(reader.tensor(key).flatten(), expected)
+
+
+def test_unknown_layout_says_what_it_resembles():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from emo_pipeline.config import hallo_config
+    from emo_pipeline.loading import config_for, expected_shapes
+
+    shapes = expected_shapes(hallo_config())
+    lone_unet = {k.removeprefix("denoising_unet."): v for k, v in shapes.items() if k.startswith("denoising_unet.")}
+    with pytest.raises(CheckpointError, match=r"looks most like Hallo/Hallo2 net.pth \(denoising_unet only\): 1946 of"):
+        config_for(SimpleNamespace(path=Path("denoising_unet.pth"), metadata={}, shapes=lone_unet))
+    with pytest.raises(CheckpointError, match="match no EMO-family layout"):
+        config_for(SimpleNamespace(path=Path("x.pth"), metadata={}, shapes={"w": torch.Size([1])}))
