@@ -72,6 +72,9 @@ SAFETENSORS_DTYPES = {
 }
 
 
+REMAP_BYTES = 512 << 20
+
+
 class CheckpointReader:
     """A network file's names, shapes and metadata without its data; tensors are read one at a time.
 
@@ -127,17 +130,19 @@ class CheckpointReader:
         self.dtypes = {k: e[0] for k, e in self._entries.items()}
 
     def _open_pickle(self) -> None:
+        self._mmap = True
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as err:
             if "mmap" not in str(err):
                 raise
-            state = torch.load(self.path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
+            self._mmap = False  # legacy (non-zip) format: read whole
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
             state = state["state_dict"]
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise CheckpointError(f"{self.path.name} is not a state dict of tensors.")
-        self._state, self.metadata = state, {}
+        self._state, self.metadata, self._mapped = state, {}, 0
         self.shapes = {k: v.shape for k, v in state.items()}
         self.dtypes = {k: v.dtype for k, v in state.items()}
 
@@ -146,7 +151,14 @@ class CheckpointReader:
 
     def tensor(self, key: str) -> torch.Tensor:
         if self._state is not None:
-            return self._state[key]
+            if self._mmap and self._mapped > REMAP_BYTES:
+                # Pages read through a memory map stay resident while it is mapped; mapping the file
+                # afresh lets the pages of tensors already converted (and copied) go.
+                self._state, self._mapped = None, 0
+                self._open_pickle()
+            tensor = self._state[key]
+            self._mapped += tensor.numel() * tensor.element_size()
+            return tensor
         dtype, shape, offset, nbytes = self._entries[key]
         buffer = torch.empty(nbytes, dtype=torch.uint8)
         self._file.seek(offset)

@@ -167,3 +167,18 @@ def test_unknown_layout_says_what_it_resembles():
         config_for(SimpleNamespace(path=Path("denoising_unet.pth"), metadata={}, shapes=lone_unet))
     with pytest.raises(CheckpointError, match="match no EMO-family layout"):
         config_for(SimpleNamespace(path=Path("x.pth"), metadata={}, shapes={"w": torch.Size([1])}))
+
+
+def test_pickle_reader_remaps_while_loading_and_values_survive(tmp_path, monkeypatch):
+    import emo_pipeline.loading as loading
+
+    net = tiny_net(seed=6)
+    torch.save(net.state_dict(), tmp_path / "net.pth")
+    opened = []
+    original = loading.CheckpointReader._open_pickle
+    monkeypatch.setattr(loading.CheckpointReader, "_open_pickle", lambda self: opened.append(1) or original(self))
+    monkeypatch.setattr(loading, "REMAP_BYTES", 64 << 10)  # remap every 64 KiB read
+    loaded = load_net(tmp_path / "net.pth", config=tiny_config(), dtype=torch.float16)
+    assert len(opened) > 5
+    for a, b in zip(net.state_dict().values(), loaded.state_dict().values()):
+        assert torch.equal(a.half(), b)
