@@ -179,6 +179,18 @@ EMO_SPEED_CENTERS = (-0.08, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.08)
 EMO_SPEED_RADII = (0.04, 0.02, 0.01, 0.005, 0.005, 0.005, 0.01, 0.02, 0.04)
 
 
+# EMO's behaviour where it differs from Hallo's (shared by the full-size and tiny EMO presets).
+EMO_BEHAVIOUR = dict(
+    first_clip_motion="zeros",
+    run_lowres_temporal=True,
+    audio_attention="plain",
+    uncond_drops_reference=False,
+    uncond_drops_identity=False,
+    uncond_drops_face_region=False,
+    reference_tiles_batch=False,
+)
+
+
 def emo_config() -> EMOConfig:
     """EMO as published: 12-frame clips, 4 motion frames (zero maps for the first clip),
     temporal layers at every resolution, speed layers, audio-only guidance."""
@@ -186,16 +198,10 @@ def emo_config() -> EMOConfig:
         name="emo",
         frames_per_clip=12,
         motion_frames=4,
-        first_clip_motion="zeros",
-        run_lowres_temporal=True,
-        audio_attention="plain",
         speed_bucket_centers=EMO_SPEED_CENTERS,
         speed_bucket_radii=EMO_SPEED_RADII,
         speed_embed_dim=64,
-        uncond_drops_reference=False,
-        uncond_drops_identity=False,
-        uncond_drops_face_region=False,
-        reference_tiles_batch=False,
+        **EMO_BEHAVIOUR,
     )
 
 
@@ -231,17 +237,11 @@ def tiny_emo_config(**overrides: Any) -> EMOConfig:
     """The tiny shape with EMO's behaviour (speed layers, zero first motion frames)."""
     base = dict(
         name="tiny-emo",
-        first_clip_motion="zeros",
-        run_lowres_temporal=True,
-        audio_attention="plain",
         speed_bucket_centers=(-0.04, 0.0, 0.04),
         speed_bucket_radii=(0.02, 0.02, 0.02),
         speed_embed_dim=8,
-        uncond_drops_reference=False,
-        uncond_drops_identity=False,
-        uncond_drops_face_region=False,
-        reference_tiles_batch=False,
         motion_frames=3,
+        **EMO_BEHAVIOUR,
     )
     base.update(overrides)
     return tiny_config(**base)
