@@ -99,8 +99,8 @@ def region_masks(face_box, lip_box, latent_size: int, levels: int = 4,
     return out
 
 
-def to_rgb_square(image: torch.Tensor, size: int) -> torch.Tensor:
-    """[H, W, C] float 0..1 (C = 1, 3 or 4) → [3, size, size]; non-square images are centre-cropped."""
+def as_rgb(image: torch.Tensor) -> torch.Tensor:
+    """[H, W, C] or [1, H, W, C] float 0..1 with C = 1, 3 or 4 → [H, W, 3]; RGBA is composited on white."""
     if image.ndim == 4:
         if image.shape[0] != 1:
             raise ValueError(f"Expected one portrait, got a batch of {image.shape[0]} images; pick one first.")
@@ -115,13 +115,20 @@ def to_rgb_square(image: torch.Tensor, size: int) -> torch.Tensor:
         image = image[..., :3] * image[..., 3:] + (1 - image[..., 3:])
     elif c == 1:
         image = image.expand(h, w, 3)
+    return image.clamp(0, 1)
+
+
+def to_rgb_square(image: torch.Tensor, size: int) -> torch.Tensor:
+    """[H, W, C] float 0..1 → [3, size, size]; non-square images are centre-cropped."""
+    image = as_rgb(image)
+    h, w = image.shape[:2]
     if h != w:
         warnings.warn(f"Portrait is {w}×{h}, not square: using its centred square crop. "
                       "Crop around the face first for best results.", stacklevel=3)
         s = min(h, w)
         top, left = (h - s) // 2, (w - s) // 2
         image = image[top: top + s, left: left + s]
-    x = image.permute(2, 0, 1)[None].clamp(0, 1)
+    x = image.permute(2, 0, 1)[None]
     if x.shape[-1] != size:
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
     return x[0].clamp(0, 1)

@@ -1,0 +1,127 @@
+"""FaceAnalyzer: the faces in a portrait, largest first, with box, five landmarks and identity.
+
+With insightface's ONNX models (found in Hallo's download: face_analysis/models/scrfd_10g_bnkps.onnx
+and glintr100.onnx) it detects with SCRFD and embeds with ArcFace, as Hallo does. Without them it
+falls back to the LBP frontal-face cascade that ships inside scikit-image: a box only, no landmarks,
+and a zero identity embedding (Hallo's own no-face behaviour), with a warning that says what is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+SCRFD_FILE = "scrfd_10g_bnkps.onnx"
+ARCFACE_FILE = "glintr100.onnx"
+SEARCH_SUBDIRS = (".", "face_analysis/models", "face_analysis", "models")
+FALLBACK_WARNING = (
+    "Face analysis is using the built-in cascade detector: no landmarks and no identity embedding "
+    "(the model gets a zero embedding, so likeness is weaker, and lip masks are estimated from the face box). "
+    f"Put Hallo's face_analysis/models/{SCRFD_FILE} and {ARCFACE_FILE} in models/emo/ to restore them."
+)
+
+
+@dataclass
+class FaceInfo:
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in pixels
+    score: float
+    landmarks: np.ndarray | None = None  # [5, 2]: eyes, nose tip, mouth corners
+    embedding: np.ndarray | None = None  # [512] ArcFace, raw
+
+    @property
+    def area(self) -> float:
+        x0, y0, x1, y1 = self.box
+        return max(0.0, x1 - x0) * max(0.0, y1 - y0)
+
+    def lip_box(self) -> tuple[float, float, float, float] | None:
+        """A box around the mouth from the mouth corners (None without landmarks)."""
+        if self.landmarks is None:
+            return None
+        (lx, ly), (rx, ry) = self.landmarks[3], self.landmarks[4]
+        half_w = (rx - lx) / 2
+        cy = (ly + ry) / 2
+        return (float(lx), float(cy - 0.45 * half_w), float(rx), float(cy + 0.45 * half_w))
+
+
+def find_onnx(folders: list[Path], name: str) -> Path | None:
+    for folder in folders:
+        for sub in SEARCH_SUBDIRS:
+            candidate = Path(folder) / sub / name
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _session(path: Path):
+    import onnxruntime
+
+    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
+def _arcface_normalisation(path: Path) -> tuple[float, float]:
+    """insightface's rule: models that subtract and scale in their own graph take raw pixels."""
+    try:
+        import onnx
+    except ImportError:
+        return 127.5, 127.5
+    ops = [node.op_type for node in onnx.load(str(path), load_external_data=False).graph.node[:8]]
+    return (0.0, 1.0) if "Sub" in ops and "Mul" in ops else (127.5, 127.5)
+
+
+class FaceAnalyzer:
+    def __init__(self, folders: list[str | Path] = ()) -> None:
+        folders = [Path(f) for f in folders]
+        self.detector = self.embedder = None
+        scrfd, arcface = find_onnx(folders, SCRFD_FILE), find_onnx(folders, ARCFACE_FILE)
+        if scrfd is not None:
+            from .scrfd import SCRFD
+
+            self.detector = SCRFD(_session(scrfd))
+        if arcface is not None:
+            from .arcface import ArcFace
+
+            self.embedder = ArcFace(_session(arcface), *_arcface_normalisation(arcface))
+        self.warned = False
+
+    @property
+    def uses_onnx(self) -> bool:
+        return self.detector is not None
+
+    def faces(self, image: np.ndarray) -> list[FaceInfo]:
+        """RGB uint8 [H, W, 3] → faces, largest first."""
+        if self.detector is not None:
+            boxes, scores, landmarks = self.detector.detect(image)
+            faces = [FaceInfo(tuple(map(float, b)), float(s), k) for b, s, k in zip(boxes, scores, landmarks)]
+        else:
+            if not self.warned:
+                logging.warning(FALLBACK_WARNING)
+                self.warned = True
+            faces = cascade_faces(image)
+        faces.sort(key=lambda f: f.area, reverse=True)
+        if self.embedder is not None:
+            for face in faces:
+                if face.landmarks is not None:
+                    face.embedding = self.embedder.embed(image, face.landmarks)
+        return faces
+
+
+def cascade_faces(image: np.ndarray) -> list[FaceInfo]:
+    """Frontal faces with scikit-image's bundled LBP cascade (boxes only)."""
+    from skimage.data import lbp_frontal_face_cascade_filename
+    from skimage.feature import Cascade
+
+    h, w = image.shape[:2]
+    side = min(h, w)
+    detector = Cascade(lbp_frontal_face_cascade_filename())
+    found = detector.detect_multi_scale(img=image, scale_factor=1.15, step_ratio=1,
+                                        min_size=(max(24, side // 12),) * 2, max_size=(side, side))
+    faces = []
+    for d in found:
+        # The cascade frames brows to mouth; widen it by 1.25 (more below) to reach the chin and
+        # forehead, the extent SCRFD and Hallo's face boxes have.
+        cx, cy, size = d["c"] + d["width"] / 2, d["r"] + d["height"] * 0.55, max(d["width"], d["height"]) * 1.25
+        faces.append(FaceInfo((cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2), 1.0))
+    return faces
