@@ -78,10 +78,11 @@ def expand_box(box: tuple[float, float, float, float], ratio: float) -> tuple[fl
 
 
 def lip_box_from_face(face_box: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
-    """Where the mouth sits in a frontal face box, for when no landmarks are known."""
+    """The lips in a frontal face box (brow to chin), for when no landmarks are known. Tight, like
+    a box around lip landmarks; region_masks widens it as Hallo does."""
     x0, y0, x1, y1 = face_box
     w, h = x1 - x0, y1 - y0
-    return (x0 + 0.3 * w, y0 + 0.68 * h, x0 + 0.7 * w, y0 + 0.9 * h)
+    return (x0 + 0.35 * w, y0 + 0.72 * h, x0 + 0.65 * w, y0 + 0.84 * h)
 
 
 def region_masks(face_box, lip_box, latent_size: int, levels: int = 4,

@@ -14,8 +14,12 @@ ARCFACE_TEMPLATE = np.array(
 
 def align_face(image: np.ndarray, landmarks: np.ndarray, size: int = 112) -> np.ndarray:
     """Similarity-warp an RGB uint8 image so the five landmarks land on the ArcFace template."""
-    tform = SimilarityTransform()
-    tform.estimate(landmarks.astype(np.float64), ARCFACE_TEMPLATE * size / 112)  # least squares (Umeyama)
+    src, dst = landmarks.astype(np.float64), ARCFACE_TEMPLATE * size / 112
+    if hasattr(SimilarityTransform, "from_estimate"):  # scikit-image >= 0.26; least squares (Umeyama)
+        tform = SimilarityTransform.from_estimate(src, dst)
+    else:
+        tform = SimilarityTransform()
+        tform.estimate(src, dst)
     warped = warp(image.astype(np.float64), tform.inverse, output_shape=(size, size), order=1, mode="constant",
                   cval=0.0, preserve_range=True)
     return np.clip(np.round(warped), 0, 255).astype(np.float32)  # insightface warps uint8 images
