@@ -1,6 +1,7 @@
 """ComfyUI adapters for the EMO engine."""
 
 from .audio import EMOEncodeAudio
+from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
 from .reference import EMOReferenceNetEncode
 from .sampler import EMOSampler
@@ -12,6 +13,8 @@ NODE_CLASS_MAPPINGS = {
     "EMOReferenceNetEncode": EMOReferenceNetEncode,
     "EMOSampler": EMOSampler,
     "EMOVideoCombine": EMOVideoCombine,
+    "EMOFaceCrop": EMOFaceCrop,
+    "EMOPasteBack": EMOPasteBack,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -20,4 +23,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOReferenceNetEncode": "EMO ReferenceNet Encode",
     "EMOSampler": "EMO Sampler",
     "EMOVideoCombine": "EMO Video Combine",
+    "EMOFaceCrop": "EMO Face Crop",
+    "EMOPasteBack": "EMO Paste Back",
 }

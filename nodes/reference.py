@@ -7,6 +7,9 @@ import logging
 import torch
 import torch.nn.functional as F
 
+from ..emo_pipeline.face.reference import crop_to_face
+from .face import face_analyzer
+
 
 class EMOReferenceNetEncode:
     DESCRIPTION = ("Prepares the portrait: square crop at the model's size, face region (from the mask, or the "
@@ -20,16 +23,25 @@ class EMOReferenceNetEncode:
     def INPUT_TYPES(cls):
         return {
             "required": {"model": ("EMO_MODEL",), "image": ("IMAGE",)},
-            "optional": {"face_mask": ("MASK", {"tooltip": "White where the face is; overrides detection."})},
+            "optional": {
+                "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop: face box, lips and identity of this portrait."}),
+                "face_mask": ("MASK", {"tooltip": "White where the face is; overrides detection."}),
+            },
         }
 
-    def encode(self, model, image: torch.Tensor, face_mask: torch.Tensor | None = None):
+    def encode(self, model, image: torch.Tensor, face=None, face_mask: torch.Tensor | None = None):
         if image.ndim == 4 and image.shape[0] > 1:
             raise ValueError(f"EMO ReferenceNet Encode got a batch of {image.shape[0]} images; it takes one "
                              "portrait. Pick one image (for example with an image-from-batch node).")
         image = image[0] if image.ndim == 4 else image
+        if face is None:  # analyse the portrait as it is (no crop)
+            face = crop_to_face(image, face_analyzer(), crop=False)
+        elif tuple(face.image.shape[:2]) != tuple(image.shape[:2]):
+            raise ValueError("The 'face' input describes another image: connect EMO Face Crop's portrait output "
+                             "as this node's image.")
         mask = self._face_mask(face_mask, image.shape[0], image.shape[1])
-        portrait = model.pipeline.prepare_portrait(image, face_mask=mask)
+        kwargs = {"face_mask": mask} if mask is not None else {"face_box": face.face_box, "lip_box": face.lip_box}
+        portrait = model.pipeline.prepare_portrait(image, identity=face.identity, **kwargs)
         return (portrait, portrait.image[None])
 
     @staticmethod

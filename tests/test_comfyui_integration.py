@@ -49,7 +49,8 @@ def upload(base: str, path: Path) -> str:
     return reply["name"]
 
 
-def test_basic_workflow_in_real_comfyui(tmp_path):
+@pytest.mark.parametrize("workflow", ["emo_basic", "emo_photo_crop_paste"])
+def test_workflow_in_real_comfyui(tmp_path, workflow):
     from emo_pipeline.media import read_video_info, write_video  # noqa: F401 (write_video used below)
     from emo_pipeline.tiny import write_tiny_model_folder
 
@@ -82,7 +83,9 @@ def test_basic_workflow_in_real_comfyui(tmp_path):
         log_text = (tmp_path / "comfyui.log").read_text()
         assert "IMPORT FAILED" not in log_text and "Cannot import" not in log_text, log_text[-3000:]
 
-        Image.fromarray((np.random.default_rng(0).random((96, 96, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
+        from skimage import data
+
+        Image.fromarray(data.astronaut()).save(tmp_path / "p.png")  # a real photo with a face
         wav = tmp_path / "speech.wav"
         import av
 
@@ -95,7 +98,7 @@ def test_basic_workflow_in_real_comfyui(tmp_path):
             c.mux(stream.encode(None))
         image_name, audio_name = upload(base, tmp_path / "p.png"), upload(base, wav)
 
-        prompt = json.loads((ROOT / "workflows" / "api" / "emo_basic.api.json").read_text())
+        prompt = json.loads((ROOT / "workflows" / "api" / f"{workflow}.api.json").read_text())
         prompt["1"]["inputs"]["image"] = image_name
         prompt["2"]["inputs"]["audio"] = audio_name
         prompt["3"]["inputs"]["checkpoint"] = "tiny/net.safetensors"
@@ -112,6 +115,7 @@ def test_basic_workflow_in_real_comfyui(tmp_path):
         path = out / video["subfolder"] / video["filename"]
         info = read_video_info(path)
         assert info["frame_count"] == 13 and info["fps"] == 25
+        assert (info["width"], info["height"]) == ((512, 512) if workflow == "emo_photo_crop_paste" else (64, 64))
         assert abs(info["audio_duration"] - 13 / 25) < 1e-3
         assert "workflow" in info["metadata"] or "prompt" in info["metadata"]
     finally:

@@ -11,7 +11,8 @@ from conftest import speech_like
 from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
-NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine"]
+NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
+            "EMOFaceCrop", "EMOPasteBack"]
 
 
 @pytest.fixture(scope="module")
@@ -157,8 +158,6 @@ def test_missing_vae_names_the_folder(env, tmp_path):
 
 
 def test_vae_from_comfyui_models_vae(env, monkeypatch):
-    import sys
-
     import folder_paths
     from safetensors.torch import save_file
     from test_model_parts import TINY_VAE_CONFIG, to_ldm
@@ -174,7 +173,31 @@ def test_vae_from_comfyui_models_vae(env, monkeypatch):
     save_file(to_ldm({k: v.contiguous() for k, v in reference.state_dict().items()}), os.path.join(vae_dir, "my_vae.safetensors"))
     loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
     assert "my_vae.safetensors" in loader.INPUT_TYPES()["optional"]["vae_name"][0]
-    monkeypatch.setattr(sys.modules[pack.__name__ + ".emo_pipeline.vae"], "SD_VAE_CONFIG", TINY_VAE_CONFIG)
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module(pack.__name__ + ".emo_pipeline.vae"), "SD_VAE_CONFIG", TINY_VAE_CONFIG)
     model = loader().load("tiny/net.safetensors", "fp32", "cpu", vae_name="my_vae.safetensors")[0]
     for a, b in zip(model.pipeline.vae.state_dict().values(), reference.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_face_crop_reference_and_paste_back(env, model):
+    from skimage import data
+
+    n = nodes(env)
+    photo = torch.from_numpy(data.astronaut()).float()[None] / 255  # 512×512, face upper middle
+    portrait, face, mask = n["EMOFaceCrop"].crop(photo, 0.6, 0)
+    side = face.box.side
+    assert portrait.shape == (1, side, side, 3) and mask.shape == (1, side, side) and 0 < mask.mean() < 1
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, portrait, face=face)
+    assert reference.face_box == pytest.approx(face.face_box)
+    with pytest.raises(ValueError, match="describes another image"):
+        n["EMOReferenceNetEncode"].encode(model, photo, face=face)
+    frames = torch.rand(3, 64, 64, 3)
+    (full,) = n["EMOPasteBack"].paste(frames, photo, face)
+    assert full.shape == (3, 512, 512, 3)
+    assert torch.equal(full[:, -1, -1], photo[0, -1, -1].expand(3, 3))  # far from the face: unchanged
+    # Without a face input the portrait is analysed as it is (the detector still finds the face).
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, photo)
+    x0, y0, x1, y1 = reference.face_box
+    assert 0.25 < (x0 + x1) / 2 < 0.55 and (y0 + y1) / 2 < 0.45

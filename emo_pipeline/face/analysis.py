@@ -8,6 +8,7 @@ and a zero identity embedding (Hallo's own no-face behaviour), with a warning th
 
 from __future__ import annotations
 
+import importlib.util
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,9 @@ def find_onnx(folders: list[Path], name: str) -> Path | None:
 def _session(path: Path):
     import onnxruntime
 
-    return onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    available = onnxruntime.get_available_providers()
+    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    return onnxruntime.InferenceSession(str(path), providers=providers)
 
 
 def _arcface_normalisation(path: Path) -> tuple[float, float]:
@@ -76,6 +79,10 @@ class FaceAnalyzer:
         folders = [Path(f) for f in folders]
         self.detector = self.embedder = None
         scrfd, arcface = find_onnx(folders, SCRFD_FILE), find_onnx(folders, ARCFACE_FILE)
+        if (scrfd or arcface) and importlib.util.find_spec("onnxruntime") is None:
+            logging.warning("Found insightface's face models but onnxruntime is not installed, so the built-in "
+                            "detector is used: pip install onnxruntime (or onnxruntime-gpu) to use them.")
+            scrfd = arcface = None
         if scrfd is not None:
             from .scrfd import SCRFD
 
