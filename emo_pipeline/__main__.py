@@ -31,6 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     gen.add_argument("--dtype", choices=list(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
     gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
+    gen.add_argument("--no-face-crop", action="store_true",
+                     help="use the image as it is (it should be square and face-centred)")
+    gen.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
+    gen.add_argument("--face-fraction", type=float, default=0.6, help="share of the crop the face takes")
+    gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
     ins = sub.add_parser("inspect", help="say what a checkpoint file is and what it lacks")
     ins.add_argument("checkpoint")
     conv = sub.add_parser("convert", help="net.pth → one .safetensors file with its config inside")
@@ -50,7 +55,7 @@ def _progress(info) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from .demo_inputs import drawn_portrait, speech_like_audio
+    from .demo_inputs import DRAWN_FACE_BOX, drawn_portrait, speech_like_audio
     from .media import VideoWriter, load_audio, load_image
     from .pipeline import Callbacks, EMOPipeline, SamplingOptions
 
@@ -81,21 +86,34 @@ def generate(args: argparse.Namespace) -> int:
 
     print("Encoding audio ...")
     audio = pipe.encode_audio(waveform, sample_rate, fps=args.fps)
-    portrait = pipe.prepare_portrait(image)
+    paste = None
+    if args.image:
+        from .face import FaceAnalyzer, paste_back
+        from .face.reference import crop_to_face
+
+        folders = [Path(args.model), Path(args.model).parent] if args.model else []
+        face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, args.face_fraction, crop=not args.no_face_crop)
+        print(f"Faces found: {face.faces_found}; identity embedding: {'yes' if face.identity is not None else 'no'}")
+        portrait = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
+                                         identity=face.identity)
+        if args.paste_back:
+            paste = lambda frames: paste_back(frames, image[..., :3], face.box)  # noqa: E731
+    else:
+        portrait = pipe.prepare_portrait(image, face_box=DRAWN_FACE_BOX)
     options = SamplingOptions(
         seed=args.seed, steps=args.steps, guidance_scale=args.cfg, frames_per_clip=args.frames_per_clip,
         motion_frames=args.motion_frames, scheduler=args.scheduler, head_speed=args.head_speed,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress),
     )
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {device} ...")
-    size = pipe.config.sample_size
+    height, width = (image.shape[0], image.shape[1]) if paste else (pipe.config.sample_size,) * 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Frames are written clip by clip; the file appears only when complete.
-    with VideoWriter(out, audio.fps, size, size, audio=(waveform, sample_rate),
+    with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}) as writer:
         for frames in pipe.iter_clips(portrait, audio, options):
-            writer.write(frames)
+            writer.write(paste(frames) if paste else frames)
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -6,6 +6,10 @@ from __future__ import annotations
 import torch
 
 
+# The drawn face's extent (brow to chin) as fractions of the image: x0, y0, x1, y1.
+DRAWN_FACE_BOX = (0.25, 0.21, 0.75, 0.87)
+
+
 def drawn_portrait(size: int = 256) -> torch.Tensor:
     """A simple frontal face [size, size, 3] in 0..1: background, hair, skin, eyes, mouth."""
     y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")

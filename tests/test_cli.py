@@ -51,3 +51,15 @@ def test_inspect(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
     assert "config 'tiny'" in text and "all keys match" in text and "reference_unet" in text
+
+
+def test_generate_crops_to_the_face_and_pastes_back(tmp_path):
+    from PIL import Image
+    from skimage import data
+
+    Image.fromarray(data.astronaut()[:, :400]).save(tmp_path / "photo.png")  # 400×512, not square
+    out = tmp_path / "o.mp4"
+    assert main(["generate", "--image", str(tmp_path / "photo.png"), "--out", str(out), "--steps", "1",
+                 "--paste-back"]) == 0
+    info = read_video_info(out)
+    assert (info["width"], info["height"]) == (400, 512) and info["frame_count"] == 50
