@@ -45,6 +45,24 @@ def test_crop_is_square_centred_on_the_face(fraction):
     torch.testing.assert_close(crop.image[10, 10], original[crop.box.y0 + 10, crop.box.x0 + 10])
 
 
+def test_huge_grey_and_rgba_photos():
+    import time
+
+    from PIL import Image
+
+    big = np.asarray(Image.fromarray(data.astronaut()).resize((2048, 2048), Image.BILINEAR))
+    start = time.perf_counter()
+    crop = crop_to_face(torch.from_numpy(big).float() / 255, FaceAnalyzer([]))
+    assert time.perf_counter() - start < 10  # searched at 640 px, not 2048
+    x0, y0, x1, y1 = (v * crop.box.side for v in crop.face_box)
+    cx, cy = crop.box.x0 + (x0 + x1) / 2, crop.box.y0 + (y0 + y1) / 2
+    assert 4 * 175 < cx < 4 * 275 and 4 * 55 < cy < 4 * 185  # the same face, in the big photo's pixels
+    grey = photo("astronaut").mean(-1, keepdim=True)
+    assert crop_to_face(grey, FaceAnalyzer([])).faces_found >= 1
+    rgba = torch.cat([photo("astronaut"), torch.ones(512, 512, 1)], dim=-1)
+    assert crop_to_face(rgba, FaceAnalyzer([])).image.shape[-1] == 3
+
+
 def test_no_face_gives_the_centred_square_and_no_identity():
     crop = crop_to_face(photo("coffee"), FaceAnalyzer([]))  # 600×400, a cup of coffee
     assert crop.faces_found == 0 and crop.face_box is None and crop.identity is None
