@@ -20,11 +20,16 @@ from .attention import attend, make_attention
 
 @dataclass
 class RegionMasks:
-    """Flattened [H*W] masks at one latent resolution (background, face without lips, lips)."""
+    """Flattened masks at one latent resolution (background, face without lips, lips): [H*W] for
+    every row alike, or [N, H*W] with one per batch row."""
 
     full: torch.Tensor
     face: torch.Tensor
     lip: torch.Tensor
+
+
+def _per_token(mask: torch.Tensor) -> torch.Tensor:
+    return mask[None, :, None] if mask.ndim == 1 else mask[:, :, None]
 
 
 def _zero_conv(dim: int) -> nn.Conv2d:
@@ -74,9 +79,9 @@ class AudioTransformerBlock(nn.Module):
             if masks is None:
                 raise ValueError("This model's audio attention needs face/lip/background masks")
             full_w, face_w, lip_w = region_weights
-            full = _pointwise(self.zero_conv_full, attend(self.attn2_0, h, audio) * masks.full[None, :, None])
-            face = _pointwise(self.zero_conv_face, attend(self.attn2_1, h, audio) * masks.face[None, :, None])
-            lip = _pointwise(self.zero_conv_lip, attend(self.attn2_2, h, audio) * masks.lip[None, :, None])
+            full = _pointwise(self.zero_conv_full, attend(self.attn2_0, h, audio) * _per_token(masks.full))
+            face = _pointwise(self.zero_conv_face, attend(self.attn2_1, h, audio) * _per_token(masks.face))
+            lip = _pointwise(self.zero_conv_lip, attend(self.attn2_2, h, audio) * _per_token(masks.lip))
             x = full_w * full + face_w * face + lip_w * lip + x
         return x + self.ff(self.norm3(x))
 
@@ -108,5 +113,5 @@ class AudioAttention(nn.Module):
         inner = h.shape[1]
         h = h.permute(0, 2, 3, 1).reshape(n, height * width, inner)
         h = self.transformer_blocks[0](h, audio, masks, region_weights)
-        h = h.reshape(n, height, width, inner).permute(0, 3, 1, 2)
+        h = h.reshape(n, height, width, inner).permute(0, 3, 1, 2).contiguous()  # see SpatialTransformer
         return self.proj_out(h) + x

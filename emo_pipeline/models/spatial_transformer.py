@@ -78,5 +78,6 @@ class SpatialTransformer(nn.Module):
         h = self.proj_in(self.norm(x))
         h = h.permute(0, 2, 3, 1).reshape(n, height * width, c)
         h, feature = self.block(h, context, reference)
-        h = h.reshape(n, height, width, c).permute(0, 3, 1, 2)
+        # contiguous: a channels-last result here crashes GroupNorm's CPU backward in torch 2.13
+        h = h.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(h) + x, feature.view(n, height, width, c)
