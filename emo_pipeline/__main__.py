@@ -43,6 +43,28 @@ def _parser() -> argparse.ArgumentParser:
     conv.add_argument("target")
     conv.add_argument("--dtype", choices=list(DTYPES), help="store in this precision (default: as the source)")
     conv.add_argument("--preset", help="config preset when the source carries none and is not Hallo's")
+    tr = sub.add_parser("train", help="train one of EMO's three stages on a folder of videos")
+    tr.add_argument("--data", required=True, help="folder of video files with sound")
+    tr.add_argument("--out", required=True, help="folder for network.safetensors and the resume state")
+    tr.add_argument("--stage", type=int, required=True, choices=[1, 2, 3])
+    tr.add_argument("--init", help="network to start from (ours, or Hallo's net.pth to fine-tune)")
+    tr.add_argument("--preset", default="tiny", help="config of a network built from scratch")
+    tr.add_argument("--steps", type=int, default=1000)
+    tr.add_argument("--batch-size", type=int, default=2)
+    tr.add_argument("--lr", type=float, default=1e-5)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--vae")
+    tr.add_argument("--wav2vec")
+    tr.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
+    tr.add_argument("--gradient-accumulation", type=int, default=1)
+    tr.add_argument("--gradient-checkpointing", action="store_true")
+    tr.add_argument("--save-every", type=int, default=500)
+    syn = sub.add_parser("synthetic", help="write the synthetic talking-face set")
+    syn.add_argument("folder")
+    syn.add_argument("--count", type=int, default=32)
+    syn.add_argument("--seed", type=int, default=0)
+    syn.add_argument("--seconds", type=float, default=4.0)
+    syn.add_argument("--size", type=int, default=64)
     return parser
 
 
@@ -134,6 +156,21 @@ def main(argv: list[str] | None = None) -> int:
             config = preset(args.preset) if args.preset else None
             path = convert_checkpoint(args.source, args.target, DTYPES[args.dtype] if args.dtype else None, config)
             print(describe_checkpoint(path))
+            return 0
+        if args.command == "train":
+            from .training.trainer import TrainSettings, train
+
+            settings = TrainSettings(**{k: getattr(args, k) for k in (
+                "data", "out", "stage", "init", "preset", "steps", "batch_size", "lr", "seed", "vae", "wav2vec",
+                "mixed_precision", "gradient_accumulation", "gradient_checkpointing", "save_every")})
+            path, _ = train(settings)
+            print(f"Saved {path}")
+            return 0
+        if args.command == "synthetic":
+            from .training.synthetic import make_dataset
+
+            paths = make_dataset(args.folder, args.count, args.seed, seconds=args.seconds, size=args.size)
+            print(f"Wrote {len(paths)} clips to {args.folder}")
             return 0
         return generate(args)
     except (ValueError, FileNotFoundError) as err:

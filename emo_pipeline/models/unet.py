@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.utils.checkpoint
 from diffusers.models.embeddings import TimestepEmbedding, Timesteps
 from torch import nn
 
@@ -90,15 +91,22 @@ class UNetSkeleton(nn.Module):
         emb = self.time_proj(t).to(self.time_embedding.linear_1.weight.dtype)
         return self.time_embedding(emb)
 
+    gradient_checkpointing = False  # training: recompute each block in backward instead of storing it
+
+    def _call(self, block, *args):
+        if self.gradient_checkpointing and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
+        return block(*args)
+
     def run_blocks(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
         skips = [h]
         for block in self.down_blocks:
-            h, block_skips = block(h, ctx)
+            h, block_skips = self._call(block, h, ctx)
             skips.extend(block_skips)
-        h = self.mid_block(h, ctx)
+        h = self._call(self.mid_block, h, ctx)
         for block in self.up_blocks:
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = tuple(skips[-1].shape[-2:]) if block.upsamplers is not None else None
-            h = block(h, block_skips, ctx, upsample_size)
+            h = self._call(block, h, block_skips, ctx, upsample_size)
         return h

@@ -175,8 +175,8 @@ class UpBlock(UNetLayers):
 
     def forward(self, h: torch.Tensor, skips: list[torch.Tensor], ctx: UNetContext,
                 upsample_size: tuple[int, int] | None = None) -> torch.Tensor:
-        for i in range(len(self.resnets)):
-            h = torch.cat([h, skips.pop()], dim=1)
+        for i in range(len(self.resnets)):  # skips are taken last first, without changing the list
+            h = torch.cat([h, skips[-1 - i]], dim=1)
             h = self._layer(i, h, ctx)
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, output_size=upsample_size)

@@ -1,0 +1,117 @@
+"""Training: the synthetic set, the dataset on real MP4 files, the three stages, resuming, and two
+processes under accelerate (gloo on the CPU) ending with the same weights."""
+
+import hashlib
+import json
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import ROOT
+from emo_pipeline.config import tiny_config, tiny_emo_config
+from emo_pipeline.media import read_video_info
+from emo_pipeline.tiny import tiny_components
+from emo_pipeline.training.dataset import TalkingFaceDataset
+from emo_pipeline.training.stages import TrainingModule, trainable_names
+from emo_pipeline.training.synthetic import make_clip, make_dataset, mouth_opening
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("clips")
+    make_dataset(folder, 2, seed=5, seconds=1.5, size=64)
+    return folder
+
+
+def test_synthetic_clip_is_a_real_mp4_whose_mouth_follows_the_sound(tmp_path):
+    import av
+
+    labels = make_clip(tmp_path / "c.mp4", seed=1, seconds=3.0)
+    info = read_video_info(tmp_path / "c.mp4")
+    assert info["frame_count"] == 75 and abs(info["audio_duration"] - 3.0) < 1e-3
+    with av.open(str(tmp_path / "c.mp4")) as c:
+        frames = torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in c.decode(video=0)]) / 255
+    r = np.corrcoef(mouth_opening(frames, labels.face_box).numpy(), labels.mouth_open)[0, 1]
+    assert r > 0.9  # the pixels show the label
+    again = make_clip(tmp_path / "d.mp4", seed=1, seconds=3.0)
+    assert again == labels  # deterministic from the seed
+    turning = make_clip(tmp_path / "e.mp4", seed=2, seconds=3.0, head_speed=0.03)
+    assert 0.025 < max(abs(s) for s in turning.speed) <= 0.0301  # the requested peak head speed
+
+
+def test_dataset_reads_mp4_with_audio(clips):
+    _, _, encoder = tiny_components()
+    config = tiny_config()
+    ds = TalkingFaceDataset(clips, config, encoder, stage=2)
+    sample = ds[3]
+    n, f = config.motion_frames, config.frames_per_clip
+    assert sample["target"].shape == (f, 3, 64, 64) and sample["motion"].shape == (n, 3, 64, 64)
+    assert sample["audio"].shape == (f, 5, config.audio_feature_layers, config.audio_feature_dim)
+    assert -1 <= sample["target"].min() and sample["target"].max() <= 1
+    assert len(ds) == 2 * (38 - n - f + 1)  # 1.5 s at 25 fps = 38 frames per clip
+    labels = json.loads((clips / "clip_00000.json").read_text())
+    torch.testing.assert_close(sample["speed"], torch.tensor(labels["speed"][3 + n: 3 + n + f]))
+    # motion frames are the frames right before the clip
+    torch.testing.assert_close(ds[4]["motion"][-1], sample["target"][0])
+
+
+@pytest.mark.parametrize("config", [tiny_config, tiny_emo_config], ids=["hallo-shaped", "emo"])
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_each_stage_reduces_the_loss_on_a_fixed_batch(clips, config, stage):
+    net, vae, encoder = tiny_components(config())
+    ds = TalkingFaceDataset(clips, net.config, encoder, stage)
+    batch = torch.utils.data.default_collate([ds[0], ds[9]])
+    module = TrainingModule(net, vae, stage)
+    trained = {n for n, p in net.named_parameters() if p.requires_grad}
+    assert trained == set(trainable_names(net, stage))
+    if stage == 3:
+        assert not any(".audio_modules." in n for n in trained) and all(".motion_modules." in n or "speed" in n
+                                                                          for n in trained)
+    frozen = {n: p.detach().clone() for n, p in net.named_parameters() if not p.requires_grad}
+    optimizer = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=1e-3)
+    losses = []
+    for _ in range(5):
+        loss = module(batch, torch.Generator().manual_seed(0))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.9 * losses[0]
+    assert all(torch.equal(p, frozen[n]) for n, p in net.named_parameters() if n in frozen)
+
+
+def test_trainer_saves_and_resumes(clips, tmp_path):
+    from emo_pipeline.loading import load_net
+    from emo_pipeline.training.trainer import TrainSettings, train
+
+    settings = TrainSettings(data=str(clips), out=str(tmp_path / "run"), stage=1, steps=2, lr=1e-3, save_every=1)
+    path, net = train(settings, log=lambda *_: None)
+    assert json.loads((tmp_path / "run" / "resume.json").read_text())["step"] == 2
+    resumed_path, resumed = train(TrainSettings(**{**settings.__dict__, "steps": 4}), log=lambda *_: None)
+    assert json.loads((tmp_path / "run" / "resume.json").read_text())["step"] == 4
+    loaded = load_net(resumed_path)
+    changed = [not torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values())]
+    assert any(changed)
+
+
+def test_two_processes_end_with_the_same_weights(clips, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+         "--master_port", str(port), str(ROOT / "tests" / "distributed_train.py"), str(clips), str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [(tmp_path / f"rank{r}.sha256").read_text().split() for r in (0, 1)]
+    assert ranks[0][0] == ranks[1][0] == "2"  # a real two-process group
+    assert ranks[0][1] == ranks[1][1]
+    net, _, _ = tiny_components()
+    digest = hashlib.sha256()
+    for name, tensor in sorted(net.state_dict().items()):
+        digest.update(name.encode() + tensor.float().contiguous().numpy().tobytes())
+    assert digest.hexdigest() != ranks[0][1]  # and training changed them
