@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
+DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "net.safetensors"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -19,7 +21,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
     gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: a 2 s synthetic voice")
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
-    gen.add_argument("--model", help="model folder or network file; default: a tiny random-weight model")
+    gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
+    gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--steps", type=int, help="denoising steps (default: the model's, 40 for Hallo)")
     gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
@@ -59,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--gradient-accumulation", type=int, default=1)
     tr.add_argument("--gradient-checkpointing", action="store_true")
     tr.add_argument("--save-every", type=int, default=500)
+    demo = sub.add_parser("train-demo", help="train the bundled demo model on the synthetic set (CPU)")
+    demo.add_argument("--out", default="models/demo")
+    demo.add_argument("--minutes", type=float, default=45.0)
+    demo.add_argument("--seed", type=int, default=0)
+    demo.add_argument("--clips", type=int, default=48)
     syn = sub.add_parser("synthetic", help="write the synthetic talking-face set")
     syn.add_argument("folder")
     syn.add_argument("--count", type=int, default=32)
@@ -77,7 +85,7 @@ def _progress(info) -> None:
 
 
 def generate(args: argparse.Namespace) -> int:
-    from .demo_inputs import DRAWN_FACE_BOX, drawn_portrait, speech_like_audio
+    from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from .media import VideoWriter, load_audio, load_image
     from .pipeline import Callbacks, EMOPipeline, SamplingOptions
 
@@ -89,6 +97,13 @@ def generate(args: argparse.Namespace) -> int:
 
         print(f"Loading model from {args.model} ...")
         pipe = load_pipeline(args.model, device, dtype)
+    elif DEMO_MODEL.is_file() and not args.random:
+        from .components import load_pipeline
+
+        print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
+              "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
+              "Pass --model <folder> (e.g. Hallo's weights) for photographs.")
+        pipe = load_pipeline(DEMO_MODEL, device, dtype)
     else:
         from .tiny import tiny_components
 
@@ -103,7 +118,7 @@ def generate(args: argparse.Namespace) -> int:
     if args.audio:
         waveform, sample_rate = load_audio(args.audio)
     else:
-        print("No --audio given: using 2 s of built-in synthetic voice.")
+        print("No --audio given: using 4 s of built-in synthetic voice.")
         waveform, sample_rate = speech_like_audio(), 16000
 
     print("Encoding audio ...")
@@ -121,7 +136,7 @@ def generate(args: argparse.Namespace) -> int:
         if args.paste_back:
             paste = lambda frames: paste_back(frames, image[..., :3], face.box)  # noqa: E731
     else:
-        portrait = pipe.prepare_portrait(image, face_box=DRAWN_FACE_BOX)
+        portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
     options = SamplingOptions(
         seed=args.seed, steps=args.steps, guidance_scale=args.cfg, frames_per_clip=args.frames_per_clip,
         motion_frames=args.motion_frames, scheduler=args.scheduler, head_speed=args.head_speed,
@@ -165,6 +180,11 @@ def main(argv: list[str] | None = None) -> int:
                 "mixed_precision", "gradient_accumulation", "gradient_checkpointing", "save_every")})
             path, _ = train(settings)
             print(f"Saved {path}")
+            return 0
+        if args.command == "train-demo":
+            from .training.demo import train_demo
+
+            train_demo(args.out, args.minutes, args.seed, args.clips)
             return 0
         if args.command == "synthetic":
             from .training.synthetic import make_dataset

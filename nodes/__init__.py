@@ -1,6 +1,7 @@
 """ComfyUI adapters for the EMO engine."""
 
 from .audio import EMOEncodeAudio
+from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
 from .reference import EMOReferenceNetEncode
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOVideoCombine": EMOVideoCombine,
     "EMOFaceCrop": EMOFaceCrop,
     "EMOPasteBack": EMOPasteBack,
+    "EMODemoInputs": EMODemoInputs,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -25,4 +27,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOVideoCombine": "EMO Video Combine",
     "EMOFaceCrop": "EMO Face Crop",
     "EMOPasteBack": "EMO Paste Back",
+    "EMODemoInputs": "EMO Demo Inputs",
 }

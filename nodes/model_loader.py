@@ -26,10 +26,15 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
         "transformers folders). See the pack's README, 'Model folder'.")
 
 
+BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
+
+
 def register_model_folder() -> Path:
-    """models/emo, keeping paths that extra_model_paths.yaml already added."""
+    """models/emo, keeping paths that extra_model_paths.yaml already added, plus the pack's bundled models."""
     path = os.path.join(folder_paths.models_dir, FOLDER)
     folder_paths.add_model_folder_path(FOLDER, path)
+    if BUNDLED.is_dir():
+        folder_paths.add_model_folder_path(FOLDER, str(BUNDLED))
     extensions = folder_paths.folder_names_and_paths[FOLDER][1]
     extensions.update({".pth", ".safetensors"})
     os.makedirs(path, exist_ok=True)

@@ -14,12 +14,13 @@ from emo_pipeline.tiny import tiny_net
 
 def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
     out = tmp_path / "demo.mp4"
-    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--out", str(out),
+                             "--steps", "2"],
                             cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "RANDOM-WEIGHT" in result.stdout and "clip 13/13" in result.stdout
+    assert "RANDOM-WEIGHT" in result.stdout and "clip 25/25" in result.stdout
     info = read_video_info(out)
-    assert info["frame_count"] == 50 and abs(info["audio_duration"] - 2.0) < 1e-3
+    assert info["frame_count"] == 100 and abs(info["audio_duration"] - 4.0) < 1e-3
 
 
 def test_generate_from_files(tmp_path, capsys):
@@ -30,7 +31,7 @@ def test_generate_from_files(tmp_path, capsys):
     # The driving audio comes from a video file's sound track, at 44.1 kHz stereo.
     write_video(tmp_path / "src.mp4", torch.rand(10, 16, 16, 3), 25, audio=(speech_like(0.4, 44100, 2), 44100))
     out = tmp_path / "o.mp4"
-    code = main(["generate", "--image", str(tmp_path / "p.png"), "--audio", str(tmp_path / "src.mp4"),
+    code = main(["generate", "--random", "--image", str(tmp_path / "p.png"), "--audio", str(tmp_path / "src.mp4"),
                  "--out", str(out), "--steps", "1", "--fps", "30"])
     assert code == 0
     info = read_video_info(out)
@@ -38,7 +39,7 @@ def test_generate_from_files(tmp_path, capsys):
 
 
 def test_errors_are_one_line_not_tracebacks(tmp_path, capsys):
-    assert main(["generate", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.mp4")]) == 2
+    assert main(["generate", "--random", "--image", str(tmp_path / "missing.png"), "--out", str(tmp_path / "x.mp4")]) == 2
     assert "Image file not found" in capsys.readouterr().err
     assert not (tmp_path / "x.mp4").exists()
     (tmp_path / "bad.safetensors").write_bytes(b"not a checkpoint")
@@ -59,7 +60,7 @@ def test_generate_crops_to_the_face_and_pastes_back(tmp_path):
 
     Image.fromarray(data.astronaut()[:, :400]).save(tmp_path / "photo.png")  # 400×512, not square
     out = tmp_path / "o.mp4"
-    assert main(["generate", "--image", str(tmp_path / "photo.png"), "--out", str(out), "--steps", "1",
+    assert main(["generate", "--random", "--image", str(tmp_path / "photo.png"), "--out", str(out), "--steps", "1",
                  "--paste-back"]) == 0
     info = read_video_info(out)
-    assert (info["width"], info["height"]) == (400, 512) and info["frame_count"] == 50
+    assert (info["width"], info["height"]) == (400, 512) and info["frame_count"] == 100

@@ -12,7 +12,7 @@ from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
-            "EMOFaceCrop", "EMOPasteBack"]
+            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs"]
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,15 @@ def test_node_contract(env):
 
 def test_loader_lists_networks_not_vae_or_wav2vec(env):
     choices = env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0]
-    assert choices == ["tiny/net.safetensors"]
+    bundled = ["demo/net.safetensors"] if (comfy_stubs.ROOT / "models" / "demo" / "net.safetensors").is_file() else []
+    assert choices == sorted(["tiny/net.safetensors", *bundled])
+
+
+def test_demo_inputs(env):
+    image, audio, mask = nodes(env)["EMODemoInputs"].make(2.0, 7)
+    assert image.shape == (1, 256, 256, 3) and audio["waveform"].shape == (1, 1, 32000) and audio["sample_rate"] == 16000
+    skin = image[0][mask[0] > 0.5]
+    assert mask.shape == (1, 256, 256) and 0.2 < mask.mean() < 0.8 and skin.std(0).max() > 0.05  # the face is in it
 
 
 def test_five_nodes_make_an_mp4_with_sound(env, model):
