@@ -67,6 +67,9 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=45.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--clips", type=int, default=48)
+    ev = sub.add_parser("evaluate-demo", help="lip sync, colour drift and head motion of a model on held-out drawn faces")
+    ev.add_argument("--model", default=str(DEMO_MODEL.parent))
+    ev.add_argument("--seed", type=int, default=0)
     syn = sub.add_parser("synthetic", help="write the synthetic talking-face set")
     syn.add_argument("folder")
     syn.add_argument("--count", type=int, default=32)
@@ -185,6 +188,17 @@ def main(argv: list[str] | None = None) -> int:
             from .training.demo import train_demo
 
             train_demo(args.out, args.minutes, args.seed, args.clips)
+            return 0
+        if args.command == "evaluate-demo":
+            import json
+            import tempfile
+
+            from .training.demo import evaluate
+            from .training.synthetic import make_dataset
+
+            with tempfile.TemporaryDirectory() as tmp:
+                clips = make_dataset(tmp, 4, seed=args.seed + 1, seconds=4.0, size=64)  # train-demo's held-out seeds
+                print(json.dumps(evaluate(Path(args.model), clips, args.seed), indent=1))
             return 0
         if args.command == "synthetic":
             from .training.synthetic import make_dataset

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from conftest import ROOT, speech_like
@@ -64,3 +65,22 @@ def test_generate_crops_to_the_face_and_pastes_back(tmp_path):
                  "--paste-back"]) == 0
     info = read_video_info(out)
     assert (info["width"], info["height"]) == (400, 512) and info["frame_count"] == 100
+
+
+DEMO = ROOT / "models" / "demo"
+
+
+@pytest.mark.skipif(not (DEMO / "net.safetensors").is_file(), reason="the demo model is not bundled in this checkout")
+def test_bundled_demo_model_is_small_and_the_default(tmp_path):
+    total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
+    assert total < 30 * 2**20
+    from emo_pipeline.loading import load_net
+
+    net = load_net(DEMO / "net.safetensors")
+    assert net.config.has_speed_layers and net.config.name == "demo"
+    out = tmp_path / "demo.mp4"
+    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "bundled demo model" in result.stdout and "not photographs" in result.stdout.replace("\n", " ")
+    assert read_video_info(out)["frame_count"] == 100

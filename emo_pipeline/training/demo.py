@@ -54,31 +54,59 @@ def _frames(folder: Path, size: int) -> torch.Tensor:
     return torch.cat([read_frames(p, size)[0] for p in sorted(folder.iterdir()) if p.suffix in VIDEO_SUFFIXES])
 
 
-def lip_sync(model_dir: Path, clips: list[Path], seed: int = 0, shuffle: bool = False) -> tuple[float, int]:
-    """Pearson r between the generated mouth opening (from pixels) and the clips' loudness labels."""
-    from ..components import load_pipeline
+def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None):
     from ..media import load_audio
     from ..pipeline import SamplingOptions
     from .dataset import read_frames
 
+    meta = json.loads(clip.with_suffix(".json").read_text())
+    frames, _ = read_frames(clip, pipe.config.sample_size)
+    waveform, rate = load_audio(clip)
+    audio = pipe.encode_audio(waveform, rate)
+    if shuffle:  # the same sound in 0.2-s pieces in a random order: no longer tied to the mouth
+        gen = torch.Generator().manual_seed(seed)
+        pieces = list(audio.features.split(5))
+        order = torch.randperm(len(pieces), generator=gen).tolist()
+        audio.features = torch.cat([pieces[i] for i in order])
+    portrait = pipe.prepare_portrait(frames[0].float() / 255, face_box=tuple(meta["face_box"]))
+    video = pipe.generate(portrait, audio, SamplingOptions(seed=seed, head_speed=head_speed))
+    return video, meta, frames
+
+
+def head_motion(video: torch.Tensor) -> float:
+    """Mean horizontal frame-to-frame movement (pixels) of the dark facial features (eyes, mouth)."""
+    dark = video.mean(-1) < 0.3
+    xs = torch.arange(video.shape[2], dtype=torch.float32)
+    weight = dark.float().sum(1)  # [F, W]
+    centre = (weight * xs).sum(1) / weight.sum(1).clamp(min=1)
+    return float(centre.diff().abs().mean())
+
+
+def evaluate(model_dir: Path, clips: list[Path], seed: int = 0) -> dict:
+    """Lip sync (Pearson r of the measured mouth opening against the loudness labels, and the same
+    with shuffled audio), identity colour drift, and head motion at two requested speeds."""
+    from ..components import load_pipeline
+
     pipe = load_pipeline(model_dir / "net.safetensors")
-    measured, labels = [], []
-    for clip in clips:
-        meta = json.loads(clip.with_suffix(".json").read_text())
-        frames, _ = read_frames(clip, pipe.config.sample_size)
-        waveform, rate = load_audio(clip)
-        audio = pipe.encode_audio(waveform, rate)
-        if shuffle:  # the same sound in 0.2-s pieces in a random order: no longer tied to the mouth
-            gen = torch.Generator().manual_seed(seed)
-            pieces = list(audio.features.split(5))
-            order = torch.randperm(len(pieces), generator=gen).tolist()
-            audio.features = torch.cat([pieces[i] for i in order])
-        portrait = pipe.prepare_portrait(frames[0].float() / 255, face_box=tuple(meta["face_box"]))
-        video = pipe.generate(portrait, audio, SamplingOptions(seed=seed))
-        measured.append(mouth_opening(video, meta["face_box"]).numpy())
-        labels.append(np.array(meta["mouth_open"][: len(video)]))
-    m, lab = np.concatenate(measured), np.concatenate(labels)
-    return float(np.corrcoef(m, lab)[0, 1]), len(m)
+    report = {}
+    for shuffle in (False, True):
+        measured, labels = [], []
+        for clip in clips:
+            video, meta, _ = _generate_held_out(pipe, clip, seed, shuffle)
+            measured.append(mouth_opening(video, meta["face_box"]).numpy())
+            labels.append(np.array(meta["mouth_open"][: len(video)]))
+        m, lab = np.concatenate(measured), np.concatenate(labels)
+        report["lip_sync_r_shuffled_audio" if shuffle else "lip_sync_r"] = round(float(np.corrcoef(m, lab)[0, 1]), 3)
+        report["frames"] = len(m)
+    video, meta, frames = _generate_held_out(pipe, clips[0], seed)
+    x0, y0, x1, y1 = (round(v * frames.shape[1]) for v in meta["face_box"])
+    reference = frames[0, y0:y1, x0:x1].float().mean((0, 1)) / 255
+    drift = (video[:, y0:y1, x0:x1].mean((1, 2)) - reference).abs().max()
+    report["face_colour_max_drift"] = round(float(drift), 3)
+    for speed in (0.0, 0.05):
+        report[f"head_motion_px_at_speed_{speed}"] = round(head_motion(_generate_held_out(pipe, clips[0], seed,
+                                                                                           head_speed=speed)[0]), 3)
+    return report
 
 
 def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int = 48, log=print) -> dict:
@@ -117,12 +145,9 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
         previous = path
     net = load_net(previous)
     save_net(net, out / "net.safetensors", dtype=torch.float16)
-    held = sorted(held_out.glob("*.mp4"))
-    r, frames = lip_sync(out, held)
-    r_shuffled, _ = lip_sync(out, held, shuffle=True)
     report = {"seed": seed, "clips": clips, "minutes": round((time.perf_counter() - start) / 60, 1),
-              "steps": dict(zip(("stage1", "stage2", "stage3"), steps)), "lip_sync_r": round(r, 3),
-              "lip_sync_r_shuffled_audio": round(r_shuffled, 3), "frames": frames}
+              "steps": dict(zip(("stage1", "stage2", "stage3"), steps))}
+    report.update(evaluate(out, sorted(held_out.glob("*.mp4")), seed))
     (out / "training_report.json").write_text(json.dumps(report, indent=1))
     log(json.dumps(report))
     return report
