@@ -73,7 +73,8 @@ def train(settings: TrainSettings, log=print):
     from accelerate.utils import set_seed
 
     out = Path(settings.out)
-    accelerator = Accelerator(mixed_precision=settings.mixed_precision,
+    # cpu=True without a GPU: several processes then form a gloo group (accelerate's MULTI_CPU).
+    accelerator = Accelerator(mixed_precision=settings.mixed_precision, cpu=not torch.cuda.is_available(),
                               gradient_accumulation_steps=settings.gradient_accumulation)
     set_seed(settings.seed)
     resume = out / "resume.json"
