@@ -21,7 +21,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import hallo_config  # noqa: E402
-from emo_pipeline.loading import _metadata, expected_shapes, write_safetensors  # noqa: E402
+from emo_pipeline.loading import expected_shapes, network_metadata, write_safetensors  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -37,7 +37,7 @@ def write_random(path: Path, dtype: torch.dtype, pth: bool) -> None:
     if pth:
         torch.save({k: tensor(k) for k in shapes}, path)
     else:
-        write_safetensors(path, {k: (s, dtype) for k, s in shapes.items()}, tensor, _metadata(config))
+        write_safetensors(path, {k: (s, dtype) for k, s in shapes.items()}, tensor, network_metadata(config))
 
 
 def peak_rss() -> int:

@@ -179,12 +179,6 @@ class CheckpointReader:
         self.close()
 
 
-def read_state_dict(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    """All tensors and the metadata of a network file (for small files and conversions)."""
-    with CheckpointReader(path) as reader:
-        return {k: reader.tensor(k) for k in reader.keys()}, reader.metadata
-
-
 def config_for(reader: CheckpointReader) -> EMOConfig:
     """The config stored in the file, else Hallo's when the keys match it. Hallo2's net.pth has the
     same keys as Hallo's, so a 'hallo2' in the file's path is what tells them apart."""
@@ -283,7 +277,7 @@ def save_net(net: EMONet, path: str | Path, dtype: torch.dtype | None = None) ->
     """Write a single .safetensors file holding the network and its config."""
     state = net.state_dict()
     shapes = {k: (v.shape, dtype if dtype is not None and v.is_floating_point() else v.dtype) for k, v in state.items()}
-    return write_safetensors(path, shapes, state.__getitem__, _metadata(net.config))
+    return write_safetensors(path, shapes, state.__getitem__, network_metadata(net.config))
 
 
 def convert_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtype | None = None,
@@ -297,10 +291,10 @@ def convert_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtyp
             raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.")
         shapes = {k: (reader.shapes[k], dtype if dtype is not None and reader.dtypes[k].is_floating_point
                       else reader.dtypes[k]) for k in reader.keys()}
-        return write_safetensors(target, shapes, reader.tensor, _metadata(config))
+        return write_safetensors(target, shapes, reader.tensor, network_metadata(config))
 
 
-def _metadata(config: EMOConfig) -> dict[str, str]:
+def network_metadata(config: EMOConfig) -> dict[str, str]:
     return {CONFIG_METADATA_KEY: config.to_json(), "format": "emo-net"}
 
 
