@@ -263,7 +263,8 @@ class EMOPipeline:
             flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
             with self._stage("vae decode"):
                 frames = self.decode_latents(flat, opts.decode_chunk_size)
-            previous = frames[-n:] if n > 0 else None
+            # the last n frames made so far (they can span clips when a clip is shorter than n)
+            previous = (frames if previous is None else torch.cat([previous, frames]))[-n:] if n > 0 else None
             keep = min(f, audio.num_frames - clip * f)
             if keep > 0:
                 yield frames[:keep]
@@ -292,6 +293,10 @@ class EMOPipeline:
         motion_pixels = None  # [n, 3, S, S] in [-1, 1]
         if n > 0 and previous is not None:
             motion_pixels = previous[-n:].permute(0, 3, 1, 2).to(self.device, self.dtype) * 2 - 1
+            if len(motion_pixels) < n and cfg.first_clip_motion == "reference":
+                # clips shorter than n: the portrait stands in for frames not made yet, as in clip 1
+                fill = portrait.pixels[None].expand(n - len(motion_pixels), -1, -1, -1)
+                motion_pixels = torch.cat([fill, motion_pixels])
         elif n > 0 and cfg.first_clip_motion == "reference":
             motion_pixels = portrait.pixels[None].expand(n, -1, -1, -1)
         elif n > 0:  # EMO: the first clip's motion frames are zero feature maps

@@ -203,3 +203,16 @@ def test_family_detection_by_keys_metadata_and_path():
     assert config_for(reader("x.safetensors", {"emo_config": stored}, {})).name == "tiny"
     with pytest.raises(CheckpointError, match="1 missing key"):
         config_for(reader("odd.pth", {}, {k: v for k, v in list(shapes.items())[1:]}))
+
+
+def test_clips_shorter_than_the_motion_frames(tiny_pipeline, tiny_portrait):
+    pipe = RecordingPipeline(tiny_pipeline.net, tiny_pipeline.vae, tiny_pipeline.audio_encoder)
+    pipe.encoded = []
+    audio = pipe.encode_audio(speech_like(0.2), 16000)  # 5 frames
+    frames = pipe.generate(tiny_portrait, audio, SamplingOptions(seed=1, steps=1, frames_per_clip=1, motion_frames=3))
+    assert frames.shape[0] == 5
+    # clip 4's motion frames are the three frames before it, made by three earlier clips
+    torch.testing.assert_close(pipe.encoded[4], frames[1:4].permute(0, 3, 1, 2) * 2 - 1)
+    # clip 2 had only one earlier frame: the portrait fills the other two places
+    torch.testing.assert_close(pipe.encoded[1][:2], tiny_portrait.pixels[None].expand(2, -1, -1, -1))
+    torch.testing.assert_close(pipe.encoded[1][2:], frames[0:1].permute(0, 3, 1, 2) * 2 - 1)
