@@ -1,4 +1,4 @@
-"""Command line: `python -m emo_pipeline generate ...` and `python -m emo_pipeline inspect <checkpoint>`."""
+"""Command line: generate, inspect, convert, train, train-demo, evaluate-demo, synthetic (see --help)."""
 
 from __future__ import annotations
 
