@@ -109,8 +109,14 @@ class EMOConfig:
         return 2 * self.audio_context + 1
 
     @property
+    def vae_downscale(self) -> int:
+        """Pixels per latent cell. The face locator's stride-2 convs must land on the VAE's latent
+        grid, so its depth fixes the factor: 8 for SD's VAE (Hallo, EMO), 4 for the demo's."""
+        return 2 ** (len(self.face_locator_channels) - 1)
+
+    @property
     def latent_size(self) -> int:
-        return self.sample_size // 8
+        return self.sample_size // self.vae_downscale
 
     def validate(self) -> None:
         problems = []

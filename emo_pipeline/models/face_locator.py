@@ -20,7 +20,7 @@ class FaceLocator(nn.Module):
         nn.init.zeros_(self.conv_out.bias)
 
     def forward(self, region: torch.Tensor) -> torch.Tensor:
-        """region [B, 3, H, W] in 0..1 (pixel resolution) → features [B, C, H/8, W/8]."""
+        """region [B, 3, H, W] in 0..1 (pixel resolution) → features [B, C, H/2^k, W/2^k] (k stride-2 convs: the VAE grid)."""
         x = F.silu(self.conv_in(region))
         for block in self.blocks:
             x = F.silu(block(x))
