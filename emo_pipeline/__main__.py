@@ -197,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             from .training.synthetic import make_dataset
 
             with tempfile.TemporaryDirectory() as tmp:
-                clips = make_dataset(tmp, 4, seed=args.seed + 1, seconds=4.0, size=64)  # train-demo's held-out seeds
+                clips = make_dataset(tmp, 2, seed=args.seed + 1, seconds=4.0, size=64)  # train-demo's held-out seeds
                 print(json.dumps(evaluate(Path(args.model), clips, args.seed), indent=1))
             return 0
         if args.command == "synthetic":

@@ -24,40 +24,57 @@ from .synthetic import make_dataset, mouth_opening
 from .trainer import TrainSettings, train
 
 
-def demo_config():
-    """tiny-emo with the inference settings the demo is run with."""
-    return tiny_emo_config(name="demo", steps=20, guidance_scale=2.0)
+def demo_config(**overrides):
+    """tiny-emo on a 16x16 latent grid (a 4x VAE at 64 px, so a mouth spans a few latent cells),
+    with the inference settings the demo is run with."""
+    return tiny_emo_config(name="demo", face_locator_channels=(8, 16, 16), steps=10, guidance_scale=2.0,
+                           **overrides)
 
 
 def demo_vae():
-    """The demo's VAE: SD's AutoencoderKL layout (8× down, 4 latent channels), slimmed to 0.6 M weights.
-    The random tiny VAE of the tests (8-16 channels) is too small to keep eyes and mouths."""
+    """The demo's VAE: SD's AutoencoderKL layout with 4 latent channels, slimmed, and 4x down (three
+    blocks) instead of 8x: at 64 px an 8x grid puts a whole mouth in one latent cell."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 4,
-                         up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(32, 64, 64, 64),
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
+                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
                          layers_per_block=1, norm_num_groups=8, sample_size=64)
 
 
 def train_vae(frames: torch.Tensor, out: Path, seconds: float, seed: int, log=print) -> None:
-    """Stage 0: the demo VAE on the set's frames (L1 + L2 + a light KL term), for `seconds`."""
+    """Stage 0: the demo VAE on the set's frames, for `seconds`. The pipeline encodes to the
+    posterior mean, so the decoder is trained on the mean (with light noise, as a cushion for the
+    diffusion model's errors): sampling at the initial unit variance would drown the latents and
+    slows training several-fold."""
     torch.manual_seed(seed)
     vae = demo_vae().train()
-    optimizer = torch.optim.AdamW(vae.parameters(), lr=1e-3)
+    optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
     start, step = time.perf_counter(), 0
     while time.perf_counter() - start < seconds:
         step += 1
-        batch = frames[torch.randint(len(frames), (16,), generator=gen)].permute(0, 3, 1, 2).float() / 127.5 - 1
-        posterior = vae.encode(batch).latent_dist
-        error = vae.decode(posterior.sample(generator=gen)).sample - batch
-        loss = error.abs().mean() + error.pow(2).mean() + 1e-6 * posterior.kl().mean()
+        batch = frames[torch.randint(len(frames), (8,), generator=gen)].permute(0, 3, 1, 2).float() / 127.5 - 1
+        latents = vae.encode(batch).latent_dist.mean
+        noisy = latents + 0.05 * latents.detach().std() * torch.randn(latents.shape, generator=gen)
+        error = vae.decode(noisy).sample - batch
+        loss = error.abs().mean() + error.pow(2).mean()
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
         if step % 200 == 0:
             log(f"vae step {step} loss {loss.item():.4f}")
     vae.eval().save_pretrained(out)
+
+
+@torch.no_grad()
+def latent_scale(vae_dir: Path, frames: torch.Tensor, seed: int) -> float:
+    """The scaling factor that gives the VAE's latents of these frames unit variance (SD's 0.18215
+    was found the same way for its VAE)."""
+    from ..vae import load_vae
+
+    gen = torch.Generator().manual_seed(seed)
+    sample = frames[torch.randperm(len(frames), generator=gen)[:256]].permute(0, 3, 1, 2).float() / 127.5 - 1
+    return round(float(1 / load_vae(vae_dir).encode(sample).latent_dist.mean.std()), 5)
 
 
 def _frames(folder: Path, size: int) -> torch.Tensor:
@@ -101,16 +118,18 @@ def evaluate(model_dir: Path, clips: list[Path], seed: int = 0) -> dict:
 
     pipe = load_pipeline(model_dir / "net.safetensors")
     report = {}
+    first = None
     for shuffle in (False, True):
         measured, labels = [], []
         for clip in clips:
-            video, meta, _ = _generate_held_out(pipe, clip, seed, shuffle)
+            video, meta, frames = _generate_held_out(pipe, clip, seed, shuffle)
+            first = first or (video, meta, frames)
             measured.append(mouth_opening(video, meta["face_box"]).numpy())
             labels.append(np.array(meta["mouth_open"][: len(video)]))
         m, lab = np.concatenate(measured), np.concatenate(labels)
         report["lip_sync_r_shuffled_audio" if shuffle else "lip_sync_r"] = round(float(np.corrcoef(m, lab)[0, 1]), 3)
         report["frames"] = len(m)
-    video, meta, frames = _generate_held_out(pipe, clips[0], seed)
+    video, meta, frames = first
     x0, y0, x1, y1 = (round(v * frames.shape[1]) for v in meta["face_box"])
     reference = frames[0, y0:y1, x0:x1].float().mean((0, 1)) / 255
     drift = (video[:, y0:y1, x0:x1].mean((1, 2)) - reference).abs().max()
@@ -128,11 +147,14 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
     start = time.perf_counter()
     if not data.is_dir():
         make_dataset(data, clips, seed=seed, seconds=4.0, size=64)
-        make_dataset(held_out, 4, seed=seed + 1, seconds=4.0, size=64)
+        make_dataset(held_out, 2, seed=seed + 1, seconds=4.0, size=64)
     out.mkdir(parents=True, exist_ok=True)
     budget = minutes * 60
+    frames = _frames(data, 64)
     if not (out / "vae" / "config.json").is_file():
-        train_vae(_frames(data, 64), out / "vae", seconds=0.3 * budget, seed=seed, log=log)
+        train_vae(frames, out / "vae", seconds=0.2 * budget, seed=seed, log=log)
+    scale = latent_scale(out / "vae", frames, seed)
+    del frames
     if not (out / "wav2vec" / "config.json").is_file():
         encoder = tiny_wav2vec(seed, 32, 2)
         encoder.save_pretrained(out / "wav2vec")
@@ -142,7 +164,7 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
         from ..models import EMONet
 
         torch.manual_seed(seed)
-        save_net(EMONet(demo_config()), seed_net)
+        save_net(EMONet(demo_config(vae_scaling_factor=scale)), seed_net)
     # Time left after stage 0 split 30 / 55 / 15 % over the stages, at the measured step rate.
     remaining = budget - (time.perf_counter() - start)
     rate = _step_rate(seed_net, data, out, seed)

@@ -49,10 +49,12 @@ def trainable_names(net: EMONet, stage: int) -> list[str]:
 class TrainingModule(nn.Module):
     """Computes one batch's diffusion loss; accelerate wraps this module (DDP sees its forward)."""
 
-    def __init__(self, net: EMONet, vae: nn.Module, stage: int, uncond_audio_ratio: float = 0.05) -> None:
+    def __init__(self, net: EMONet, vae: nn.Module, stage: int, uncond_audio_ratio: float = 0.05,
+                 first_clip_ratio: float = 0.1) -> None:
         super().__init__()
         self.net, self.vae, self.stage = net, vae, stage
         self.uncond_audio_ratio = uncond_audio_ratio
+        self.first_clip_ratio = first_clip_ratio
         self.scheduler = DDPMScheduler(**{k: v for k, v in net.config.scheduler.items() if k != "steps_offset"})
         vae.requires_grad_(False).eval()
         net.requires_grad_(False)
@@ -96,6 +98,13 @@ class TrainingModule(nn.Module):
         ref_latents = self._encode(ref_pixels.flatten(0, 1))
         identity = net.imageproj(torch.zeros(b, cfg.identity_dim, device=device, dtype=ref_latents.dtype))
         features = net.reference_unet(ref_latents, identity.repeat_interleave(1 + n, dim=0))
+        if n > 0 and cfg.first_clip_motion == "zeros":
+            # EMO starts a video with zero motion maps; this share of samples learns that first clip
+            first = torch.rand(b, generator=generator) < self.first_clip_ratio
+            keep = torch.ones(b, 1 + n)
+            keep[first, 1:] = 0
+            keep = keep.flatten().to(device, ref_latents.dtype).view(-1, 1, 1, 1)
+            features = [x * keep for x in features]
         reference, motion = net.denoising_unet.prepare_reference(features, b, f, torch.ones(b, dtype=torch.bool,
                                                                                         device=device))
         if self.stage == 1:
