@@ -29,12 +29,14 @@ def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch
     return module
 
 
-def tiny_vae(seed: int = 0) -> AutoencoderKL:
+def tiny_vae(seed: int = 0, downscale: int = 8) -> AutoencoderKL:
+    """SD's VAE layout with few channels; one block per halving plus one (4 blocks for 8x)."""
     torch.manual_seed(seed)
+    blocks = downscale.bit_length()
     return AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(8, 16, 16, 16), layers_per_block=1, norm_num_groups=4, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+        block_out_channels=(8, 16, 16, 16)[:blocks], layers_per_block=1, norm_num_groups=4, sample_size=64,
     )
 
 
@@ -60,7 +62,7 @@ def tiny_net(config: EMOConfig | None = None, seed: int = 0) -> EMONet:
 def tiny_components(config: EMOConfig | None = None, seed: int = 0) -> tuple[EMONet, AutoencoderKL, AudioEncoder]:
     config = config or tiny_config()
     encoder = AudioEncoder(tiny_wav2vec(seed, config.audio_feature_dim, config.audio_feature_layers))
-    return tiny_net(config, seed), tiny_vae(seed), encoder
+    return tiny_net(config, seed), tiny_vae(seed, config.vae_downscale), encoder
 
 
 def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOConfig | None = None,

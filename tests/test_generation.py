@@ -216,3 +216,26 @@ def test_clips_shorter_than_the_motion_frames(tiny_pipeline, tiny_portrait):
     # clip 2 had only one earlier frame: the portrait fills the other two places
     torch.testing.assert_close(pipe.encoded[1][:2], tiny_portrait.pixels[None].expand(2, -1, -1, -1))
     torch.testing.assert_close(pipe.encoded[1][2:], frames[0:1].permute(0, 3, 1, 2) * 2 - 1)
+
+
+def test_a_4x_vae_gives_a_16x16_latent_grid_and_the_masks_follow():
+    from emo_pipeline.config import tiny_emo_config
+    from emo_pipeline.tiny import tiny_components
+
+    config = tiny_emo_config(face_locator_channels=(8, 16, 16))  # the demo model's grid
+    assert config.vae_downscale == 4 and config.latent_size == 16
+    pipe = EMOPipeline(*tiny_components(config))
+    portrait = pipe.prepare_portrait(torch.rand(64, 64, 3), face_box=(0.25, 0.2, 0.75, 0.8))
+    assert portrait.masks[0].face.shape[-1] == 16 * 16
+    assert pipe.net.face_locator(portrait.face_region[None]).shape[-2:] == (16, 16)
+    audio = pipe.encode_audio(speech_like(0.3), 16000)
+    frames = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
+    assert frames.shape == (expected_frames(4800, 16000, "25"), 64, 64, 3)
+
+
+def test_a_vae_with_another_downscale_is_refused_with_the_fix():
+    from emo_pipeline.config import tiny_config
+    from emo_pipeline.tiny import tiny_net, tiny_vae
+
+    with pytest.raises(ValueError, match=r"shrinks images 4x but the network 'tiny' expects 8x.*sd-vae-ft-mse"):
+        EMOPipeline(tiny_net(tiny_config()), tiny_vae(downscale=4), None)

@@ -115,3 +115,20 @@ def test_two_processes_end_with_the_same_weights(clips, tmp_path):
     for name, tensor in sorted(net.state_dict().items()):
         digest.update(name.encode() + tensor.float().contiguous().numpy().tobytes())
     assert digest.hexdigest() != ranks[0][1]  # and training changed them
+
+
+def test_emo_training_shows_the_first_clip_zero_motion_maps(clips):
+    """EMO starts each video with zero motion maps, so a share of training samples gets them too:
+    those samples' loss cannot depend on the motion frames' pixels."""
+    net, vae, encoder = tiny_components(tiny_emo_config())
+    batch = torch.utils.data.default_collate([TalkingFaceDataset(clips, net.config, encoder, 2)[0]])
+    other = dict(batch, motion=torch.rand_like(batch["motion"]) * 2 - 1)
+
+    def loss(module, b):
+        with torch.no_grad():
+            return module(b, torch.Generator().manual_seed(0)).item()
+
+    always = TrainingModule(net, vae, 2, first_clip_ratio=1.0)
+    assert loss(always, batch) == loss(always, other)
+    never = TrainingModule(net, vae, 2, first_clip_ratio=0.0)
+    assert loss(never, batch) != loss(never, other)
