@@ -3,6 +3,7 @@ processes under accelerate (gloo on the CPU) ending with the same weights."""
 
 import hashlib
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -132,3 +133,20 @@ def test_emo_training_shows_the_first_clip_zero_motion_maps(clips):
     assert loss(always, batch) == loss(always, other)
     never = TrainingModule(net, vae, 2, first_clip_ratio=0.0)
     assert loss(never, batch) != loss(never, other)
+
+
+@pytest.mark.parametrize("skin", [(0.96, 0.80, 0.68), (0.72, 0.52, 0.38), (0.36, 0.24, 0.17)])
+@pytest.mark.parametrize("background", [(0.85, 0.10, 0.45), (0.20, 0.60, 0.90)], ids=["magenta", "blue"])
+def test_mouth_measure_holds_for_every_skin_and_a_lip_coloured_background(skin, background):
+    from emo_pipeline.training.synthetic import Look, draw_face
+
+    look = Look(skin=skin, hair=(0.55, 0.15, 0.08), background=background, background2=background, eye_gap=0.2,
+                face_width=0.47, face_height=0.63, center_x=0.0, center_y=0.03)
+    openings = torch.linspace(0, 1, 11)
+    frames = torch.stack([draw_face(64, look, float(o), yaw=0.3 * math.sin(3 * float(o)), blink=0.0)
+                          for o in openings])
+    box = [0.2, 0.15, 0.8, 0.86]
+    measured = mouth_opening(frames, box)
+    assert np.corrcoef(measured.numpy(), openings.numpy())[0, 1] > 0.95
+    blurred = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
+    assert np.corrcoef(mouth_opening(blurred, box).numpy(), openings.numpy())[0, 1] > 0.9

@@ -51,8 +51,10 @@ def train_vae(frames: torch.Tensor, out: Path, seconds: float, seed: int, log=pr
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
     gen = torch.Generator().manual_seed(seed)
     start, step = time.perf_counter(), 0
-    while time.perf_counter() - start < seconds:
+    while (elapsed := time.perf_counter() - start) < seconds:
         step += 1
+        for group in optimizer.param_groups:  # linear decay over the time budget: sharp details come late
+            group["lr"] = 2e-3 * max(0.02, 1 - elapsed / seconds)
         batch = frames[torch.randint(len(frames), (8,), generator=gen)].permute(0, 3, 1, 2).float() / 127.5 - 1
         latents = vae.encode(batch).latent_dist.mean
         noisy = latents + 0.05 * latents.detach().std() * torch.randn(latents.shape, generator=gen)
@@ -152,7 +154,7 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
     budget = minutes * 60
     frames = _frames(data, 64)
     if not (out / "vae" / "config.json").is_file():
-        train_vae(frames, out / "vae", seconds=0.2 * budget, seed=seed, log=log)
+        train_vae(frames, out / "vae", seconds=0.25 * budget, seed=seed, log=log)
     scale = latent_scale(out / "vae", frames, seed)
     del frames
     if not (out / "wav2vec" / "config.json").is_file():

@@ -168,11 +168,23 @@ def make_dataset(folder: str | Path, count: int, seed: int = 0, **kwargs) -> lis
 
 
 def mouth_opening(frames: torch.Tensor, face_box: list[float] | None = None) -> torch.Tensor:
-    """Measured from pixels: the share of dark-red mouth pixels in the lower face, per frame [F].
-    Used to check lip sync on generated video."""
+    """Measured from pixels [F, H, W, 3] in 0..1, per frame [F]: how much of the lower face is lip
+    or mouth. Skin-relative, so it holds for every skin tone and for blurred output: the skin is
+    the region's median colour, the face spans each row between its outermost skin pixels (the
+    background beside the chin is left out), and a pixel counts by how far its green/red ratio
+    falls from the skin's towards the lips' (about 0.2). Used to check lip sync on generated video."""
     f, h, w, _ = frames.shape
     x0, y0, x1, y1 = face_box or (0.0, 0.0, 1.0, 1.0)
-    region = frames[:, int((y0 + 0.6 * (y1 - y0)) * h): int(y1 * h), int(x0 * w): int(x1 * w)]
-    r, g, b = region[..., 0], region[..., 1], region[..., 2]
-    mouthish = (r > g + 0.15) & (r > b + 0.1) & (r < 0.75) | ((r < 0.25) & (g < 0.12) & (b < 0.15))
-    return mouthish.float().mean(dim=(1, 2))
+    bw, bh = x1 - x0, y1 - y0
+    region = frames[:, int((y0 + 0.62 * bh) * h): int((y0 + 0.95 * bh) * h),
+                    int((x0 + 0.15 * bw) * w): int((x0 + 0.85 * bw) * w)].float()
+    skin = region.flatten(1, 2).median(1).values[:, None, None]  # [F, 1, 1, 3]
+    is_skin = (region - skin).abs().amax(-1) < 0.1
+    cols = torch.arange(region.shape[2])
+    left = torch.where(is_skin, cols, region.shape[2]).amin(-1, keepdim=True)
+    right = torch.where(is_skin, cols, -1).amax(-1, keepdim=True)
+    inside = (cols >= left) & (cols <= right)
+    ratio = region[..., 1] / region[..., 0].clamp(min=0.05)
+    skin_ratio = skin[..., 1] / skin[..., 0].clamp(min=0.05)
+    lipness = ((skin_ratio - ratio) / (skin_ratio - 0.2).clamp(min=0.1)).clamp(0, 1)
+    return (lipness * inside).mean(dim=(1, 2))
