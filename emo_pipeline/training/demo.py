@@ -41,11 +41,11 @@ def demo_vae():
                          layers_per_block=1, norm_num_groups=8, sample_size=64)
 
 
-def train_vae(frames: torch.Tensor, out: Path, seconds: float, seed: int, log=print) -> None:
+def train_vae(frames: torch.Tensor, out: Path, seconds: float, seed: int, log=print) -> int:
     """Stage 0: the demo VAE on the set's frames, for `seconds`. The pipeline encodes to the
     posterior mean, so the decoder is trained on the mean (with light noise, as a cushion for the
     diffusion model's errors): sampling at the initial unit variance would drown the latents and
-    slows training several-fold."""
+    slows training several-fold. Returns the number of steps taken."""
     torch.manual_seed(seed)
     vae = demo_vae().train()
     optimizer = torch.optim.AdamW(vae.parameters(), lr=2e-3)
@@ -66,6 +66,7 @@ def train_vae(frames: torch.Tensor, out: Path, seconds: float, seed: int, log=pr
         if step % 200 == 0:
             log(f"vae step {step} loss {loss.item():.4f}")
     vae.eval().save_pretrained(out)
+    return step
 
 
 @torch.no_grad()
@@ -153,8 +154,9 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
     out.mkdir(parents=True, exist_ok=True)
     budget = minutes * 60
     frames = _frames(data, 64)
+    vae_steps = None  # None: an existing VAE was kept
     if not (out / "vae" / "config.json").is_file():
-        train_vae(frames, out / "vae", seconds=0.25 * budget, seed=seed, log=log)
+        vae_steps = train_vae(frames, out / "vae", seconds=0.25 * budget, seed=seed, log=log)
     scale = latent_scale(out / "vae", frames, seed)
     del frames
     if not (out / "wav2vec" / "config.json").is_file():
@@ -182,7 +184,7 @@ def train_demo(out: str | Path, minutes: float = 45.0, seed: int = 0, clips: int
     net = load_net(previous)
     save_net(net, out / "net.safetensors", dtype=torch.float16)
     report = {"seed": seed, "clips": clips, "minutes": round((time.perf_counter() - start) / 60, 1),
-              "steps": dict(zip(("stage1", "stage2", "stage3"), steps))}
+              "steps": {"vae": vae_steps, **dict(zip(("stage1", "stage2", "stage3"), steps))}}
     report.update(evaluate(out, sorted(held_out.glob("*.mp4")), seed))
     (out / "training_report.json").write_text(json.dumps(report, indent=1))
     log(json.dumps(report))
