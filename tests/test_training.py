@@ -150,3 +150,17 @@ def test_mouth_measure_holds_for_every_skin_and_a_lip_coloured_background(skin, 
     assert np.corrcoef(measured.numpy(), openings.numpy())[0, 1] > 0.95
     blurred = torch.nn.functional.avg_pool2d(frames.permute(0, 3, 1, 2), 3, 1, 1).permute(0, 2, 3, 1)
     assert np.corrcoef(mouth_opening(blurred, box).numpy(), openings.numpy())[0, 1] > 0.9
+
+
+def test_head_motion_measure_tracks_the_yaw_speed_labels(tmp_path):
+    from emo_pipeline.training.dataset import read_frames
+    from emo_pipeline.training.demo import head_motion
+
+    measured, labelled = [], []
+    for i, speed in enumerate((0.0, 0.01, 0.02, 0.03, 0.04, 0.05)):
+        labels = make_clip(tmp_path / f"c{i}.mp4", seed=10 + i, seconds=2.0, head_speed=speed)
+        frames, _ = read_frames(tmp_path / f"c{i}.mp4", 64)
+        measured.append(head_motion(frames.float() / 255, labels.face_box))
+        labelled.append(float(np.abs(labels.speed).mean()))
+    assert np.corrcoef(measured, labelled)[0, 1] > 0.9
+    assert measured[0] < 0.05  # a still head measures as still
