@@ -23,6 +23,7 @@ from .models import BackboneConditions, EMONet
 from .models.frame_windows import frame_windows
 from .portrait import Portrait, prepare_portrait
 from .schedulers import make_scheduler
+from .vae import vae_downscale
 
 
 AUDIO_SEGMENT_SECONDS = 60.0
@@ -96,10 +97,10 @@ def check_dtype_supported(device: torch.device, dtype: torch.dtype) -> None:
 class EMOPipeline:
     def __init__(self, net: EMONet, vae: torch.nn.Module, audio_encoder: AudioEncoder,
                  device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
-        vae_blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
-        if vae_blocks and 2 ** (len(vae_blocks) - 1) != net.config.vae_downscale:
+        shrink = vae_downscale(vae)
+        if shrink and shrink != net.config.vae_downscale:
             raise ValueError(
-                f"The VAE shrinks images {2 ** (len(vae_blocks) - 1)}x but the network {net.config.name!r} expects "
+                f"The VAE shrinks images {shrink}x but the network {net.config.name!r} expects "
                 f"{net.config.vae_downscale}x latents: use the VAE that came with this network (sd-vae-ft-mse for "
                 "Hallo and EMO weights, models/demo/vae for the demo model).")
         self.net = net.eval().requires_grad_(False)
@@ -142,8 +143,8 @@ class EMOPipeline:
     # ------------------------------------------------------------------ inputs
     def prepare_portrait(self, image: torch.Tensor, **kwargs) -> Portrait:
         """image [H, W, C] in 0..1; see `portrait.prepare_portrait` for face_box, face_mask, identity."""
-        return prepare_portrait(image, self.config.sample_size, self.config.identity_dim,
-                                latent_size=self.config.latent_size, **kwargs)
+        cfg = self.config
+        return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, **kwargs)
 
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int, fps: float | None = None,
                      clip_length: int | None = None) -> AudioFeatures:

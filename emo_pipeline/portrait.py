@@ -139,12 +139,12 @@ def prepare_portrait(
     image: torch.Tensor,
     sample_size: int,
     identity_dim: int,
+    latent_size: int,
     face_box: tuple[float, float, float, float] | None = None,
     face_mask: torch.Tensor | None = None,
     identity: torch.Tensor | None = None,
     lip_box: tuple[float, float, float, float] | None = None,
     face_expand: float = 1.2,
-    latent_size: int | None = None,
 ) -> Portrait:
     """Build the model's portrait conditions from an image [H, W, C] in 0..1.
 
@@ -168,7 +168,7 @@ def prepare_portrait(
         pixels=rgb * 2 - 1,
         face_region=region,
         identity=identity,
-        masks=region_masks(face_box, lip_box, latent_size or sample_size // 8),
+        masks=region_masks(face_box, lip_box, latent_size),
         face_box=face_box,
     )
 

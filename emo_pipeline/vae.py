@@ -20,6 +20,12 @@ SD_VAE_CONFIG = {
 }
 
 
+def vae_downscale(vae: torch.nn.Module) -> int | None:
+    """Pixels per latent cell of a diffusers AutoencoderKL: one halving between its blocks."""
+    blocks = getattr(getattr(vae, "config", None), "block_out_channels", None)
+    return 2 ** (len(blocks) - 1) if blocks else None
+
+
 def _is_ldm(keys: list[str]) -> bool:
     return any(k.startswith(("encoder.down.", "first_stage_model.", "vae.encoder.down.")) for k in keys)
 

@@ -46,8 +46,8 @@ def network_files() -> list[str]:
     names = []
     for name in folder_paths.get_filename_list(FOLDER):
         parts = Path(name).parts
-        if parts[0] in ("vae", "wav2vec") or len(parts) > 2:
-            continue
+        if parts[0] in ("vae", "wav2vec") or parts[0].startswith(".") or len(parts) > 2:
+            continue  # hidden folders hold train-demo's work files, not finished networks
         if Path(name).suffix in (".safetensors", *PICKLE_SUFFIXES):
             names.append(name)
     return sorted(names)

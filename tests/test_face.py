@@ -93,7 +93,7 @@ def test_crop_slides_inside_the_image_and_pads_only_when_too_big():
 
 def test_masks_from_the_crop_have_the_right_shapes_and_lips_inside_the_face():
     crop = crop_to_face(photo("astronaut"), FaceAnalyzer([]))
-    portrait = prepare_portrait(crop.image, 512, 512, face_box=crop.face_box, lip_box=crop.lip_box)
+    portrait = prepare_portrait(crop.image, 512, 512, 64, face_box=crop.face_box, lip_box=crop.lip_box)
     assert [m.full.shape[0] for m in portrait.masks] == [64 * 64, 32 * 32, 16 * 16, 8 * 8]
     for m in portrait.masks:
         for t in (m.full, m.face, m.lip):

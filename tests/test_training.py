@@ -154,7 +154,7 @@ def test_mouth_measure_holds_for_every_skin_and_a_lip_coloured_background(skin, 
 
 def test_head_motion_measure_tracks_the_yaw_speed_labels(tmp_path):
     from emo_pipeline.training.dataset import read_frames
-    from emo_pipeline.training.demo import head_motion
+    from emo_pipeline.training.synthetic import head_motion
 
     measured, labelled = [], []
     for i, speed in enumerate((0.0, 0.01, 0.02, 0.03, 0.04, 0.05)):

@@ -20,7 +20,7 @@ import torch
 from ..config import tiny_emo_config
 from ..loading import load_net, save_net
 from ..tiny import tiny_wav2vec
-from .synthetic import make_dataset, mouth_opening
+from .synthetic import head_motion, make_dataset, mouth_opening
 from .trainer import TrainSettings, train
 
 
@@ -36,8 +36,10 @@ def demo_vae():
     blocks) instead of 8x: at 64 px an 8x grid puts a whole mouth in one latent cell."""
     from diffusers import AutoencoderKL
 
-    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4, down_block_types=("DownEncoderBlock2D",) * 3,
-                         up_block_types=("UpDecoderBlock2D",) * 3, block_out_channels=(16, 32, 64),
+    blocks = demo_config().vae_downscale.bit_length()  # one block per halving, plus one
+    return AutoencoderKL(in_channels=3, out_channels=3, latent_channels=4,
+                         down_block_types=("DownEncoderBlock2D",) * blocks, up_block_types=("UpDecoderBlock2D",) * blocks,
+                         block_out_channels=(16, 32, 64, 64)[:blocks],
                          layers_per_block=1, norm_num_groups=8, sample_size=64)
 
 
@@ -103,21 +105,6 @@ def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_
     portrait = pipe.prepare_portrait(frames[0].float() / 255, face_box=tuple(meta["face_box"]))
     video = pipe.generate(portrait, audio, SamplingOptions(seed=seed, head_speed=head_speed))
     return video, meta, frames
-
-
-def head_motion(video: torch.Tensor, face_box: list[float]) -> float:
-    """Mean horizontal frame-to-frame movement (pixels) of the face: the centroid of the pixels
-    within 0.1 of the skin colour (the median of the face box's centre). Skin-relative, so it
-    holds for every skin tone and background; on the synthetic set it tracks the yaw-speed labels."""
-    f, h, w, _ = video.shape
-    x0, y0, x1, y1 = face_box
-    centre = video[:, int((y0 + 0.35 * (y1 - y0)) * h): int((y0 + 0.65 * (y1 - y0)) * h),
-                   int((x0 + 0.35 * (x1 - x0)) * w): int((x0 + 0.65 * (x1 - x0)) * w)]
-    skin = centre.flatten(1, 2).median(1).values[:, None, None]
-    is_skin = ((video - skin).abs().amax(-1) < 0.1).float()
-    xs = torch.arange(w, dtype=torch.float32)
-    centroid = (is_skin.sum(1) * xs).sum(1) / is_skin.sum((1, 2)).clamp(min=1)
-    return float(centroid.diff().abs().mean())
 
 
 def evaluate(model_dir: Path, clips: list[Path], seed: int = 0) -> dict:

@@ -167,18 +167,29 @@ def make_dataset(folder: str | Path, count: int, seed: int = 0, **kwargs) -> lis
     return paths
 
 
+def _face_part(frames: torch.Tensor, face_box: list[float], xs: tuple[float, float],
+               ys: tuple[float, float]) -> torch.Tensor:
+    """The part of each frame [F, H, W, 3] between the given fractions of the face box."""
+    _, h, w, _ = frames.shape
+    x0, y0, x1, y1 = face_box
+    bw, bh = x1 - x0, y1 - y0
+    return frames[:, int((y0 + ys[0] * bh) * h): int((y0 + ys[1] * bh) * h),
+                  int((x0 + xs[0] * bw) * w): int((x0 + xs[1] * bw) * w)].float()
+
+
+def _skin(part: torch.Tensor) -> torch.Tensor:
+    """The skin colour of each frame, [F, 1, 1, 3]: the median colour of a part that is mostly skin."""
+    return part.flatten(1, 2).median(1).values[:, None, None]
+
+
 def mouth_opening(frames: torch.Tensor, face_box: list[float] | None = None) -> torch.Tensor:
     """Measured from pixels [F, H, W, 3] in 0..1, per frame [F]: how much of the lower face is lip
     or mouth. Skin-relative, so it holds for every skin tone and for blurred output: the skin is
     the region's median colour, the face spans each row between its outermost skin pixels (the
     background beside the chin is left out), and a pixel counts by how far its green/red ratio
     falls from the skin's towards the lips' (about 0.2). Used to check lip sync on generated video."""
-    f, h, w, _ = frames.shape
-    x0, y0, x1, y1 = face_box or (0.0, 0.0, 1.0, 1.0)
-    bw, bh = x1 - x0, y1 - y0
-    region = frames[:, int((y0 + 0.62 * bh) * h): int((y0 + 0.95 * bh) * h),
-                    int((x0 + 0.15 * bw) * w): int((x0 + 0.85 * bw) * w)].float()
-    skin = region.flatten(1, 2).median(1).values[:, None, None]  # [F, 1, 1, 3]
+    region = _face_part(frames, face_box or [0.0, 0.0, 1.0, 1.0], (0.15, 0.85), (0.62, 0.95))
+    skin = _skin(region)
     is_skin = (region - skin).abs().amax(-1) < 0.1
     cols = torch.arange(region.shape[2])
     left = torch.where(is_skin, cols, region.shape[2]).amin(-1, keepdim=True)
@@ -188,3 +199,14 @@ def mouth_opening(frames: torch.Tensor, face_box: list[float] | None = None) -> 
     skin_ratio = skin[..., 1] / skin[..., 0].clamp(min=0.05)
     lipness = ((skin_ratio - ratio) / (skin_ratio - 0.2).clamp(min=0.1)).clamp(0, 1)
     return (lipness * inside).mean(dim=(1, 2))
+
+
+def head_motion(frames: torch.Tensor, face_box: list[float]) -> float:
+    """Mean horizontal frame-to-frame movement (pixels) of the face: the centroid of the pixels
+    within 0.1 of the skin colour (the median of the face box's centre). Skin-relative, so it
+    holds for every skin tone and background; on the synthetic set it tracks the yaw-speed labels."""
+    skin = _skin(_face_part(frames, face_box, (0.35, 0.65), (0.35, 0.65)))
+    is_skin = ((frames - skin).abs().amax(-1) < 0.1).float()
+    xs = torch.arange(frames.shape[2], dtype=torch.float32)
+    centroid = (is_skin.sum(1) * xs).sum(1) / is_skin.sum((1, 2)).clamp(min=1)
+    return float(centroid.diff().abs().mean())
