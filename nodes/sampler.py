@@ -52,11 +52,14 @@ class EMOSampler:
                 "pose_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
                 "face_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
                 "lip_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
+                "head_speed": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.2, "step": 0.005,
+                                         "tooltip": "How fast the head turns (radians per frame; 0.05 is brisk). "
+                                                    "EMO models' speed layers only; Hallo weights ignore it."}),
             },
         }
 
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0):
+               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0):
         config = model.pipeline.config
         f = frames_per_clip or config.frames_per_clip
         n = config.motion_frames if motion_frames < 0 else motion_frames
@@ -78,6 +81,7 @@ class EMOSampler:
         options = SamplingOptions(
             seed=seed, steps=steps, guidance_scale=cfg, frames_per_clip=f, motion_frames=n, scheduler=scheduler,
             region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
+            head_speed=head_speed if config.has_speed_layers else None,
             callbacks=Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
                                 on_preview=on_preview if previewer is not None else None),
         )

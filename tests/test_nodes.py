@@ -141,6 +141,41 @@ def test_previews_when_enabled(env, model):
     assert [p[2] for p in state.progress] == [True, True]
 
 
+def test_head_speed_reaches_emo_speed_layers_and_is_ignored_by_hallo(env, model):
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from emo_pipeline.config import tiny_emo_config
+    from emo_pipeline.loading import save_net
+    from emo_pipeline.models import EMONet
+
+    n = nodes(env)
+    folder = Path(sys.modules["folder_paths"].models_dir) / "emo" / "tiny-emo"
+    torch.manual_seed(0)
+    net = EMONet(tiny_emo_config())
+    for name, param in net.named_parameters():
+        if ".speed_attention.to_out" in name:  # zero-initialised: give the speed layers an effect
+            torch.nn.init.normal_(param, std=0.5)
+    folder.mkdir()
+    audio = {"waveform": speech_like(0.2)[None], "sample_rate": 16000}
+    runs = {}
+    try:
+        save_net(net, folder / "net.safetensors")
+        emo = n["LoadEMOModel"].load("tiny-emo/net.safetensors", "auto", "auto")[0]
+        for label, m in (("emo", emo), ("hallo", model)):
+            emo_audio, _, _ = n["EMOEncodeAudio"].encode(m, audio, 25.0)
+            image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
+            reference, _ = n["EMOReferenceNetEncode"].encode(m, image)
+            for speed in (0.0, 0.05):
+                runs[label, speed] = n["EMOSampler"].sample(m, reference, emo_audio, 3, 2, 1.0, 0, -1, "ddim",
+                                                           head_speed=speed)[0]
+    finally:
+        shutil.rmtree(folder)
+    assert (runs["emo", 0.0] - runs["emo", 0.05]).abs().max() > 1e-3
+    torch.testing.assert_close(runs["hallo", 0.0], runs["hallo", 0.05], rtol=0, atol=0)
+
+
 def test_missing_model_names_the_folder(env):
     loader = env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"]()
     with pytest.raises(FileNotFoundError, match=r"models/emo.*net\.pth.*wav2vec"):
