@@ -179,11 +179,10 @@ def hallo2_config() -> EMOConfig:
     return EMOConfig(name="hallo2", motion_frame_mask_rate=0.25)
 
 
-# EMO's speed is the head's rotation between consecutive frames (its size, so >= 0: a constant
-# value is asked for at inference). The paper leaves the buckets out (d is unspecified); these
-# nine centres (radians per frame) are our choice, denser where talking heads usually are.
-EMO_SPEED_CENTERS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.12)
-EMO_SPEED_RADII = (0.005, 0.005, 0.005, 0.01, 0.01, 0.01, 0.02, 0.02, 0.04)
+# EMO's speed buckets are not given in the paper (d is unspecified); these nine centres
+# (radians per frame of head yaw change) are our choice, spaced for typical talking heads.
+EMO_SPEED_CENTERS = (-0.08, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.08)
+EMO_SPEED_RADII = (0.04, 0.02, 0.01, 0.005, 0.005, 0.005, 0.01, 0.02, 0.04)
 
 
 # EMO's behaviour where it differs from Hallo's (shared by the full-size and tiny EMO presets).
@@ -244,8 +243,8 @@ def tiny_emo_config(**overrides: Any) -> EMOConfig:
     """The tiny shape with EMO's behaviour (speed layers, zero first motion frames)."""
     base = dict(
         name="tiny-emo",
-        speed_bucket_centers=(0.0, 0.02, 0.04, 0.06),
-        speed_bucket_radii=(0.02, 0.02, 0.02, 0.02),
+        speed_bucket_centers=(-0.04, 0.0, 0.04),
+        speed_bucket_radii=(0.02, 0.02, 0.02),
         speed_embed_dim=8,
         motion_frames=3,
         **EMO_BEHAVIOUR,

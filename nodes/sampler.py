@@ -52,9 +52,10 @@ class EMOSampler:
                 "pose_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
                 "face_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
                 "lip_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
-                "head_speed": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 0.2, "step": 0.005,
-                                         "tooltip": "How fast the head turns (radians per frame; 0.05 is brisk). "
-                                                    "EMO models' speed layers only; Hallo weights ignore it."}),
+                "head_speed": ("FLOAT", {"default": 0.0, "min": -0.2, "max": 0.2, "step": 0.005,
+                                         "tooltip": "Head turn per frame (radians of yaw, the sign is the direction; "
+                                                    "0.05 is brisk). EMO models' speed layers only; Hallo weights "
+                                                    "ignore it."}),
             },
         }
 

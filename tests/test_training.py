@@ -18,7 +18,7 @@ from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import tiny_components
 from emo_pipeline.training.dataset import TalkingFaceDataset
 from emo_pipeline.training.stages import TrainingModule, trainable_names
-from emo_pipeline.training.synthetic import MAX_YAW, head_turns, make_clip, make_dataset, mouth_opening
+from emo_pipeline.training.synthetic import make_clip, make_dataset, mouth_opening
 
 
 @pytest.fixture(scope="module")
@@ -41,23 +41,7 @@ def test_synthetic_clip_is_a_real_mp4_whose_mouth_follows_the_sound(tmp_path):
     again = make_clip(tmp_path / "d.mp4", seed=1, seconds=3.0)
     assert again == labels  # deterministic from the seed
     turning = make_clip(tmp_path / "e.mp4", seed=2, seconds=3.0, head_speed=0.03)
-    assert turning.speed == pytest.approx([0.03] * 75)  # the requested speed, every frame
-    assert turning.speed[1:] == pytest.approx(np.abs(np.diff(turning.yaw)).tolist())
-    assert max(abs(y) for y in turning.yaw) <= MAX_YAW  # it turns back at the limit
-
-
-def test_synthetic_head_speed_changes_and_stops():
-    """Speed labels are rotation sizes that change from segment to segment (what the speed layers
-    must read: the frames before cannot foretell it), sometimes zero; yaw moves by the label."""
-    gen = torch.Generator().manual_seed(0)
-    changes, still = 0, 0
-    for _ in range(40):
-        yaw, speed = head_turns(100, 25.0, gen)
-        assert min(speed) >= 0 and max(speed) <= 0.06 and max(abs(y) for y in yaw) <= MAX_YAW
-        assert speed[1:] == pytest.approx(np.abs(np.diff(yaw)).tolist())
-        changes += sum(abs(a - b) > 1e-9 for a, b in zip(speed, speed[1:]))
-        still += speed.count(0.0) > 0
-    assert changes >= 40 * 2 and still >= 5
+    assert 0.025 < max(abs(s) for s in turning.speed) <= 0.0301  # the requested peak head speed
 
 
 def test_dataset_reads_mp4_with_audio(clips):

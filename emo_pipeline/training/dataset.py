@@ -3,7 +3,7 @@ PyAV): reference frame, clip frames, motion frames, per-frame audio features, fa
 head-speed labels. Synthetic clips and real footage go through the same code.
 
 Labels come from a `<video>.json` sidecar when there is one (the synthetic set writes it): face
-box and per-frame head speed (rotation between consecutive frames, radians). Otherwise the face box is found with the face analyzer on a few
+box and per-frame yaw speed. Otherwise the face box is found with the face analyzer on a few
 frames (their union) and the speed is estimated from the five landmarks' nose offset (SCRFD), or
 left at zero with the built-in detector, which has no landmarks.
 """
@@ -35,7 +35,7 @@ class Video:
     frames: torch.Tensor  # [T, S, S, 3] uint8, centre square, resized to the model's size
     features: torch.Tensor  # [T, layers, dim] wav2vec features, one per video frame
     face_box: tuple[float, float, float, float]
-    speed: torch.Tensor  # [T] head rotation between consecutive frames, radians (>= 0)
+    speed: torch.Tensor  # [T] yaw change per frame, radians
     fps: float
 
 
@@ -83,8 +83,7 @@ def _labels(path: Path, frames: torch.Tensor, analyzer) -> tuple[tuple[float, ..
     if len(yaws) > 1:
         index, value = zip(*yaws)
         yaw = np.interp(np.arange(len(frames)), index, value)
-        speed[1:] = torch.from_numpy(np.abs(np.diff(yaw))).float()  # EMO: the rotation's size
-        speed[0] = speed[1]
+        speed[1:] = torch.from_numpy(np.diff(yaw)).float()
     return box, speed
 
 

@@ -50,13 +50,11 @@ class TrainingModule(nn.Module):
     """Computes one batch's diffusion loss; accelerate wraps this module (DDP sees its forward)."""
 
     def __init__(self, net: EMONet, vae: nn.Module, stage: int, uncond_audio_ratio: float = 0.05,
-                 first_clip_ratio: float | None = None) -> None:
+                 first_clip_ratio: float = 0.1) -> None:
         super().__init__()
         self.net, self.vae, self.stage = net, vae, stage
         self.uncond_audio_ratio = uncond_audio_ratio
-        # Stage 3 shows more first clips: with no motion frames to continue, the speed input alone
-        # says how the head moves, and that is where generation starts.
-        self.first_clip_ratio = first_clip_ratio if first_clip_ratio is not None else (0.25 if stage == 3 else 0.1)
+        self.first_clip_ratio = first_clip_ratio
         self.scheduler = DDPMScheduler(**{k: v for k, v in net.config.scheduler.items() if k != "steps_offset"})
         vae.requires_grad_(False).eval()
         net.requires_grad_(False)

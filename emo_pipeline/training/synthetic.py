@@ -2,7 +2,7 @@
 sound, whose heads turn at a known speed, and who blink. Deterministic from a seed.
 
 Each clip is an MP4 (H.264 + AAC, through PyAV) with a JSON sidecar of per-frame labels: mouth
-opening, head yaw and head speed (rotation between consecutive frames, radians), blink, and the face box. The same dataset
+opening, head yaw and yaw speed (radians per frame), blink, and the face box. The same dataset
 code reads these and real footage; the labels let tests and evaluation measure lip sync.
 """
 
@@ -83,7 +83,7 @@ def draw_face(size: int, look: Look, mouth_open: float, yaw: float, blink: float
     y, x = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     grad = ((y + 1) / 2)[..., None]
     image = torch.tensor(look.background) * (1 - grad) + torch.tensor(look.background2) * grad
-    cx = look.center_x + HEAD_SHIFT * math.sin(yaw)
+    cx = look.center_x + 0.25 * math.sin(yaw)
     cy = look.center_y
     fw, fh = look.face_width * (1 - 0.15 * abs(math.sin(yaw))), look.face_height
 
@@ -108,47 +108,12 @@ def draw_face(size: int, look: Look, mouth_open: float, yaw: float, blink: float
     return image.clamp(0, 1)
 
 
-MAX_YAW = 0.6  # radians either side
-HEAD_SHIFT = 0.4  # how far the head moves sideways as it turns (half-widths per unit sin(yaw)): at
-# 64 px and 0.05 rad/frame that is 0.6 px a frame, a latent cell (4 px) within a short clip
-
-
-def head_turns(frames: int, fps: float, gen: torch.Generator, head_speed: float | None = None
-               ) -> tuple[list[float], list[float]]:
-    """Per-frame yaw and speed (rotation per frame, >= 0). The head turns at a constant speed for
-    0.3-1.0 s, then takes a new speed (a quarter of the time it holds still), turning back at the
-    yaw limit and sometimes by choice. Speed changes that the previous frames cannot foretell are
-    what make the model read its speed input. `head_speed` fixes the speed for the whole clip."""
-    yaw = [(2 * float(torch.rand((), generator=gen)) - 1) * MAX_YAW]
-    speed = [0.0]
-    direction = 1.0 if torch.rand((), generator=gen) < 0.5 else -1.0
-    while len(yaw) < frames:
-        if head_speed is not None:
-            value = head_speed
-        elif torch.rand((), generator=gen) < 0.25:
-            value = 0.0
-        else:
-            value = 0.06 * float(torch.rand((), generator=gen))
-        if torch.rand((), generator=gen) < 0.3:
-            direction = -direction
-        for _ in range(int(fps * (0.3 + 0.7 * float(torch.rand((), generator=gen))))):
-            if len(yaw) == frames:
-                break
-            step = direction * value
-            if abs(yaw[-1] + step) > MAX_YAW:
-                direction, step = -direction, -step
-            yaw.append(yaw[-1] + step)
-            speed.append(abs(step))
-    speed[0] = speed[1] if frames > 1 else 0.0  # the first frame moves as the next does
-    return yaw, speed
-
-
 @dataclass
 class ClipLabels:
     fps: float
     mouth_open: list[float]
     yaw: list[float]
-    speed: list[float]  # head rotation between consecutive frames (radians, >= 0), EMO's speed label
+    speed: list[float]  # yaw change per frame (radians), EMO's head-speed label
     blink: list[float]
     face_box: list[float]  # x0, y0, x1, y1 fractions, the union over the clip
 
@@ -162,7 +127,12 @@ def make_clip(path: str | Path, seed: int, seconds: float = 4.0, size: int = 64,
     frames = math.ceil(seconds * fps)
     loud = frame_loudness(envelope, frames, fps)
     mouth = (loud / loud.max().clamp(min=1e-6)).clamp(0, 1)
-    yaw, speed = head_turns(frames, fps, gen, head_speed)
+    speed = head_speed if head_speed is not None else 0.01 + 0.04 * float(torch.rand((), generator=gen))
+    period = 1.5 + 2.0 * float(torch.rand((), generator=gen))
+    # yaw oscillates with an amplitude set so that its peak speed is `speed` radians per frame
+    amplitude = min(0.6, speed * fps * period / (2 * math.pi))
+    phase0 = 2 * math.pi * float(torch.rand((), generator=gen))
+    yaw = [amplitude * math.sin(2 * math.pi * i / (fps * period) + phase0) for i in range(frames)]
     blink = torch.zeros(frames)
     i = int(torch.randint(10, 40, (), generator=gen))
     while i < frames:
@@ -178,10 +148,10 @@ def make_clip(path: str | Path, seed: int, seconds: float = 4.0, size: int = 64,
                      for j in range(start, min(frames, start + 25))]
             writer.write(torch.stack(chunk))
     half_w = look.face_width * 1.12
-    shift = (HEAD_SHIFT * math.sin(min(yaw)), HEAD_SHIFT * math.sin(max(yaw)))
-    box = [max(0.0, (look.center_x + shift[0] - half_w + 1) / 2), max(0.0, (look.center_y - 0.1 - look.face_height * 1.05 + 1) / 2),
-           min(1.0, (look.center_x + shift[1] + half_w + 1) / 2), min(1.0, (look.center_y + look.face_height + 1) / 2)]
-    labels = ClipLabels(fps, mouth.tolist(), yaw, speed, blink.tolist(), box)
+    box = [max(0.0, (look.center_x - 0.25 * amplitude - half_w + 1) / 2), max(0.0, (look.center_y - 0.1 - look.face_height * 1.05 + 1) / 2),
+           min(1.0, (look.center_x + 0.25 * amplitude + half_w + 1) / 2), min(1.0, (look.center_y + look.face_height + 1) / 2)]
+    labels = ClipLabels(fps, mouth.tolist(), yaw, [0.0] + [yaw[j] - yaw[j - 1] for j in range(1, frames)],
+                        blink.tolist(), box)
     path.with_suffix(".json").write_text(json.dumps(asdict(labels)))
     return labels
 
