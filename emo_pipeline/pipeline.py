@@ -21,7 +21,10 @@ from .audio.encoder import AudioEncoder, frame_count, normalize_speech
 from .config import EMOConfig
 from .models import BackboneConditions, EMONet
 from .models.frame_windows import frame_windows
+from .models.attention import attention_score_budget
+from .models.deep_cache import DeepFeatureCache
 from .portrait import Portrait, prepare_portrait
+from .presets import resolve_options, step_plan
 from .schedulers import make_scheduler
 from .vae import vae_downscale
 
@@ -67,12 +70,22 @@ class Callbacks:
 
 @dataclass
 class SamplingOptions:
+    """How to sample. Fields left None take the preset's value (when a preset is named), else the
+    exact default: the model's steps and guidance, DDIM, guidance on every step, no feature reuse."""
+
     seed: int = 0
-    steps: int | None = None  # None: the config's
+    preset: str | None = None  # a name from presets.PRESETS ("quality", "balanced", "fast")
+    steps: int | None = None
     guidance_scale: float | None = None
     frames_per_clip: int | None = None
     motion_frames: int | None = None
-    scheduler: str = "ddim"
+    scheduler: str | None = None
+    # Share of the steps, as (start, end) in 0..1, that use guidance; outside it only the
+    # conditional rows run (half the work of a guided step). (0, 1): every step, as Hallo.
+    guidance_interval: tuple[float, float] | None = None
+    # DeepCache: a full Backbone pass every n steps; the steps between reuse its low-resolution
+    # features and run only the top level. 1: off.
+    cache_interval: int | None = None
     head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
     decode_chunk_size: int = 8
@@ -94,9 +107,17 @@ def check_dtype_supported(device: torch.device, dtype: torch.dtype) -> None:
         ) from None
 
 
+# Low-VRAM mode: no attention call may need more score elements than this (256 Mi, 0.5 GiB in fp16).
+LOW_VRAM_SCORE_BUDGET = 2**28
+
+
 class EMOPipeline:
+    """`low_vram`: guided rows run one after the other instead of as one batch, the VAE decodes
+    one frame at a time and attention is split so that no call holds its full score matrix.
+    Frames are the same as without it, within round-off."""
+
     def __init__(self, net: EMONet, vae: torch.nn.Module, audio_encoder: AudioEncoder,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, low_vram: bool = False) -> None:
         shrink = vae_downscale(vae)
         if shrink and shrink != net.config.vae_downscale:
             raise ValueError(
@@ -106,6 +127,7 @@ class EMOPipeline:
         self.net = net.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
+        self.low_vram = low_vram
         self.device, self.dtype = torch.device("cpu"), torch.float32
         # Seconds spent per stage, summed over calls; filled only when `profile` is on (it syncs the GPU).
         self.profile = False
@@ -208,58 +230,47 @@ class EMOPipeline:
     def iter_clips(self, portrait: Portrait, audio: AudioFeatures,
                    options: SamplingOptions | None = None) -> Iterator[torch.Tensor]:
         """Yield each clip's frames [f_k, H, W, 3] as soon as it is decoded (the last one trimmed)."""
-        opts = options or SamplingOptions()
+        opts = resolve_options(options or SamplingOptions(), self.config)
+        budget = LOW_VRAM_SCORE_BUDGET if self.low_vram else None
+        with attention_score_budget(budget):
+            yield from self._iter_clips(portrait, audio, opts)
+
+    def _iter_clips(self, portrait: Portrait, audio: AudioFeatures, opts: SamplingOptions) -> Iterator[torch.Tensor]:
         cfg = self.config
-        f = opts.frames_per_clip or cfg.frames_per_clip
-        n = cfg.motion_frames if opts.motion_frames is None else opts.motion_frames
-        steps = opts.steps or cfg.steps
-        guidance = cfg.guidance_scale if opts.guidance_scale is None else opts.guidance_scale
+        f, n, steps = opts.frames_per_clip, opts.motion_frames, opts.steps
         if n + f > cfg.temporal_max_len:
             raise ValueError(f"frames_per_clip + motion_frames = {n + f} exceeds {cfg.temporal_max_len}, "
                              "the longest sequence this model's temporal modules know.")
         if audio.features.shape[0] % f:
             audio = self._encode_speech(audio.speech, audio.fps, f)
         total_clips = audio.features.shape[0] // f
-        use_cfg = guidance > 1.0
+        use_cfg = opts.guidance_scale > 1.0
+        plan = step_plan(steps, use_cfg, opts.guidance_interval, opts.cache_interval)
         net, device, dtype = self.net, self.device, self.dtype
         generator = torch.Generator("cpu").manual_seed(int(opts.seed))
+        decode_chunk = 1 if self.low_vram else opts.decode_chunk_size
 
         portrait = portrait.to(device, dtype)
         ref_latent = self.encode_images(portrait.pixels[None])
-        conds = self._static_conditions(portrait, use_cfg)
+        conds = self.static_conditions(portrait, use_cfg)
         latent_shape = (1, cfg.latent_channels, f, ref_latent.shape[-2], ref_latent.shape[-1])
 
         previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
         done_steps = 0
         for clip in range(total_clips):
-            with self._stage("reference net"):
-                reference, motion = self._reference_features(
-                    portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator)
-            windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
-            audio_tokens = net.audioproj(windows.to(device, dtype))
-            if use_cfg:
-                audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
-            cond = BackboneConditions(
-                identity=conds["identity"], audio=audio_tokens, face_features=conds["face"],
-                reference=reference, motion=motion, masks=portrait.masks,
-                region_weights=tuple(opts.region_weights),
-                speed=self._speed_embedding(opts.head_speed, clip, f, conds["identity"].shape[0]),
-            )
+            cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator)
+            denoise = Denoiser(net.denoising_unet, cond, use_cfg, opts.guidance_scale, self.low_vram,
+                               DeepFeatureCache() if opts.cache_interval > 1 else None)
             latents = torch.randn(latent_shape, generator=generator, dtype=dtype).to(device)
             scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
             scheduler.set_timesteps(steps, device=device)
             step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
             latents = latents * scheduler.init_noise_sigma
-            for t in scheduler.timesteps:
+            for t, (guided, reuse) in zip(scheduler.timesteps, plan):
                 if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
                     raise GenerationCancelled()
-                model_input = torch.cat([latents] * 2) if use_cfg else latents
-                model_input = scheduler.scale_model_input(model_input, t)
                 with self._stage("denoising"):
-                    pred = net.denoising_unet(model_input, t, cond)
-                if use_cfg:
-                    uncond, cond_pred = pred.chunk(2)
-                    pred = uncond + guidance * (cond_pred - uncond)
+                    pred = denoise(scheduler.scale_model_input(latents, t), t, guided, reuse)
                 out = scheduler.step(pred, t, latents, **step_kwargs)
                 latents = out.prev_sample
                 done_steps += 1
@@ -268,9 +279,10 @@ class EMOPipeline:
                     opts.callbacks.on_preview(estimate if estimate is not None else latents)
                 if opts.callbacks.on_step:
                     opts.callbacks.on_step(StepInfo(done_steps, steps * total_clips, clip, total_clips, int(t)))
+            del denoise, cond
             flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
             with self._stage("vae decode"):
-                frames = self.decode_latents(flat, opts.decode_chunk_size)
+                frames = self.decode_latents(flat, decode_chunk)
             # the last n frames made so far (they can span clips when a clip is shorter than n)
             previous = (frames if previous is None else torch.cat([previous, frames]))[-n:] if n > 0 else None
             keep = min(f, audio.num_frames - clip * f)
@@ -278,7 +290,29 @@ class EMOPipeline:
                 yield frames[:keep]
 
     # ------------------------------------------------------------------ helpers
-    def _static_conditions(self, portrait: Portrait, use_cfg: bool) -> dict[str, torch.Tensor]:
+    def clip_conditions(self, portrait: Portrait, ref_latent: torch.Tensor, conds: dict[str, torch.Tensor],
+                        audio: AudioFeatures, clip: int, previous: torch.Tensor | None, opts: SamplingOptions,
+                        use_cfg: bool, generator: torch.Generator) -> BackboneConditions:
+        """Everything the Backbone reads for one clip: ReferenceNet features of the portrait and the
+        motion frames, the clip's audio tokens, masks, identity, face region and speed."""
+        cfg, net = self.config, self.net
+        f, n = opts.frames_per_clip, opts.motion_frames
+        with self._stage("reference net"):
+            reference, motion = self._reference_features(
+                portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator)
+        windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
+        audio_tokens = net.audioproj(windows.to(self.device, self.dtype))
+        if use_cfg:  # the unconditional item hears nothing (Hallo: zero tokens)
+            audio_tokens = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
+        return BackboneConditions(
+            identity=conds["identity"], audio=audio_tokens, face_features=conds["face"],
+            reference=reference, motion=motion, masks=portrait.masks,
+            region_weights=tuple(opts.region_weights),
+            speed=self._speed_embedding(opts.head_speed, clip, f, conds["identity"].shape[0]),
+            audio_heard=(False, True) if use_cfg else None,
+        )
+
+    def static_conditions(self, portrait: Portrait, use_cfg: bool) -> dict[str, torch.Tensor]:
         """Identity tokens and face-locator features for the batch rows [uncond, cond] (or [cond])."""
         cfg, net = self.config, self.net
         identity = net.imageproj(portrait.identity[None])
@@ -332,9 +366,7 @@ class EMOPipeline:
                 torch.cat([x.view(rows, 1, *x.shape[1:]), x.new_zeros(rows, n, *x.shape[1:])], dim=1).flatten(0, 1)
                 for x in features
             ]
-        use_reference = torch.ones(rows, dtype=torch.bool, device=latents.device)
-        if use_cfg and cfg.uncond_drops_reference:
-            use_reference[0] = False
+        use_reference = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
         return net.denoising_unet.prepare_reference(features, rows, f, use_reference, cfg.reference_tiles_batch)
 
     def _speed_embedding(self, head_speed, clip: int, f: int, rows: int) -> torch.Tensor | None:
@@ -347,3 +379,27 @@ class EMOPipeline:
         speed = torch.as_tensor(0.0 if head_speed is None else head_speed, dtype=torch.float32).flatten()
         index = torch.arange(clip * f, (clip + 1) * f).clamp(max=speed.numel() - 1)
         return encoder(speed[index].to(self.device)[None].expand(rows, -1))
+
+
+class Denoiser:
+    """One clip's model prediction per step: guided or conditional rows only, batched or (low-VRAM)
+    one item after the other, with or without reused deep features. Row subsets are selected
+    once per clip, so their projection caches last the whole clip."""
+
+    def __init__(self, unet: torch.nn.Module, cond: BackboneConditions, use_cfg: bool, guidance: float,
+                 one_by_one: bool, deep_cache: DeepFeatureCache | None) -> None:
+        self.unet, self.guidance, self.deep_cache = unet, guidance, deep_cache
+        last = cond.batch - 1  # the conditional item (the only one without guidance)
+        self.groups = {True: [cond.select([i]) for i in range(cond.batch)] if one_by_one else [cond],
+                       False: [cond.select([last]) if use_cfg else cond]}
+
+    def __call__(self, latents: torch.Tensor, t: torch.Tensor, guided: bool, reuse: bool) -> torch.Tensor:
+        if self.deep_cache is not None:
+            self.deep_cache.reusing = reuse
+        preds = [self.unet(latents.expand(group.batch, *latents.shape[1:]), t, group, self.deep_cache)
+                 for group in self.groups[guided]]
+        pred = preds[0] if len(preds) == 1 else torch.cat(preds)
+        if not guided:
+            return pred
+        uncond, cond = pred.chunk(2)
+        return uncond + self.guidance * (cond - uncond)

@@ -32,9 +32,19 @@ def test_reference_rows_tiled_as_hallo_or_per_item():
     attn1 = net.denoising_unet.spatial_transformers()[0].block.attn1
     portrait_rows = features[0].view(2, 3, 8, 8, -1)[:, 0].flatten(1, 2)  # items' portrait tokens
     keys = attn1.to_k(portrait_rows)
+    # one key set per item, projected once
+    torch.testing.assert_close(cond.reference[0].key, keys)
     for row in range(6):  # rows are (item, frame) pairs: item = row // 3
-        torch.testing.assert_close(cond.reference[0].key[row], keys[row % 2])  # Hallo: tiled
-        torch.testing.assert_close(cond_items.reference[0].key[row], keys[row // 3])  # per item
+        assert cond.reference[0].sources[row] == row % 2  # Hallo: tiled
+        assert cond_items.reference[0].sources[row] == row // 3  # per item
+    # and the Backbone reads them so: per-item sources equal the tiled ones with keys swapped
+    # where they differ (rows 1 and 4 of [0 1 0 | 1 0 1] vs [0 0 0 | 1 1 1])
+    x = torch.randn(2, 4, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    out_items = net.denoising_unet(x, torch.tensor(500), cond_items)
+    swapped = conditions(net, use_reference=(True, True))[1]
+    swapped.reference = [type(r)(r.key, r.value, (0, 0, 0, 1, 1, 1)) for r in swapped.reference]
+    torch.testing.assert_close(net.denoising_unet(x, torch.tensor(500), swapped), out_items)
+    assert (net.denoising_unet(x, torch.tensor(500), cond) - out_items).abs().max() > 1e-4
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from .attention import attend, make_attention
+from .attention import ProjectionCache, attend, make_attention, row_runs
 
 
 @dataclass
@@ -64,26 +64,78 @@ class AudioTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
+    def _branches(self, masks: RegionMasks | None, region_weights: tuple[float, float, float]):
+        """(attention, zero conv, mask, weight) of each audio branch."""
+        if not self.masked:
+            return [(self.attn2, None, None, 1.0)]
+        if masks is None:
+            raise ValueError("This model's audio attention needs face/lip/background masks")
+        full_w, face_w, lip_w = region_weights
+        return [(self.attn2_0, self.zero_conv_full, masks.full, full_w),
+                (self.attn2_1, self.zero_conv_face, masks.face, face_w),
+                (self.attn2_2, self.zero_conv_lip, masks.lip, lip_w)]
+
+    def _heard(self, h: torch.Tensor, audio: "FrameAudio", rows: slice, branches) -> torch.Tensor:
+        out = None
+        for attn, conv, mask, weight in branches:
+            key_value = audio.cache.key_value(attn, audio.tokens[rows], (rows.start, rows.stop)) \
+                if audio.cache is not None else None
+            y = attend(attn, h, audio.tokens[rows], key_value=key_value)
+            if conv is not None:
+                y = weight * _pointwise(conv, y * _per_token(_rows_of(mask, rows)))
+            out = y if out is None else out + y
+        return out
+
+    @staticmethod
+    def _silent(h: torch.Tensor, rows: slice, branches) -> torch.Tensor:
+        """What the audio branches give rows without audio. Zero audio tokens have zero keys and
+        values (the projections have no bias), so each branch returns its output bias b whatever
+        the query; through the mask and zero conv (W, c) that is mask · (W b) + c per token."""
+        out = None
+        for attn, conv, mask, weight in branches:
+            bias = attn.to_out[0].bias
+            if conv is None:
+                y = bias.expand_as(h)
+            else:
+                y = weight * (_per_token(_rows_of(mask, rows)) * (conv.weight.flatten(1) @ bias) + conv.bias)
+            out = y if out is None else out + y
+        return out.expand_as(h)
+
     def forward(
         self,
         x: torch.Tensor,
-        audio: torch.Tensor,
+        audio: "FrameAudio",
         masks: RegionMasks | None,
         region_weights: tuple[float, float, float],
     ) -> torch.Tensor:
         x = x + attend(self.attn1, self.norm1(x))
         h = self.norm2(x)
-        if not self.masked:
-            x = x + attend(self.attn2, h, audio)
-        else:
-            if masks is None:
-                raise ValueError("This model's audio attention needs face/lip/background masks")
-            full_w, face_w, lip_w = region_weights
-            full = _pointwise(self.zero_conv_full, attend(self.attn2_0, h, audio) * _per_token(masks.full))
-            face = _pointwise(self.zero_conv_face, attend(self.attn2_1, h, audio) * _per_token(masks.face))
-            lip = _pointwise(self.zero_conv_lip, attend(self.attn2_2, h, audio) * _per_token(masks.lip))
-            x = full_w * full + face_w * face + lip_w * lip + x
+        branches = self._branches(masks, region_weights)
+        heard = audio.heard or (True,) * len(x)
+        parts = []
+        for start, end, hears in row_runs(heard):
+            rows = slice(start, end)
+            parts.append(self._heard(h[rows], audio, rows, branches) if hears else self._silent(h[rows], rows, branches))
+        x = x + (parts[0] if len(parts) == 1 else torch.cat(parts))
         return x + self.ff(self.norm3(x))
+
+
+def _rows_of(mask: torch.Tensor, rows: slice) -> torch.Tensor:
+    return mask if mask.ndim == 1 else mask[rows]
+
+
+@dataclass
+class FrameAudio:
+    """The audio tokens of every frame row [N, T, C] as the audio attention reads them.
+
+    `heard[r]` False marks rows that get no audio (guidance's unconditional rows: Hallo zeroes
+    their tokens), computed as the constant that zero tokens give; None means every row hears.
+    `cache` keeps the tokens' key/value projections for the clip.
+    """
+
+    tokens: torch.Tensor
+    heard: tuple[bool, ...] | None = None
+    cache: ProjectionCache | None = None
 
 
 class AudioAttention(nn.Module):
@@ -103,11 +155,11 @@ class AudioAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,
-        audio: torch.Tensor,
+        audio: FrameAudio,
         masks: RegionMasks | None = None,
         region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
     ) -> torch.Tensor:
-        """x [N, C, H, W] with N = batch*frames, audio [N, T, Ca]."""
+        """x [N, C, H, W] with N = batch*frames, audio tokens [N, T, Ca]."""
         n, c, height, width = x.shape
         h = self.proj_in(self.norm(x))
         inner = h.shape[1]

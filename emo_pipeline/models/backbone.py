@@ -8,13 +8,16 @@ added after `conv_in`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from torch import nn
 
 from ..config import EMOConfig
-from .audio_attention import RegionMasks
+from .attention import ProjectionCache
+from .audio_attention import FrameAudio, RegionMasks
+from .deep_cache import DeepFeatureCache
 from .spatial_transformer import ReferenceKV
 from .unet import UNetSkeleton
 from .unet_blocks import UNetContext
@@ -27,6 +30,10 @@ class BackboneConditions:
     identity [B, T, C]; audio [B, F, Ta, Ca]; face_features [B, C0, h, w] or None;
     reference / motion: per transformer slot (see `Backbone.prepare_reference`);
     masks: per resolution level; speed [B, F, Cs] or None.
+    `audio_heard[i]` False: item i gets no audio (guidance's unconditional item; its audio
+    attention is the constant that zero tokens give). `items`: the items' indices in the clip's
+    whole batch, so a subset (`select`) can share per-item state such as the deep-feature cache.
+    `cache` keeps key/value projections of the fixed tokens across the clip's steps.
     """
 
     identity: torch.Tensor
@@ -37,6 +44,46 @@ class BackboneConditions:
     masks: list[RegionMasks] | None = None
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     speed: torch.Tensor | None = None
+    audio_heard: tuple[bool, ...] | None = None
+    items: tuple[int, ...] | None = None
+    cache: ProjectionCache = field(default_factory=ProjectionCache, repr=False)
+
+    @property
+    def batch(self) -> int:
+        return self.identity.shape[0]
+
+    def item_ids(self) -> tuple[int, ...]:
+        return self.items if self.items is not None else tuple(range(self.batch))
+
+    def select(self, items: list[int]) -> "BackboneConditions":
+        """The conditions of some batch items (positions in this batch), as if they ran alone."""
+        f = self.audio.shape[1]
+        rows = [i * f + j for i in items for j in range(f)]
+        index = torch.tensor(items, device=self.identity.device)
+        pick = lambda x: None if x is None else x.index_select(0, index)  # noqa: E731
+
+        def pick_motion(m: torch.Tensor | None) -> torch.Tensor | None:
+            if m is None:
+                return None
+            return m.view(self.batch, -1, *m.shape[1:]).index_select(0, index).flatten(0, 1)
+
+        def pick_rows(mask: torch.Tensor) -> torch.Tensor:
+            return mask if mask.ndim == 1 else mask[rows]
+
+        return BackboneConditions(
+            identity=pick(self.identity),
+            audio=pick(self.audio),
+            face_features=pick(self.face_features),
+            reference=None if self.reference is None else [r.select(rows) if r is not None else None
+                                                           for r in self.reference],
+            motion=None if self.motion is None else [pick_motion(m) for m in self.motion],
+            masks=None if self.masks is None else [RegionMasks(pick_rows(m.full), pick_rows(m.face), pick_rows(m.lip))
+                                                   for m in self.masks],
+            region_weights=self.region_weights,
+            speed=pick(self.speed),
+            audio_heard=None if self.audio_heard is None else tuple(self.audio_heard[i] for i in items),
+            items=tuple(self.item_ids()[i] for i in items),
+        )
 
 
 class Backbone(UNetSkeleton):
@@ -49,61 +96,73 @@ class Backbone(UNetSkeleton):
         self.conv_out = nn.Conv2d(channels, config.latent_channels, 3, padding=1)
 
     def prepare_reference(
-        self, features: list[torch.Tensor], batch: int, num_frames: int, use_reference: torch.Tensor,
+        self, features: list[torch.Tensor], batch: int, num_frames: int, use_reference: Sequence[bool],
         tile_items: bool = False,
     ) -> tuple[list[ReferenceKV | None], list[torch.Tensor | None]]:
         """Split ReferenceNet features into reference keys/values and motion-frame features.
 
         features[k] is [B*(1+n), h_k, w_k, C_k]: per batch item, the portrait then n motion frames.
-        `use_reference` (bool [B]) marks the items whose self-attention sees the portrait.
-        Keys and values are projected once here and reused for every frame and step.
+        `use_reference` (one bool per item) marks the items whose self-attention sees the portrait.
+        Keys and values are projected once here, one per item, and reused for every frame and step.
 
         `tile_items` reproduces Hallo: it tiles the items' portrait features over the frames
         ([item 0, item 1, item 0, ...] for the B*F rows) instead of repeating each item's own, so
         under guidance the conditional frames alternate between the two ReferenceNet passes.
         """
-        rows = use_reference.repeat_interleave(num_frames)
-        if tile_items:
-            source = torch.arange(batch * num_frames, device=rows.device) % batch
-        else:
-            source = torch.arange(batch, device=rows.device).repeat_interleave(num_frames)
-        source = source[rows]
+        use = [bool(u) for u in use_reference]
+        rows = range(batch * num_frames)
+        sources = tuple((r % batch if tile_items else r // num_frames) if use[r // num_frames] else None for r in rows)
         reference, motion = [], []
         for attn, feature in zip(self.spatial_transformers(), features):
             per_item = feature.view(batch, -1, *feature.shape[1:])  # B, 1+n, h, w, C
             n = per_item.shape[1] - 1
-            if rows.any():
+            if any(use):
                 attn1 = attn.block.attn1
                 tokens = per_item[:, 0].flatten(1, 2)
-                key, value = attn1.to_k(tokens)[source], attn1.to_v(tokens)[source]
-                reference.append(ReferenceKV(key, value, None if bool(rows.all()) else rows))
+                reference.append(ReferenceKV(attn1.to_k(tokens), attn1.to_v(tokens), sources))
             else:
                 reference.append(None)
-            motion.append(per_item[:, 1:].flatten(0, 1).permute(0, 3, 1, 2) if n > 0 else None)
+            # contiguous once per clip: the temporal modules read these at every step
+            motion.append(per_item[:, 1:].flatten(0, 1).permute(0, 3, 1, 2).contiguous() if n > 0 else None)
         return reference, motion
 
     def forward(
-        self, sample: torch.Tensor, timestep: torch.Tensor, cond: BackboneConditions
+        self, sample: torch.Tensor, timestep: torch.Tensor, cond: BackboneConditions,
+        deep_cache: DeepFeatureCache | None = None,
     ) -> torch.Tensor:
-        """sample [B, 4, F, h, w] → prediction [B, 4, F, h, w]."""
+        """sample [B, 4, F, h, w] → prediction [B, 4, F, h, w].
+
+        With a `deep_cache` that is reusing and holds these items, the lower resolutions are not
+        run: their output is taken from the cache's last full step (DeepCache). Otherwise a cache
+        records this step's for later ones.
+        """
         b, c, f, height, width = sample.shape
         x = sample.transpose(1, 2).reshape(b * f, c, height, width)
-        temb = self.time_embed(timestep, b).repeat_interleave(f, dim=0)
+        if timestep.numel() == 1:
+            temb = self.time_embed(timestep, 1)  # one row, broadcast by the resnets over all frames
+        else:
+            temb = self.time_embed(timestep, b).repeat_interleave(f, dim=0)
         h = self.conv_in(x)
         if cond.face_features is not None:
             h = h + cond.face_features.to(h.dtype).repeat_interleave(f, dim=0)
+        heard = None if cond.audio_heard is None else tuple(a for a in cond.audio_heard for _ in range(f))
         ctx = UNetContext(
             temb=temb,
             context=cond.identity.repeat_interleave(f, dim=0),
             num_frames=f,
-            audio=cond.audio.reshape(b * f, *cond.audio.shape[2:]),
+            audio=FrameAudio(cond.audio.reshape(b * f, *cond.audio.shape[2:]), heard, cond.cache),
             masks=cond.masks,
             region_weights=cond.region_weights,
             reference=cond.reference,
             motion=cond.motion,
             speed=cond.speed,
             run_lowres_temporal=self.run_lowres_temporal,
+            cache=cond.cache,
         )
-        h = self.run_blocks(h, ctx)
+        items = cond.item_ids()
+        deep = deep_cache.get(items) if deep_cache is not None and deep_cache.reusing else None
+        h = self.run_blocks(h, ctx, deep=deep, keep_deep=deep_cache is not None and deep is None)
+        if deep_cache is not None and deep is None:
+            deep_cache.put(items, ctx.deep_features)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return h.view(b, f, -1, height, width).transpose(1, 2)

@@ -14,16 +14,26 @@ import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from .attention import attend, make_attention
+from .attention import ProjectionCache, attend, make_attention, row_runs
 
 
 @dataclass
 class ReferenceKV:
-    """Projected reference keys/values for the rows of a batch that attend to the reference."""
+    """Projected portrait keys/values of one transformer slot, and which frame rows read them.
 
-    key: torch.Tensor  # [R, M, inner]
-    value: torch.Tensor  # [R, M, inner]
-    rows: torch.Tensor | None = None  # bool [N]; None means every row
+    key/value [S, M, inner] hold one entry per source (a batch item's ReferenceNet pass);
+    `sources[r]` is the source frame row r attends to, or None for plain self-attention
+    (Hallo's unconditional rows). Keeping the sources apart instead of one copy per frame row
+    saves memory, and lets a subset of the rows run on its own (`select`).
+    """
+
+    key: torch.Tensor
+    value: torch.Tensor
+    sources: tuple[int | None, ...]
+
+    def select(self, rows: list[int]) -> "ReferenceKV | None":
+        sources = tuple(self.sources[r] for r in rows)
+        return None if all(s is None for s in sources) else ReferenceKV(self.key, self.value, sources)
 
 
 class ReferenceTransformerBlock(nn.Module):
@@ -36,22 +46,34 @@ class ReferenceTransformerBlock(nn.Module):
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
+    def _self_attention(self, h: torch.Tensor, reference: ReferenceKV | None) -> torch.Tensor:
+        if reference is None:
+            return attend(self.attn1, h)
+        parts = []
+        for start, end, reads in row_runs(tuple(s is not None for s in reference.sources)):
+            rows = h[start:end]
+            if not reads:
+                parts.append(attend(self.attn1, rows))
+                continue
+            sources = reference.sources[start:end]
+            if len(set(sources)) == 1:  # one source for the run: a view, no copy
+                index = sources[0]
+                extra = (reference.key[index].expand(end - start, -1, -1),
+                         reference.value[index].expand(end - start, -1, -1))
+            else:
+                index = torch.tensor(sources, device=h.device)
+                extra = (reference.key.index_select(0, index), reference.value.index_select(0, index))
+            parts.append(attend(self.attn1, rows, extra_key_value=extra))
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None
+        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None,
+        cache: ProjectionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(x)
-        if reference is None:
-            x = x + attend(self.attn1, h)
-        elif reference.rows is None:
-            x = x + attend(self.attn1, h, extra_key_value=(reference.key, reference.value))
-        else:
-            rows = reference.rows
-            out = torch.empty_like(x)
-            out[rows] = attend(self.attn1, h[rows], extra_key_value=(reference.key, reference.value))
-            if (~rows).any():
-                out[~rows] = attend(self.attn1, h[~rows])
-            x = x + out
-        x = x + attend(self.attn2, self.norm2(x), context)
+        x = x + self._self_attention(h, reference)
+        key_value = cache.key_value(self.attn2, context) if cache is not None else None
+        x = x + attend(self.attn2, self.norm2(x), context, key_value=key_value)
         x = x + self.ff(self.norm3(x))
         return x, h
 
@@ -71,13 +93,14 @@ class SpatialTransformer(nn.Module):
         return self.transformer_blocks[0]
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None
+        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None,
+        cache: ProjectionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, C, H, W], context [N, T, Cc] → (x, reference feature [N, H, W, C])."""
         n, c, height, width = x.shape
         h = self.proj_in(self.norm(x))
         h = h.permute(0, 2, 3, 1).reshape(n, height * width, c)
-        h, feature = self.block(h, context, reference)
+        h, feature = self.block(h, context, reference, cache)
         # contiguous: a channels-last result here crashes GroupNorm's CPU backward in torch 2.13
         h = h.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(h) + x, feature.view(n, height, width, c)

@@ -12,7 +12,7 @@ import torch
 from diffusers.models.attention import FeedForward
 from torch import nn
 
-from .attention import attend, make_attention
+from .attention import ProjectionCache, attend, make_attention
 
 
 class PositionalEncoding(nn.Module):
@@ -41,8 +41,10 @@ class TemporalAttention(nn.Module):
         self.heads = heads
         self.pos_encoder = PositionalEncoding(dim, max_len)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return attend(self, self.pos_encoder(x))
+    def forward(self, x: torch.Tensor, queries_from: int = 0) -> torch.Tensor:
+        """x [N, F, C] → [N, F - queries_from, C]: every frame is a key, only the later ones ask."""
+        x = self.pos_encoder(x)
+        return attend(self, x[:, queries_from:], x)
 
 
 class TemporalTransformerBlock(nn.Module):
@@ -60,12 +62,20 @@ class TemporalTransformerBlock(nn.Module):
         self.ff = FeedForward(dim, activation_fn="geglu")
         self.ff_norm = nn.LayerNorm(dim)
 
-    def forward(self, x: torch.Tensor, speed: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B*H*W, F, C]; speed [B*H*W, F_s, C_s] or None."""
-        for attention, norm in zip(self.attention_blocks, self.norms):
-            x = x + attention(norm(x))
+    def forward(self, x: torch.Tensor, speed: tuple[torch.Tensor, torch.Tensor] | None = None,
+                drop: int = 0) -> torch.Tensor:
+        """x [N, F, C] → [N, F - drop, C]; speed: projected keys/values [N, F_s, inner] or None.
+
+        The first `drop` frames (motion frames) are keys of both self-attentions but their own
+        outputs are thrown away by the caller, so the second attention's queries and everything
+        after it skip them.
+        """
+        last = len(self.attention_blocks) - 1
+        for i, (attention, norm) in enumerate(zip(self.attention_blocks, self.norms)):
+            skip = drop if i == last else 0
+            x = x[:, skip:] + attention(norm(x), queries_from=skip)
         if speed is not None and hasattr(self, "speed_attention"):
-            x = x + attend(self.speed_attention, self.speed_norm(x), speed)
+            x = x + attend(self.speed_attention, self.speed_norm(x), key_value=speed)
         return x + self.ff(self.ff_norm(x))
 
 
@@ -79,18 +89,26 @@ class TemporalTransformer(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, x: torch.Tensor, num_frames: int, speed: torch.Tensor | None = None) -> torch.Tensor:
-        """x [B*F, C, H, W] → same shape; speed [B, F_s, C_s] or None."""
+    def forward(self, x: torch.Tensor, num_frames: int, speed: torch.Tensor | None = None, drop: int = 0,
+                cache: ProjectionCache | None = None) -> torch.Tensor:
+        """x [B*F, C, H, W] → [B*(F - drop), C, H, W] (the first `drop` frames of each item
+        left out); speed [B, F_s, C_s] or None."""
         bf, c, height, width = x.shape
-        b = bf // num_frames
-        h = self.norm(x).view(b, num_frames, c, height * width).permute(0, 3, 1, 2)  # B, HW, F, C
-        h = self.proj_in(h.reshape(b * height * width, num_frames, c))
-        if speed is not None:
-            speed = speed.repeat_interleave(height * width, dim=0)
-        for block in self.transformer_blocks:
-            h = block(h, speed)
-        h = self.proj_out(h).view(b, height * width, num_frames, c).permute(0, 2, 3, 1)
-        return h.reshape(bf, c, height, width) + x
+        b, hw, kept = bf // num_frames, height * width, num_frames - drop
+        h = self.norm(x).view(b, num_frames, c, hw).permute(0, 3, 1, 2)  # B, HW, F, C
+        h = self.proj_in(h.reshape(b * hw, num_frames, c))
+        speed_kv = None
+        block = self.transformer_blocks[0]
+        if speed is not None and hasattr(block, "speed_attention"):
+            # projected once per item (and per clip, with a cache), then shared by its H*W locations
+            attn = block.speed_attention
+            k, v = cache.key_value(attn, speed) if cache is not None else (attn.to_k(speed), attn.to_v(speed))
+            speed_kv = (k.repeat_interleave(hw, dim=0), v.repeat_interleave(hw, dim=0))
+        for i, block in enumerate(self.transformer_blocks):
+            h = block(h, speed_kv, drop if i == len(self.transformer_blocks) - 1 else 0)
+        h = self.proj_out(h).view(b, hw, kept, c).permute(0, 2, 3, 1)
+        residual = x.view(b, num_frames, c, height, width)[:, drop:]
+        return h.reshape(b * kept, c, height, width) + residual.reshape(b * kept, c, height, width)
 
 
 class TemporalModule(nn.Module):
@@ -100,5 +118,6 @@ class TemporalModule(nn.Module):
         super().__init__()
         self.temporal_transformer = TemporalTransformer(channels, heads, max_len, groups, speed_dim)
 
-    def forward(self, x: torch.Tensor, num_frames: int, speed: torch.Tensor | None = None) -> torch.Tensor:
-        return self.temporal_transformer(x, num_frames, speed)
+    def forward(self, x: torch.Tensor, num_frames: int, speed: torch.Tensor | None = None, drop: int = 0,
+                cache: ProjectionCache | None = None) -> torch.Tensor:
+        return self.temporal_transformer(x, num_frames, speed, drop, cache)

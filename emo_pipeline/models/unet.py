@@ -98,13 +98,23 @@ class UNetSkeleton(nn.Module):
             return torch.utils.checkpoint.checkpoint(block, *args, use_reentrant=False)
         return block(*args)
 
-    def run_blocks(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+    def run_blocks(self, h: torch.Tensor, ctx: UNetContext, deep: torch.Tensor | None = None,
+                   keep_deep: bool = False) -> torch.Tensor:
+        """Down, mid and up blocks. `deep`: the top up-block's input from an earlier step
+        (DeepCache), so only the top level runs; `keep_deep` leaves this step's in ctx.deep_features."""
         skips = [h]
-        for block in self.down_blocks:
-            h, block_skips = self._call(block, h, ctx)
+        if deep is not None:
+            h, block_skips = self._call(self.down_blocks[0], h, ctx, False)
             skips.extend(block_skips)
-        h = self._call(self.mid_block, h, ctx)
-        for block in self.up_blocks:
+            h, up_blocks = deep, self.up_blocks[-1:]
+        else:
+            for block in self.down_blocks:
+                h, block_skips = self._call(block, h, ctx)
+                skips.extend(block_skips)
+            h, up_blocks = self._call(self.mid_block, h, ctx), self.up_blocks
+        for block in up_blocks:
+            if keep_deep and block is self.up_blocks[-1]:
+                ctx.deep_features = h
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = tuple(skips[-1].shape[-2:]) if block.upsamplers is not None else None

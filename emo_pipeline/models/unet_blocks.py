@@ -15,7 +15,8 @@ import torch
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
-from .audio_attention import AudioAttention, RegionMasks
+from .attention import ProjectionCache
+from .audio_attention import AudioAttention, FrameAudio, RegionMasks
 from .spatial_transformer import ReferenceKV, SpatialTransformer
 from .temporal import TemporalModule
 
@@ -50,13 +51,14 @@ class UNetContext:
 
     `reference` and `motion` are indexed by spatial-transformer slot (blocks numbered in
     down → mid → up order, the same in both UNets). `features` collects the ReferenceNet's
-    per-slot reference features when it is not None.
+    per-slot reference features when it is not None. `cache` keeps the key/value projections of
+    the clip's fixed tokens (identity, audio, speed) across denoising steps.
     """
 
     temb: torch.Tensor
     context: torch.Tensor
     num_frames: int = 1
-    audio: torch.Tensor | None = None
+    audio: FrameAudio | None = None
     masks: list[RegionMasks] | None = None
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     reference: list[ReferenceKV | None] | None = None
@@ -64,6 +66,8 @@ class UNetContext:
     speed: torch.Tensor | None = None
     run_lowres_temporal: bool = False
     features: list[torch.Tensor] | None = None
+    cache: ProjectionCache | None = None
+    deep_features: torch.Tensor | None = None  # the top up-block's input, kept for DeepCache
 
 
 class UNetLayers(nn.Module):
@@ -98,7 +102,7 @@ class UNetLayers(nn.Module):
         if len(self.attentions):
             attn = self.attentions[i]
             reference = ctx.reference[attn.slot] if ctx.reference is not None else None
-            h, feature = attn(h, ctx.context, reference)
+            h, feature = attn(h, ctx.context, reference, ctx.cache)
             if ctx.features is not None:
                 ctx.features.append(feature)
             motion = ctx.motion[attn.slot] if ctx.motion is not None else None
@@ -113,15 +117,15 @@ class UNetLayers(nn.Module):
 
     @staticmethod
     def _temporal(module: TemporalModule, h: torch.Tensor, motion: torch.Tensor | None, ctx: UNetContext):
-        """Motion-frame features are joined before the clip's frames on the frame axis, then dropped."""
+        """Motion-frame features are joined before the clip's frames on the frame axis; the module
+        leaves their outputs out."""
         if motion is None:
-            return module(h, ctx.num_frames, ctx.speed)
+            return module(h, ctx.num_frames, ctx.speed, cache=ctx.cache)
         bf, c, height, width = h.shape
         b, f = bf // ctx.num_frames, ctx.num_frames
         n = motion.shape[0] // b
         joined = torch.cat([motion.reshape(b, n, c, height, width).to(h.dtype), h.view(b, f, c, height, width)], dim=1)
-        out = module(joined.view(b * (n + f), c, height, width), n + f, ctx.speed)
-        return out.view(b, n + f, c, height, width)[:, n:].reshape(bf, c, height, width)
+        return module(joined.view(b * (n + f), c, height, width), n + f, ctx.speed, drop=n, cache=ctx.cache)
 
 
 class DownBlock(UNetLayers):
@@ -135,12 +139,13 @@ class DownBlock(UNetLayers):
         else:
             self.downsamplers = None
 
-    def forward(self, h: torch.Tensor, ctx: UNetContext) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, h: torch.Tensor, ctx: UNetContext, downsample: bool = True
+                ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         skips = []
         for i in range(len(self.resnets)):
             h = self._layer(i, h, ctx)
             skips.append(h)
-        if self.downsamplers is not None:
+        if self.downsamplers is not None and downsample:
             h = self.downsamplers[0](h)
             skips.append(h)
         return h, skips

@@ -1,0 +1,155 @@
+"""What a generation costs, counted without running it: FLOPs per stage and peak activation memory.
+
+Both are machine-independent. FLOPs come from torch's FLOP counter (matrix products,
+convolutions, attention) over the pipeline's own code on meta tensors, so full-size models cost
+nothing to count; the per-step counts are combined by the same step plan the sampler follows.
+Memory comes from torch's MemTracker over fake tensors: every tensor the pipeline allocates is
+recorded with its size and lifetime, and the largest live total is the peak. Weights are
+counted apart. Kernel workspaces and allocator fragmentation are not in it.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from .audio.encoder import frame_count
+from .config import EMOConfig
+from .models.deep_cache import DeepFeatureCache
+from .pipeline import Denoiser, EMOPipeline, SamplingOptions
+from .presets import resolve_options, step_plan
+
+STAGES = ("wav2vec", "portrait", "audio projection", "reference net", "vae encode",
+          "denoiser, conditional rows", "denoiser, unconditional rows", "vae decode")
+
+# The modules a clip's preparation calls, as the FLOP counter names them, by stage: the VAE's
+# encoder and its quant_conv are called by `vae.encode`, not through the VAE's own forward, and
+# the reference keys/values are attn1's projections (Linear) called by `prepare_reference`.
+_PREPARATION_STAGES = {"ReferenceNet": "reference net", "Linear": "reference net",
+                       "Encoder": "vae encode", "Conv2d": "vae encode",
+                       "AudioProjection": "audio projection", "SpeedEncoder": "audio projection"}
+
+
+def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", dtype: torch.dtype = torch.float16,
+                       low_vram: bool = False) -> EMOPipeline:
+    """The network of `config` with the VAE (sd-vae-ft-mse) and wav2vec2-base shapes, random or
+    (on the meta device) without weights."""
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from .audio.encoder import AudioEncoder
+    from .models import EMONet
+
+    with torch.device(device):
+        net = EMONet(config).to(dtype)
+        vae = AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+        )
+        wav2vec = Wav2Vec2Model(Wav2Vec2Config())
+    return EMOPipeline(net, vae, AudioEncoder(wav2vec), device=device, dtype=dtype, low_vram=low_vram)
+
+
+def count_flops(fn, *args, **kwargs) -> tuple[int, dict[str, int], object]:
+    """(total FLOPs, FLOPs per outermost module called (by class name), fn's result)."""
+    counter = FlopCounterMode(display=False, depth=1)
+    with counter, torch.no_grad():
+        result = fn(*args, **kwargs)
+    by_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()
+                 if name != "Global" and "." not in name}
+    return counter.get_total_flops(), by_module, result
+
+
+@dataclass
+class VideoFlops:
+    seconds: float
+    frames: int
+    clips: int
+    stages: dict[str, int]
+    # (guided, reuse) → FLOPs of one Backbone step (projections of the clip's fixed tokens excluded:
+    # they are made once per clip and counted with the conditional rows)
+    per_step: dict[tuple[bool, bool], int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.stages.values())
+
+    def per_second(self, stage: str | None = None) -> float:
+        return (self.total if stage is None else self.stages[stage]) / self.seconds
+
+
+def _probe_portrait(pipe: EMOPipeline):
+    from .portrait import prepare_portrait
+
+    cfg = pipe.config
+    image = torch.full((cfg.sample_size, cfg.sample_size, 3), 0.5)
+    portrait = prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size,
+                                face_box=(0.3, 0.25, 0.7, 0.75))
+    return portrait.to(pipe.device, pipe.dtype)
+
+
+def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps: float | None = None) -> VideoFlops:
+    """FLOPs of a whole video of `seconds` seconds, per stage, as `iter_clips` would spend them."""
+    cfg = pipe.config
+    opts = resolve_options(options, cfg)
+    fps = fps or cfg.fps
+    f, n = opts.frames_per_clip, opts.motion_frames
+    rate = cfg.audio_sample_rate
+    frames = frame_count(round(seconds * rate), rate, fps)
+    clips = math.ceil(frames / f)
+    use_cfg = opts.guidance_scale > 1.0
+    stages = dict.fromkeys(STAGES, 0)
+    generator = torch.Generator().manual_seed(0)
+
+    speech = torch.zeros(round(seconds * rate), device=pipe.device)
+    stages["wav2vec"], _, audio = count_flops(pipe._encode_speech, speech, fps, f)
+    portrait = _probe_portrait(pipe)
+
+    def static():
+        ref_latent = pipe.encode_images(portrait.pixels[None])
+        return ref_latent, pipe.static_conditions(portrait, use_cfg)
+
+    stages["portrait"], _, (ref_latent, conds) = count_flops(static)
+    size = cfg.sample_size
+    later = torch.zeros(max(n, 1), size, size, 3, device=pipe.device, dtype=pipe.dtype)
+    for clip, previous, repeats in ((0, None, 1), (1, later if n else None, clips - 1)):
+        if repeats <= 0:
+            continue
+        _, by_module, cond = count_flops(pipe.clip_conditions, portrait, ref_latent, conds, audio, clip, previous,
+                                         opts, use_cfg, generator)
+        for name, value in by_module.items():
+            stages[_PREPARATION_STAGES[name]] += value * repeats
+
+    # One Backbone call of each kind the plan uses, with the clip's projection cache already
+    # filled (a reuse step also needs a full step before it); the projections of the clip's
+    # fixed tokens are then counted once per clip, for each row group the clip uses.
+    plan = step_plan(opts.steps, use_cfg, opts.guidance_interval, opts.cache_interval)
+    latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, device=pipe.device,
+                          dtype=pipe.dtype)
+    t = torch.tensor(500, device=pipe.device)
+
+    def step_cost(guided: bool, reuse: bool, warm: bool = True) -> int:
+        cond.cache.clear()
+        denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram,
+                           DeepFeatureCache() if reuse else None)
+        if warm or reuse:
+            with torch.no_grad():
+                denoise(latents, t, guided, False)
+        return count_flops(denoise, latents, t, guided, reuse)[0]
+
+    per_step = {kind: step_cost(*kind) for kind in sorted(set(plan))}
+    conditional = {reuse: step_cost(False, reuse) for reuse in {r for _, r in plan}} if use_cfg else {}
+    projections = sum(step_cost(guided, False, warm=False) - step_cost(guided, False) for guided in {g for g, _ in plan})
+    stages["denoiser, conditional rows"] += projections * clips
+    for guided, reuse in plan:
+        rows = conditional[reuse] if use_cfg else per_step[guided, reuse]
+        stages["denoiser, conditional rows"] += rows * clips
+        stages["denoiser, unconditional rows"] += (per_step[guided, reuse] - rows) * clips
+
+    z = torch.zeros(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=pipe.device, dtype=pipe.dtype)
+    decode, _, _ = count_flops(lambda: pipe.vae.decode(z / cfg.vae_scaling_factor))
+    stages["vae decode"] = decode * f * clips
+    return VideoFlops(seconds, frames, clips, stages, per_step)

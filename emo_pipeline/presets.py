@@ -1,0 +1,98 @@
+"""Named sampling presets and the per-step plan they give.
+
+`quality` is Hallo's own sampling (40 DDIM steps, guidance on every step) and equals the exact
+default. The faster presets trade some fidelity for time, each in a way that is said plainly:
+a multistep solver with fewer steps, guidance only on the early steps (where the face's pose
+and mouth shape are decided; later steps refine texture), and DeepCache-style reuse of the
+low-resolution features between neighbouring steps. What each costs in fidelity is measured
+by benchmarks/fidelity.py and stated in the README.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from .schedulers import SCHEDULERS
+
+if TYPE_CHECKING:
+    from .config import EMOConfig
+    from .pipeline import SamplingOptions
+
+
+@dataclass(frozen=True)
+class Preset:
+    scheduler: str
+    steps: int
+    guidance_interval: tuple[float, float]
+    cache_interval: int
+    summary: str
+
+
+PRESETS: dict[str, Preset] = {
+    "quality": Preset("ddim", 40, (0.0, 1.0), 1, "Hallo's sampling: 40 DDIM steps, guidance on every step"),
+    "balanced": Preset("dpmpp_2m", 20, (0.0, 1.0), 1, "20 DPM-Solver++ 2M steps, guidance on every step"),
+    "fast": Preset("unipc", 12, (0.0, 0.5), 2,
+                   "12 UniPC steps, guidance on the first half, deep features reused every other step"),
+}
+
+
+def resolve_options(options: "SamplingOptions", config: "EMOConfig") -> "SamplingOptions":
+    """Every field set: the options' own values first, then the preset's, then the exact default."""
+    preset = None
+    if options.preset is not None:
+        try:
+            preset = PRESETS[options.preset]
+        except KeyError:
+            raise ValueError(f"Unknown preset {options.preset!r}; choose one of {', '.join(PRESETS)}") from None
+
+    def pick(value, preset_value, default):
+        if value is not None:
+            return value
+        return preset_value if preset is not None else default
+
+    resolved = dataclasses.replace(
+        options,
+        steps=pick(options.steps, preset and preset.steps, config.steps),
+        scheduler=pick(options.scheduler, preset and preset.scheduler, "ddim"),
+        guidance_interval=tuple(pick(options.guidance_interval, preset and preset.guidance_interval, (0.0, 1.0))),
+        cache_interval=pick(options.cache_interval, preset and preset.cache_interval, 1),
+        guidance_scale=config.guidance_scale if options.guidance_scale is None else options.guidance_scale,
+        frames_per_clip=options.frames_per_clip or config.frames_per_clip,
+        motion_frames=config.motion_frames if options.motion_frames is None else options.motion_frames,
+    )
+    check_options(resolved)
+    return resolved
+
+
+def check_options(options: "SamplingOptions") -> None:
+    problems = []
+    if options.steps < 1:
+        problems.append(f"steps must be at least 1, not {options.steps}")
+    if options.scheduler not in SCHEDULERS:
+        problems.append(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
+    start, end = options.guidance_interval
+    if not 0.0 <= start <= end <= 1.0:
+        problems.append(f"guidance_interval must be (start, end) with 0 <= start <= end <= 1, not {(start, end)}")
+    if options.cache_interval < 1:
+        problems.append(f"cache_interval must be 1 (off) or more, not {options.cache_interval}")
+    if options.motion_frames < 0:
+        problems.append("motion_frames must be 0 or more")
+    if problems:
+        raise ValueError("Invalid sampling options: " + "; ".join(problems))
+
+
+def step_plan(steps: int, use_cfg: bool, guidance_interval: tuple[float, float],
+              cache_interval: int) -> list[tuple[bool, bool]]:
+    """(guided, reuse deep features) for each step. Step i is guided when i/steps lies in the
+    interval (the end step included when the interval reaches 1); every `cache_interval`-th step,
+    starting with the first, is a full pass and the others reuse it."""
+    start, end = guidance_interval
+    plan = []
+    for i in range(steps):
+        position = i / steps
+        guided = use_cfg and start <= position and (position < end or end >= 1.0)
+        reuse = cache_interval > 1 and i % cache_interval != 0
+        plan.append((guided, reuse))
+    return plan
