@@ -9,6 +9,9 @@ from pathlib import Path
 
 import torch
 
+from .presets import PRESETS
+from .schedulers import SCHEDULERS
+
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "net.safetensors"
@@ -24,11 +27,23 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
     gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
     gen.add_argument("--seed", type=int, default=0)
-    gen.add_argument("--steps", type=int, help="denoising steps (default: the model's, 40 for Hallo)")
+    gen.add_argument("--preset", choices=list(PRESETS),
+                     help="sampling preset: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
+                     + " (default: the model's own sampling, which for Hallo is quality)")
+    gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's, else the model's: 40 for Hallo)")
     gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
     gen.add_argument("--frames-per-clip", type=int)
     gen.add_argument("--motion-frames", type=int)
-    gen.add_argument("--scheduler", default="ddim", choices=["ddim", "dpmpp_2m", "euler", "unipc"])
+    gen.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the preset's, else ddim")
+    gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
+                     help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
+    gen.add_argument("--cache-interval", type=int,
+                     help="DeepCache: a full pass every N steps, the ones between reuse its deep features (1: off)")
+    gen.add_argument("--low-vram", action="store_true",
+                     help="for 8 GB cards: guided rows one after the other, VAE decodes frame by frame, chunked attention")
+    gen.add_argument("--fp8-weights", action="store_true",
+                     help="store the network's weights in fp8 (half the memory; small quality loss)")
+    gen.add_argument("--compile", action="store_true", help="torch.compile the denoiser (minutes to compile once)")
     gen.add_argument("--fps", type=float, help="video frame rate (default: the model's, 25)")
     gen.add_argument("--head-speed", type=float, help="head rotation speed (EMO speed layers only)")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -95,24 +110,28 @@ def generate(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     started = time.perf_counter()
+    memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile)
     if args.model:
         from .components import load_pipeline
 
         print(f"Loading model from {args.model} ...")
-        pipe = load_pipeline(args.model, device, dtype)
+        pipe = load_pipeline(args.model, device, dtype, **memory)
     elif DEMO_MODEL.is_file() and not args.random:
         from .components import load_pipeline
 
         print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
               "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
               "Pass --model <folder> (e.g. Hallo's weights) for photographs.")
-        pipe = load_pipeline(DEMO_MODEL, device, dtype)
+        pipe = load_pipeline(DEMO_MODEL, device, dtype, **memory)
     else:
         from .tiny import tiny_components
 
         print("No --model given: using a tiny RANDOM-WEIGHT model. The video will be noise; this run only "
               "checks that the pipeline works. Pass --model <folder> (e.g. Hallo's weights) for real output.")
-        pipe = EMOPipeline(*tiny_components(), device=device, dtype=dtype)
+        pipe = EMOPipeline(*tiny_components(), device=device, dtype=dtype, low_vram=args.low_vram,
+                           compile=args.compile)
+        if args.fp8_weights:
+            pipe.store_weights_fp8()
     if args.image:
         image = load_image(args.image)
     else:
@@ -141,8 +160,10 @@ def generate(args: argparse.Namespace) -> int:
     else:
         portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
     options = SamplingOptions(
-        seed=args.seed, steps=args.steps, guidance_scale=args.cfg, frames_per_clip=args.frames_per_clip,
-        motion_frames=args.motion_frames, scheduler=args.scheduler, head_speed=args.head_speed,
+        seed=args.seed, preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
+        frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        cache_interval=args.cache_interval, head_speed=args.head_speed,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress),
     )
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {device} ...")

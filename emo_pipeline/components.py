@@ -22,6 +22,7 @@ import torch
 
 from .audio.encoder import AudioEncoder
 from .loading import PICKLE_SUFFIXES, load_net
+from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
 
 NET_NAMES = ("net.safetensors", "net.pth")
@@ -61,9 +62,12 @@ def _find_part(roots: list[Path], names: tuple[str, ...], what: str) -> Path:
 
 
 def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
-                  shared: tuple[Path, ...] = (), vae: str | Path | None = None) -> EMOPipeline:
+                  shared: tuple[Path, ...] = (), vae: str | Path | None = None, *, low_vram: bool = False,
+                  fp8_weights: bool = False, compile: bool = False) -> EMOPipeline:
     """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype`.
-    `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/)."""
+    `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/).
+    With `fp8_weights` the network is loaded on the CPU, stored in fp8 there, then moved, so the
+    device never holds it in full precision. `low_vram` and `compile`: see EMOPipeline."""
     from .vae import load_vae
 
     model = Path(model)
@@ -74,6 +78,8 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
             roots.append(root)
     vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
     wav2vec_path = _find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)")
-    net = load_net(net_path, device=device, dtype=dtype)
+    net = load_net(net_path, device="cpu" if fp8_weights else device, dtype=dtype)
+    if fp8_weights:
+        store_weights_fp8(net)
     return EMOPipeline(net, load_vae(vae_path, dtype=dtype), AudioEncoder.from_pretrained(wav2vec_path),
-                       device=device, dtype=dtype)
+                       device=device, dtype=dtype, low_vram=low_vram, compile=compile)

@@ -11,10 +11,14 @@ counted apart. Kernel workspaces and allocator fragmentation are not in it.
 from __future__ import annotations
 
 import math
+import weakref
 from dataclasses import dataclass, field
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
 from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.weak import WeakIdKeyDictionary
 
 from .audio.encoder import frame_count
 from .config import EMOConfig
@@ -43,13 +47,19 @@ def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", d
     from .audio.encoder import AudioEncoder
     from .models import EMONet
 
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)  # built in the target precision: fake tensors cannot be converted
+    try:
+        with torch.device(device):
+            net = EMONet(config)
+            vae = AutoencoderKL(
+                down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
+            )
+    finally:
+        torch.set_default_dtype(previous)
     with torch.device(device):
-        net = EMONet(config).to(dtype)
-        vae = AutoencoderKL(
-            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-        )
-        wav2vec = Wav2Vec2Model(Wav2Vec2Config())
+        wav2vec = Wav2Vec2Model(Wav2Vec2Config())  # fp32, as the pipeline runs it (Hallo too)
     return EMOPipeline(net, vae, AudioEncoder(wav2vec), device=device, dtype=dtype, low_vram=low_vram)
 
 
@@ -81,14 +91,12 @@ class VideoFlops:
         return (self.total if stage is None else self.stages[stage]) / self.seconds
 
 
-def _probe_portrait(pipe: EMOPipeline):
+def _probe_portrait(cfg: EMOConfig):
+    """A grey portrait with a centred face box, on the CPU (its masks are computed from values)."""
     from .portrait import prepare_portrait
 
-    cfg = pipe.config
     image = torch.full((cfg.sample_size, cfg.sample_size, 3), 0.5)
-    portrait = prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size,
-                                face_box=(0.3, 0.25, 0.7, 0.75))
-    return portrait.to(pipe.device, pipe.dtype)
+    return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, face_box=(0.3, 0.25, 0.7, 0.75))
 
 
 def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps: float | None = None) -> VideoFlops:
@@ -106,7 +114,7 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
 
     speech = torch.zeros(round(seconds * rate), device=pipe.device)
     stages["wav2vec"], _, audio = count_flops(pipe._encode_speech, speech, fps, f)
-    portrait = _probe_portrait(pipe)
+    portrait = _probe_portrait(cfg).to(pipe.device, pipe.dtype)
 
     def static():
         ref_latent = pipe.encode_images(portrait.pixels[None])
@@ -153,3 +161,141 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
     decode, _, _ = count_flops(lambda: pipe.vae.decode(z / cfg.vae_scaling_factor))
     stages["vae decode"] = decode * f * clips
     return VideoFlops(seconds, frames, clips, stages, per_step)
+
+
+class ActivationTracker(TorchDispatchMode):
+    """Bytes of the tensors alive, as ops create them and Python frees them; `peak` is the largest
+    total since the last `reset`. Storages are counted once however many views share them.
+    Tensors that existed before (weights) are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = 0
+        self.peak = 0
+        self._seen: WeakIdKeyDictionary = WeakIdKeyDictionary()
+
+    def reset(self) -> None:
+        self.peak = self.live
+
+    def _free(self, nbytes: int) -> None:
+        self.live -= nbytes
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        inputs = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)}
+        for t in tree_flatten(out)[0]:
+            if isinstance(t, torch.Tensor):
+                storage = t.untyped_storage()
+                if id(storage) not in inputs and storage not in self._seen:  # not a view or in-place result
+                    nbytes = storage.nbytes()
+                    self._seen[storage] = nbytes
+                    self.live += nbytes
+                    weakref.finalize(storage, self._free, nbytes)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+@dataclass
+class ClipMemory:
+    """Peak bytes (besides the weights) of one clip's stages, and the weights' bytes."""
+
+    weights: int
+    reference_net: int  # the clip's preparation: ReferenceNet, motion-frame encoding, audio tokens
+    resident: int  # what stays for the clip's steps: conditions, cached projections, latents
+    denoising: int  # the largest step, `resident` included
+    vae_decode: int  # one decode chunk
+
+    @property
+    def activations(self) -> int:
+        return max(self.reference_net, self.denoising, self.vae_decode)
+
+    @property
+    def total(self) -> int:
+        return self.weights + self.activations
+
+
+def module_bytes(*modules: torch.nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for m in modules for t in [*m.parameters(), *m.buffers()])
+
+
+def fake_pipeline(pipe_or_config: EMOPipeline | EMOConfig, dtype: torch.dtype = torch.float16) -> EMOPipeline:
+    """A pipeline of the same architecture on fake tensors (no memory, no compute): of `pipe`'s
+    network, VAE and wav2vec configs (with its fp8 storage and low-VRAM setting), or of a config
+    with the full-size VAE and wav2vec2 shapes. Call inside a FakeTensorMode."""
+    if isinstance(pipe_or_config, EMOConfig):
+        return full_size_pipeline(pipe_or_config, device="cpu", dtype=dtype)
+    from diffusers import AutoencoderKL
+    from transformers import Wav2Vec2Model
+
+    from .audio.encoder import AudioEncoder
+    from .models import EMONet
+    from .models.fp8 import has_fp8_weights, store_weights_fp8
+
+    pipe = pipe_or_config
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(pipe.dtype)
+    try:
+        net = EMONet(pipe.config)
+        vae = AutoencoderKL.from_config(pipe.vae.config)
+    finally:
+        torch.set_default_dtype(previous)
+    if has_fp8_weights(pipe.net):
+        store_weights_fp8(net)
+    wav2vec = Wav2Vec2Model(pipe.audio_encoder.model.config)
+    return EMOPipeline(net, vae, AudioEncoder(wav2vec), dtype=pipe.dtype, low_vram=pipe.low_vram)
+
+
+def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOptions, dtype: torch.dtype = torch.float16,
+                low_vram: bool | None = None, fp8_weights: bool = False) -> ClipMemory:
+    """Peak memory of one clip, counted on fake tensors (nothing is allocated or computed): of a
+    pipeline's architecture and settings, or of a config at full size in `dtype` (with `low_vram`
+    and `fp8_weights` choosing the mode)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from .models.attention import attention_score_budget
+    from .pipeline import LOW_VRAM_SCORE_BUDGET
+
+    config = pipe_or_config if isinstance(pipe_or_config, EMOConfig) else pipe_or_config.config
+    probe = _probe_portrait(config)
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        pipe = fake_pipeline(pipe_or_config, dtype)
+        if fp8_weights:
+            pipe.store_weights_fp8()
+        if low_vram is not None:
+            pipe.low_vram = low_vram
+        low_vram, dtype = pipe.low_vram, pipe.dtype
+        weights = module_bytes(pipe.net, pipe.vae, pipe.audio_encoder.model)
+        opts = resolve_options(options, config)
+        cfg, f = config, opts.frames_per_clip
+        use_cfg = opts.guidance_scale > 1.0
+        plan = step_plan(opts.steps, use_cfg, opts.guidance_interval, opts.cache_interval)
+        tracker = ActivationTracker()
+        budget = LOW_VRAM_SCORE_BUDGET if low_vram else None
+        with tracker, torch.no_grad(), attention_score_budget(budget):
+            audio = pipe._encode_speech(torch.zeros(round(cfg.audio_sample_rate * f / cfg.fps)), cfg.fps, f)
+            portrait = probe.to(pipe.device, dtype)
+            ref_latent = pipe.encode_images(portrait.pixels[None])
+            conds = pipe.static_conditions(portrait, use_cfg)
+            previous = torch.zeros(max(opts.motion_frames, 1), cfg.sample_size, cfg.sample_size, 3)
+            tracker.reset()
+            cond = pipe.clip_conditions(portrait, ref_latent, conds, audio, 1, previous, opts, use_cfg,
+                                        torch.Generator().manual_seed(0))
+            reference_peak = tracker.peak
+            denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, low_vram,
+                               DeepFeatureCache() if opts.cache_interval > 1 else None)
+            del cond
+            latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, dtype=dtype)
+            t = torch.tensor(500)
+            resident = tracker.live
+            tracker.reset()
+            for guided, reuse in sorted(set(plan), key=lambda kind: kind[1]):  # full steps before reuse ones
+                denoise(latents, t, guided, reuse)
+            denoising_peak = tracker.peak
+            del denoise
+            chunk = 1 if low_vram else opts.decode_chunk_size
+            z = torch.zeros(min(chunk, f), cfg.latent_channels, cfg.latent_size, cfg.latent_size, dtype=dtype)
+            tracker.reset()
+            start = tracker.live
+            pipe.vae.decode(z / cfg.vae_scaling_factor)
+            decode_peak = tracker.peak - start
+    return ClipMemory(weights, reference_peak, resident, denoising_peak, decode_peak)

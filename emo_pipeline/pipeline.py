@@ -18,11 +18,13 @@ import torch
 import torch.nn.functional as F
 
 from .audio.encoder import AudioEncoder, frame_count, normalize_speech
+from .compile import CompiledModule
 from .config import EMOConfig
 from .models import BackboneConditions, EMONet
 from .models.frame_windows import frame_windows
 from .models.attention import attention_score_budget
 from .models.deep_cache import DeepFeatureCache
+from .models.fp8 import move, store_weights_fp8
 from .portrait import Portrait, prepare_portrait
 from .presets import resolve_options, step_plan
 from .schedulers import make_scheduler
@@ -114,10 +116,12 @@ LOW_VRAM_SCORE_BUDGET = 2**28
 class EMOPipeline:
     """`low_vram`: guided rows run one after the other instead of as one batch, the VAE decodes
     one frame at a time and attention is split so that no call holds its full score matrix.
-    Frames are the same as without it, within round-off."""
+    Frames are the same as without it, within round-off. `compile`: the Backbone runs through
+    torch.compile (see compile.py)."""
 
     def __init__(self, net: EMONet, vae: torch.nn.Module, audio_encoder: AudioEncoder,
-                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, low_vram: bool = False) -> None:
+                 device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32, low_vram: bool = False,
+                 compile: bool = False) -> None:
         shrink = vae_downscale(vae)
         if shrink and shrink != net.config.vae_downscale:
             raise ValueError(
@@ -128,6 +132,8 @@ class EMOPipeline:
         self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
         self.low_vram = low_vram
+        self._compiled = CompiledModule(self.net.denoising_unet)
+        self.compile = compile
         self.device, self.dtype = torch.device("cpu"), torch.float32
         # Seconds spent per stage, summed over calls; filled only when `profile` is on (it syncs the GPU).
         self.profile = False
@@ -150,15 +156,21 @@ class EMOPipeline:
     def config(self) -> EMOConfig:
         return self.net.config
 
+    def store_weights_fp8(self) -> "EMOPipeline":
+        """Keep the network's linear and conv weights in scaled fp8 (half the memory of fp16),
+        up-cast per layer when it runs. The VAE and wav2vec keep their precision."""
+        store_weights_fp8(self.net)
+        return self
+
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> "EMOPipeline":
-        """Move every model once; they then stay there between calls."""
+        """Move every model once; they then stay there between calls. `dtype` is the precision the
+        models compute in (and store in, unless the network's weights are stored in fp8)."""
         device, dtype = torch.device(device), dtype or self.dtype
         check_dtype_supported(device, dtype)
-        self.net.to(device=device, dtype=dtype)
-        # nn.Module.to: diffusers' own `to` warns about fp32-only modules, which AutoencoderKL has none of.
-        torch.nn.Module.to(self.vae, device=device, dtype=dtype)
+        move(self.net, device, dtype)  # fp8-stored weights stay fp8
+        move(self.vae, device, dtype)
         # wav2vec stays in fp32, as in Hallo: it is small and its features feed every frame.
-        self.audio_encoder.model.to(device=device, dtype=torch.float32)
+        move(self.audio_encoder.model, device, torch.float32)
         self.device, self.dtype = device, dtype
         return self
 
@@ -259,8 +271,10 @@ class EMOPipeline:
         done_steps = 0
         for clip in range(total_clips):
             cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator)
-            denoise = Denoiser(net.denoising_unet, cond, use_cfg, opts.guidance_scale, self.low_vram,
+            backbone = self._compiled if self.compile else net.denoising_unet
+            denoise = Denoiser(backbone, cond, use_cfg, opts.guidance_scale, self.low_vram,
                                DeepFeatureCache() if opts.cache_interval > 1 else None)
+            del cond  # the denoiser holds what it needs (in low-VRAM mode, only per-item copies)
             latents = torch.randn(latent_shape, generator=generator, dtype=dtype).to(device)
             scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
             scheduler.set_timesteps(steps, device=device)
@@ -279,7 +293,7 @@ class EMOPipeline:
                     opts.callbacks.on_preview(estimate if estimate is not None else latents)
                 if opts.callbacks.on_step:
                     opts.callbacks.on_step(StepInfo(done_steps, steps * total_clips, clip, total_clips, int(t)))
-            del denoise, cond
+            del denoise
             flat = latents[0].transpose(0, 1)  # [F, 4, h, w]
             with self._stage("vae decode"):
                 frames = self.decode_latents(flat, decode_chunk)
@@ -389,9 +403,11 @@ class Denoiser:
     def __init__(self, unet: torch.nn.Module, cond: BackboneConditions, use_cfg: bool, guidance: float,
                  one_by_one: bool, deep_cache: DeepFeatureCache | None) -> None:
         self.unet, self.guidance, self.deep_cache = unet, guidance, deep_cache
-        last = cond.batch - 1  # the conditional item (the only one without guidance)
-        self.groups = {True: [cond.select([i]) for i in range(cond.batch)] if one_by_one else [cond],
-                       False: [cond.select([last]) if use_cfg else cond]}
+        if one_by_one and cond.batch > 1:
+            items = [cond.select([i]) for i in range(cond.batch)]
+            self.groups = {True: items, False: items[-1:]}  # the last item is the conditional one
+        else:
+            self.groups = {True: [cond], False: [cond.select([cond.batch - 1]) if use_cfg else cond]}
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, guided: bool, reuse: bool) -> torch.Tensor:
         if self.deep_cache is not None:

@@ -98,10 +98,20 @@ class LoadEMOModel:
             "optional": {
                 "vae_name": ([VAE_BESIDE] + folder_paths.get_filename_list("vae"), {"default": VAE_BESIDE,
                              "tooltip": "sd-vae-ft-mse: from models/emo (vae/), or a file in ComfyUI's models/vae."}),
+                "memory_mode": (["normal", "low_vram"], {"default": "normal",
+                                "tooltip": "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
+                                           "frame by frame, attention in pieces. Same frames, somewhat slower."}),
+                "weight_storage": (["as loaded", "fp8_e4m3fn"], {"default": "as loaded",
+                                   "tooltip": "fp8_e4m3fn keeps the network's weights in 8 bits (Hallo: ~2.5 GB "
+                                              "instead of 4.9 GB), up-cast layer by layer; a small quality loss."}),
+                "compile": ("BOOLEAN", {"default": False,
+                            "tooltip": "torch.compile the denoiser: faster steps after a compile of some minutes on "
+                                       "first use; falls back to normal running where no compiler works."}),
             },
         }
 
-    def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE):
+    def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE,
+             memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False):
         root = register_model_folder()
         path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
         if path is None:
@@ -115,8 +125,11 @@ class LoadEMOModel:
         shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
         try:
             vae = None if vae_name == VAE_BESIDE else folder_paths.get_full_path("vae", vae_name)
-            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae)
+            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae,
+                                     low_vram=memory_mode == "low_vram", fp8_weights=weight_storage == "fp8_e4m3fn",
+                                     compile=compile)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} " + HELP.format(folder=root)) from None
-        logging.info("EMO: loaded %s (%s, %s)", checkpoint, pipeline.config.name, str(dtype).replace("torch.", ""))
+        logging.info("EMO: loaded %s (%s, %s, %s%s)", checkpoint, pipeline.config.name, str(dtype).replace("torch.", ""),
+                     memory_mode, ", fp8 weights" if weight_storage == "fp8_e4m3fn" else "")
         return (EMOModel(pipeline, checkpoint, load_device),)

@@ -9,16 +9,26 @@ import comfy.model_management as mm
 import comfy.utils
 import latent_preview
 
+from ..emo_pipeline.cost import clip_memory
 from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
+from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
 
 
-def activation_bytes(pipeline, frames: int, motion: int) -> int:
-    """Rough peak activation memory of one guided denoising step, for ComfyUI's memory planning."""
-    cfg = pipeline.config
-    latent = cfg.latent_size
-    element = torch.finfo(pipeline.dtype).bits // 8
-    return 2 * (frames + motion) * cfg.block_out_channels[0] * latent * latent * element * 40
+PRESET_CHOICES = ["custom", *PRESETS]
+_activations: dict[tuple, int] = {}
+
+
+def activation_bytes(pipeline, options: SamplingOptions) -> int:
+    """Peak memory of one clip besides the weights (ReferenceNet, a denoising step, a VAE decode
+    chunk), counted on fake tensors of this model and these settings, for ComfyUI's memory
+    planning. Counted once per model and settings (a few seconds at full size)."""
+    key = (pipeline.config.to_json(), pipeline.dtype, pipeline.low_vram, options.steps, options.guidance_scale,
+           options.frames_per_clip, options.motion_frames, options.guidance_interval, options.cache_interval,
+           options.decode_chunk_size, options.preset)
+    if key not in _activations:
+        _activations[key] = clip_memory(pipeline, options).activations
+    return _activations[key]
 
 
 class EMOSampler:
@@ -56,15 +66,36 @@ class EMOSampler:
                                          "tooltip": "Head turn per frame (radians of yaw, the sign is the direction; "
                                                     "0.05 is brisk). EMO models' speed layers only; Hallo weights "
                                                     "ignore it."}),
+                "preset": (PRESET_CHOICES, {"default": "custom",
+                           "tooltip": "custom: the widgets decide. Otherwise the preset sets steps, scheduler, "
+                                      "guidance end and cache interval (those widgets are ignored): "
+                                      + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())}),
+                "guidance_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
+                                 "tooltip": "Share of the steps that use guidance (from the start); the later "
+                                            "steps run the conditional half only. 1: every step, as Hallo."}),
+                "cache_interval": ("INT", {"default": 1, "min": 1, "max": 8,
+                                   "tooltip": "DeepCache: a full pass every N steps; the steps between reuse its "
+                                              "low-resolution features (about half the work). 1: off."}),
             },
         }
 
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0):
+               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
+               preset="custom", guidance_end=1.0, cache_interval=1):
         config = model.pipeline.config
         f = frames_per_clip or config.frames_per_clip
         n = config.motion_frames if motion_frames < 0 else motion_frames
-        pipeline = model.load(memory_required=activation_bytes(model.pipeline, f, n))
+        if preset == "custom":
+            knobs = dict(preset=None, steps=steps, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
+                         cache_interval=cache_interval)
+        else:
+            knobs = dict(preset=preset)
+        options = resolve_options(SamplingOptions(
+            seed=seed, guidance_scale=cfg, frames_per_clip=f, motion_frames=n,
+            region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
+            head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
+        pipeline = model.load(memory_required=activation_bytes(model.pipeline, options))
+        steps = options.steps
         total_clips = -(-audio.num_frames // f)
         bar = comfy.utils.ProgressBar(total_clips * steps)
         previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
@@ -79,13 +110,8 @@ class EMOSampler:
         def on_preview(x0):
             latest["x0"] = x0
 
-        options = SamplingOptions(
-            seed=seed, steps=steps, guidance_scale=cfg, frames_per_clip=f, motion_frames=n, scheduler=scheduler,
-            region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
-            head_speed=head_speed if config.has_speed_layers else None,
-            callbacks=Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
-                                on_preview=on_preview if previewer is not None else None),
-        )
+        options.callbacks = Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
+                                      on_preview=on_preview if previewer is not None else None)
         size = config.sample_size
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0

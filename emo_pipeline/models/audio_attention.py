@@ -16,6 +16,7 @@ from diffusers.models.attention import FeedForward
 from torch import nn
 
 from .attention import ProjectionCache, attend, make_attention, row_runs
+from .fp8 import compute_weight
 
 
 @dataclass
@@ -41,7 +42,7 @@ def _zero_conv(dim: int) -> nn.Conv2d:
 
 def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     # A 1x1 conv over [N, H*W, C] tokens is a linear map of the channels: no reshape to a square grid.
-    return F.linear(x, conv.weight.flatten(1), conv.bias)
+    return F.linear(x, compute_weight(conv, x.dtype).flatten(1), conv.bias)
 
 
 class AudioTransformerBlock(nn.Module):
@@ -97,7 +98,7 @@ class AudioTransformerBlock(nn.Module):
             if conv is None:
                 y = bias.expand_as(h)
             else:
-                y = weight * (_per_token(_rows_of(mask, rows)) * (conv.weight.flatten(1) @ bias) + conv.bias)
+                y = weight * (_per_token(_rows_of(mask, rows)) * (compute_weight(conv, bias.dtype).flatten(1) @ bias) + conv.bias)
             out = y if out is None else out + y
         return out.expand_as(h)
 

@@ -33,4 +33,4 @@ class SpeedEncoder(nn.Module):
         """speed [B, F] (radians per frame) → embedding [B, F, embed_dim]."""
         buckets = speed_buckets(speed.float(), self.centers.float(), self.radii.float())
         windows = frame_windows(buckets, self.context).flatten(2)
-        return self.mlp(windows.to(self.mlp[0].weight.dtype))
+        return self.mlp(windows.to(self.mlp[0].bias.dtype))  # bias: the weight may be stored in fp8

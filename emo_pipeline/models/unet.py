@@ -88,7 +88,7 @@ class UNetSkeleton(nn.Module):
 
     def time_embed(self, timestep: torch.Tensor, batch: int) -> torch.Tensor:
         t = timestep.reshape(-1).expand(batch) if timestep.numel() == 1 else timestep
-        emb = self.time_proj(t).to(self.time_embedding.linear_1.weight.dtype)
+        emb = self.time_proj(t).to(self.time_embedding.linear_1.bias.dtype)  # the weight may be fp8
         return self.time_embedding(emb)
 
     gradient_checkpointing = False  # training: recompute each block in backward instead of storing it

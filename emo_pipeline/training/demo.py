@@ -91,7 +91,9 @@ def _frames(folder: Path, size: int) -> torch.Tensor:
     return torch.cat([read_frames(p, size)[0] for p in sorted(folder.iterdir()) if p.suffix in VIDEO_SUFFIXES])
 
 
-def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None):
+def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None,
+                       **options):
+    """A held-out clip's video from its first frame and its audio; `options` go to SamplingOptions."""
     from ..media import load_audio
     from ..pipeline import SamplingOptions
     from .dataset import read_frames
@@ -106,7 +108,7 @@ def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_
         order = torch.randperm(len(pieces), generator=gen).tolist()
         audio.features = torch.cat([pieces[i] for i in order])
     portrait = pipe.prepare_portrait(frames[0].float() / 255, face_box=tuple(meta["face_box"]))
-    video = pipe.generate(portrait, audio, SamplingOptions(seed=seed, head_speed=head_speed))
+    video = pipe.generate(portrait, audio, SamplingOptions(seed=seed, head_speed=head_speed, **options))
     return video, meta, frames
 
 
