@@ -200,6 +200,7 @@ class ClipMemory:
     """Peak bytes (besides the weights) of one clip's stages, and the weights' bytes."""
 
     weights: int
+    baseline: int  # alive before the clip: the portrait's tensors and latents, the audio features
     reference_net: int  # the clip's preparation: ReferenceNet, motion-frame encoding, audio tokens
     resident: int  # what stays for the clip's steps: conditions, cached projections, latents
     denoising: int  # the largest step, `resident` included
@@ -277,6 +278,7 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
             ref_latent = pipe.encode_images(portrait.pixels[None])
             conds = pipe.static_conditions(portrait, use_cfg)
             previous = torch.zeros(max(opts.motion_frames, 1), cfg.sample_size, cfg.sample_size, 3)
+            baseline = tracker.live
             tracker.reset()
             cond = pipe.clip_conditions(portrait, ref_latent, conds, audio, 1, previous, opts, use_cfg,
                                         torch.Generator().manual_seed(0))
@@ -298,4 +300,4 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
             start = tracker.live
             pipe.vae.decode(z / cfg.vae_scaling_factor)
             decode_peak = tracker.peak - start
-    return ClipMemory(weights, reference_peak, resident, denoising_peak, decode_peak)
+    return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, decode_peak)
