@@ -1,0 +1,492 @@
+"""One guided denoising step of Hallo's own network and of ours, on the same random weights.
+
+Hallo's network (imported from a checkout of fudan-generative-vision/hallo named by HALLO_PATH,
+never copied here) is built as its inference script builds it: the reference UNet and the
+denoising UNet from the SD1.5 UNet config (only the config is needed, no SD1.5 weights), the
+denoising UNet with the `unet_additional_kwargs` of the checkout's configs/inference/default.yaml,
+plus the face locator and the identity and audio projections. Every floating parameter is drawn
+at random with a fixed seed (normalisation scales around 1, everything else around 0, so that
+the zero-initialised layers are not zero), and our EMONet takes the very same tensors (same
+state-dict keys, loaded with `assign=True`: one copy of the weights in memory).
+
+Both sides then get the same inputs: noisy latents, timestep, identity embedding, face-region
+mask, background/face/lip masks, audio features, and the latents of the portrait and the motion
+frames (random latents: no VAE is run). Each side runs its ReferenceNet once on the portrait and
+motion frames, as at the start of a clip, and is then timed on one guided step (both batch
+items, [unconditional, conditional], and the guidance `uncond + 3.5 * (cond - uncond)`), the two
+sides alternating so that both see the same machine state. The relative difference of the two
+predictions, max|ours - hallo| / max|hallo|, is printed with the times.
+
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py                # 128², 4 frames
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --size 512 --frames 16 --repeats 3
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --flops        # 512², 16+2 frames, fp16
+
+The network always has its full channel widths (SD1.5's 320/640/1280/1280): its fp32 weights
+take about 9.7 GB, held once. `--size` and `--frames` shrink only the inputs; the defaults finish
+in a few minutes on a small CPU. `--flops` counts one guided step of each network at the
+config's full size on meta tensors (no memory, no compute); `benchmarks/flops.py` imports
+`hallo_step_flops` from here for its "Hallo's own code" row.
+
+Hallo's code needs `einops` (pip install einops). Two shims make it run with today's libraries;
+both are applied here, at run time, and change nothing in Hallo's checkout or in our engine:
+
+* xformers stand-in. Hallo's motion module does `import xformers, xformers.ops` at import time,
+  but only calls xformers when memory-efficient attention is switched on, which Hallo's
+  inference never does. An empty module object is registered in `sys.modules` under those names
+  (after diffusers is imported, so that diffusers still sees no xformers).
+* diffusers 0.27's gradient-checkpointing flag. Hallo's inference calls
+  `enable_gradient_checkpointing()` on both UNets and never puts the denoising UNet in eval mode,
+  so that UNet runs in training mode with checkpointing on: its blocks take the
+  `if self.training and self.gradient_checkpointing:` branch, the only one that passes the motion
+  frames and `motion_scale` on (and that skips the 8x8 blocks' temporal modules). Today's
+  diffusers no longer sets that attribute through Hallo's `_set_gradient_checkpointing(module,
+  value)` override, so we do what 0.27 did: set `gradient_checkpointing = True` on every
+  submodule that has the attribute, and keep the denoising UNet in `.train()` (the reference
+  UNet in `.eval()`, as `from_pretrained` leaves it). Everything runs under `torch.no_grad()`,
+  where a checkpointed call is just the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import statistics
+import sys
+import time
+import types
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emo_pipeline.config import EMOConfig, hallo_config  # noqa: E402
+from emo_pipeline.pipeline import AudioFeatures, Denoiser, EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.portrait import Portrait, prepare_portrait  # noqa: E402
+from emo_pipeline.presets import resolve_options  # noqa: E402
+
+SEED = 0
+WEIGHT_STD = 0.02
+TIMESTEP = 500  # any step of the schedule: the network's cost does not depend on it
+FACE_BOX = (0.3, 0.25, 0.7, 0.75)  # x0, y0, x1, y1 of the square portrait
+
+# SD1.5's unet/config.json: the layout both of Hallo's UNets start from (from_pretrained_2d
+# switches the block types for the denoising UNet).
+SD15_UNET_CONFIG = {
+    "_class_name": "UNet2DConditionModel",
+    "act_fn": "silu",
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "downsample_padding": 1,
+    "dual_cross_attention": False,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "only_cross_attention": False,
+    "out_channels": 4,
+    "sample_size": 64,
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
+    "upcast_attention": False,
+    "use_linear_projection": False,
+}
+# What UNet3DConditionModel.from_pretrained_2d changes in it (use_landmark=False keeps 4 channels).
+HALLO_3D_BLOCKS = {
+    "_class_name": "UNet3DConditionModel",
+    "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
+    "up_block_types": ["UpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D", "CrossAttnUpBlock3D"],
+    "mid_block_type": "UNetMidBlock3DCrossAttn",
+}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+# ---------------------------------------------------------------------------- Hallo's code
+def hallo_checkout() -> Path:
+    """HALLO_PATH, checked; exits with a one-line message if it is not a Hallo checkout."""
+    path = os.environ.get("HALLO_PATH")
+    if not path:
+        sys.exit("HALLO_PATH is not set: set it to a checkout of fudan-generative-vision/hallo.")
+    if not (Path(path) / "hallo" / "models" / "unet_3d.py").is_file():
+        sys.exit(f"HALLO_PATH={path} is not a Hallo checkout (no hallo/models/unet_3d.py in it).")
+    return Path(path)
+
+
+def _install_xformers_stand_in() -> None:
+    """Empty `xformers` and `xformers.ops` modules (see the module docstring)."""
+    import diffusers.utils.import_utils  # noqa: F401  (decides "no xformers" before the stand-in exists)
+
+    if "xformers" in sys.modules or importlib.util.find_spec("xformers") is not None:
+        return  # the stand-in is there already, or the real xformers is installed
+    package = types.ModuleType("xformers")
+    package.__spec__ = importlib.machinery.ModuleSpec("xformers", None, is_package=True)
+    package.__path__ = []
+    ops = types.ModuleType("xformers.ops")
+    ops.__spec__ = importlib.machinery.ModuleSpec("xformers.ops", None)
+    package.ops = ops
+    sys.modules.update({"xformers": package, "xformers.ops": ops})
+
+
+def import_hallo(path: Path) -> types.SimpleNamespace:
+    """Hallo's model classes, imported from the checkout at `path`."""
+    try:
+        import einops  # noqa: F401
+    except ImportError:
+        sys.exit("Hallo's code needs einops: pip install einops")
+    from diffusers.utils import logging as diffusers_logging
+
+    # its SD1.5 config has keys its classes do not take, and it uses diffusers' deprecated LoRA layers
+    diffusers_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
+    _install_xformers_stand_in()
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+    module = lambda name: importlib.import_module(f"hallo.models.{name}")  # noqa: E731
+    return types.SimpleNamespace(
+        UNet2DConditionModel=module("unet_2d_condition").UNet2DConditionModel,
+        UNet3DConditionModel=module("unet_3d").UNet3DConditionModel,
+        FaceLocator=module("face_locator").FaceLocator,
+        ImageProjModel=module("image_proj").ImageProjModel,
+        AudioProjModel=module("audio_proj").AudioProjModel,
+        ReferenceAttentionControl=module("mutual_self_attention").ReferenceAttentionControl,
+    )
+
+
+def hallo_inference_settings(path: Path) -> dict:
+    """Hallo's configs/inference/default.yaml."""
+    import yaml
+
+    return yaml.safe_load((path / "configs" / "inference" / "default.yaml").read_text())
+
+
+def enable_checkpointing_as_diffusers_027(unet: nn.Module) -> None:
+    """What `enable_gradient_checkpointing()` did in diffusers 0.27 (see the module docstring)."""
+    for module in unet.modules():
+        if hasattr(module, "gradient_checkpointing"):
+            module.gradient_checkpointing = True
+
+
+def build_hallo_net(hallo: types.SimpleNamespace, settings: dict, config: EMOConfig) -> nn.Module:
+    """Hallo's `Net` (scripts/inference.py): the same five modules under the same names, so the
+    same state-dict keys as its net.pth; modes and checkpointing flags as its inference sets them."""
+    sd15 = dict(SD15_UNET_CONFIG, block_out_channels=list(config.block_out_channels))
+    reference_unet = hallo.UNet2DConditionModel.from_config(sd15)
+    denoising_unet = hallo.UNet3DConditionModel.from_config(dict(sd15, **HALLO_3D_BLOCKS),
+                                                            **settings["unet_additional_kwargs"])
+    if "center_input_sample" not in denoising_unet.config:  # not an __init__ argument: today's diffusers drops it
+        denoising_unet.register_to_config(center_input_sample=False)
+    net = nn.Module()
+    net.reference_unet = reference_unet
+    net.denoising_unet = denoising_unet
+    net.face_locator = hallo.FaceLocator(conditioning_embedding_channels=config.block_out_channels[0])
+    net.imageproj = hallo.ImageProjModel(cross_attention_dim=denoising_unet.config.cross_attention_dim,
+                                         clip_embeddings_dim=512, clip_extra_context_tokens=4)
+    net.audioproj = hallo.AudioProjModel(seq_len=5, blocks=12, channels=768, intermediate_dim=512, output_dim=768,
+                                         context_tokens=32)
+    net.requires_grad_(False)
+    for unet in (reference_unet, denoising_unet):
+        enable_checkpointing_as_diffusers_027(unet)
+    reference_unet.eval()  # from_pretrained returns it in eval mode
+    denoising_unet.train()  # from_config leaves it in training mode, and Hallo never calls .eval()
+    return net
+
+
+@torch.no_grad()
+def randomize_(net: nn.Module, seed: int = SEED, std: float = WEIGHT_STD) -> nn.Module:
+    """Every floating parameter random normal (normalisation scales 1 + noise, the rest noise)."""
+    generator = torch.Generator().manual_seed(seed)
+    scales = {id(m.weight) for m in net.modules() if isinstance(m, (nn.GroupNorm, nn.LayerNorm))
+              and getattr(m, "weight", None) is not None}
+    for p in net.parameters():
+        if p.is_floating_point():
+            noise = torch.randn(p.shape, generator=generator, dtype=torch.float32) * std
+            p.copy_(noise + 1 if id(p) in scales else noise)
+    return net
+
+
+# ---------------------------------------------------------------------------- inputs
+@dataclass
+class StepInputs:
+    """What both sides get: one clip's inputs before either network's own preparation."""
+
+    config: EMOConfig
+    latents: torch.Tensor  # [1, 4, F, h, w]
+    timestep: torch.Tensor  # 0-dim
+    ref_latents: torch.Tensor  # [1 + n, 4, h, w]: the portrait's latent, then the n motion frames'
+    identity: torch.Tensor  # [512], the face embedding
+    audio: torch.Tensor  # [F, 12, 768]: wav2vec features, one per frame
+
+    @property
+    def frames(self) -> int:
+        return self.latents.shape[2]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype) -> "StepInputs":
+        move = lambda t: t.to(device, dtype)  # noqa: E731
+        return StepInputs(self.config, move(self.latents), self.timestep.to(device), move(self.ref_latents),
+                          move(self.identity), move(self.audio))
+
+
+def make_inputs(config: EMOConfig) -> StepInputs:
+    """Random inputs at `config`'s size, on the CPU in fp32 (fixed seed)."""
+    generator = torch.Generator().manual_seed(SEED + 1)
+    f, n, h = config.frames_per_clip, config.motion_frames, config.latent_size
+
+    def randn(*shape: int) -> torch.Tensor:
+        return torch.randn(shape, generator=generator)
+
+    return StepInputs(
+        config=config,
+        latents=randn(1, config.latent_channels, f, h, h),
+        timestep=torch.tensor(TIMESTEP),
+        ref_latents=randn(1 + n, config.latent_channels, h, h),
+        identity=randn(config.identity_dim),
+        audio=randn(f, config.audio_feature_layers, config.audio_feature_dim),
+    )
+
+
+def make_portrait(inputs: StepInputs) -> Portrait:
+    """Our portrait conditions (face-region mask, background/face/lip masks, identity), on the CPU
+    in fp32: a grey image with a face box (the masks are computed from the box, not the pixels)."""
+    cfg = inputs.config
+    image = torch.full((cfg.sample_size, cfg.sample_size, 3), 0.5)
+    return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, face_box=FACE_BOX,
+                            identity=inputs.identity)
+
+
+# ---------------------------------------------------------------------------- Hallo's step
+def hallo_guided_step(net: nn.Module, hallo: types.SimpleNamespace, inputs: StepInputs, portrait: Portrait,
+                      motion_scale: list[float], guidance: float) -> Callable[[], torch.Tensor]:
+    """Hallo's FaceAnimatePipeline up to its first step (hallo/animate/face_animate.py): the
+    reference pass, then a function that runs one guided step of its denoising UNet."""
+    f = inputs.frames
+    face_emb = inputs.identity[None]
+    encoder_hidden_states = torch.cat([net.imageproj(torch.zeros_like(face_emb)), net.imageproj(face_emb)])
+
+    writer = hallo.ReferenceAttentionControl(net.reference_unet, do_classifier_free_guidance=True, mode="write",
+                                             batch_size=1, fusion_blocks="full")
+    reader = hallo.ReferenceAttentionControl(net.denoising_unet, do_classifier_free_guidance=True, mode="read",
+                                             batch_size=1, fusion_blocks="full")
+    # the face-region image [1, 3, S, S] → "b f c h w" → repeated over the frames → [1, 3, F, S, S]
+    face_region = portrait.face_region[None, None].repeat(1, f, 1, 1, 1).transpose(1, 2)
+    face_features = net.face_locator(face_region)
+    mask_cond_fea = torch.cat([torch.zeros_like(face_features), face_features])
+
+    # image_processor.py: each level's mask viewed as [1, h*w]; inference.py repeats it over the
+    # clip's frames; the pipeline doubles it for guidance
+    def level_masks(kind: str) -> list[torch.Tensor]:
+        return [torch.cat([getattr(m, kind)[None].repeat(f, 1)] * 2) for m in portrait.masks]
+
+    # scripts/inference.py: audioproj on the clip's [1, F, 5, 12, 768] windows; zeros for guidance
+    audio_tokens = net.audioproj(_audio_windows(inputs))
+    audio_embedding = torch.cat([torch.zeros_like(audio_tokens), audio_tokens])
+
+    # the reference image and motion frames, "(b f) c h w" latents, repeated for guidance
+    t = inputs.timestep
+    net.reference_unet(inputs.ref_latents.repeat(2, 1, 1, 1), torch.zeros_like(t),
+                       encoder_hidden_states=encoder_hidden_states, return_dict=False)
+    # update() casts the reference features to fp16 by default: a no-op in Hallo's fp16 inference,
+    # a rounding of them in any other precision, so they are kept in the network's own here
+    reader.update(writer, dtype=inputs.latents.dtype)
+
+    kwargs = dict(encoder_hidden_states=encoder_hidden_states, mask_cond_fea=mask_cond_fea,
+                  full_mask=level_masks("full"), face_mask=level_masks("face"), lip_mask=level_masks("lip"),
+                  audio_embedding=audio_embedding, motion_scale=motion_scale, return_dict=False)
+
+    def step() -> torch.Tensor:
+        latent_model_input = torch.cat([inputs.latents] * 2)
+        noise_pred = net.denoising_unet(latent_model_input, t, **kwargs)[0]
+        uncond, cond = noise_pred.chunk(2)
+        return uncond + guidance * (cond - uncond)
+
+    return step
+
+
+def _audio_windows(inputs: StepInputs) -> torch.Tensor:
+    """[1, F, 5, 12, 768]: each frame's features with ±2 neighbours, clamped at the clip's ends."""
+    from emo_pipeline.models.frame_windows import frame_windows
+
+    return frame_windows(inputs.audio[None], inputs.config.audio_context)
+
+
+# ---------------------------------------------------------------------------- our step
+def build_our_pipeline(config: EMOConfig, hallo_net: nn.Module, dtype: torch.dtype) -> EMOPipeline:
+    """An EMOPipeline whose network holds Hallo's tensors (built on meta, then assigned)."""
+    from emo_pipeline.models import EMONet
+    from emo_pipeline.tiny import tiny_vae, tiny_wav2vec
+    from emo_pipeline.audio.encoder import AudioEncoder
+
+    with torch.device("meta"):
+        net = EMONet(config)
+    net.load_state_dict(hallo_net.state_dict(), strict=True, assign=True)
+    # the VAE and wav2vec are never run here (latents and audio features are given)
+    return EMOPipeline(net, tiny_vae(downscale=config.vae_downscale), AudioEncoder(tiny_wav2vec()),
+                       device=hallo_net.denoising_unet.device, dtype=dtype)
+
+
+def our_guided_step(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, region_weights: list[float],
+                    guidance: float) -> Callable[[], torch.Tensor]:
+    """Our clip preparation (static and clip conditions, the ReferenceNet pass), then a function
+    that runs one guided step."""
+    cfg = pipe.config
+    opts = resolve_options(SamplingOptions(frames_per_clip=inputs.frames, motion_frames=cfg.motion_frames,
+                                           guidance_scale=guidance, region_weights=tuple(region_weights)), cfg)
+    audio = AudioFeatures(torch.zeros(1), inputs.audio, inputs.frames, cfg.fps, inputs.frames)
+    conds = pipe.static_conditions(portrait, True)
+    # Motion frames are given as latents: the previous frames' pixels only stand in for them, and
+    # encode_images (the VAE) hands out the given motion latents instead.
+    n = cfg.motion_frames
+    previous = torch.zeros(n, cfg.sample_size, cfg.sample_size, 3, device=pipe.device, dtype=pipe.dtype) if n else None
+    pipe.encode_images = lambda pixels: inputs.ref_latents[1:1 + len(pixels)]
+    try:
+        cond = pipe.clip_conditions(portrait, inputs.ref_latents[:1], conds, audio, 0, previous, opts, True,
+                                    torch.Generator().manual_seed(SEED))
+    finally:
+        del pipe.encode_images
+    denoise = Denoiser(pipe.net.denoising_unet, cond, True, guidance, False, None)
+    return lambda: denoise(inputs.latents, inputs.timestep, True, False)
+
+
+# ---------------------------------------------------------------------------- FLOPs
+def _count(fn) -> int:
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
+def _meta_steps(config: EMOConfig, dtype: torch.dtype = torch.float16):
+    """Both guided steps, built at `config`'s size on meta tensors."""
+    from emo_pipeline.cost import full_size_pipeline
+
+    path = hallo_checkout()
+    hallo, settings = import_hallo(path), hallo_inference_settings(path)
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hallo_net = build_hallo_net(hallo, settings, config).to(dtype)
+    inputs = make_inputs(config)
+    portrait = make_portrait(inputs).to("meta", dtype)
+    inputs = inputs.to("meta", dtype)
+    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
+    with torch.no_grad():
+        hallo_step = hallo_guided_step(hallo_net, hallo, inputs, portrait, weights, config.guidance_scale)
+        pipe = full_size_pipeline(config, device="meta", dtype=dtype)
+        ours_step = our_guided_step(pipe, inputs, portrait, weights, config.guidance_scale)
+        ours_step()  # fills the clip's projection cache, as every step after a clip's first finds it
+    return hallo_step, ours_step
+
+
+def hallo_step_flops(config: EMOConfig) -> int:
+    """FLOPs of one guided denoising step of Hallo's own network at `config`'s size
+    (batch [uncond, cond], fp16, reference features and motion frames given), on meta tensors."""
+    hallo_step, _ = _meta_steps(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return _count(hallo_step)
+
+
+# ---------------------------------------------------------------------------- report
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def timed(fn) -> tuple[float, torch.Tensor]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
+    path = hallo_checkout()
+    hallo, settings = import_hallo(path), hallo_inference_settings(path)
+    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
+    guidance = float(settings["cfg_scale"])
+    print(f"machine: {machine()}")
+    print(f"sizes: {config.sample_size}² ({config.latent_size}² latents), {config.frames_per_clip} frames + "
+          f"{config.motion_frames} motion frames, batch [uncond, cond] = 2, {str(dtype)[6:]}, "
+          f"channels {'/'.join(map(str, config.block_out_channels))}, guidance {guidance:g}, motion_scale {weights}")
+
+    start = time.perf_counter()
+    torch.manual_seed(SEED)
+    hallo_net = randomize_(build_hallo_net(hallo, settings, config)).to(dtype)
+    pipe = build_our_pipeline(config, hallo_net, dtype)
+    count = sum(p.numel() for p in hallo_net.parameters())
+    ours = pipe.net.state_dict()
+    shared = all(t.data_ptr() == ours[k].data_ptr() for k, t in hallo_net.state_dict().items())
+    print(f"weights: {count / 1e9:.3f} B parameters, shared by both networks: {shared} "
+          f"(built in {time.perf_counter() - start:.0f} s)")
+
+    inputs = make_inputs(config)
+    portrait = make_portrait(inputs).to("cpu", dtype)
+    inputs = inputs.to("cpu", dtype)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.utils.checkpoint's use_reentrant notice, once per block
+        steps = {"hallo": hallo_guided_step(hallo_net, hallo, inputs, portrait, weights, guidance),
+                 "ours": our_guided_step(pipe, inputs, portrait, weights, guidance)}
+        outputs = {name: step() for name, step in steps.items()}  # warm-up (ours fills its projection cache)
+        times: dict[str, list[float]] = {name: [] for name in steps}
+        for i in range(repeats):
+            for name, step in steps.items():
+                seconds, out = timed(step)
+                times[name].append(seconds)
+                print(f"  run {i + 1} {name:5s} {seconds:8.2f} s", flush=True)
+                if i == 0:
+                    outputs[name] = out
+    a, b = outputs["hallo"].float(), outputs["ours"].float()
+    print(f"relative difference max|ours - hallo| / max|hallo| = {(b - a).abs().max() / a.abs().max():.2e} "
+          f"(max|hallo| = {a.abs().max():.3e}, shape {list(a.shape)})")
+    medians = {name: statistics.median(t) for name, t in times.items()}
+    print(f"median of {repeats}: hallo {medians['hallo']:.2f} s, ours {medians['ours']:.2f} s, "
+          f"ours/hallo = {medians['ours'] / medians['hallo']:.3f}")
+
+
+def print_flops(config: EMOConfig) -> None:
+    hallo_step, ours_step = _meta_steps(config)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hallo, ours = _count(hallo_step), _count(ours_step)
+    print(f"one guided step at {config.sample_size}², {config.frames_per_clip} frames + {config.motion_frames} "
+          f"motion frames, batch 2, fp16 (meta tensors):")
+    print(f"  Hallo's own network: {hallo / 1e12:.3f} TFLOPs")
+    print(f"  ours:                {ours / 1e12:.3f} TFLOPs (ours/hallo = {ours / hallo:.3f})")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128, help="image size in pixels (multiple of 64)")
+    parser.add_argument("--frames", type=int, default=4, help="frames per clip (motion frames stay 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs of each side")
+    parser.add_argument("--dtype", choices=DTYPES, default="fp32")
+    parser.add_argument("--flops", action="store_true",
+                        help="count FLOPs of one guided step of each at full size (512², 16+2 frames) and exit")
+    args = parser.parse_args()
+    if args.flops:
+        print_flops(hallo_config())
+        return
+    config = hallo_config().with_overrides(sample_size=args.size, frames_per_clip=args.frames)
+    compare(config, DTYPES[args.dtype], args.repeats)
+
+
+if __name__ == "__main__":
+    main()
