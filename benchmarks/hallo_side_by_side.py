@@ -59,9 +59,10 @@ import sys
 import time
 import types
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -147,11 +148,6 @@ def import_hallo(path: Path) -> types.SimpleNamespace:
         import einops  # noqa: F401
     except ImportError:
         sys.exit("Hallo's code needs einops: pip install einops")
-    from diffusers.utils import logging as diffusers_logging
-
-    # its SD1.5 config has keys its classes do not take, and it uses diffusers' deprecated LoRA layers
-    diffusers_logging.set_verbosity_error()
-    warnings.filterwarnings("ignore", category=FutureWarning, module="diffusers")
     _install_xformers_stand_in()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
@@ -164,6 +160,23 @@ def import_hallo(path: Path) -> types.SimpleNamespace:
         AudioProjModel=module("audio_proj").AudioProjModel,
         ReferenceAttentionControl=module("mutual_self_attention").ReferenceAttentionControl,
     )
+
+
+@contextmanager
+def quiet() -> Iterator[None]:
+    """Hides the notices Hallo's code gets from today's libraries: its SD1.5 config has keys its
+    classes do not take, it builds diffusers' deprecated LoRA layers, and it calls
+    torch.utils.checkpoint without `use_reentrant` (once per block and step)."""
+    from diffusers.utils import logging as diffusers_logging
+
+    level = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            yield
+    finally:
+        diffusers_logging.set_verbosity(level)
 
 
 def hallo_inference_settings(path: Path) -> dict:
@@ -316,7 +329,9 @@ def hallo_guided_step(net: nn.Module, hallo: types.SimpleNamespace, inputs: Step
 
 
 def _audio_windows(inputs: StepInputs) -> torch.Tensor:
-    """[1, F, 5, 12, 768]: each frame's features with ±2 neighbours, clamped at the clip's ends."""
+    """[1, F, 5, 12, 768]: each frame's features with ±2 neighbours, clamped at the clip's ends.
+    (Hallo's own `process_audio_emb` does the same, but lives in scripts/inference.py, which
+    imports its whole data pipeline; ours makes the same windows for both sides.)"""
     from emo_pipeline.models.frame_windows import frame_windows
 
     return frame_windows(inputs.audio[None], inputs.config.audio_context)
@@ -325,9 +340,9 @@ def _audio_windows(inputs: StepInputs) -> torch.Tensor:
 # ---------------------------------------------------------------------------- our step
 def build_our_pipeline(config: EMOConfig, hallo_net: nn.Module, dtype: torch.dtype) -> EMOPipeline:
     """An EMOPipeline whose network holds Hallo's tensors (built on meta, then assigned)."""
+    from emo_pipeline.audio.encoder import AudioEncoder
     from emo_pipeline.models import EMONet
     from emo_pipeline.tiny import tiny_vae, tiny_wav2vec
-    from emo_pipeline.audio.encoder import AudioEncoder
 
     with torch.device("meta"):
         net = EMONet(config)
@@ -361,28 +376,29 @@ def our_guided_step(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, r
 
 
 # ---------------------------------------------------------------------------- FLOPs
-def _count(fn) -> int:
+def _count(fn: Callable[[], torch.Tensor]) -> int:
     counter = FlopCounterMode(display=False)
     with counter, torch.no_grad():
         fn()
     return counter.get_total_flops()
 
 
-def _meta_steps(config: EMOConfig, dtype: torch.dtype = torch.float16):
-    """Both guided steps, built at `config`'s size on meta tensors."""
+def _meta_steps(config: EMOConfig, ours: bool = True, dtype: torch.dtype = torch.float16):
+    """Hallo's guided step (and ours), prepared at `config`'s size on meta tensors."""
     from emo_pipeline.cost import full_size_pipeline
 
     path = hallo_checkout()
     hallo, settings = import_hallo(path), hallo_inference_settings(path)
-    with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        hallo_net = build_hallo_net(hallo, settings, config).to(dtype)
+    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
     inputs = make_inputs(config)
     portrait = make_portrait(inputs).to("meta", dtype)
     inputs = inputs.to("meta", dtype)
-    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
-    with torch.no_grad():
+    with quiet(), torch.no_grad():
+        with torch.device("meta"):
+            hallo_net = build_hallo_net(hallo, settings, config).to(dtype)
         hallo_step = hallo_guided_step(hallo_net, hallo, inputs, portrait, weights, config.guidance_scale)
+        if not ours:
+            return hallo_step, None
         pipe = full_size_pipeline(config, device="meta", dtype=dtype)
         ours_step = our_guided_step(pipe, inputs, portrait, weights, config.guidance_scale)
         ours_step()  # fills the clip's projection cache, as every step after a clip's first finds it
@@ -392,9 +408,8 @@ def _meta_steps(config: EMOConfig, dtype: torch.dtype = torch.float16):
 def hallo_step_flops(config: EMOConfig) -> int:
     """FLOPs of one guided denoising step of Hallo's own network at `config`'s size
     (batch [uncond, cond], fp16, reference features and motion frames given), on meta tensors."""
-    hallo_step, _ = _meta_steps(config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    hallo_step, _ = _meta_steps(config, ours=False)
+    with quiet():
         return _count(hallo_step)
 
 
@@ -411,13 +426,15 @@ def machine() -> str:
     return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
-def timed(fn) -> tuple[float, torch.Tensor]:
+def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
     start = time.perf_counter()
     out = fn()
     return time.perf_counter() - start, out
 
 
 def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
+    """Build both networks on the same random weights, prepare the same clip, time one guided
+    step of each (alternating, after one untimed call of each) and print the comparison."""
     path = hallo_checkout()
     hallo, settings = import_hallo(path), hallo_inference_settings(path)
     weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
@@ -429,7 +446,8 @@ def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
 
     start = time.perf_counter()
     torch.manual_seed(SEED)
-    hallo_net = randomize_(build_hallo_net(hallo, settings, config)).to(dtype)
+    with quiet():
+        hallo_net = randomize_(build_hallo_net(hallo, settings, config)).to(dtype)
     pipe = build_our_pipeline(config, hallo_net, dtype)
     count = sum(p.numel() for p in hallo_net.parameters())
     ours = pipe.net.state_dict()
@@ -440,8 +458,7 @@ def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
     inputs = make_inputs(config)
     portrait = make_portrait(inputs).to("cpu", dtype)
     inputs = inputs.to("cpu", dtype)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # torch.utils.checkpoint's use_reentrant notice, once per block
+    with torch.no_grad(), quiet():
         steps = {"hallo": hallo_guided_step(hallo_net, hallo, inputs, portrait, weights, guidance),
                  "ours": our_guided_step(pipe, inputs, portrait, weights, guidance)}
         outputs = {name: step() for name, step in steps.items()}  # warm-up (ours fills its projection cache)
@@ -456,15 +473,14 @@ def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
     a, b = outputs["hallo"].float(), outputs["ours"].float()
     print(f"relative difference max|ours - hallo| / max|hallo| = {(b - a).abs().max() / a.abs().max():.2e} "
           f"(max|hallo| = {a.abs().max():.3e}, shape {list(a.shape)})")
-    medians = {name: statistics.median(t) for name, t in times.items()}
-    print(f"median of {repeats}: hallo {medians['hallo']:.2f} s, ours {medians['ours']:.2f} s, "
-          f"ours/hallo = {medians['ours'] / medians['hallo']:.3f}")
+    for label, stat in (("median", statistics.median), ("fastest", min)):
+        hallo_s, ours_s = stat(times["hallo"]), stat(times["ours"])
+        print(f"{label} of {repeats}: hallo {hallo_s:.2f} s, ours {ours_s:.2f} s, ours/hallo = {ours_s / hallo_s:.3f}")
 
 
 def print_flops(config: EMOConfig) -> None:
     hallo_step, ours_step = _meta_steps(config)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with quiet():
         hallo, ours = _count(hallo_step), _count(ours_step)
     print(f"one guided step at {config.sample_size}², {config.frames_per_clip} frames + {config.motion_frames} "
           f"motion frames, batch 2, fp16 (meta tensors):")
