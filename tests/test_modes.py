@@ -2,6 +2,7 @@
 does what it says (fewer rows, skipped levels, same frames, half the bytes)."""
 
 import logging
+import shutil
 
 import pytest
 import torch
@@ -149,3 +150,15 @@ def test_compile_equals_eager_or_falls_back(monkeypatch, caplog):
     assert torch.equal(frames, eager)
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in caplog.text
     assert pipe._compiled.error is not None
+
+
+@pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler for inductor")
+def test_compile_equals_eager():
+    """The real compiler (inductor; a few minutes on a 2-core CPU): one clip, one compiled graph."""
+    eager = run(make(), 0.16, steps=2)
+    pipe = make(compile=True)
+    frames = run(pipe, 0.16, steps=2)
+    assert pipe._compiled.error is None and pipe._compiled.compiled is not None
+    torch.testing.assert_close(frames, eager, rtol=0, atol=1e-4)
+    again = run(pipe, 0.16, steps=2)  # the compiled graph is reused: same result
+    torch.testing.assert_close(again, frames, rtol=0, atol=1e-6)
