@@ -197,7 +197,8 @@ class ActivationTracker(TorchDispatchMode):
 
 @dataclass
 class ClipMemory:
-    """Peak bytes (besides the weights) of one clip's stages, and the weights' bytes."""
+    """Peak bytes (besides the weights) of one clip's stages, and the bytes of the weights on the
+    device while sampling."""
 
     weights: int
     baseline: int  # alive before the clip: the portrait's tensors and latents, the audio features
@@ -265,7 +266,8 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
         if low_vram is not None:
             pipe.low_vram = low_vram
         low_vram, dtype = pipe.low_vram, pipe.dtype
-        weights = module_bytes(pipe.net, pipe.vae, pipe.audio_encoder.model)
+        # what sits on the device while sampling (in low-VRAM mode wav2vec stays on the CPU)
+        weights = module_bytes(pipe.net, pipe.vae, *([] if low_vram else [pipe.audio_encoder.model]))
         opts = resolve_options(options, config)
         cfg, f = config, opts.frames_per_clip
         use_cfg = opts.guidance_scale > 1.0

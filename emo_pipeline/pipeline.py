@@ -115,8 +115,9 @@ LOW_VRAM_SCORE_BUDGET = 2**28
 
 class EMOPipeline:
     """`low_vram`: guided rows run one after the other instead of as one batch, the VAE decodes
-    one frame at a time and attention is split so that no call holds its full score matrix.
-    Frames are the same as without it, within round-off. `compile`: the Backbone runs through
+    one frame at a time, attention is split so that no call holds its full score matrix, and
+    wav2vec stays on the CPU (it runs once per audio, before sampling). Frames are the same as
+    without it, within round-off. `compile`: the Backbone runs through
     torch.compile (see compile.py)."""
 
     def __init__(self, net: EMONet, vae: torch.nn.Module, audio_encoder: AudioEncoder,
@@ -131,7 +132,7 @@ class EMOPipeline:
         self.net = net.eval().requires_grad_(False)
         self.vae = vae.eval().requires_grad_(False)
         self.audio_encoder = audio_encoder
-        self.low_vram = low_vram
+        self._low_vram = low_vram
         self._compiled = CompiledModule(self.net.denoising_unet)
         self.compile = compile
         self.device, self.dtype = torch.device("cpu"), torch.float32
@@ -170,9 +171,22 @@ class EMOPipeline:
         move(self.net, device, dtype)  # fp8-stored weights stay fp8
         move(self.vae, device, dtype)
         # wav2vec stays in fp32, as in Hallo: it is small and its features feed every frame.
-        move(self.audio_encoder.model, device, torch.float32)
+        move(self.audio_encoder.model, self.audio_device(device), torch.float32)
         self.device, self.dtype = device, dtype
         return self
+
+    def audio_device(self, device: torch.device | None = None) -> torch.device:
+        """Where wav2vec runs: the pipeline's device, or the CPU in low-VRAM mode."""
+        return torch.device("cpu") if self.low_vram else (device or self.device)
+
+    @property
+    def low_vram(self) -> bool:
+        return self._low_vram
+
+    @low_vram.setter
+    def low_vram(self, value: bool) -> None:
+        self._low_vram = value
+        move(self.audio_encoder.model, self.audio_device(), torch.float32)
 
     # ------------------------------------------------------------------ inputs
     def prepare_portrait(self, image: torch.Tensor, **kwargs) -> Portrait:

@@ -70,6 +70,9 @@ class EMOModel:
         offload = pipeline.device
         parts = {"net": pipeline.net, "vae": pipeline.vae, "audio": pipeline.audio_encoder.model}
         self.patchers = {name: ModelPatcher(_Holder(m), load_device, offload) for name, m in parts.items()}
+        if pipeline.low_vram:  # wav2vec runs on the CPU in low-VRAM mode
+            cpu = torch.device("cpu")
+            self.patchers["audio"] = ModelPatcher(_Holder(pipeline.audio_encoder.model), cpu, cpu)
 
     def load(self, *parts: str, memory_required: int = 0) -> EMOPipeline:
         """Bring the named parts (all when none) onto the device in one call, as ComfyUI advises."""

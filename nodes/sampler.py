@@ -94,7 +94,8 @@ class EMOSampler:
             seed=seed, guidance_scale=cfg, frames_per_clip=f, motion_frames=n,
             region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
             head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
-        pipeline = model.load(memory_required=activation_bytes(model.pipeline, options))
+        # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
+        pipeline = model.load("net", "vae", memory_required=activation_bytes(model.pipeline, options))
         steps = options.steps
         total_clips = -(-audio.num_frames // f)
         bar = comfy.utils.ProgressBar(total_clips * steps)

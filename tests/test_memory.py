@@ -71,4 +71,5 @@ def test_full_size_modes():
     assert fp8.weights < 0.56 * default.weights  # linear and conv weights in one byte
     # one item at a time and one frame per VAE decode: lower peaks, same weights
     assert low.denoising < 0.6 * default.denoising and low.vae_decode * 8 == default.vae_decode
-    assert low.weights == default.weights and fp8.activations == low.activations
+    wav2vec = 94_371_712 * 4  # wav2vec2-base in fp32 (parameters and buffers): on the CPU in low-VRAM mode
+    assert low.weights == default.weights - wav2vec and fp8.activations == low.activations
