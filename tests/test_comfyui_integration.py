@@ -49,8 +49,13 @@ def upload(base: str, path: Path) -> str:
     return reply["name"]
 
 
-@pytest.mark.parametrize("workflow", ["emo_basic", "emo_photo_crop_paste"])
-def test_workflow_in_real_comfyui(tmp_path, workflow):
+# The low-VRAM case also sets the sampler's fast preset and fp8 weight storage on the loader.
+LOW_VRAM_FAST = {"3": {"memory_mode": "low_vram", "weight_storage": "fp8_e4m3fn"}, "6": {"preset": "fast"}}
+
+
+@pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
+                                               ("emo_basic", LOW_VRAM_FAST)], ids=["basic", "photo", "low-vram-fast"])
+def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.media import read_video_info, write_video  # noqa: F401 (write_video used below)
     from emo_pipeline.tiny import write_tiny_model_folder
 
@@ -103,6 +108,8 @@ def test_workflow_in_real_comfyui(tmp_path, workflow):
         prompt["2"]["inputs"]["audio"] = audio_name
         prompt["3"]["inputs"]["checkpoint"] = "tiny/net.safetensors"
         prompt["6"]["inputs"]["steps"] = 2
+        for node, inputs in settings.items():
+            prompt[node]["inputs"].update(inputs)
         reply = request(f"{base}/prompt", json.dumps({"prompt": prompt}).encode(), {"Content-Type": "application/json"})
         prompt_id = reply["prompt_id"]
         for _ in range(600):
