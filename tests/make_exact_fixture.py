@@ -39,11 +39,15 @@ def portrait_image() -> torch.Tensor:
 
 def generate(name: str, **option_overrides) -> torch.Tensor:
     config, options = CASES[name]
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the same reduction order every time
-    pipe = EMOPipeline(*tiny_components(config, seed=1))
-    portrait = pipe.prepare_portrait(portrait_image(), face_box=(0.25, 0.2, 0.75, 0.8))
-    audio = pipe.encode_audio(speech_like(0.4, seed=2), 16000)
-    return pipe.generate(portrait, audio, SamplingOptions(**{**options, **option_overrides}))
+    try:
+        pipe = EMOPipeline(*tiny_components(config, seed=1))
+        portrait = pipe.prepare_portrait(portrait_image(), face_box=(0.25, 0.2, 0.75, 0.8))
+        audio = pipe.encode_audio(speech_like(0.4, seed=2), 16000)
+        return pipe.generate(portrait, audio, SamplingOptions(**{**options, **option_overrides}))
+    finally:
+        torch.set_num_threads(threads)
 
 
 if __name__ == "__main__":
