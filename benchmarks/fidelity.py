@@ -30,6 +30,7 @@ from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
 EXACT = {"steps": 40}  # Hallo's sampling: DDIM, guidance on every step
 MODES = {
     "exact (quality preset)": EXACT,
+    "model's own sampling (demo: 10 DDIM steps)": {},
     "balanced": {"preset": "balanced"},
     "fast": {"preset": "fast"},
     "UniPC 12 steps": {"steps": 12, "scheduler": "unipc"},

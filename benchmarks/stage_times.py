@@ -46,18 +46,15 @@ def build(config_name: str, size: int | None, device: str, dtype: torch.dtype, l
     config = preset(config_name)
     if size:
         config = config.with_overrides(sample_size=size)
+    # fp8 storage is made on the CPU, so the device never holds the fp16 network
+    where = "cpu" if fp8 else device
     if config_name.startswith("tiny"):
-        pipe = EMOPipeline(*tiny_components(config), device=device, dtype=dtype, low_vram=low_vram, compile=compile)
-    elif fp8:
-        # fp8 storage is made on the CPU so the device never holds the fp16 network
-        pipe = full_size_pipeline(config, device="cpu", dtype=dtype, low_vram=low_vram)
-        pipe.store_weights_fp8().to(device)
-        pipe.compile = compile
+        pipe = EMOPipeline(*tiny_components(config), device=where, dtype=dtype, low_vram=low_vram, compile=compile)
     else:
-        pipe = full_size_pipeline(config, device=device, dtype=dtype, low_vram=low_vram)
+        pipe = full_size_pipeline(config, device=where, dtype=dtype, low_vram=low_vram)
         pipe.compile = compile
-    if fp8 and config_name.startswith("tiny"):
-        pipe.store_weights_fp8()
+    if fp8:
+        pipe.store_weights_fp8().to(device)
     return pipe
 
 

@@ -139,14 +139,19 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
                           dtype=pipe.dtype)
     t = torch.tensor(500, device=pipe.device)
 
+    counted: dict[tuple[bool, bool, bool], int] = {}
+
     def step_cost(guided: bool, reuse: bool, warm: bool = True) -> int:
+        if (guided, reuse, warm) in counted:
+            return counted[guided, reuse, warm]
         cond.cache.clear()
         denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram,
                            DeepFeatureCache() if reuse else None)
         if warm or reuse:
             with torch.no_grad():
                 denoise(latents, t, guided, False)
-        return count_flops(denoise, latents, t, guided, reuse)[0]
+        counted[guided, reuse, warm] = count_flops(denoise, latents, t, guided, reuse)[0]
+        return counted[guided, reuse, warm]
 
     per_step = {kind: step_cost(*kind) for kind in sorted(set(plan))}
     conditional = {reuse: step_cost(False, reuse) for reuse in {r for _, r in plan}} if use_cfg else {}

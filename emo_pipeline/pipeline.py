@@ -176,8 +176,10 @@ class EMOPipeline:
         return self
 
     def audio_device(self, device: torch.device | None = None) -> torch.device:
-        """Where wav2vec runs: the pipeline's device, or the CPU in low-VRAM mode."""
-        return torch.device("cpu") if self.low_vram else (device or self.device)
+        """Where wav2vec runs: the pipeline's device, or the CPU in low-VRAM mode (a meta pipeline,
+        which only counts, has no data to move and keeps it on meta)."""
+        device = device or self.device
+        return torch.device("cpu") if self.low_vram and device.type != "meta" else device
 
     @property
     def low_vram(self) -> bool:
@@ -283,9 +285,9 @@ class EMOPipeline:
 
         previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
         done_steps = 0
+        backbone = self._compiled if self.compile else net.denoising_unet
         for clip in range(total_clips):
             cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator)
-            backbone = self._compiled if self.compile else net.denoising_unet
             denoise = Denoiser(backbone, cond, use_cfg, opts.guidance_scale, self.low_vram,
                                DeepFeatureCache() if opts.cache_interval > 1 else None)
             del cond  # the denoiser holds what it needs (in low-VRAM mode, only per-item copies)
@@ -417,17 +419,26 @@ class Denoiser:
     def __init__(self, unet: torch.nn.Module, cond: BackboneConditions, use_cfg: bool, guidance: float,
                  one_by_one: bool, deep_cache: DeepFeatureCache | None) -> None:
         self.unet, self.guidance, self.deep_cache = unet, guidance, deep_cache
+        self._cond: BackboneConditions | None = None
         if one_by_one and cond.batch > 1:
             items = [cond.select([i]) for i in range(cond.batch)]
             self.groups = {True: items, False: items[-1:]}  # the last item is the conditional one
+        elif use_cfg:
+            self.groups = {True: [cond]}
+            self._cond = cond  # its conditional item alone is selected at the first unguided step, if any
         else:
-            self.groups = {True: [cond], False: [cond.select([cond.batch - 1]) if use_cfg else cond]}
+            self.groups = {True: [cond], False: [cond]}
+
+    def _rows(self, guided: bool) -> list[BackboneConditions]:
+        if guided not in self.groups:
+            self.groups[guided] = [self._cond.select([self._cond.batch - 1])]
+        return self.groups[guided]
 
     def __call__(self, latents: torch.Tensor, t: torch.Tensor, guided: bool, reuse: bool) -> torch.Tensor:
         if self.deep_cache is not None:
             self.deep_cache.reusing = reuse
         preds = [self.unet(latents.expand(group.batch, *latents.shape[1:]), t, group, self.deep_cache)
-                 for group in self.groups[guided]]
+                 for group in self._rows(guided)]
         pred = preds[0] if len(preds) == 1 else torch.cat(preds)
         if not guided:
             return pred

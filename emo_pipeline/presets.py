@@ -33,8 +33,8 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "quality": Preset("ddim", 40, (0.0, 1.0), 1, "Hallo's sampling: 40 DDIM steps, guidance on every step"),
     "balanced": Preset("dpmpp_2m", 20, (0.0, 1.0), 1, "20 DPM-Solver++ 2M steps, guidance on every step"),
-    # Guidance stays on every step: on the demo model, guiding only the first half of 12 steps cost
-    # 0.066 of lip-sync r, while reusing deep features cost 0.001 (benchmarks/fidelity.py).
+    # Guidance stays on every step: on the demo model, guiding only the first half of 12 UniPC steps
+    # cost 0.085 of lip-sync r, while reusing deep features cost 0.001 (benchmarks/fidelity.py).
     "fast": Preset("unipc", 12, (0.0, 1.0), 2, "12 UniPC steps, deep features reused every other step"),
 }
 

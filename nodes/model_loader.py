@@ -105,7 +105,7 @@ class LoadEMOModel:
                                 "tooltip": "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
                                            "frame by frame, attention in pieces. Same frames, somewhat slower."}),
                 "weight_storage": (["as loaded", "fp8_e4m3fn"], {"default": "as loaded",
-                                   "tooltip": "fp8_e4m3fn keeps the network's weights in 8 bits (Hallo: ~2.5 GB "
+                                   "tooltip": "fp8_e4m3fn keeps the network's weights in 8 bits (Hallo: ~2.4 GB "
                                               "instead of 4.9 GB), up-cast layer by layer; a small quality loss."}),
                 "compile": ("BOOLEAN", {"default": False,
                             "tooltip": "torch.compile the denoiser: faster steps after a compile of some minutes on "

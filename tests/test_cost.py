@@ -62,3 +62,6 @@ def test_full_size_fast_preset_costs_under_a_third_of_hallos_sampling():
     assert fast.total < quality.total / 3
     # the exact path: the denoiser is almost all of it, guided on all 40 steps
     assert quality.stages["denoiser, unconditional rows"] > 0.4 * quality.total
+    pipe.low_vram = True  # counted on meta too (flops.py's low-VRAM row)
+    low = video_flops(pipe, SamplingOptions(preset="quality"), 4.0)
+    assert quality.total <= low.total < 1.001 * quality.total

@@ -3,8 +3,8 @@ layer at a time when it runs, as ComfyUI offers for diffusion models.
 
 Each weight is stored divided by a per-tensor scale (its largest magnitude over 448, e4m3fn's
 largest finite value), so small weights keep their three mantissa bits instead of falling
-into fp8's subnormal range. Storage halves (full-size Hallo: 4.9 GB → about 2.5 GB); compute
-stays in the pipeline's precision. Inference only.
+into fp8's subnormal range. Storage halves (full-size Hallo network: 4.9 GB → 2.4 GB);
+compute stays in the pipeline's precision. Inference only.
 """
 
 from __future__ import annotations
