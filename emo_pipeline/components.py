@@ -6,10 +6,17 @@ A model is one folder (or the network file inside it):
     <model>/vae/                        diffusers AutoencoderKL folder (sd-vae-ft-mse)
     <model>/wav2vec/                    transformers Wav2Vec2 folder (wav2vec2-base-960h)
 
-The VAE and wav2vec folders are looked for beside the network file first, then in the
+or EchoMimic's download as it comes (`pretrained_weights/`):
+
+    <model>/denoising_unet.pth, reference_unet.pth, motion_module.pth, face_locator.pth
+    <model>/denoising_unet_acc.pth, motion_module_acc.pth   (the accelerated weights)
+    <model>/sd-vae-ft-mse/
+    <model>/audio_processor/whisper_tiny.pt                 (openai-whisper's tiny.pt)
+
+The VAE and audio encoder are looked for beside the network file first, then in the
 `shared` folders given (ComfyUI's models/emo/), then one level up (models/emo/<name>/net.pth
-finds models/emo/vae/), so several networks can share them. Either may also be a single
-.safetensors file (see `vae.load_vae` and `AudioEncoder.from_pretrained`).
+finds models/emo/vae/), so several networks can share them. Each may also be a single
+.safetensors file (see `vae.load_vae`, `AudioEncoder.from_pretrained`, `WhisperAudioEncoder`).
 
 Only the SD1.5 UNet *config* is needed, and it is built in.
 """
@@ -21,7 +28,7 @@ from pathlib import Path
 import torch
 
 from .audio.encoder import AudioEncoder
-from .loading import PICKLE_SUFFIXES, load_net
+from .loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, open_network
 from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
 
@@ -30,13 +37,18 @@ VAE_NAMES = ("vae", "sd-vae-ft-mse", "vae.safetensors", "sd-vae-ft-mse.safetenso
              "vae-ft-mse-840000-ema-pruned.safetensors")
 WAV2VEC_NAMES = ("wav2vec", "wav2vec2-base-960h", "wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h.safetensors",
                  "wav2vec.safetensors")
+WHISPER_NAMES = ("audio_processor/whisper_tiny.pt", "whisper_tiny.pt", "whisper/tiny.pt", "tiny.pt",
+                 "whisper_tiny.safetensors", "audio_processor/whisper_tiny.safetensors")
 
 
 def find_net(model: Path) -> Path:
+    """The network: a file, or a folder holding net.* (or EchoMimic's files: the folder stands for them)."""
     if model.is_file():
         return model
     if not model.is_dir():
         raise FileNotFoundError(f"Model not found: {model} (give a model folder or its network file).")
+    if is_echomimic_entry(model):
+        return model
     for name in NET_NAMES:
         if (model / name).is_file():
             return model / name
@@ -44,20 +56,23 @@ def find_net(model: Path) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     raise FileNotFoundError(
-        f"No network file in {model}: put Hallo's or Hallo2's net.pth (or our net.safetensors) there."
+        f"No network file in {model}: put Hallo's or Hallo2's net.pth (or our net.safetensors) there, or "
+        "EchoMimic's denoising_unet.pth, reference_unet.pth, motion_module.pth and face_locator.pth."
     )
 
 
-def _find_part(roots: list[Path], names: tuple[str, ...], what: str) -> Path:
-    """A model part: a folder with config.json, or a single .safetensors file."""
+def _find_part(roots: list[Path], names: tuple[str, ...], what: str,
+               form: str = "a folder with config.json and its weights") -> Path:
+    """A model part: a folder with config.json, or a single file (.safetensors; .pt for whisper)."""
     for root in roots:
         for name in names:
             candidate = root / name
-            if (candidate / "config.json").is_file() or (candidate.suffix == ".safetensors" and candidate.is_file()):
+            if (candidate / "config.json").is_file() or (candidate.suffix in (".safetensors", ".pt")
+                                                          and candidate.is_file()):
                 return candidate
     where = " or ".join(str(r / names[0]) for r in roots)
     raise FileNotFoundError(
-        f"No {what} found: put it in {where} (a folder with config.json and its weights), or as {names[-2]}."
+        f"No {what} found: put it in {where} ({form}), or as {names[-2]}."
     )
 
 
@@ -72,14 +87,24 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
 
     model = Path(model)
     net_path = find_net(model)
+    home = net_path if net_path.is_dir() else net_path.parent
     roots = []
-    for root in (net_path.parent, *map(Path, shared), net_path.parent.parent):
+    for root in (home, *map(Path, shared), home.parent):
         if root not in roots:
             roots.append(root)
+    with open_network(net_path) as reader:
+        config = config_for(reader)
     vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
-    wav2vec_path = _find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)")
-    net = load_net(net_path, device="cpu" if fp8_weights else device, dtype=dtype)
+    if config.spec.audio_encoder == "whisper":
+        from .audio.whisper import WhisperAudioEncoder
+
+        audio = WhisperAudioEncoder.from_file(_find_part(
+            roots, WHISPER_NAMES, "whisper tiny.pt (EchoMimic's audio_processor/whisper_tiny.pt)",
+            "the file from EchoMimic's download"))
+    else:
+        audio = AudioEncoder.from_pretrained(_find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)"))
+    net = load_net(net_path, config, device="cpu" if fp8_weights else device, dtype=dtype)
     if fp8_weights:
         store_weights_fp8(net)
-    return EMOPipeline(net, load_vae(vae_path, dtype=dtype), AudioEncoder.from_pretrained(wav2vec_path),
+    return EMOPipeline(net, load_vae(vae_path, dtype=dtype), audio,
                        device=device, dtype=dtype, low_vram=low_vram, compile=compile)

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from .families import WHISPER_WINDOW_FRAMES, Family, family_of
+
 # The SD1.5 UNet shape both UNets inherit. Only this config is needed, never SD1.5 weights.
 SD15_BLOCK_OUT_CHANNELS = (320, 640, 1280, 1280)
 
@@ -32,6 +34,7 @@ HALLO_SCHEDULER = {
 @dataclass
 class EMOConfig:
     name: str = "custom"
+    family: str = "emo"  # see families.py: audio front end, conditioning route, sampling loop
 
     # --- UNets (ReferenceNet and Backbone share the SD1.5 layout) ---
     block_out_channels: tuple[int, ...] = SD15_BLOCK_OUT_CHANNELS
@@ -55,7 +58,7 @@ class EMOConfig:
     audio_feature_layers: int = 12  # wav2vec hidden states stacked (hidden_states[1:])
     audio_feature_dim: int = 768
     audio_context: int = 2  # m: frames on each side (A(f-m) ... A(f+m))
-    audio_tokens: int = 32
+    audio_tokens: int = 32  # per frame; whisper: window frames × layers, fed to attn2 as they are
     audio_proj_hidden: int = 512
     audio_attention_dim: int = 768
     audio_attention: str = "masked"  # "masked": Hallo's full/face/lip branches; "plain": one cross-attention
@@ -63,7 +66,7 @@ class EMOConfig:
 
     # --- identity and face region ---
     identity_dim: int = 512
-    identity_tokens: int = 4
+    identity_tokens: int = 4  # 0: no identity projection (EchoMimic)
     face_locator_channels: tuple[int, ...] = (16, 32, 64, 128)
 
     # --- speed layers (EMO only; empty bucket list = no speed layers) ---
@@ -101,6 +104,11 @@ class EMOConfig:
 
     # ------------------------------------------------------------------
     @property
+    def spec(self) -> Family:
+        """What this model's family does differently (families.py)."""
+        return family_of(self.family)
+
+    @property
     def has_speed_layers(self) -> bool:
         return len(self.speed_bucket_centers) > 0
 
@@ -120,6 +128,19 @@ class EMOConfig:
 
     def validate(self) -> None:
         problems = []
+        try:
+            spec = self.spec
+        except ValueError as err:
+            problems.append(str(err))
+            spec = None
+        if spec is not None and spec.audio_encoder == "whisper":
+            if self.audio_tokens != WHISPER_WINDOW_FRAMES * self.audio_feature_layers:
+                problems.append(f"whisper features give {WHISPER_WINDOW_FRAMES} × {self.audio_feature_layers} = "
+                                f"{WHISPER_WINDOW_FRAMES * self.audio_feature_layers} tokens per frame, not {self.audio_tokens}")
+            if self.audio_attention_dim != self.audio_feature_dim:
+                problems.append("with audio in the cross-attention, audio_attention_dim must equal audio_feature_dim")
+        if spec is not None and spec.sampling == "context_windows" and self.motion_frames:
+            problems.append(f"the {spec.title} family samples in context windows and has no motion frames")
         if self.audio_attention not in ("masked", "plain"):
             problems.append(f"audio_attention must be 'masked' or 'plain', not {self.audio_attention!r}")
         if self.first_clip_motion not in ("reference", "zeros"):
@@ -253,12 +274,65 @@ def tiny_emo_config(**overrides: Any) -> EMOConfig:
     return tiny_config(**base)
 
 
+def echomimic_config() -> EMOConfig:
+    """EchoMimic v1 (denoising_unet.pth, reference_unet.pth, motion_module.pth, face_locator.pth) with
+    its own inference settings (infer_audio2vid.py, configs/inference/inference_v2.yaml)."""
+    return EMOConfig(
+        name="echomimic",
+        family="echomimic",
+        audio_feature_layers=5,  # whisper-tiny: input embedding + 4 blocks
+        audio_feature_dim=384,
+        audio_tokens=50,  # 10 whisper frames × 5 layers
+        audio_attention_dim=384,  # the Backbone's cross_attention_dim
+        identity_tokens=0,
+        face_locator_channels=(16, 32, 96, 256),
+        run_lowres_temporal=True,  # its inference runs every motion module
+        frames_per_clip=12,  # the context window
+        motion_frames=0,
+        uncond_drops_identity=False,
+        reference_tiles_batch=False,
+        fps=24.0,
+        steps=30,
+        guidance_scale=2.5,
+    )
+
+
+def echomimic_acc_config() -> EMOConfig:
+    """EchoMimic's accelerated weights (denoising_unet_acc.pth, motion_module_acc.pth): the same network,
+    sampled in 6 steps without guidance (infer_audio2vid_acc.py)."""
+    return echomimic_config().with_overrides(name="echomimic-acc", steps=6, guidance_scale=1.0)
+
+
+def tiny_echomimic_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with EchoMimic's family: whisper tokens in attn2, context windows."""
+    base = dict(
+        name="tiny-echomimic",
+        family="echomimic",
+        audio_feature_layers=2,
+        audio_feature_dim=16,
+        audio_tokens=20,
+        audio_attention_dim=16,
+        identity_tokens=0,
+        run_lowres_temporal=True,
+        frames_per_clip=4,
+        motion_frames=0,
+        uncond_drops_identity=False,
+        reference_tiles_batch=False,
+        fps=24.0,
+    )
+    base.update(overrides)
+    return tiny_config(**base)
+
+
 PRESETS = {
     "hallo": hallo_config,
     "hallo2": hallo2_config,
     "emo": emo_config,
     "tiny": tiny_config,
     "tiny-emo": tiny_emo_config,
+    "echomimic": echomimic_config,
+    "echomimic-acc": echomimic_acc_config,
+    "tiny-echomimic": tiny_echomimic_config,
 }
 
 

@@ -1,8 +1,10 @@
 """Reading and writing EMO network checkpoints, with strict key checks and readable errors.
 
-Accepted network files: Hallo/Hallo2 `net.pth` as downloaded (a pickled state dict, read with
-`weights_only=True` so no code inside it can run) and our `.safetensors` form, which carries its
-EMOConfig as JSON in the file's metadata.
+Accepted networks: Hallo/Hallo2 `net.pth` as downloaded (a pickled state dict, read with
+`weights_only=True` so no code inside it can run), EchoMimic's four files as downloaded
+(`denoising_unet.pth`, `reference_unet.pth`, `motion_module.pth`, `face_locator.pth`, or the
+`_acc` variants of the first and third), and our `.safetensors` form, which carries its
+EMOConfig as JSON in the file's metadata. `open_network` reads any of them as one set of keys.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Callable
 
 import torch
 
-from .config import EMOConfig, hallo2_config, hallo_config
+from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config
 from .models import EMONet
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -179,9 +181,107 @@ class CheckpointReader:
         self.close()
 
 
-def config_for(reader: CheckpointReader) -> EMOConfig:
-    """The config stored in the file, else Hallo's when the keys match it. Hallo2's net.pth has the
-    same keys as Hallo's, so a 'hallo2' in the file's path is what tells them apart."""
+# EchoMimic's files and the part of our network each fills. The denoising UNet comes in two files
+# (2-D weights and motion modules; EchoMimic merges them and loads with strict=False, so the split
+# is not fixed): both fill `denoising_unet.`, and denoising_unet.pth wins where both hold a key, as
+# in EchoMimic's loading order. `{}` is "" or "_acc" (the accelerated weights).
+ECHOMIMIC_PARTS = (
+    ("reference_unet.", "reference_unet.pth"),
+    ("denoising_unet.", "motion_module{}.pth"),
+    ("denoising_unet.", "denoising_unet{}.pth"),
+    ("face_locator.", "face_locator.pth"),
+)
+ECHOMIMIC_ENTRY = "denoising_unet"
+
+
+def is_echomimic_entry(path: Path) -> bool:
+    """A folder or file that stands for EchoMimic's four files (its denoising_unet[_acc].pth)."""
+    path = Path(path)
+    if path.is_dir():
+        return (path / "denoising_unet.pth").is_file() or (path / "denoising_unet_acc.pth").is_file()
+    return path.name.startswith(ECHOMIMIC_ENTRY) and path.suffix in PICKLE_SUFFIXES
+
+
+class MultiFileReader:
+    """Several checkpoint files read as one network: each file's keys under its part's prefix.
+    The same interface as CheckpointReader (keys, shapes, dtypes, tensor, metadata)."""
+
+    def __init__(self, folder: Path, parts: list[tuple[str, Path]], variant: str = "") -> None:
+        self.path, self.variant, self.metadata = Path(folder), variant, {}
+        self.parts = parts
+        missing = [p for _, p in parts if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(
+                f"{self.path} lacks {', '.join(p.name for p in missing)}: EchoMimic's network is four files, "
+                "denoising_unet, reference_unet, motion_module and face_locator (.pth, as downloaded from "
+                "BadToBest/EchoMimic; the _acc variants for the accelerated weights), all in this folder.")
+        self._readers: list[CheckpointReader] = []
+        self._source: dict[str, tuple[CheckpointReader, str]] = {}
+        self.file_of: dict[str, str] = {}
+        try:
+            for prefix, path in parts:
+                reader = CheckpointReader(path)
+                self._readers.append(reader)
+                for key in reader.keys():
+                    self._source[prefix + key] = (reader, key)
+                    self.file_of[prefix + key] = path.name
+        except Exception:
+            self.close()
+            raise
+        self.shapes = {k: r.shapes[name] for k, (r, name) in self._source.items()}
+        self.dtypes = {k: r.dtypes[name] for k, (r, name) in self._source.items()}
+
+    def keys(self) -> list[str]:
+        return list(self.shapes)
+
+    def tensor(self, key: str) -> torch.Tensor:
+        reader, name = self._source[key]
+        return reader.tensor(name)
+
+    def describe_files(self, report: "KeyReport", first: int = 3) -> str:
+        """Which file each unexpected or wrongly shaped key came from, so users know which to replace."""
+        by_file: dict[str, list[str]] = {}
+        for key in report.unexpected + [k for k, _, _ in report.wrong_shape]:
+            by_file.setdefault(self.file_of[key], []).append(key)
+        return "; ".join(f"{name}: {len(keys)} key(s) that do not belong, e.g. {', '.join(keys[:first])}"
+                         for name, keys in sorted(by_file.items()))
+
+    def close(self) -> None:
+        for reader in self._readers:
+            reader.close()
+
+    def __enter__(self) -> "MultiFileReader":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def open_network(path: str | Path) -> "CheckpointReader | MultiFileReader":
+    """One network file, or EchoMimic's four (named by their folder or by denoising_unet[_acc].pth)."""
+    path = Path(path)
+    if is_echomimic_entry(path):
+        if path.is_dir():
+            folder, variant = path, "" if (path / "denoising_unet.pth").is_file() else "_acc"
+        else:
+            folder, variant = path.parent, "_acc" if path.stem.endswith("_acc") else ""
+        parts = [(prefix, folder / name.format(variant)) for prefix, name in ECHOMIMIC_PARTS]
+        return MultiFileReader(folder, parts, variant)
+    return CheckpointReader(path)
+
+
+def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
+    """The config stored in the file, else the family whose keys the file has. Hallo2's net.pth has
+    the same keys as Hallo's, so a 'hallo2' in the file's path is what tells them apart; EchoMimic's
+    accelerated weights are told apart by their file names (`_acc`)."""
+    if isinstance(reader, MultiFileReader):
+        config = echomimic_acc_config() if reader.variant == "_acc" else echomimic_config()
+        report = compare_keys(expected_shapes(config), reader.shapes)
+        if report.ok:
+            return config
+        raise CheckpointError(
+            f"The EchoMimic files in {reader.path} do not fit EchoMimic's network: {report.describe()}. "
+            + reader.describe_files(report))
     if CONFIG_METADATA_KEY in reader.metadata:
         try:
             return EMOConfig.from_json(reader.metadata[CONFIG_METADATA_KEY])
@@ -203,7 +303,8 @@ def resemblance(shapes: dict[str, torch.Size]) -> str:
 
     names = set(shapes)
     best = None
-    for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("the full EMO network", emo_config())):
+    for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("the full EMO network", emo_config()),
+                          ("EchoMimic's network", echomimic_config())):
         expected = expected_shapes(config)
         for prefix in ("", "denoising_unet.", "reference_unet."):
             # Sub-model files (a lone UNet, as AnimateAnyone-style packs ship) lack the Net prefixes.
@@ -221,11 +322,9 @@ def load_net(path: str | Path, config: EMOConfig | None = None, device: torch.de
              dtype: torch.dtype = torch.float32) -> EMONet:
     """Build the network for a checkpoint and fill it strictly, one tensor at a time, each going
     straight to `device` and `dtype` (no full-precision copy of the whole model on the CPU)."""
-    with CheckpointReader(path) as reader:
+    with open_network(path) as reader:
         config = config or config_for(reader)
-        report = compare_keys(expected_shapes(config), reader.shapes)
-        if not report.ok:
-            raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.")
+        check_fits(reader, config)
         with torch.device("meta"):
             net = EMONet(config)
         for key in reader.keys():
@@ -284,14 +383,20 @@ def convert_checkpoint(source: str | Path, target: str | Path, dtype: torch.dtyp
                        config: EMOConfig | None = None) -> Path:
     """net.pth (or any network file) → our single-file safetensors with its config in the metadata.
     Tensors are converted one at a time: memory stays at about one tensor."""
-    with CheckpointReader(source) as reader:
+    with open_network(source) as reader:
         config = config or config_for(reader)
-        report = compare_keys(expected_shapes(config), reader.shapes)
-        if not report.ok:
-            raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.")
+        check_fits(reader, config)
         shapes = {k: (reader.shapes[k], dtype if dtype is not None and reader.dtypes[k].is_floating_point
                       else reader.dtypes[k]) for k in reader.keys()}
         return write_safetensors(target, shapes, reader.tensor, network_metadata(config))
+
+
+def check_fits(reader: "CheckpointReader | MultiFileReader", config: EMOConfig) -> None:
+    """Strict: every key of the config's network, nothing else, every shape right."""
+    report = compare_keys(expected_shapes(config), reader.shapes)
+    if not report.ok:
+        detail = f" {reader.describe_files(report)}." if isinstance(reader, MultiFileReader) else ""
+        raise CheckpointError(f"{reader.path.name} does not fit the '{config.name}' model: {report.describe()}.{detail}")
 
 
 def network_metadata(config: EMOConfig) -> dict[str, str]:
@@ -300,14 +405,20 @@ def network_metadata(config: EMOConfig) -> dict[str, str]:
 
 def describe_checkpoint(path: str | Path) -> str:
     """What a network file is, what it holds and what it lacks, for `python -m emo_pipeline inspect`."""
-    with CheckpointReader(path) as reader:
+    with open_network(path) as reader:
         shapes, dtypes, metadata = reader.shapes, reader.dtypes, reader.metadata
         params = sum(s.numel() for s in shapes.values())
         counts = Counter(str(d).replace("torch.", "") for d in dtypes.values())
         prefixes = Counter(k.split(".", 1)[0] for k in shapes)
+        if isinstance(reader, MultiFileReader):
+            files = [p for _, p in reader.parts]
+            size = sum(p.stat().st_size for p in files) / 2**20
+            head = f"files: {', '.join(p.name for p in files)} in {reader.path} ({size:.1f} MiB, pickle)"
+        else:
+            head = (f"file: {reader.path} ({reader.path.stat().st_size / 2**20:.1f} MiB, "
+                    f"{'safetensors' if reader.path.suffix == '.safetensors' else 'pickle'})")
         lines = [
-            f"file: {reader.path} ({reader.path.stat().st_size / 2**20:.1f} MiB, "
-            f"{'safetensors' if reader.path.suffix == '.safetensors' else 'pickle'})",
+            head,
             f"tensors: {len(shapes)}, parameters: {params / 1e6:.2f} M, dtypes: "
             + ", ".join(f"{k} ×{n}" for k, n in counts.most_common()),
             "parts: " + ", ".join(f"{k} ({n})" for k, n in sorted(prefixes.items())),
@@ -317,14 +428,25 @@ def describe_checkpoint(path: str | Path) -> str:
         except CheckpointError as err:
             lines.append(f"family: unknown — {err}")
             return "\n".join(lines)
-    family = ("EMO safetensors (config in metadata)" if CONFIG_METADATA_KEY in metadata
-              else f"{'Hallo2' if config.name == 'hallo2' else 'Hallo'} net.pth")
+    if CONFIG_METADATA_KEY in metadata:
+        family = f"EMO safetensors, {config.spec.title} family (config in metadata)"
+    elif config.family == "echomimic":
+        family = f"EchoMimic{' accelerated' if config.name == 'echomimic-acc' else ''} (its four .pth files)"
+    else:
+        family = f"{'Hallo2' if config.name == 'hallo2' else 'Hallo'} net.pth"
     report = compare_keys(expected_shapes(config), shapes)
+    spec = config.spec
+    if spec.sampling == "context_windows":
+        sampling = (f"  context windows of {config.frames_per_clip} frames (overlap {spec.context_overlap}), "
+                    f"{spec.audio_encoder} audio in the cross-attention, {config.steps} steps, guidance "
+                    f"{config.guidance_scale:g}, size {config.sample_size}px, {config.fps:g} fps")
+    else:
+        sampling = (f"  clip {config.frames_per_clip} frames, {config.motion_frames} motion frames, first clip motion: "
+                    f"{config.first_clip_motion}, audio attention: {config.audio_attention}, "
+                    f"speed layers: {'yes' if config.has_speed_layers else 'no'}, size {config.sample_size}px")
     lines += [
         f"family: {family}; config '{config.name}'",
-        f"  clip {config.frames_per_clip} frames, {config.motion_frames} motion frames, first clip motion: "
-        f"{config.first_clip_motion}, audio attention: {config.audio_attention}, "
-        f"speed layers: {'yes' if config.has_speed_layers else 'no'}, size {config.sample_size}px",
+        sampling,
         f"keys: {report.describe()}",
     ]
     return "\n".join(lines)

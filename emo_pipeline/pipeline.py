@@ -1,9 +1,14 @@
-"""EMOPipeline: portrait + audio → video frames, clip by clip, for audio of any length.
+"""EMOPipeline: portrait + audio → video frames, for audio of any length.
 
-Each clip of f frames continues from the last n frames of the previous one (its motion
-frames). The ReferenceNet runs once per clip on the portrait and the motion frames; the
-Backbone denoises the clip's latents with classifier-free guidance; the VAE decodes them in
-chunks and the frames are handed out before the next clip starts.
+The core (devices and precision, audio features, VAE, portrait, guidance) serves every model
+family; the family (families.py) picks the audio front end and the sampling loop:
+
+* motion frames (EMO, Hallo, Hallo2): each clip of f frames continues from the last n frames of
+  the previous one. The ReferenceNet runs once per clip on the portrait and the motion frames;
+  the Backbone denoises the clip's latents with classifier-free guidance; the VAE decodes them in
+  chunks and the frames are handed out before the next clip starts.
+* context windows (EchoMimic): the whole video's latents are denoised together in overlapping
+  windows (context_windows.py), then decoded chunk by chunk.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch.nn.functional as F
 from .audio.encoder import AudioEncoder, frame_count, normalize_speech
 from .compile import CompiledModule
 from .config import EMOConfig
+from .context_windows import iter_windowed_video
 from .models import BackboneConditions, EMONet
 from .models.frame_windows import frame_windows
 from .models.attention import attention_score_budget
@@ -40,10 +46,12 @@ class GenerationCancelled(Exception):
 
 @dataclass
 class AudioFeatures:
-    """Per-frame wav2vec features of one audio clip."""
+    """Per-frame audio features of one audio clip."""
 
-    speech: torch.Tensor  # normalised 16 kHz speech, kept to re-encode for another clip length
-    features: torch.Tensor  # [T_padded, layers, dim], zero-padded audio up to a whole number of clips
+    speech: torch.Tensor  # 16 kHz speech (normalised for wav2vec), kept to re-encode for another clip length
+    # wav2vec: [T_padded, layers, dim], zero-padded audio up to a whole number of clips;
+    # whisper: [T, tokens, dim], each frame's tokens as the Backbone's cross-attention reads them
+    features: torch.Tensor
     num_frames: int  # video frames the audio lasts: ceil(seconds · fps)
     fps: float
     clip_length: int
@@ -88,6 +96,9 @@ class SamplingOptions:
     # DeepCache: a full Backbone pass every n steps; the steps between reuse its low-resolution
     # features and run only the top level. 1: off.
     cache_interval: int | None = None
+    # Context-window families (EchoMimic): frames shared by neighbouring windows; None: the family's own.
+    # The window itself is `frames_per_clip` frames.
+    context_overlap: int | None = None
     head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
     decode_chunk_size: int = 8
@@ -203,7 +214,29 @@ class EMOPipeline:
 
         fps = fps or self.config.fps
         speech = prepare_speech(waveform, sample_rate, self.config.audio_sample_rate)
+        if self.config.spec.audio_encoder == "whisper":
+            return self._encode_whisper(speech, fps)
         return self._encode_speech(normalize_speech(speech), fps, clip_length or self.config.frames_per_clip)
+
+    def _encode_whisper(self, speech: torch.Tensor, fps: float) -> AudioFeatures:
+        """EchoMimic's front end: whisper-tiny layers at 50 Hz, 10 of them around each frame."""
+        from .audio.whisper import frame_tokens
+
+        cfg = self.config
+        num_frames = frame_count(speech.numel(), cfg.audio_sample_rate, fps)
+        if num_frames < 1:
+            raise ValueError("The audio is empty.")
+        encoder = self.audio_encoder
+        if (getattr(encoder, "layers", None), getattr(encoder, "dim", None)) != (cfg.audio_feature_layers,
+                                                                                   cfg.audio_feature_dim):
+            raise ValueError(
+                f"This {cfg.spec.title} model needs whisper features of {cfg.audio_feature_layers} layers × "
+                f"{cfg.audio_feature_dim}; the loaded audio encoder does not give them. Use the whisper tiny.pt "
+                "that came with the model (pretrained_weights/audio_processor/whisper_tiny.pt).")
+        with self._stage("audio features"):
+            features = encoder.features(speech)
+        tokens = frame_tokens(features, num_frames, fps).reshape(num_frames, cfg.audio_tokens, cfg.audio_feature_dim)
+        return AudioFeatures(speech, tokens, num_frames, fps, cfg.frames_per_clip)
 
     def _encode_speech(self, speech: torch.Tensor, fps: float, clip_length: int) -> AudioFeatures:
         sr = self.config.audio_sample_rate
@@ -257,11 +290,15 @@ class EMOPipeline:
     @torch.no_grad()
     def iter_clips(self, portrait: Portrait, audio: AudioFeatures,
                    options: SamplingOptions | None = None) -> Iterator[torch.Tensor]:
-        """Yield each clip's frames [f_k, H, W, 3] as soon as it is decoded (the last one trimmed)."""
+        """Yield the frames [f_k, H, W, 3] in order as soon as they are decoded: each clip's (the last one
+        trimmed), or for context-window families each decoded chunk."""
         opts = resolve_options(options or SamplingOptions(), self.config)
         budget = LOW_VRAM_SCORE_BUDGET if self.low_vram else None
         with attention_score_budget(budget):
-            yield from self._iter_clips(portrait, audio, opts)
+            if self.config.spec.sampling == "context_windows":
+                yield from iter_windowed_video(self, portrait, audio, opts)
+            else:
+                yield from self._iter_clips(portrait, audio, opts)
 
     def _iter_clips(self, portrait: Portrait, audio: AudioFeatures, opts: SamplingOptions) -> Iterator[torch.Tensor]:
         cfg = self.config

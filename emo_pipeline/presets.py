@@ -24,14 +24,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class Preset:
     scheduler: str
-    steps: int
+    steps: int | None  # None: the model's own
     guidance_interval: tuple[float, float]
     cache_interval: int
     summary: str
 
 
 PRESETS: dict[str, Preset] = {
-    "quality": Preset("ddim", 40, (0.0, 1.0), 1, "Hallo's sampling: 40 DDIM steps, guidance on every step"),
+    "quality": Preset("ddim", None, (0.0, 1.0), 1,
+                      "the model's own sampling: DDIM with its steps (40 Hallo, 30 EchoMimic), guidance on every step"),
     "balanced": Preset("dpmpp_2m", 20, (0.0, 1.0), 1, "20 DPM-Solver++ 2M steps, guidance on every step"),
     # Guidance stays on every step: on the demo model, guiding only the first half of 12 UniPC steps
     # cost 0.085 of lip-sync r, while reusing deep features cost 0.001 (benchmarks/fidelity.py).
@@ -53,15 +54,20 @@ def resolve_options(options: "SamplingOptions", config: "EMOConfig") -> "Samplin
             return value
         return preset_value if preset is not None else default
 
+    windows = config.spec.sampling == "context_windows"
+    if windows and options.cache_interval not in (None, 1):
+        raise ValueError(f"{config.spec.title} models sample in context windows that move every step, so deep "
+                         "features cannot be reused between steps: set cache_interval to 1.")
     resolved = dataclasses.replace(
         options,
-        steps=pick(options.steps, preset and preset.steps, config.steps),
+        steps=pick(options.steps, preset and preset.steps, config.steps) or config.steps,
         scheduler=pick(options.scheduler, preset and preset.scheduler, "ddim"),
         guidance_interval=tuple(pick(options.guidance_interval, preset and preset.guidance_interval, (0.0, 1.0))),
-        cache_interval=pick(options.cache_interval, preset and preset.cache_interval, 1),
+        cache_interval=1 if windows else pick(options.cache_interval, preset and preset.cache_interval, 1),
         guidance_scale=config.guidance_scale if options.guidance_scale is None else options.guidance_scale,
         frames_per_clip=options.frames_per_clip or config.frames_per_clip,
         motion_frames=config.motion_frames if options.motion_frames is None else options.motion_frames,
+        context_overlap=config.spec.context_overlap if options.context_overlap is None else options.context_overlap,
     )
     check_options(resolved)
     return resolved
@@ -80,6 +86,9 @@ def check_options(options: "SamplingOptions") -> None:
         problems.append(f"cache_interval must be 1 (off) or more, not {options.cache_interval}")
     if options.motion_frames < 0:
         problems.append("motion_frames must be 0 or more")
+    if not 0 <= options.context_overlap < max(options.frames_per_clip, 1):
+        problems.append(f"context_overlap must be 0 or more and less than the window ({options.frames_per_clip} "
+                        f"frames), not {options.context_overlap}")
     if problems:
         raise ValueError("Invalid sampling options: " + "; ".join(problems))
 

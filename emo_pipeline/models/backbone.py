@@ -27,7 +27,7 @@ from .unet_blocks import UNetContext
 class BackboneConditions:
     """Per-clip conditioning of the Backbone; rows are batch items (B), frames are F.
 
-    identity [B, T, C]; audio [B, F, Ta, Ca]; face_features [B, C0, h, w] or None;
+    identity [B, T, C] (None in EchoMimic's family); audio [B, F, Ta, Ca]; face_features [B, C0, h, w] or None;
     reference / motion: per transformer slot (see `Backbone.prepare_reference`);
     masks: per resolution level; speed [B, F, Cs] or None.
     `audio_heard[i]` False: item i gets no audio (guidance's unconditional item; its audio
@@ -36,7 +36,7 @@ class BackboneConditions:
     `cache` keeps key/value projections of the fixed tokens across the clip's steps.
     """
 
-    identity: torch.Tensor
+    identity: torch.Tensor | None
     audio: torch.Tensor
     face_features: torch.Tensor | None = None
     reference: list[ReferenceKV | None] | None = None
@@ -50,7 +50,7 @@ class BackboneConditions:
 
     @property
     def batch(self) -> int:
-        return self.identity.shape[0]
+        return self.audio.shape[0]
 
     def item_ids(self) -> tuple[int, ...]:
         return self.items if self.items is not None else tuple(range(self.batch))
@@ -59,7 +59,7 @@ class BackboneConditions:
         """The conditions of some batch items (positions in this batch), as if they ran alone."""
         f = self.audio.shape[1]
         rows = [i * f + j for i in items for j in range(f)]
-        index = torch.tensor(items, device=self.identity.device)
+        index = torch.tensor(items, device=self.audio.device)
         pick = lambda x: None if x is None else x.index_select(0, index)  # noqa: E731
 
         def pick_motion(m: torch.Tensor | None) -> torch.Tensor | None:
@@ -90,6 +90,7 @@ class Backbone(UNetSkeleton):
     def __init__(self, config: EMOConfig) -> None:
         super().__init__(config, video=True)
         self.run_lowres_temporal = config.run_lowres_temporal
+        self.audio_in_cross_attention = config.spec.audio_route == "cross_attention"
         channels = config.block_out_channels[0]
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels, eps=config.norm_eps)
         self.conv_act = nn.SiLU()
@@ -146,11 +147,16 @@ class Backbone(UNetSkeleton):
         if cond.face_features is not None:
             h = h + cond.face_features.to(h.dtype).repeat_interleave(f, dim=0)
         heard = None if cond.audio_heard is None else tuple(a for a in cond.audio_heard for _ in range(f))
+        frame_audio = cond.audio.reshape(b * f, *cond.audio.shape[2:])
+        if self.audio_in_cross_attention:  # EchoMimic: attn2 reads each frame's audio tokens
+            context, audio = frame_audio.to(h.dtype), None
+        else:
+            context, audio = cond.identity.repeat_interleave(f, dim=0), FrameAudio(frame_audio, heard, cond.cache)
         ctx = UNetContext(
             temb=temb,
-            context=cond.identity.repeat_interleave(f, dim=0),
+            context=context,
             num_frames=f,
-            audio=FrameAudio(cond.audio.reshape(b * f, *cond.audio.shape[2:]), heard, cond.cache),
+            audio=audio,
             masks=cond.masks,
             region_weights=cond.region_weights,
             reference=cond.reference,

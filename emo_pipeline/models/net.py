@@ -1,4 +1,7 @@
-"""EMONet: every trained part of the model under the names of Hallo's `net.pth`."""
+"""EMONet: every trained part of the model under the names of Hallo's `net.pth`.
+
+EchoMimic's four files map onto the same names (reference_unet., denoising_unet., face_locator.);
+its family has no identity or audio projection (`imageproj`, `audioproj` are None)."""
 
 from __future__ import annotations
 
@@ -19,16 +22,21 @@ class EMONet(nn.Module):
         self.config = config
         self.reference_unet = ReferenceNet(config)
         self.denoising_unet = Backbone(config)
-        self.face_locator = FaceLocator(config.block_out_channels[0], config.face_locator_channels)
-        self.imageproj = IdentityProjection(config.identity_dim, config.identity_tokens, config.cross_attention_dim)
-        self.audioproj = AudioProjection(
-            window=config.audio_window,
-            layers=config.audio_feature_layers,
-            channels=config.audio_feature_dim,
-            hidden=config.audio_proj_hidden,
-            tokens=config.audio_tokens,
-            out_dim=config.audio_attention_dim,
-        )
+        self.face_locator = FaceLocator(config.block_out_channels[0], config.face_locator_channels,
+                                        config.spec.face_locator_in_channels)
+        self.imageproj = None
+        if config.identity_tokens:
+            self.imageproj = IdentityProjection(config.identity_dim, config.identity_tokens, config.cross_attention_dim)
+        self.audioproj = None
+        if config.spec.audio_route == "audio_modules":  # else the features are the tokens
+            self.audioproj = AudioProjection(
+                window=config.audio_window,
+                layers=config.audio_feature_layers,
+                channels=config.audio_feature_dim,
+                hidden=config.audio_proj_hidden,
+                tokens=config.audio_tokens,
+                out_dim=config.audio_attention_dim,
+            )
         if config.has_speed_layers:
             self.speed_encoder = SpeedEncoder(
                 config.speed_bucket_centers, config.speed_bucket_radii, config.audio_context, config.speed_embed_dim

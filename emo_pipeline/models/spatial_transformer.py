@@ -3,7 +3,8 @@
 In the ReferenceNet it is an ordinary SD1.5 transformer whose LayerNorm'd self-attention input
 (`norm1` output) is handed out as the reference feature of that block. In the Backbone the same
 block appends those reference tokens to its self-attention keys and values (Hallo's form of
-EMO's reference-attention), and attn2 reads the identity tokens.
+EMO's reference-attention), and attn2 reads the identity tokens (EMO/Hallo) or the frame's audio
+tokens (EchoMimic, whose output is scaled by 3; its ReferenceNet skips attn2 altogether).
 """
 
 from __future__ import annotations
@@ -37,8 +38,9 @@ class ReferenceKV:
 
 
 class ReferenceTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int, context_scale: float = 1.0) -> None:
         super().__init__()
+        self.context_scale = context_scale
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = make_attention(dim, heads)
         self.norm2 = nn.LayerNorm(dim)
@@ -67,13 +69,15 @@ class ReferenceTransformerBlock(nn.Module):
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None,
+        self, x: torch.Tensor, context: torch.Tensor | None, reference: ReferenceKV | None = None,
         cache: ProjectionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(x)
         x = x + self._self_attention(h, reference)
-        key_value = cache.key_value(self.attn2, context) if cache is not None else None
-        x = x + attend(self.attn2, self.norm2(x), context, key_value=key_value)
+        if context is not None:
+            key_value = cache.key_value(self.attn2, context) if cache is not None else None
+            out = attend(self.attn2, self.norm2(x), context, key_value=key_value)
+            x = x + (out * self.context_scale if self.context_scale != 1.0 else out)
         x = x + self.ff(self.norm3(x))
         return x, h
 
@@ -81,11 +85,11 @@ class ReferenceTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 projection in, one transformer block, 1x1 projection out, residual."""
 
-    def __init__(self, channels: int, heads: int, context_dim: int, groups: int) -> None:
+    def __init__(self, channels: int, heads: int, context_dim: int, groups: int, context_scale: float = 1.0) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList([ReferenceTransformerBlock(channels, heads, context_dim)])
+        self.transformer_blocks = nn.ModuleList([ReferenceTransformerBlock(channels, heads, context_dim, context_scale)])
         self.proj_out = nn.Conv2d(channels, channels, 1)
 
     @property
@@ -93,7 +97,7 @@ class SpatialTransformer(nn.Module):
         return self.transformer_blocks[0]
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor, reference: ReferenceKV | None = None,
+        self, x: torch.Tensor, context: torch.Tensor | None, reference: ReferenceKV | None = None,
         cache: ProjectionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """x [N, C, H, W], context [N, T, Cc] → (x, reference feature [N, H, W, C])."""

@@ -18,9 +18,13 @@ class UNetSkeleton(nn.Module):
         channels = config.block_out_channels
         levels = len(channels)
         temb_channels = channels[0] * 4
+        spec = config.spec
+        audio_in_attn2 = video and spec.audio_route == "cross_attention"
+        audio_modules = video and spec.audio_route == "audio_modules"
         opts = BlockOptions(
             heads=config.attention_heads,
-            context_dim=config.cross_attention_dim,
+            context_dim=config.audio_attention_dim if audio_in_attn2 else config.cross_attention_dim,
+            context_scale=spec.cross_attention_scale if audio_in_attn2 else 1.0,
             groups=config.norm_num_groups,
             eps=config.norm_eps,
             temb_channels=temb_channels,
@@ -43,7 +47,7 @@ class UNetSkeleton(nn.Module):
                 LayerSpec(
                     attention=attention,
                     # Hallo sizes the audio attention by the resnet's *input* width.
-                    audio_inner=(in_ch if j == 0 else out_ch) if video and attention else None,
+                    audio_inner=(in_ch if j == 0 else out_ch) if audio_modules and attention else None,
                     temporal=video and i in config.temporal_levels,
                 )
                 for j in range(config.layers_per_block)
@@ -60,7 +64,7 @@ class UNetSkeleton(nn.Module):
             specs = [
                 LayerSpec(
                     attention=attention,
-                    audio_inner=in_ch if video and attention else None,
+                    audio_inner=in_ch if audio_modules and attention else None,
                     temporal=video and depth in config.temporal_levels,
                 )
                 for _ in range(config.layers_per_block + 1)
@@ -72,7 +76,7 @@ class UNetSkeleton(nn.Module):
 
         mid_spec = LayerSpec(
             attention=True,
-            audio_inner=channels[-1] if video else None,
+            audio_inner=channels[-1] if audio_modules else None,
             temporal=video and config.temporal_mid_block,
         )
         self.mid_block = MidBlock(channels[-1], mid_spec, opts)

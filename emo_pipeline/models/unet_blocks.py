@@ -37,6 +37,7 @@ class BlockOptions:
     groups: int
     eps: float
     temb_channels: int
+    context_scale: float = 1.0  # EchoMimic scales its audio cross-attention's output by 3
     audio_dim: int = 0
     audio_masked: bool = True
     temporal_heads: int = 8
@@ -56,7 +57,7 @@ class UNetContext:
     """
 
     temb: torch.Tensor
-    context: torch.Tensor
+    context: torch.Tensor | None  # attn2's tokens per row; None: attn2 does not run (EchoMimic's ReferenceNet)
     num_frames: int = 1
     audio: FrameAudio | None = None
     masks: list[RegionMasks] | None = None
@@ -82,7 +83,8 @@ class UNetLayers(nn.Module):
             for c in in_channels
         )
         self.attentions = nn.ModuleList(
-            SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups) for s in specs if s.attention
+            SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups, opts.context_scale)
+            for s in specs if s.attention
         )
         self.audio_modules = nn.ModuleList(
             AudioAttention(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, opts.audio_masked)

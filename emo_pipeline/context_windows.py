@@ -1,0 +1,140 @@
+"""Whole-video sampling in overlapping context windows (EchoMimic's sampling loop).
+
+There are no motion frames: the latents of every frame are denoised together. At each step the
+Backbone runs on windows of `size` frames that overlap by `overlap`, wrapping around the end of
+the video; the windows move `shift` frames further at every step, so that their seams fall in a
+different place each time, and a frame's prediction is the mean over the windows that hold it.
+
+Memory: the latents of the whole video (64 KiB per frame at 512²) and their running sum stay
+on the device; audio tokens stay on the CPU and go over one window at a time; the VAE decodes a
+chunk of frames at a time. So only the latents grow with the audio's length.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Iterator
+
+import torch
+
+from .models import BackboneConditions
+from .models.spatial_transformer import ReferenceKV
+from .presets import step_plan
+from .schedulers import make_scheduler
+
+if TYPE_CHECKING:
+    from .pipeline import AudioFeatures, EMOPipeline, SamplingOptions
+    from .portrait import Portrait
+
+
+def context_windows(num_frames: int, size: int, overlap: int) -> list[list[int]]:
+    """EchoMimic's "uniform" schedule (context.py, stride 1, closed loop): windows of `size` frames
+    starting every `size - overlap` frames, wrapping past the end; one window when the video is
+    no longer than `size`."""
+    if num_frames <= size:
+        return [list(range(num_frames))]
+    return [[i % num_frames for i in range(start, start + size)]
+            for start in range(0, num_frames, size - overlap)]
+
+
+def shifted(window: list[int], step: int, shift: int, num_frames: int) -> list[int]:
+    """The window at denoising step `step` (0-based): every index moved by step·shift, modulo the length."""
+    return [(i + step * shift) % num_frames for i in window]
+
+
+class WindowConditions:
+    """What every window shares (the portrait's reference keys/values and face-locator features),
+    and the per-window audio tokens. Rows are [unconditional, conditional] under guidance."""
+
+    def __init__(self, pipe: "EMOPipeline", portrait: "Portrait", ref_latent: torch.Tensor, use_cfg: bool,
+                 window: int) -> None:
+        cfg, net = pipe.config, pipe.net
+        self.use_cfg, self.pipe = use_cfg, pipe
+        rows = 2 if use_cfg else 1
+        face = net.face_locator(portrait.face_region[None, : cfg.spec.face_locator_in_channels])
+        if use_cfg:
+            uncond_face = torch.zeros_like(face) if cfg.uncond_drops_face_region else face
+            face = torch.cat([uncond_face, face])
+        self.face = face
+        # The ReferenceNet runs once per video; its reference keys/values serve every window and step.
+        with pipe._stage("reference net"):
+            features = net.reference_unet(ref_latent, None)
+            reference, _ = net.denoising_unet.prepare_reference(features, 1, window, [True])
+        reads = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
+        sources = tuple(0 if reads[r // window] else None for r in range(rows * window))
+        self.reference = [ReferenceKV(kv.key, kv.value, sources) for kv in reference]
+
+    def __call__(self, tokens: torch.Tensor) -> BackboneConditions:
+        """tokens [F, T, C] of the window's frames (any device) → the Backbone's conditions."""
+        tokens = tokens.to(self.pipe.device, self.pipe.dtype)[None]
+        if self.use_cfg:  # the unconditional row hears nothing (EchoMimic: zero tokens)
+            tokens = torch.cat([torch.zeros_like(tokens), tokens])
+        return BackboneConditions(
+            identity=None, audio=tokens, face_features=self.face, reference=self.reference,
+            audio_heard=(False, True) if self.use_cfg else None,
+        )
+
+
+def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures",
+                        opts: "SamplingOptions") -> Iterator[torch.Tensor]:
+    """Denoise the whole video's latents in context windows, then yield its frames chunk by chunk."""
+    from .pipeline import Denoiser, GenerationCancelled, StepInfo
+
+    cfg, spec = pipe.config, pipe.config.spec
+    device, dtype = pipe.device, pipe.dtype
+    num_frames, size, steps = audio.num_frames, opts.frames_per_clip, opts.steps
+    overlap = opts.context_overlap
+    if size > cfg.temporal_max_len:
+        raise ValueError(f"A context window of {size} frames exceeds {cfg.temporal_max_len}, the longest "
+                         "sequence this model's temporal modules know.")
+    windows = context_windows(num_frames, size, overlap)
+    window = len(windows[0])
+    use_cfg = opts.guidance_scale > 1.0
+    plan = step_plan(steps, use_cfg, opts.guidance_interval, 1)
+    generator = torch.Generator("cpu").manual_seed(int(opts.seed))
+    backbone = pipe._compiled if pipe.compile else pipe.net.denoising_unet
+
+    portrait = portrait.to(device, dtype)
+    ref_latent = pipe.encode_images(portrait.pixels[None])
+    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, window)
+    tokens = audio.features  # [T, tokens, dim], stays where it is (the CPU)
+
+    shape = (1, cfg.latent_channels, num_frames, ref_latent.shape[-2], ref_latent.shape[-1])
+    latents = torch.randn(shape, generator=generator, dtype=dtype)
+    if spec.noise_clamp is not None:
+        latents = latents.clamp(-spec.noise_clamp, spec.noise_clamp)
+    latents = latents.to(device)
+    scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
+    scheduler.set_timesteps(steps, device=device)
+    step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
+    latents = latents * scheduler.init_noise_sigma
+    calls, total_calls = 0, steps * len(windows)
+    for step, (t, (guided, _)) in enumerate(zip(scheduler.timesteps, plan)):
+        total = torch.zeros_like(latents)
+        count = torch.zeros(num_frames, device=device, dtype=latents.dtype)
+        model_input = scheduler.scale_model_input(latents, t)
+        for w, frames in enumerate(windows):
+            if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
+                raise GenerationCancelled()
+            index = torch.tensor(shifted(frames, step, spec.context_shift, num_frames))
+            denoise = Denoiser(backbone, conditions(tokens[index]), use_cfg, opts.guidance_scale, pipe.low_vram, None)
+            index = index.to(device)
+            with pipe._stage("denoising"):
+                total.index_add_(2, index, denoise(model_input.index_select(2, index), t, guided, False).to(total.dtype))
+            count.index_add_(0, index, torch.ones_like(index, dtype=count.dtype))
+            calls += 1
+            if opts.callbacks.on_step and w < len(windows) - 1:
+                opts.callbacks.on_step(StepInfo(calls, total_calls, w, len(windows), int(t)))
+        out = scheduler.step(total / count.view(1, 1, -1, 1, 1), t, latents, **step_kwargs)
+        latents = out.prev_sample
+        if opts.callbacks.on_preview:
+            estimate = getattr(out, "pred_original_sample", None)
+            opts.callbacks.on_preview(estimate if estimate is not None else latents)
+        if opts.callbacks.on_step:
+            opts.callbacks.on_step(StepInfo(calls, total_calls, len(windows) - 1, len(windows), int(t)))
+    del total, count, conditions
+    chunk = 1 if pipe.low_vram else opts.decode_chunk_size
+    flat = latents[0].transpose(0, 1)  # [T, 4, h, w]
+    for start in range(0, num_frames, chunk):
+        with pipe._stage("vae decode"):
+            yield pipe.decode_latents(flat[start: start + chunk], chunk)

@@ -1,0 +1,68 @@
+"""What differs between the public checkpoint families, decided in this one place.
+
+All families share the engine's core: the ReferenceNet/Backbone UNets, the face locator, the
+VAE, the schedulers, the guidance and the memory modes. A family fixes three things on top:
+
+* the audio front end: wav2vec2 features interpolated to the frame rate (EMO, Hallo, Hallo2), or
+  whisper-tiny encoder layers sliced around each frame (EchoMimic);
+* the conditioning route: identity tokens in the spatial cross-attention plus separate audio
+  attention modules (EMO/Hallo), or the audio tokens themselves in the spatial cross-attention
+  (EchoMimic: no identity, no audio modules, the ReferenceNet runs without cross-attention);
+* the sampling loop: clip after clip, each continuing from the last frames of the one before
+  (motion frames), or the whole video's latents at once in overlapping context windows whose
+  predictions are averaged (EchoMimic).
+
+A config names its family (`EMOConfig.family`); everything here is read through `family_of`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# EchoMimic's audio tokens for frame i: whisper frames int(i·50/fps) - 4 ... + 5 (audio2feature.py).
+WHISPER_WINDOW_FRAMES = 10
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    title: str
+    audio_encoder: str  # "wav2vec2" | "whisper"
+    # "audio_modules": attn2 reads identity tokens, audio has its own attention modules;
+    # "cross_attention": attn2 reads the frame's audio tokens, scaled by `cross_attention_scale`.
+    audio_route: str
+    cross_attention_scale: float
+    reference_cross_attention: bool  # whether the ReferenceNet's blocks run attn2 at all
+    reference_output_layers: bool  # whether the ReferenceNet file holds conv_norm_out/conv_out (unused)
+    face_locator_in_channels: int
+    sampling: str  # "motion_frames" | "context_windows"
+    context_overlap: int = 0  # frames shared by neighbouring context windows
+    context_shift: int = 0  # the windows move this many frames per step
+    noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
+    face_crop_expand: float = 1.2  # the portrait crop around the face box, as a size ratio
+
+
+FAMILIES: dict[str, Family] = {
+    "emo": Family(
+        name="emo", title="EMO / Hallo / Hallo2", audio_encoder="wav2vec2", audio_route="audio_modules",
+        cross_attention_scale=1.0, reference_cross_attention=True, reference_output_layers=False,
+        face_locator_in_channels=3, sampling="motion_frames",
+    ),
+    # EchoMimic v1 (antgroup/echomimic): audio tokens in attn2 ×3 (mutual_self_attention.py,
+    # audio_feature_ratio), whole-video context windows of 12 with overlap 3 shifted by 2 frames per
+    # step (pipeline_echo_mimic.py), noise clamped to ±1.5 (prepare_latents), a one-channel face-box
+    # mask, the reference cropped to the face box dilated by 0.5 on each side (infer_audio2vid.py).
+    "echomimic": Family(
+        name="echomimic", title="EchoMimic", audio_encoder="whisper", audio_route="cross_attention",
+        cross_attention_scale=3.0, reference_cross_attention=False, reference_output_layers=True,
+        face_locator_in_channels=1, sampling="context_windows", context_overlap=3, context_shift=2,
+        noise_clamp=1.5, face_crop_expand=2.0,
+    ),
+}
+
+
+def family_of(name: str) -> Family:
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise ValueError(f"Unknown model family {name!r}; choose one of {', '.join(FAMILIES)}") from None
