@@ -32,8 +32,10 @@ def _parser() -> argparse.ArgumentParser:
                      + " (default: the model's own sampling, which for Hallo is quality)")
     gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's, else the model's: 40 for Hallo)")
     gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
-    gen.add_argument("--frames-per-clip", type=int)
+    gen.add_argument("--frames-per-clip", type=int, help="clip length; for EchoMimic the context window (12)")
     gen.add_argument("--motion-frames", type=int)
+    gen.add_argument("--context-overlap", type=int,
+                     help="EchoMimic: frames shared by neighbouring context windows (default: its own, 3)")
     gen.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the preset's, else ddim")
     gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                      help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
@@ -52,11 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--no-face-crop", action="store_true",
                      help="use the image as it is (it should be square and face-centred)")
     gen.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
-    gen.add_argument("--face-fraction", type=float, default=0.6, help="share of the crop the face takes")
+    gen.add_argument("--face-fraction", type=float,
+                     help="share of the crop the face takes (default: the model family's, 0.6 Hallo, 0.5 EchoMimic)")
     gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
     ins = sub.add_parser("inspect", help="say what a checkpoint file is and what it lacks")
     ins.add_argument("checkpoint")
-    conv = sub.add_parser("convert", help="net.pth → one .safetensors file with its config inside")
+    conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
     conv.add_argument("source")
     conv.add_argument("target")
     conv.add_argument("--dtype", choices=list(DTYPES), help="store in this precision (default: as the source)")
@@ -151,7 +154,8 @@ def generate(args: argparse.Namespace) -> int:
         from .face.reference import crop_to_face
 
         folders = [Path(args.model), Path(args.model).parent] if args.model else []
-        face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, args.face_fraction, crop=not args.no_face_crop)
+        fraction = args.face_fraction or pipe.config.spec.face_fraction
+        face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, fraction, crop=not args.no_face_crop)
         print(f"Faces found: {face.faces_found}; identity embedding: {'yes' if face.identity is not None else 'no'}")
         portrait = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
                                          identity=face.identity)
@@ -162,6 +166,7 @@ def generate(args: argparse.Namespace) -> int:
     options = SamplingOptions(
         seed=args.seed, preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
         frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
+        context_overlap=args.context_overlap,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
         cache_interval=args.cache_interval, head_speed=args.head_speed,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress),

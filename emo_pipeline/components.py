@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 
 from .audio.encoder import AudioEncoder
+from .config import EMOConfig
 from .loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, open_network
 from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
@@ -78,11 +79,12 @@ def _find_part(roots: list[Path], names: tuple[str, ...], what: str,
 
 def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   shared: tuple[Path, ...] = (), vae: str | Path | None = None, *, low_vram: bool = False,
-                  fp8_weights: bool = False, compile: bool = False) -> EMOPipeline:
+                  fp8_weights: bool = False, compile: bool = False, config: EMOConfig | None = None) -> EMOPipeline:
     """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype`.
     `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/).
     With `fp8_weights` the network is loaded on the CPU, stored in fp8 there, then moved, so the
-    device never holds it in full precision. `low_vram` and `compile`: see EMOPipeline."""
+    device never holds it in full precision. `low_vram` and `compile`: see EMOPipeline. `config`: the
+    network's config when the files cannot tell it (tiny test models)."""
     from .vae import load_vae
 
     model = Path(model)
@@ -92,8 +94,9 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
     for root in (home, *map(Path, shared), home.parent):
         if root not in roots:
             roots.append(root)
-    with open_network(net_path) as reader:
-        config = config_for(reader)
+    if config is None:
+        with open_network(net_path) as reader:
+            config = config_for(reader)
     vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
     if config.spec.audio_encoder == "whisper":
         from .audio.whisper import WhisperAudioEncoder

@@ -39,7 +39,7 @@ class Family:
     context_overlap: int = 0  # frames shared by neighbouring context windows
     context_shift: int = 0  # the windows move this many frames per step
     noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
-    face_crop_expand: float = 1.2  # the portrait crop around the face box, as a size ratio
+    face_fraction: float = 0.6  # share of the portrait crop the face box takes
 
 
 FAMILIES: dict[str, Family] = {
@@ -56,7 +56,7 @@ FAMILIES: dict[str, Family] = {
         name="echomimic", title="EchoMimic", audio_encoder="whisper", audio_route="cross_attention",
         cross_attention_scale=3.0, reference_cross_attention=False, reference_output_layers=True,
         face_locator_in_channels=1, sampling="context_windows", context_overlap=3, context_shift=2,
-        noise_clamp=1.5, face_crop_expand=2.0,
+        noise_clamp=1.5, face_fraction=0.5,
     ),
 }
 

@@ -217,14 +217,14 @@ class MultiFileReader:
                 "BadToBest/EchoMimic; the _acc variants for the accelerated weights), all in this folder.")
         self._readers: list[CheckpointReader] = []
         self._source: dict[str, tuple[CheckpointReader, str]] = {}
-        self.file_of: dict[str, str] = {}
+        self.file_of: dict[str, tuple[str, str]] = {}  # our key → (file name, the file's own key)
         try:
             for prefix, path in parts:
                 reader = CheckpointReader(path)
                 self._readers.append(reader)
                 for key in reader.keys():
                     self._source[prefix + key] = (reader, key)
-                    self.file_of[prefix + key] = path.name
+                    self.file_of[prefix + key] = (path.name, key)
         except Exception:
             self.close()
             raise
@@ -242,7 +242,8 @@ class MultiFileReader:
         """Which file each unexpected or wrongly shaped key came from, so users know which to replace."""
         by_file: dict[str, list[str]] = {}
         for key in report.unexpected + [k for k, _, _ in report.wrong_shape]:
-            by_file.setdefault(self.file_of[key], []).append(key)
+            name, own = self.file_of[key]
+            by_file.setdefault(name, []).append(own)
         return "; ".join(f"{name}: {len(keys)} key(s) that do not belong, e.g. {', '.join(keys[:first])}"
                          for name, keys in sorted(by_file.items()))
 

@@ -9,6 +9,7 @@ path changes the result.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from diffusers import AutoencoderKL
@@ -17,6 +18,9 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 from .audio.encoder import AudioEncoder
 from .config import EMOConfig, tiny_config
 from .models import EMONet
+
+if TYPE_CHECKING:
+    from .audio.whisper import WhisperAudioEncoder
 
 
 def randomize_(module: torch.nn.Module, seed: int, scale: float = 0.05) -> torch.nn.Module:
@@ -54,15 +58,33 @@ def tiny_wav2vec(seed: int = 0, hidden: int = 32, layers: int = 2) -> Wav2Vec2Mo
     return Wav2Vec2Model(tiny_wav2vec_config(hidden, layers))
 
 
+def tiny_whisper(seed: int = 0, dim: int = 16, layers: int = 2) -> "WhisperAudioEncoder":
+    """A whisper encoder with whisper's input (80 mels, 30-s segments) and few channels: `layers`
+    states of `dim` per 50 Hz step (the block input and layers - 1 blocks)."""
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .audio.whisper import WhisperAudioEncoder, whisper_config
+
+    torch.manual_seed(seed)
+    dims = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=dim, n_audio_head=2, n_audio_layer=layers - 1)
+    return WhisperAudioEncoder(WhisperEncoder(whisper_config(dims)), dims)
+
+
+def tiny_audio_encoder(config: EMOConfig, seed: int = 0):
+    """The audio front end of the config's family, tiny."""
+    if config.spec.audio_encoder == "whisper":
+        return tiny_whisper(seed, config.audio_feature_dim, config.audio_feature_layers)
+    return AudioEncoder(tiny_wav2vec(seed, config.audio_feature_dim, config.audio_feature_layers))
+
+
 def tiny_net(config: EMOConfig | None = None, seed: int = 0) -> EMONet:
     torch.manual_seed(seed)
     return randomize_(EMONet(config or tiny_config()), seed)
 
 
-def tiny_components(config: EMOConfig | None = None, seed: int = 0) -> tuple[EMONet, AutoencoderKL, AudioEncoder]:
+def tiny_components(config: EMOConfig | None = None, seed: int = 0) -> tuple[EMONet, AutoencoderKL, "AudioEncoder | WhisperAudioEncoder"]:
     config = config or tiny_config()
-    encoder = AudioEncoder(tiny_wav2vec(seed, config.audio_feature_dim, config.audio_feature_layers))
-    return tiny_net(config, seed), tiny_vae(seed, config.vae_downscale), encoder
+    return tiny_net(config, seed), tiny_vae(seed, config.vae_downscale), tiny_audio_encoder(config, seed)
 
 
 def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOConfig | None = None,
@@ -80,3 +102,38 @@ def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOCon
     (root / "wav2vec" / "preprocessor_config.json").write_text(
         '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
     return path
+
+
+def write_tiny_echomimic_folder(root: str | Path, config: EMOConfig | None = None, seed: int = 0,
+                                acc: bool = False) -> Path:
+    """A tiny EchoMimic download in its own layout: the four .pth files (split as EchoMimic ships them:
+    motion modules in motion_module.pth, the rest of the denoising UNet in denoising_unet.pth),
+    sd-vae-ft-mse/ and audio_processor/whisper_tiny.pt in openai-whisper's format. Returns the folder."""
+    from .audio.whisper import openai_name
+    from .config import tiny_echomimic_config
+
+    root = Path(root)
+    config = config or tiny_echomimic_config()
+    net, vae, whisper = tiny_components(config, seed)
+    root.mkdir(parents=True, exist_ok=True)
+    state = net.state_dict()
+    variant = "_acc" if acc else ""
+    parts = {
+        "reference_unet.pth": {k.removeprefix("reference_unet."): v for k, v in state.items()
+                               if k.startswith("reference_unet.")},
+        f"denoising_unet{variant}.pth": {k.removeprefix("denoising_unet."): v for k, v in state.items()
+                                         if k.startswith("denoising_unet.") and ".motion_modules." not in k},
+        f"motion_module{variant}.pth": {k.removeprefix("denoising_unet."): v for k, v in state.items()
+                                        if k.startswith("denoising_unet.") and ".motion_modules." in k},
+        "face_locator.pth": {k.removeprefix("face_locator."): v for k, v in state.items()
+                             if k.startswith("face_locator.")},
+    }
+    for name, part in parts.items():
+        torch.save({k: v.clone() for k, v in part.items()}, root / name)
+    vae.save_pretrained(root / "sd-vae-ft-mse")
+    (root / "audio_processor").mkdir(exist_ok=True)
+    encoder = {openai_name(k): v.clone() for k, v in whisper.model.state_dict().items()}
+    dims = dict(whisper.dims, n_vocab=8, n_text_ctx=4, n_text_state=whisper.dims["n_audio_state"], n_text_head=2,
+                n_text_layer=1)
+    torch.save({"dims": dims, "model_state_dict": encoder}, root / "audio_processor" / "whisper_tiny.pt")
+    return root
