@@ -35,7 +35,7 @@ MODES = {
     "low-VRAM (quality)": (SamplingOptions(preset="quality"), True),
 }
 
-SHORT = {"wav2vec": "wav2vec", "portrait": "portrait", "audio projection": "audio proj",
+SHORT = {"audio encoder": "audio enc", "portrait": "portrait", "audio projection": "audio proj",
          "reference net": "ReferenceNet", "vae encode": "VAE enc", "denoiser, conditional rows": "denoise cond",
          "denoiser, unconditional rows": "denoise uncond", "vae decode": "VAE dec"}
 

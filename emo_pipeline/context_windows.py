@@ -6,8 +6,9 @@ the video; the windows move `shift` frames further at every step, so that their 
 different place each time, and a frame's prediction is the mean over the windows that hold it.
 
 Memory: the latents of the whole video (64 KiB per frame at 512²) and their running sum stay
-on the device; audio tokens stay on the CPU and go over one window at a time; the VAE decodes a
-chunk of frames at a time. So only the latents grow with the audio's length.
+on the device; the 50 Hz audio features stay on the CPU and each window's tokens are taken from
+them when it runs; the VAE decodes a chunk of frames at a time. So only the latents grow with the
+audio's length.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Iterator
 
 import torch
 
+from .audio.whisper import frame_tokens
 from .models import BackboneConditions
 from .models.spatial_transformer import ReferenceKV
 from .presets import step_plan
@@ -97,7 +99,6 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
     portrait = portrait.to(device, dtype)
     ref_latent = pipe.encode_images(portrait.pixels[None])
     conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, window)
-    tokens = audio.features  # [T, tokens, dim], stays where it is (the CPU)
 
     shape = (1, cfg.latent_channels, num_frames, ref_latent.shape[-2], ref_latent.shape[-1])
     latents = torch.randn(shape, generator=generator, dtype=dtype)
@@ -117,7 +118,8 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
             if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
                 raise GenerationCancelled()
             index = torch.tensor(shifted(frames, step, spec.context_shift, num_frames))
-            denoise = Denoiser(backbone, conditions(tokens[index]), use_cfg, opts.guidance_scale, pipe.low_vram, None)
+            tokens = frame_tokens(audio.features, index, audio.fps).view(len(index), cfg.audio_tokens, -1)
+            denoise = Denoiser(backbone, conditions(tokens), use_cfg, opts.guidance_scale, pipe.low_vram, None)
             index = index.to(device)
             with pipe._stage("denoising"):
                 total.index_add_(2, index, denoise(model_input.index_select(2, index), t, guided, False).to(total.dtype))

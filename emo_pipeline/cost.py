@@ -26,7 +26,7 @@ from .models.deep_cache import DeepFeatureCache
 from .pipeline import Denoiser, EMOPipeline, SamplingOptions
 from .presets import resolve_options, step_plan
 
-STAGES = ("wav2vec", "portrait", "audio projection", "reference net", "vae encode",
+STAGES = ("audio encoder", "portrait", "audio projection", "reference net", "vae encode",
           "denoiser, conditional rows", "denoiser, unconditional rows", "vae decode")
 
 # The modules a clip's preparation calls, as the FLOP counter names them, by stage: the VAE's
@@ -34,7 +34,8 @@ STAGES = ("wav2vec", "portrait", "audio projection", "reference net", "vae encod
 # the reference keys/values are attn1's projections (Linear) called by `prepare_reference`.
 _PREPARATION_STAGES = {"ReferenceNet": "reference net", "Linear": "reference net",
                        "Encoder": "vae encode", "Conv2d": "vae encode",
-                       "AudioProjection": "audio projection", "SpeedEncoder": "audio projection"}
+                       "AudioProjection": "audio projection", "SpeedEncoder": "audio projection",
+                       "FaceLocator": "portrait"}
 
 
 def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", dtype: torch.dtype = torch.float16,
@@ -59,8 +60,23 @@ def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", d
     finally:
         torch.set_default_dtype(previous)
     with torch.device(device):
-        wav2vec = Wav2Vec2Model(Wav2Vec2Config())  # fp32, as the pipeline runs it (Hallo too)
-    return EMOPipeline(net, vae, AudioEncoder(wav2vec), device=device, dtype=dtype, low_vram=low_vram)
+        if config.spec.audio_encoder == "whisper":
+            audio = full_size_whisper()
+        else:
+            audio = AudioEncoder(Wav2Vec2Model(Wav2Vec2Config()))  # fp32, as the pipeline runs it (Hallo too)
+    return EMOPipeline(net, vae, audio, device=device, dtype=dtype, low_vram=low_vram)
+
+
+WHISPER_TINY_DIMS = dict(n_mels=80, n_audio_ctx=1500, n_audio_state=384, n_audio_head=6, n_audio_layer=4)
+
+
+def full_size_whisper():
+    """whisper-tiny's encoder (EchoMimic's audio front end), built on the current default device."""
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    from .audio.whisper import WhisperAudioEncoder, whisper_config
+
+    return WhisperAudioEncoder(WhisperEncoder(whisper_config(WHISPER_TINY_DIMS)), WHISPER_TINY_DIMS)
 
 
 def count_flops(fn, *args, **kwargs) -> tuple[int, dict[str, int], object]:
@@ -104,6 +120,8 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
     cfg = pipe.config
     opts = resolve_options(options, cfg)
     fps = fps or cfg.fps
+    if cfg.spec.sampling == "context_windows":
+        return _windowed_video_flops(pipe, opts, seconds, fps)
     f, n = opts.frames_per_clip, opts.motion_frames
     rate = cfg.audio_sample_rate
     frames = frame_count(round(seconds * rate), rate, fps)
@@ -113,7 +131,7 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
     generator = torch.Generator().manual_seed(0)
 
     speech = torch.zeros(round(seconds * rate), device=pipe.device)
-    stages["wav2vec"], _, audio = count_flops(pipe._encode_speech, speech, fps, f)
+    stages["audio encoder"], _, audio = count_flops(pipe._encode_speech, speech, fps, f)
     portrait = _probe_portrait(cfg).to(pipe.device, pipe.dtype)
 
     def static():
@@ -166,6 +184,52 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
     decode, _, _ = count_flops(lambda: pipe.vae.decode(z / cfg.vae_scaling_factor))
     stages["vae decode"] = decode * f * clips
     return VideoFlops(seconds, frames, clips, stages, per_step)
+
+
+def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: float, fps: float) -> VideoFlops:
+    """video_flops for context-window sampling: one ReferenceNet pass and one portrait per video;
+    every step runs the Backbone on each window."""
+    from .context_windows import WindowConditions, context_windows
+
+    cfg = pipe.config
+    rate = cfg.audio_sample_rate
+    frames = frame_count(round(seconds * rate), rate, fps)
+    windows = context_windows(frames, opts.frames_per_clip, opts.context_overlap)
+    f = len(windows[0])
+    use_cfg = opts.guidance_scale > 1.0
+    stages = dict.fromkeys(STAGES, 0)
+    speech = torch.zeros(round(seconds * rate), device=pipe.device)
+    stages["audio encoder"] = count_flops(pipe.audio_encoder.features, speech)[0]
+    portrait = _probe_portrait(cfg).to(pipe.device, pipe.dtype)
+
+    def prepare():
+        ref_latent = pipe.encode_images(portrait.pixels[None])
+        return WindowConditions(pipe, portrait, ref_latent, use_cfg, f)
+
+    _, by_module, conditions = count_flops(prepare)
+    for name, value in by_module.items():
+        stages[_PREPARATION_STAGES[name]] += value
+    tokens = torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim, device=pipe.device, dtype=pipe.dtype)
+    cond = conditions(tokens)
+    latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, device=pipe.device,
+                          dtype=pipe.dtype)
+    t = torch.tensor(500, device=pipe.device)
+    plan = step_plan(opts.steps, use_cfg, opts.guidance_interval, 1)
+    per_step = {}
+    for guided in sorted({g for g, _ in plan}):
+        denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram, None)
+        per_step[guided, False] = count_flops(denoise, latents, t, guided, False)[0]
+    conditional = per_step[False, False] if use_cfg and (False, False) in per_step else None
+    if use_cfg and conditional is None:
+        denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram, None)
+        conditional = count_flops(denoise, latents, t, False, False)[0]
+    for guided, _ in plan:
+        rows = conditional if use_cfg else per_step[guided, False]
+        stages["denoiser, conditional rows"] += rows * len(windows)
+        stages["denoiser, unconditional rows"] += (per_step[guided, False] - rows) * len(windows)
+    z = torch.zeros(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=pipe.device, dtype=pipe.dtype)
+    stages["vae decode"] = count_flops(lambda: pipe.vae.decode(z / cfg.vae_scaling_factor))[0] * frames
+    return VideoFlops(seconds, frames, len(windows), stages, per_step)
 
 
 class ActivationTracker(TorchDispatchMode):
@@ -248,8 +312,15 @@ def fake_pipeline(pipe_or_config: EMOPipeline | EMOConfig, dtype: torch.dtype = 
         torch.set_default_dtype(previous)
     if has_fp8_weights(pipe.net):
         store_weights_fp8(net)
-    wav2vec = Wav2Vec2Model(pipe.audio_encoder.model.config)
-    return EMOPipeline(net, vae, AudioEncoder(wav2vec), dtype=pipe.dtype, low_vram=pipe.low_vram)
+    if pipe.config.spec.audio_encoder == "whisper":
+        from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+        from .audio.whisper import WhisperAudioEncoder
+
+        audio = WhisperAudioEncoder(WhisperEncoder(pipe.audio_encoder.model.config), pipe.audio_encoder.dims)
+    else:
+        audio = AudioEncoder(Wav2Vec2Model(pipe.audio_encoder.model.config))
+    return EMOPipeline(net, vae, audio, dtype=pipe.dtype, low_vram=pipe.low_vram)
 
 
 def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOptions, dtype: torch.dtype = torch.float16,
@@ -279,6 +350,9 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
         plan = step_plan(opts.steps, use_cfg, opts.guidance_interval, opts.cache_interval)
         tracker = ActivationTracker()
         budget = LOW_VRAM_SCORE_BUDGET if low_vram else None
+        if cfg.spec.sampling == "context_windows":
+            with tracker, torch.no_grad(), attention_score_budget(budget):
+                return _window_memory(pipe, probe, opts, plan, tracker, weights)
         with tracker, torch.no_grad(), attention_score_budget(budget):
             audio = pipe._encode_speech(torch.zeros(round(cfg.audio_sample_rate * f / cfg.fps)), cfg.fps, f)
             portrait = probe.to(pipe.device, dtype)
@@ -308,3 +382,46 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
             pipe.vae.decode(z / cfg.vae_scaling_factor)
             decode_peak = tracker.peak - start
     return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, decode_peak)
+
+
+def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracker: ActivationTracker,
+                   weights: int) -> ClipMemory:
+    """clip_memory for context-window sampling: the per-video preparation (ReferenceNet), one window's
+    Backbone call and one decode chunk. The whole video's latents come on top (see `video_latent_bytes`)."""
+    from .context_windows import WindowConditions
+
+    cfg, dtype, f = pipe.config, pipe.dtype, opts.frames_per_clip
+    use_cfg = opts.guidance_scale > 1.0
+    portrait = probe.to(pipe.device, dtype)
+    ref_latent = pipe.encode_images(portrait.pixels[None])
+    baseline = tracker.live
+    tracker.reset()
+    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, f)
+    reference_peak = tracker.peak
+    cond = conditions(torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim))
+    denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram, None)
+    del cond
+    latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, dtype=dtype)
+    t = torch.tensor(500)
+    resident = tracker.live
+    tracker.reset()
+    for guided in sorted({g for g, _ in plan}):
+        denoise(latents, t, guided, False)
+    denoising_peak = tracker.peak
+    del denoise
+    chunk = 1 if pipe.low_vram else opts.decode_chunk_size
+    z = torch.zeros(min(chunk, f), cfg.latent_channels, cfg.latent_size, cfg.latent_size, dtype=dtype)
+    tracker.reset()
+    start = tracker.live
+    pipe.vae.decode(z / cfg.vae_scaling_factor)
+    decode_peak = tracker.peak - start
+    return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, decode_peak)
+
+
+def video_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) -> int:
+    """What context-window sampling keeps for the whole video besides one window's work: the
+    latents, their prediction sum, the scheduler's output and its clean estimate (4 copies)."""
+    if config.spec.sampling != "context_windows":
+        return 0
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    return 4 * num_frames * config.latent_channels * config.latent_size**2 * itemsize

@@ -49,8 +49,8 @@ class AudioFeatures:
     """Per-frame audio features of one audio clip."""
 
     speech: torch.Tensor  # 16 kHz speech (normalised for wav2vec), kept to re-encode for another clip length
-    # wav2vec: [T_padded, layers, dim], zero-padded audio up to a whole number of clips;
-    # whisper: [T, tokens, dim], each frame's tokens as the Backbone's cross-attention reads them
+    # wav2vec: [T_padded, layers, dim] per video frame, zero-padded audio up to a whole number of clips;
+    # whisper: [T50, layers, dim] at 50 Hz (audio.whisper.frame_tokens takes each frame's tokens)
     features: torch.Tensor
     num_frames: int  # video frames the audio lasts: ceil(seconds · fps)
     fps: float
@@ -220,8 +220,6 @@ class EMOPipeline:
 
     def _encode_whisper(self, speech: torch.Tensor, fps: float) -> AudioFeatures:
         """EchoMimic's front end: whisper-tiny layers at 50 Hz, 10 of them around each frame."""
-        from .audio.whisper import frame_tokens
-
         cfg = self.config
         num_frames = frame_count(speech.numel(), cfg.audio_sample_rate, fps)
         if num_frames < 1:
@@ -234,9 +232,8 @@ class EMOPipeline:
                 f"{cfg.audio_feature_dim}; the loaded audio encoder does not give them. Use the whisper tiny.pt "
                 "that came with the model (pretrained_weights/audio_processor/whisper_tiny.pt).")
         with self._stage("audio features"):
-            features = encoder.features(speech)
-        tokens = frame_tokens(features, num_frames, fps).reshape(num_frames, cfg.audio_tokens, cfg.audio_feature_dim)
-        return AudioFeatures(speech, tokens, num_frames, fps, cfg.frames_per_clip)
+            features = encoder.features(speech).cpu()  # 7.7 KB per 20 ms: it waits on the CPU
+        return AudioFeatures(speech, features, num_frames, fps, cfg.frames_per_clip)
 
     def _encode_speech(self, speech: torch.Tensor, fps: float, clip_length: int) -> AudioFeatures:
         sr = self.config.audio_sample_rate

@@ -94,8 +94,10 @@ def log_mel_spectrogram(speech: torch.Tensor, filters: torch.Tensor, chunk_frame
     return (log_spec + 4.0) / 4.0
 
 
-def frame_tokens(features: torch.Tensor, num_frames: int, fps: float) -> torch.Tensor:
-    """EchoMimic's per-video-frame audio window: [T50, L, D] → [num_frames, 10·L, D].
+def frame_tokens(features: torch.Tensor, frames: int | torch.Tensor, fps: float) -> torch.Tensor:
+    """EchoMimic's per-video-frame audio window: [T50, L, D] → [F, 10·L, D] for frames 0..F-1 (an int
+    F), or for the given frame indices (a tensor; the sampler takes a window's frames at a time, so
+    the tokens of the whole video, 77 KB a frame, never exist at once).
 
     Frame i is centred on 50 Hz index int(i·50/fps) and takes indices centre-4 … centre+5, each
     clamped into the audio; the ten states come outer, the layers inner.
@@ -105,7 +107,10 @@ def frame_tokens(features: torch.Tensor, num_frames: int, fps: float) -> torch.T
         raise ValueError("No whisper features to take frame windows from (empty audio).")
     if fps <= 0:
         raise ValueError(f"fps must be positive, got {fps}.")
-    frames = torch.arange(num_frames, dtype=torch.float64, device=features.device)
+    if isinstance(frames, int):
+        frames = torch.arange(frames)
+    num_frames = frames.numel()
+    frames = frames.to(features.device, torch.float64)
     centre = torch.floor(frames * FEATURE_RATE / fps).long()  # (i·50)/fps, as int(i*50/fps) rounds it
     offsets = torch.arange(-2 * CONTEXT[0], 2 * (CONTEXT[1] + 1), device=features.device)
     index = (centre[:, None] + offsets[None]).clamp_(0, length - 1)
