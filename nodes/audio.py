@@ -1,4 +1,5 @@
-"""EMO Encode Audio: core AUDIO (any rate, mono or stereo) → per-frame wav2vec features."""
+"""EMO Encode Audio: core AUDIO (any rate, mono or stereo) → the model's audio features (wav2vec2 per
+frame for Hallo/EMO, whisper-tiny for EchoMimic)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ class EMOEncodeAudio:
             "required": {
                 "model": ("EMO_MODEL",),
                 "audio": ("AUDIO",),
-                "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
-                                  "tooltip": "Video frame rate; Hallo was trained at 25."}),
+                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 120.0, "step": 0.01,
+                                  "tooltip": "Video frame rate. 0: the model's own (Hallo was trained at 25, "
+                                             "EchoMimic at 24)."}),
             }
         }
 
@@ -31,5 +33,5 @@ class EMOEncodeAudio:
                              "Split the batch and encode each clip separately.")
         mm.throw_exception_if_processing_interrupted()
         pipeline = model.load("audio")
-        features = pipeline.encode_audio(waveform, int(sample_rate), fps=fps)
-        return (features, features.num_frames, fps)
+        features = pipeline.encode_audio(waveform, int(sample_rate), fps=fps or None)
+        return (features, features.num_frames, features.fps)

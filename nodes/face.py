@@ -37,7 +37,7 @@ class EMOFaceCrop:
             "required": {
                 "image": ("IMAGE",),
                 "face_fraction": ("FLOAT", {"default": 0.6, "min": 0.3, "max": 0.9, "step": 0.01,
-                                            "tooltip": "Share of the crop the face takes (Hallo asks for 0.5-0.7)."}),
+                                            "tooltip": "Share of the crop the face takes (Hallo asks for 0.5-0.7; EchoMimic crops at 0.5)."}),
                 "face_index": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "0 = the largest face."}),
             }
         }

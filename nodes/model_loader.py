@@ -1,4 +1,4 @@
-"""Load EMO Model: a network from models/emo/ with its VAE and wav2vec2, resident under ComfyUI's
+"""Load EMO Model: a network from models/emo/ with its VAE and audio encoder, resident under ComfyUI's
 model management (evicted when other nodes need the memory, reloaded when sampling again)."""
 
 from __future__ import annotations
@@ -23,7 +23,12 @@ VAE_BESIDE = "(from models/emo)"
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
-        "transformers folders). See the pack's README, 'Model folder'.")
+        "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/. "
+        "See the pack's README, 'Model folder'.")
+# Files of EchoMimic's download that are parts of a network, not networks to pick: the list shows its
+# denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files.
+ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
+SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers"}
 
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
@@ -42,12 +47,14 @@ def register_model_folder() -> Path:
 
 
 def network_files() -> list[str]:
-    """Network files under models/emo (VAE and wav2vec folders are not networks)."""
+    """Network files under models/emo (VAE and audio encoder folders are not networks)."""
     names = []
     for name in folder_paths.get_filename_list(FOLDER):
         parts = Path(name).parts
-        if parts[0] in ("vae", "wav2vec") or parts[0].startswith(".") or len(parts) > 2:
+        if parts[0] in SUPPORT_FOLDERS or parts[0].startswith(".") or len(parts) > 2:
             continue  # hidden folders hold train-demo's work files, not finished networks
+        if parts[-1] in ECHOMIMIC_PART_FILES or parts[-1].startswith("whisper"):
+            continue
         if Path(name).suffix in (".safetensors", *PICKLE_SUFFIXES):
             names.append(name)
     return sorted(names)
@@ -83,7 +90,8 @@ class EMOModel:
 
 
 class LoadEMOModel:
-    DESCRIPTION = "Loads an EMO-architecture model (Hallo / Hallo2 net.pth or an EMO .safetensors) from models/emo."
+    DESCRIPTION = ("Loads an EMO-family model from models/emo: Hallo / Hallo2 net.pth, EchoMimic's files "
+                   "(denoising_unet.pth, or denoising_unet_acc.pth for its 6-step weights), or an EMO .safetensors.")
     CATEGORY = "EMO"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
@@ -93,7 +101,8 @@ class LoadEMOModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/."}),
+                "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/ (for EchoMimic, "
+                               "its denoising_unet[_acc].pth: the other three files are read from beside it)."}),
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                               "tooltip": "auto: fp16 on a GPU (as Hallo runs), fp32 on the CPU."}),
                 "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's main device."}),

@@ -9,7 +9,7 @@ import comfy.model_management as mm
 import comfy.utils
 import latent_preview
 
-from ..emo_pipeline.cost import clip_memory
+from ..emo_pipeline.cost import clip_memory, video_latent_bytes
 from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
 from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
@@ -32,8 +32,9 @@ def activation_bytes(pipeline, options: SamplingOptions) -> int:
 
 
 class EMOSampler:
-    DESCRIPTION = ("Generates the talking-head frames. Long audio is made of clips that continue from the last "
-                   "frames of the previous clip; the progress bar counts every step of every clip.")
+    DESCRIPTION = ("Generates the talking-head frames. Hallo/EMO models make long audio of clips that continue from "
+                   "the last frames of the previous clip; EchoMimic models denoise the whole video at once in "
+                   "overlapping windows. The progress bar counts every step of every clip (or window).")
     CATEGORY = "EMO"
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE",)
@@ -47,13 +48,17 @@ class EMOSampler:
                 "reference": ("EMO_REFERENCE",),
                 "audio": ("EMO_AUDIO",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
-                "steps": ("INT", {"default": 40, "min": 1, "max": 200}),
-                "cfg": ("FLOAT", {"default": 3.5, "min": 1.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Guidance scale; 1 turns guidance off (twice as fast)."}),
+                "steps": ("INT", {"default": 0, "min": 0, "max": 200,
+                                  "tooltip": "0: the model's own (40 Hallo, 30 EchoMimic, 6 EchoMimic acc)."}),
+                "cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
+                                  "tooltip": "Guidance scale; 1 turns guidance off (twice as fast). 0: the model's "
+                                             "own (3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc)."}),
                 "frames_per_clip": ("INT", {"default": 0, "min": 0, "max": 30,
-                                            "tooltip": "0: the model's own (16 for Hallo, 12 for EMO)."}),
+                                            "tooltip": "0: the model's own (16 for Hallo, 12 for EMO; for EchoMimic "
+                                                       "the context window, 12)."}),
                 "motion_frames": ("INT", {"default": -1, "min": -1, "max": 16,
-                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO)."}),
+                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO, none for "
+                                                     "EchoMimic)."}),
                 "scheduler": (list(SCHEDULERS), {"default": "ddim"}),
             },
             "optional": {
@@ -75,30 +80,38 @@ class EMOSampler:
                                             "steps run the conditional half only. 1: every step, as Hallo."}),
                 "cache_interval": ("INT", {"default": 1, "min": 1, "max": 8,
                                    "tooltip": "DeepCache: a full pass every N steps; the steps between reuse its "
-                                              "low-resolution features (about half the work). 1: off."}),
+                                              "low-resolution features (about half the work). 1: off. Hallo/EMO "
+                                              "models only."}),
+                "context_overlap": ("INT", {"default": -1, "min": -1, "max": 29,
+                                    "tooltip": "EchoMimic models: frames shared by neighbouring context windows. "
+                                               "-1: the model's own (3)."}),
             },
         }
 
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
-               preset="custom", guidance_end=1.0, cache_interval=1):
+               preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1):
         config = model.pipeline.config
+        windows = config.spec.sampling == "context_windows"
         f = frames_per_clip or config.frames_per_clip
-        n = config.motion_frames if motion_frames < 0 else motion_frames
+        n = config.motion_frames if motion_frames < 0 or windows else motion_frames
         if preset == "custom":
-            knobs = dict(preset=None, steps=steps, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
-                         cache_interval=cache_interval)
+            knobs = dict(preset=None, steps=steps or None, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
+                         cache_interval=1 if windows else cache_interval)
         else:
             knobs = dict(preset=preset)
         options = resolve_options(SamplingOptions(
-            seed=seed, guidance_scale=cfg, frames_per_clip=f, motion_frames=n,
+            seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
+            context_overlap=None if context_overlap < 0 else context_overlap,
             region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
             head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
         # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
-        pipeline = model.load("net", "vae", memory_required=activation_bytes(model.pipeline, options))
+        memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
+                                                                                model.pipeline.dtype)
+        pipeline = model.load("net", "vae", memory_required=memory)
         steps = options.steps
         total_clips = -(-audio.num_frames // f)
-        bar = comfy.utils.ProgressBar(total_clips * steps)
+        bar = comfy.utils.ProgressBar(total_clips * steps)  # on_step gives the exact total
         previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
         latest = {}
 
