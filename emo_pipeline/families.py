@@ -7,7 +7,7 @@ VAE, the schedulers, the guidance and the memory modes. A family fixes three thi
   whisper-tiny encoder layers sliced around each frame (EchoMimic);
 * the conditioning route: identity tokens in the spatial cross-attention plus separate audio
   attention modules (EMO/Hallo), or the audio tokens themselves in the spatial cross-attention
-  (EchoMimic: no identity, no audio modules, the ReferenceNet runs without cross-attention);
+  (EchoMimic: no identity, no audio modules, a ReferenceNet without cross-attention);
 * the sampling loop: clip after clip, each continuing from the last frames of the one before
   (motion frames), or the whole video's latents at once in overlapping context windows whose
   predictions are averaged (EchoMimic).
@@ -32,8 +32,7 @@ class Family:
     # "cross_attention": attn2 reads the frame's audio tokens, scaled by `cross_attention_scale`.
     audio_route: str
     cross_attention_scale: float
-    reference_cross_attention: bool  # whether the ReferenceNet's blocks run attn2 at all
-    reference_output_layers: bool  # whether the ReferenceNet file holds conv_norm_out/conv_out (unused)
+    reference_cross_attention: bool  # whether the ReferenceNet's blocks have attn2 (and its norm2) at all
     face_locator_in_channels: int
     sampling: str  # "motion_frames" | "context_windows"
     context_overlap: int = 0  # frames shared by neighbouring context windows
@@ -45,7 +44,7 @@ class Family:
 FAMILIES: dict[str, Family] = {
     "emo": Family(
         name="emo", title="EMO / Hallo / Hallo2", audio_encoder="wav2vec2", audio_route="audio_modules",
-        cross_attention_scale=1.0, reference_cross_attention=True, reference_output_layers=False,
+        cross_attention_scale=1.0, reference_cross_attention=True,
         face_locator_in_channels=3, sampling="motion_frames",
     ),
     # EchoMimic v1 (antgroup/echomimic): audio tokens in attn2 ×3 (mutual_self_attention.py,
@@ -54,7 +53,7 @@ FAMILIES: dict[str, Family] = {
     # mask, the reference cropped to the face box dilated by 0.5 on each side (infer_audio2vid.py).
     "echomimic": Family(
         name="echomimic", title="EchoMimic", audio_encoder="whisper", audio_route="cross_attention",
-        cross_attention_scale=3.0, reference_cross_attention=False, reference_output_layers=True,
+        cross_attention_scale=3.0, reference_cross_attention=False,
         face_locator_in_channels=1, sampling="context_windows", context_overlap=3, context_shift=2,
         noise_clamp=1.5, face_fraction=0.5,
     ),

@@ -38,13 +38,16 @@ class ReferenceKV:
 
 
 class ReferenceTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int, context_scale: float = 1.0) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int | None, context_scale: float = 1.0) -> None:
         super().__init__()
         self.context_scale = context_scale
         self.norm1 = nn.LayerNorm(dim)
         self.attn1 = make_attention(dim, heads)
-        self.norm2 = nn.LayerNorm(dim)
-        self.attn2 = make_attention(dim, heads, context_dim)
+        if context_dim is not None:  # EchoMimic's ReferenceNet has no cross-attention
+            self.norm2 = nn.LayerNorm(dim)
+            self.attn2 = make_attention(dim, heads, context_dim)
+        else:
+            self.norm2 = self.attn2 = None
         self.norm3 = nn.LayerNorm(dim)
         self.ff = FeedForward(dim, activation_fn="geglu")
 
@@ -74,7 +77,7 @@ class ReferenceTransformerBlock(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(x)
         x = x + self._self_attention(h, reference)
-        if context is not None:
+        if self.attn2 is not None and context is not None:
             key_value = cache.key_value(self.attn2, context) if cache is not None else None
             out = attend(self.attn2, self.norm2(x), context, key_value=key_value)
             x = x + (out * self.context_scale if self.context_scale != 1.0 else out)
@@ -85,7 +88,8 @@ class ReferenceTransformerBlock(nn.Module):
 class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 projection in, one transformer block, 1x1 projection out, residual."""
 
-    def __init__(self, channels: int, heads: int, context_dim: int, groups: int, context_scale: float = 1.0) -> None:
+    def __init__(self, channels: int, heads: int, context_dim: int | None, groups: int,
+                 context_scale: float = 1.0) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)

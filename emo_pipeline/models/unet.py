@@ -23,7 +23,8 @@ class UNetSkeleton(nn.Module):
         audio_modules = video and spec.audio_route == "audio_modules"
         opts = BlockOptions(
             heads=config.attention_heads,
-            context_dim=config.audio_attention_dim if audio_in_attn2 else config.cross_attention_dim,
+            context_dim=(config.audio_attention_dim if audio_in_attn2 else
+                         config.cross_attention_dim if video or spec.reference_cross_attention else None),
             context_scale=spec.cross_attention_scale if audio_in_attn2 else 1.0,
             groups=config.norm_num_groups,
             eps=config.norm_eps,

@@ -33,7 +33,7 @@ class LayerSpec:
 @dataclass
 class BlockOptions:
     heads: int
-    context_dim: int
+    context_dim: int | None  # None: the spatial transformers have no cross-attention
     groups: int
     eps: float
     temb_channels: int

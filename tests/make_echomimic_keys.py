@@ -1,0 +1,118 @@
+"""Write tests/data/echomimic_keys.tsv: the state-dict keys and shapes of EchoMimic's networks.
+
+EchoMimic's own module definitions (antgroup/echomimic at commit a53e970, imported at run time
+from the checkout named by ECHOMIMIC_PATH, never copied here) are built on the meta device
+exactly as its infer_audio2vid.py builds them, at full size, and their state-dict keys (parameters
+and persistent buffers, such as the motion modules' pos_encoder.pe) are written one a line:
+
+    network<TAB>key<TAB>shape          network: reference_unet, denoising_unet or face_locator
+                                       shape: comma-separated, empty for a 0-dim tensor
+
+sorted, under `#` header lines giving the commit, the configs and the counts. Nothing is read
+from EchoMimic's released .pth files.
+
+    ECHOMIMIC_PATH=/path/to/echomimic PYTHONPATH=/path/to/einops+omegaconf python tests/make_echomimic_keys.py
+
+* reference_unet: src/models/unet_2d_condition.UNet2DConditionModel from the UNet config of
+  sd-image-variations-diffusers (written out as SD_IMAGE_VARIATIONS_UNET_CONFIG in
+  benchmarks/echomimic_reference.py: the Stable Diffusion 1.5 UNet layout, cross-attention 768).
+* denoising_unet: src/models/unet_3d_echo.EchoUNet3DConditionModel as from_pretrained_2d builds it
+  (the same config with the 3-D block types) with unet_additional_kwargs of
+  configs/inference/inference_v2.yaml.
+* face_locator: src/models/face_locator.FaceLocator(320, conditioning_channels=1,
+  block_out_channels=(16, 32, 96, 256)).
+
+The motion-module keys are the denoising UNet's keys containing ".motion_modules.". EchoMimic
+loads motion_module.pth merged with the 2-D weights and then denoising_unet.pth with
+strict=False, so which of the two released files holds which key is not given by its code: the
+file lists the denoising UNet's full key set and counts the motion-module part in the header.
+
+The imports and their shims (run-time aliases for names today's diffusers moved or renamed,
+and the device patch of the reference-attention hooks) are those of
+benchmarks/echomimic_reference.py; see its docstring for each shim and why it is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import diffusers
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import echomimic_reference as er  # noqa: E402
+
+OUTPUT = ROOT / "tests" / "data" / "echomimic_keys.tsv"
+MOTION = ".motion_modules."
+
+
+def shape_text(tensor: torch.Tensor) -> str:
+    return ",".join(str(d) for d in tensor.shape)
+
+
+def main() -> None:
+    echo = er.load_echomimic()
+    settings = er.inference_settings(echo)
+    with torch.device("meta"):
+        nets = er.construct_networks(echo)
+
+    rows: list[tuple[str, str, str]] = []
+    summary: list[str] = []
+    for name, net in zip(er.NETWORK_NAMES, nets):
+        state = net.state_dict()
+        buffers = {key for key, _ in net.named_buffers()} & set(state)
+        rows += [(name, key, shape_text(value)) for key, value in state.items()]
+        total = sum(v.numel() for v in state.values())
+        n_buffers = sum(state[k].numel() for k in buffers)
+        summary.append(f"# {name}: {len(state)} tensors, {total:,} values "
+                       f"({len(state) - len(buffers)} parameters with {total - n_buffers:,} values, "
+                       f"{len(buffers)} buffers with {n_buffers:,} values)")
+        if name == "denoising_unet":
+            motion = {k: v for k, v in state.items() if MOTION in k}
+            motion_buffers = [k for k in motion if k in buffers]
+            m_total = sum(v.numel() for v in motion.values())
+            m_buf = sum(motion[k].numel() for k in motion_buffers)
+            summary.append(f"#   of which motion-module keys (containing '{MOTION}'): {len(motion)} tensors, "
+                           f"{m_total:,} values ({len(motion) - len(motion_buffers)} parameters with "
+                           f"{m_total - m_buf:,} values, {len(motion_buffers)} pos_encoder.pe buffers with "
+                           f"{m_buf:,} values); the rest: {len(state) - len(motion)} tensors, "
+                           f"{total - m_total:,} values")
+    rows.sort()
+
+    header = [
+        "# EchoMimic's network state-dict keys: network<TAB>key<TAB>shape (shape empty for a 0-dim tensor), sorted.",
+        f"# Built from the module definitions of antgroup/echomimic at commit {er.ECHOMIMIC_COMMIT}, on the meta",
+        "# device, as infer_audio2vid.py builds the networks; NOT read from the released .pth files.",
+        "# Keys are state_dict() keys: parameters and persistent buffers (the motion modules' pos_encoder.pe).",
+        f"# Built with torch {torch.__version__.split('+')[0]} and diffusers {diffusers.__version__} (module names"
+        " such as attention's to_out.0 come from diffusers).",
+        "# Generator: tests/make_echomimic_keys.py (imports EchoMimic's code from ECHOMIMIC_PATH at run time).",
+        "# reference_unet: src.models.unet_2d_condition.UNet2DConditionModel.from_config(<config>), <config> being",
+        "#   unet/config.json of sd-image-variations-diffusers (the SD1.5 UNet config): "
+        + json.dumps(er.SD_IMAGE_VARIATIONS_UNET_CONFIG),
+        "# denoising_unet: src.models.unet_3d_echo.EchoUNet3DConditionModel.from_config(<same config with> "
+        + json.dumps(er.ECHO_3D_BLOCKS) + ",",
+        "#   **unet_additional_kwargs of configs/inference/inference_v2.yaml): "
+        + json.dumps(settings["unet_additional_kwargs"]) + ")  (as from_pretrained_2d)",
+        "# face_locator: src.models.face_locator.FaceLocator(320, conditioning_channels=1, "
+        "block_out_channels=(16, 32, 96, 256))",
+        "# EchoMimic loads motion_module.pth merged with the 2-D weights, then denoising_unet.pth with strict=False:",
+        "#   which released file holds which denoising_unet key is not given by its code; the motion-module keys",
+        f"#   are the denoising_unet keys containing '{MOTION}'.",
+        *summary,
+        f"# all: {len(rows)} tensors",
+    ]
+    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
+    with OUTPUT.open("w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(header) + "\n")
+        f.writelines(f"{n}\t{k}\t{s}\n" for n, k, s in rows)
+    print(f"wrote {OUTPUT.relative_to(ROOT)}: {len(rows)} keys")
+    print("\n".join(summary))
+
+
+if __name__ == "__main__":
+    main()
