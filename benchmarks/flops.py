@@ -58,12 +58,19 @@ def main() -> None:
         rows[name] = video_flops(pipe, options, args.seconds)
     baseline = rows["quality (Hallo's default)"].total
     first = next(iter(rows.values()))
-    print(f"TFLOPs per second of video: config {config.name}, {config.sample_size}², "
+    print(f"TFLOPs per second of video (EchoMimic rows: its own config, 24 fps, windows of 12 frames): "
+          f"config {config.name}, {config.sample_size}², "
           f"{config.frames_per_clip}-frame clips + {config.motion_frames} motion frames, {args.seconds:g} s of audio "
           f"= {first.frames} frames in {first.clips} clips at {config.fps:g} fps (FLOPs counted on meta tensors)\n")
     hallo = _hallo_own_code(config, args.seconds, rows["quality (Hallo's default)"])
     if hallo is not None:
         rows["Hallo's own code (its inference script)"] = hallo
+    if config.family == "emo" and not args.size:
+        # The other family on the same engine, each with its own sampling (24 fps, context windows
+        # of 12 frames overlapping by 3, no motion frames): per second of video, as the rows above.
+        for name, family_config in (("EchoMimic (30 DDIM steps, cfg 2.5)", preset("echomimic")),
+                                    ("EchoMimic acc (6 steps, no guidance)", preset("echomimic-acc"))):
+            rows[name] = video_flops(full_size_pipeline(family_config), SamplingOptions(), args.seconds)
     columns = [SHORT[s] for s in STAGES] + ["total", "vs quality"]
     if args.markdown:
         print("| mode | " + " | ".join(columns) + " |")
