@@ -8,6 +8,7 @@ workflow is posted with a tiny checkpoint, and the MP4 it writes is checked.
 """
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -54,13 +55,24 @@ LOW_VRAM_FAST = {"3": {"memory_mode": "low_vram", "weight_storage": "fp8_e4m3fn"
 
 
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
-                                               ("emo_basic", LOW_VRAM_FAST)], ids=["basic", "photo", "low-vram-fast"])
+                                               ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {})],
+                         ids=["basic", "photo", "low-vram-fast", "echomimic"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
+    from emo_pipeline.config import tiny_echomimic_config
+    from emo_pipeline.loading import convert_checkpoint
     from emo_pipeline.media import read_video_info, write_video  # noqa: F401 (write_video used below)
-    from emo_pipeline.tiny import write_tiny_model_folder
+    from emo_pipeline.tiny import write_tiny_echomimic_folder, write_tiny_model_folder
 
     models = tmp_path / "models"
     write_tiny_model_folder(models / "emo")
+    if workflow == "emo_echomimic":
+        # EchoMimic's download layout (tiny), converted to our single file so that its tiny config travels
+        # with it; whisper_tiny.pt and sd-vae-ft-mse/ are found beside it, as in a real download.
+        folder = write_tiny_echomimic_folder(models / "emo" / "echomimic")
+        convert_checkpoint(folder, folder / "net.safetensors", config=tiny_echomimic_config())
+        checkpoint, fps = "echomimic/net.safetensors", 24
+    else:
+        checkpoint, fps = "tiny/net.safetensors", 25
     custom = tmp_path / "custom_nodes"
     custom.mkdir()
     (custom / "emo_portrait").symlink_to(ROOT, target_is_directory=True)
@@ -106,7 +118,7 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         prompt = json.loads((ROOT / "workflows" / "api" / f"{workflow}.api.json").read_text())
         prompt["1"]["inputs"]["image"] = image_name
         prompt["2"]["inputs"]["audio"] = audio_name
-        prompt["3"]["inputs"]["checkpoint"] = "tiny/net.safetensors"
+        prompt["3"]["inputs"]["checkpoint"] = checkpoint
         prompt["6"]["inputs"]["steps"] = 2
         for node, inputs in settings.items():
             prompt[node]["inputs"].update(inputs)
@@ -121,9 +133,11 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         video = history["outputs"]["7"]["images"][0]
         path = out / video["subfolder"] / video["filename"]
         info = read_video_info(path)
-        assert info["frame_count"] == 13 and info["fps"] == 25
-        assert (info["width"], info["height"]) == ((512, 512) if workflow == "emo_photo_crop_paste" else (64, 64))
-        assert abs(info["audio_duration"] - 13 / 25) < 1e-3
+        frames = math.ceil(0.5 * fps)  # one frame per audio frame of the 0.5-s clip
+        assert info["frame_count"] == frames and info["fps"] == fps
+        photo = workflow in ("emo_photo_crop_paste", "emo_echomimic")
+        assert (info["width"], info["height"]) == ((512, 512) if photo else (64, 64))
+        assert abs(info["audio_duration"] - frames / fps) < 1e-3
         assert "workflow" in info["metadata"] or "prompt" in info["metadata"]
     finally:
         server.terminate()
