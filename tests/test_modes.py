@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import speech_like
-from emo_pipeline.config import tiny_config, tiny_emo_config
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_emo_config
 from emo_pipeline.cost import module_bytes
 from emo_pipeline.models.attention import attention_score_budget
 from emo_pipeline.models.fp8 import FP8, has_fp8_weights
@@ -83,12 +83,13 @@ def test_presets_fill_only_what_is_not_set():
             resolve_options(SamplingOptions(**bad), cfg)
 
 
-@pytest.mark.parametrize("config", [tiny_config(), tiny_emo_config()], ids=["hallo-shaped", "emo"])
+@pytest.mark.parametrize("config", [tiny_config(), tiny_emo_config(), tiny_echomimic_config()],
+                         ids=["hallo-shaped", "emo", "echomimic"])
 def test_low_vram_gives_the_batched_frames(config):
-    batched = run(make(config), 0.4, steps=3)
+    batched = run(make(config), 0.4, steps=3, context_overlap=1)
     low = make(config, low_vram=True)
     record = BatchRecorder(low)
-    frames = run(low, 0.4, steps=3)
+    frames = run(low, 0.4, steps=3, context_overlap=1)
     assert set(record.calls) == {1}  # every Backbone call holds one item
     torch.testing.assert_close(frames, batched, rtol=0, atol=1e-3)  # fp16 round-off (2^-10); fp32 here
 
