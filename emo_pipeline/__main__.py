@@ -98,10 +98,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _progress(info) -> None:
-    text = f"  clip {info.clip + 1}/{info.total_clips}  step {info.step}/{info.total_steps}"
+    if info.unit == "window":  # context windows: a line per denoising step (all windows done)
+        steps = info.total_steps // info.total_clips
+        text = (f"  step {-(-info.step // info.total_clips)}/{steps}  window {info.clip + 1}/{info.total_clips}")
+        done = info.clip == info.total_clips - 1
+    else:
+        text = f"  clip {info.clip + 1}/{info.total_clips}  step {info.step}/{info.total_steps}"
+        done = info.step % (info.total_steps // info.total_clips) == 0  # a line per clip
     if sys.stdout.isatty():
         print("\r" + text, end="\n" if info.step == info.total_steps else "", flush=True)
-    elif info.step % (info.total_steps // info.total_clips) == 0:  # logs: one line per clip
+    elif done:
         print(text, flush=True)
 
 

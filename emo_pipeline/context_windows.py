@@ -126,14 +126,14 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
             count.index_add_(0, index, torch.ones_like(index, dtype=count.dtype))
             calls += 1
             if opts.callbacks.on_step and w < len(windows) - 1:
-                opts.callbacks.on_step(StepInfo(calls, total_calls, w, len(windows), int(t)))
+                opts.callbacks.on_step(StepInfo(calls, total_calls, w, len(windows), int(t), "window"))
         out = scheduler.step(total / count.view(1, 1, -1, 1, 1), t, latents, **step_kwargs)
         latents = out.prev_sample
         if opts.callbacks.on_preview:
             estimate = getattr(out, "pred_original_sample", None)
             opts.callbacks.on_preview(estimate if estimate is not None else latents)
         if opts.callbacks.on_step:
-            opts.callbacks.on_step(StepInfo(calls, total_calls, len(windows) - 1, len(windows), int(t)))
+            opts.callbacks.on_step(StepInfo(calls, total_calls, len(windows) - 1, len(windows), int(t), "window"))
     del total, count, conditions
     chunk = 1 if pipe.low_vram else opts.decode_chunk_size
     flat = latents[0].transpose(0, 1)  # [T, 4, h, w]

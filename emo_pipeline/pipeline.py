@@ -63,11 +63,15 @@ class AudioFeatures:
 
 @dataclass
 class StepInfo:
+    """Progress. Motion-frame sampling: a step is one denoising step of one clip. Context-window
+    sampling: a step is one window's Backbone call, and `clip` counts the windows of the step."""
+
     step: int  # steps done over the whole video, 1-based
     total_steps: int
     clip: int  # 0-based
     total_clips: int
     timestep: int
+    unit: str = "clip"  # "clip" or "window"
 
 
 @dataclass

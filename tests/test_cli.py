@@ -1,5 +1,6 @@
 """`python -m emo_pipeline`: the README's main command and `inspect`, on real files."""
 
+import math
 import subprocess
 import sys
 
@@ -84,3 +85,25 @@ def test_bundled_demo_model_is_small_and_the_default(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "bundled demo model" in result.stdout and "not photographs" in result.stdout.replace("\n", " ")
     assert read_video_info(out)["frame_count"] == 100
+
+
+def test_echomimic_convert_inspect_and_generate(tmp_path, capsys):
+    """EchoMimic's download layout → `convert` (our file, its tiny config recorded) → `inspect` →
+    `generate` at its own 24 fps, with whisper_tiny.pt and the VAE found beside the file."""
+    from emo_pipeline.config import tiny_echomimic_config
+    from emo_pipeline.loading import convert_checkpoint
+    from emo_pipeline.tiny import write_tiny_echomimic_folder
+
+    folder = write_tiny_echomimic_folder(tmp_path / "echomimic")
+    convert_checkpoint(folder, folder / "net.safetensors", config=tiny_echomimic_config())  # tiny: no auto-detection
+    assert main(["inspect", str(folder / "net.safetensors")]) == 0
+    assert "EchoMimic family" in capsys.readouterr().out
+    write_video(tmp_path / "voice.mp4", torch.zeros(10, 64, 64, 3), 25, audio=(speech_like(0.3), 16000))
+    out = tmp_path / "echo.mp4"
+    assert main(["generate", "--model", str(folder / "net.safetensors"), "--audio", str(tmp_path / "voice.mp4"),
+                 "--out", str(out), "--steps", "2", "--context-overlap", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "step 2/2  window" in printed
+    info = read_video_info(out)
+    seconds = read_video_info(tmp_path / "voice.mp4")["audio_duration"]
+    assert info["fps"] == 24 and info["frame_count"] == math.ceil(seconds * 24 - 1e-6)  # one frame per audio frame
