@@ -150,31 +150,11 @@ ECHOMIMIC_COMMIT = "a53e97040398ddae5d26df0d2054a8f1e9f9df6d"
 WEIGHT_STD = 0.02
 
 # The UNet config of lambdalabs/sd-image-variations-diffusers (unet/config.json), which
-# infer_audio2vid.py reads for both UNets (configs/prompts/animation.yaml:
-# pretrained_base_model_path). Not available offline: this is the Stable Diffusion 1.5 UNet
-# layout, written out here (cross-attention width 768).
-SD_IMAGE_VARIATIONS_UNET_CONFIG = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "use_linear_projection": False,
-}
+# infer_audio2vid.py reads for both UNets (configs/prompts/animation.yaml: pretrained_base_model_path):
+# the Stable Diffusion 1.5 UNet layout (cross-attention width 768).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from sd15_unet import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG  # noqa: E402
+
 # What EchoUNet3DConditionModel.from_pretrained_2d (src/models/unet_3d_echo.py:611-625) changes
 # in it before `from_config(unet_config, **unet_additional_kwargs)`.
 ECHO_3D_BLOCKS = {

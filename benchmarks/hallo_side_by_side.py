@@ -80,32 +80,8 @@ WEIGHT_STD = 0.02
 TIMESTEP = 500  # any step of the schedule: the network's cost does not depend on it
 FACE_BOX = (0.3, 0.25, 0.7, 0.75)  # x0, y0, x1, y1 of the square portrait
 
-# SD1.5's unet/config.json: the layout both of Hallo's UNets start from (from_pretrained_2d
-# switches the block types for the denoising UNet).
-SD15_UNET_CONFIG = {
-    "_class_name": "UNet2DConditionModel",
-    "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "downsample_padding": 1,
-    "dual_cross_attention": False,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "only_cross_attention": False,
-    "out_channels": 4,
-    "sample_size": 64,
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
-    "upcast_attention": False,
-    "use_linear_projection": False,
-}
+from sd15_unet import SD15_UNET_CONFIG  # noqa: E402  (the layout both of Hallo's UNets start from)
+
 # What UNet3DConditionModel.from_pretrained_2d changes in it (use_landmark=False keeps 4 channels).
 HALLO_3D_BLOCKS = {
     "_class_name": "UNet3DConditionModel",

@@ -375,13 +375,20 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
                 denoise(latents, t, guided, reuse)
             denoising_peak = tracker.peak
             del denoise
-            chunk = 1 if low_vram else opts.decode_chunk_size
-            z = torch.zeros(min(chunk, f), cfg.latent_channels, cfg.latent_size, cfg.latent_size, dtype=dtype)
-            tracker.reset()
-            start = tracker.live
-            pipe.vae.decode(z / cfg.vae_scaling_factor)
-            decode_peak = tracker.peak - start
+            decode_peak = _decode_peak(pipe, opts, tracker)
     return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, decode_peak)
+
+
+def _decode_peak(pipe: EMOPipeline, opts: SamplingOptions, tracker: ActivationTracker) -> int:
+    """Bytes one VAE decode chunk adds (one frame in low-VRAM mode)."""
+    cfg = pipe.config
+    chunk = 1 if pipe.low_vram else opts.decode_chunk_size
+    z = torch.zeros(min(chunk, opts.frames_per_clip), cfg.latent_channels, cfg.latent_size, cfg.latent_size,
+                    dtype=pipe.dtype)
+    tracker.reset()
+    start = tracker.live
+    pipe.vae.decode(z / cfg.vae_scaling_factor)
+    return tracker.peak - start
 
 
 def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracker: ActivationTracker,
@@ -409,13 +416,7 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
         denoise(latents, t, guided, False)
     denoising_peak = tracker.peak
     del denoise
-    chunk = 1 if pipe.low_vram else opts.decode_chunk_size
-    z = torch.zeros(min(chunk, f), cfg.latent_channels, cfg.latent_size, cfg.latent_size, dtype=dtype)
-    tracker.reset()
-    start = tracker.live
-    pipe.vae.decode(z / cfg.vae_scaling_factor)
-    decode_peak = tracker.peak - start
-    return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, decode_peak)
+    return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, _decode_peak(pipe, opts, tracker))
 
 
 def video_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) -> int:
