@@ -57,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--face-fraction", type=float,
                      help="share of the crop the face takes (default: the model family's, 0.6 Hallo, 0.5 EchoMimic)")
     gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
-    ins = sub.add_parser("inspect", help="say what a checkpoint file is and what it lacks")
+    ins = sub.add_parser("inspect", help="say what a checkpoint file (or model folder) is and what it lacks")
     ins.add_argument("checkpoint")
     conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
     conv.add_argument("source")
@@ -194,17 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         if args.command == "inspect":
+            from .components import find_net
             from .loading import describe_checkpoint
 
-            print(describe_checkpoint(args.checkpoint))
+            print(describe_checkpoint(find_net(Path(args.checkpoint))))  # a model folder works too
             return 0
         if args.command == "convert":
             from .config import preset
             from .loading import convert_checkpoint, describe_checkpoint
 
-            print(f"Converting {args.source} ...")
+            from .components import find_net
+
+            if Path(args.target).suffix != ".safetensors":
+                raise ValueError(f"convert writes a .safetensors file: name the target like "
+                                 f"{Path(args.target).with_suffix('.safetensors').name}, not {Path(args.target).name}.")
+            source = find_net(Path(args.source))
+            print(f"Converting {source} ...")
             config = preset(args.preset) if args.preset else None
-            path = convert_checkpoint(args.source, args.target, DTYPES[args.dtype] if args.dtype else None, config)
+            path = convert_checkpoint(source, args.target, DTYPES[args.dtype] if args.dtype else None, config)
             print(describe_checkpoint(path))
             return 0
         if args.command == "train":

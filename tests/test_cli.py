@@ -54,6 +54,17 @@ def test_inspect(tmp_path, capsys):
     assert main(["inspect", str(path)]) == 0
     text = capsys.readouterr().out
     assert "config 'tiny'" in text and "all keys match" in text and "reference_unet" in text
+    assert main(["inspect", str(tmp_path)]) == 0  # the model folder works as well as its file
+    assert "config 'tiny'" in capsys.readouterr().out
+
+
+def test_convert_refuses_a_target_that_is_not_safetensors(tmp_path, capsys):
+    save_net(tiny_net(), tmp_path / "net.safetensors")
+    assert main(["convert", str(tmp_path), str(tmp_path / "out.pth")]) == 2
+    assert "out.safetensors" in capsys.readouterr().err
+    assert not (tmp_path / "out.pth").exists()
+    assert main(["convert", str(tmp_path), str(tmp_path / "half.safetensors"), "--dtype", "fp16"]) == 0
+    assert "all keys match" in capsys.readouterr().out
 
 
 def test_generate_crops_to_the_face_and_pastes_back(tmp_path):
