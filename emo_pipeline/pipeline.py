@@ -14,6 +14,7 @@ family; the family (families.py) picks the audio front end and the sampling loop
 from __future__ import annotations
 
 import inspect
+import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -217,6 +218,8 @@ class EMOPipeline:
         from .audio.resample import prepare_speech
 
         fps = fps or self.config.fps
+        if not math.isfinite(fps) or fps <= 0:
+            raise ValueError(f"fps must be a positive number of frames per second, not {fps}.")
         speech = prepare_speech(waveform, sample_rate, self.config.audio_sample_rate)
         if self.config.spec.audio_encoder == "whisper":
             return self._encode_whisper(speech, fps)

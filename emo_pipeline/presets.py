@@ -11,6 +11,7 @@ measured by benchmarks/fidelity.py and stated in the README.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,8 @@ def check_options(options: "SamplingOptions") -> None:
     problems = []
     if options.steps < 1:
         problems.append(f"steps must be at least 1, not {options.steps}")
+    if not math.isfinite(options.guidance_scale) or options.guidance_scale < 0:
+        problems.append(f"the guidance scale (cfg) must be a finite number of 0 or more, not {options.guidance_scale}")
     if options.scheduler not in SCHEDULERS:
         problems.append(f"unknown scheduler {options.scheduler!r}; choose one of {', '.join(SCHEDULERS)}")
     start, end = options.guidance_interval

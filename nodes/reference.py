@@ -48,7 +48,11 @@ class EMOReferenceNetEncode:
     def _face_mask(mask: torch.Tensor | None, height: int, width: int) -> torch.Tensor | None:
         if mask is None:
             return None
-        mask = mask[0] if mask.ndim == 3 else mask
+        while mask.ndim > 2 and mask.shape[0] == 1:  # [1, H, W] (ComfyUI's MASK) or [1, 1, H, W]
+            mask = mask[0]
+        if mask.ndim != 2:
+            raise ValueError(f"EMO ReferenceNet Encode's face_mask must be one mask [H, W] (or [1, H, W]); got shape "
+                             f"{tuple(mask.shape)}. Pick one mask of the batch first.")
         if not (mask > 0.5).any():
             # LoadImage gives an empty 64×64 mask for images without alpha: treat it as "no mask".
             logging.warning("EMO: the face mask is empty; using the whole image as the face region.")

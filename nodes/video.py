@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 
 import folder_paths
@@ -36,6 +37,11 @@ class EMOVideoCombine:
     def combine(self, images, frame_rate, filename_prefix, crf, audio=None, prompt=None, extra_pnginfo=None):
         if images.ndim != 4 or images.shape[-1] not in (3, 4):
             raise ValueError(f"EMO Video Combine needs IMAGE frames [F, H, W, 3]; got {tuple(images.shape)}.")
+        if len(images) == 0:
+            raise ValueError("EMO Video Combine got no frames (an empty IMAGE batch): nothing to save.")
+        if not math.isfinite(frame_rate) or frame_rate <= 0:
+            raise ValueError(f"EMO Video Combine's frame_rate must be a positive number, not {frame_rate}: connect "
+                             "EMO Encode Audio's fps output or type the rate.")
         images = images[..., :3]
         height, width = images.shape[1:3]
         output_dir = folder_paths.get_output_directory()

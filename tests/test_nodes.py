@@ -244,3 +244,46 @@ def test_face_crop_reference_and_paste_back(env, model):
     reference, _ = n["EMOReferenceNetEncode"].encode(model, photo)
     x0, y0, x1, y1 = reference.face_box
     assert 0.25 < (x0 + x1) / 2 < 0.55 and (y0 + y1) / 2 < 0.45
+
+
+def test_loader_lists_echomimic_entry_files_only(env, tmp_path):
+    """EchoMimic's download in models/emo/echomimic: its two denoising files are the networks to pick;
+    the part files, whisper and the VAE folder are not."""
+    from emo_pipeline.tiny import write_tiny_echomimic_folder
+
+    import shutil
+    import sys
+    from pathlib import Path
+
+    emo = Path(sys.modules["folder_paths"].get_folder_paths("emo")[0])
+    folder = write_tiny_echomimic_folder(emo / "echomimic")
+    shutil.copy(folder / "denoising_unet.pth", folder / "denoising_unet_acc.pth")
+    try:
+        listed = [n for n in env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0]
+                  if n.startswith("echomimic")]
+        assert sorted(listed) == ["echomimic/denoising_unet.pth", "echomimic/denoising_unet_acc.pth"]
+    finally:
+        shutil.rmtree(folder)
+
+
+def test_bad_node_inputs_get_plain_errors(env, model):
+    n = nodes(env)
+    frames = torch.rand(2, 64, 64, 3)
+    with pytest.raises(ValueError, match="no frames"):
+        n["EMOVideoCombine"].combine(frames[:0], 25.0, "EMO/empty", 19)
+    for rate in (0.0, float("nan")):
+        with pytest.raises(ValueError, match="frame_rate must be a positive number"):
+            n["EMOVideoCombine"].combine(frames, rate, "EMO/bad_rate", 19)
+    image = torch.rand(1, 64, 64, 3)
+    with pytest.raises(ValueError, match=r"one mask \[H, W\].*\(64,\)"):
+        n["EMOReferenceNetEncode"].encode(model, image, face_mask=torch.ones(64))
+    mask = torch.zeros(1, 1, 64, 64)
+    mask[..., 16:48, 16:48] = 1
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, image, face_mask=mask)  # [1, 1, H, W] is one mask
+    assert reference.face_box == (0.25, 0.25, 0.75, 0.75)
+    sound = {"waveform": speech_like(0.2)[None], "sample_rate": 16000}
+    with pytest.raises(ValueError, match="fps must be a positive number"):
+        n["EMOEncodeAudio"].encode(model, sound, float("nan"))
+    audio = n["EMOEncodeAudio"].encode(model, sound, 0.0)[0]
+    with pytest.raises(ValueError, match="guidance scale"):
+        n["EMOSampler"].sample(model, reference, audio, 0, 1, float("inf"), 0, -1, "ddim")
