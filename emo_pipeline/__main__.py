@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     gen = sub.add_parser("generate", help="portrait + audio → talking-head MP4")
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
-    gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: a 2 s synthetic voice")
+    gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
     gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
     gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
@@ -111,11 +112,29 @@ def _progress(info) -> None:
         print(text, flush=True)
 
 
+def check_generate_paths(args: argparse.Namespace) -> None:
+    """Inputs that exist and an output that can be written, checked up front."""
+    for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model)):
+        if value and not Path(value).exists():
+            raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: the video is written as MP4 (H.264 + AAC); name it {out.with_suffix('.mp4').name}.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders to be made go under the first one that exists
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write in {parent} (no permission). Choose another folder.")
+
+
 def generate(args: argparse.Namespace) -> int:
     from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from .media import VideoWriter, load_audio, load_image
     from .pipeline import Callbacks, EMOPipeline, SamplingOptions
 
+    check_generate_paths(args)  # before anything slow: a wrong path should not cost a model load
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     started = time.perf_counter()

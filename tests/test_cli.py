@@ -118,3 +118,15 @@ def test_echomimic_convert_inspect_and_generate(tmp_path, capsys):
     info = read_video_info(out)
     seconds = read_video_info(tmp_path / "voice.mp4")["audio_duration"]
     assert info["fps"] == 24 and info["frame_count"] == math.ceil(seconds * 24 - 1e-6)  # one frame per audio frame
+
+
+def test_generate_checks_paths_before_loading_anything(tmp_path, capsys):
+    missing = tmp_path / "missing.wav"
+    assert main(["generate", "--random", "--audio", str(missing), "--out", str(tmp_path / "a.mp4")]) == 2
+    err = capsys.readouterr()
+    assert "--audio" in err.err and "missing.wav" in err.err and "No --image given" not in err.out
+    assert main(["generate", "--random", "--out", str(tmp_path)]) == 2
+    assert "is a folder" in capsys.readouterr().err
+    assert main(["generate", "--random", "--out", str(tmp_path / "v.avi")]) == 2
+    assert "v.mp4" in capsys.readouterr().err
+    assert not list(tmp_path.glob("*partial*"))
