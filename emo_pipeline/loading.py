@@ -10,7 +10,9 @@ EMOConfig as JSON in the file's metadata. `open_network` reads any of them as on
 from __future__ import annotations
 
 import json
+import os
 import struct
+import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -358,7 +360,7 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keep tensor data 8-byte aligned
-    tmp = path.with_name(path.name + ".partial")
+    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")  # unique per writer
     try:
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(encoded)) + encoded)

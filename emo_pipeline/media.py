@@ -8,6 +8,7 @@ half-written behind.
 from __future__ import annotations
 
 import os
+import uuid
 from fractions import Fraction
 from pathlib import Path
 
@@ -76,7 +77,8 @@ class VideoWriter:
                  audio: tuple[torch.Tensor, int] | None = None, crf: int = 19,
                  metadata: dict[str, str] | None = None) -> None:
         self.path = Path(path)
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix or '.mp4'}")
+        # unique per writer: two runs writing the same path never share (and swap) a temporary file
+        self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.mp4")
         self.fps = Fraction(fps).limit_denominator(1001)
         self.size = (width, height)
         self.audio = audio

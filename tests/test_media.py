@@ -93,3 +93,19 @@ def test_missing_files():
         load_audio("/nope.wav")
     with pytest.raises(FileNotFoundError, match="Image file not found"):
         load_image("/nope.png")
+
+
+def test_two_writers_of_one_path_do_not_share_a_temporary_file(tmp_path):
+    """Each run writes its own temporary file; the path ends up with one run's complete video."""
+    from emo_pipeline.media import VideoWriter
+
+    out = tmp_path / "same.mp4"
+    first = VideoWriter(out, 25, 64, 64)
+    second = VideoWriter(out, 25, 64, 64)
+    assert first.tmp != second.tmp
+    with second:
+        second.write(torch.zeros(3, 64, 64, 3))
+    with first:
+        first.write(torch.zeros(5, 64, 64, 3))
+    assert read_video_info(out)["frame_count"] == 5  # the last to finish, complete
+    assert [p.name for p in tmp_path.iterdir()] == ["same.mp4"]
