@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -209,8 +211,18 @@ def generate(args: argparse.Namespace) -> int:
     return 0
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, turned into an exception so that it unwinds (and cleans up) as Ctrl-C does."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.command == "inspect":
             from .components import find_net
@@ -268,9 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("\ninterrupted: no output written", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        print(f"\n{'terminated' if isinstance(err, Terminated) else 'interrupted'}: no output written", file=sys.stderr)
+        return 143 if isinstance(err, Terminated) else 130
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """`python -m emo_pipeline`: the README's main command and `inspect`, on real files."""
 
 import math
+import signal
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -130,3 +132,19 @@ def test_generate_checks_paths_before_loading_anything(tmp_path, capsys):
     assert main(["generate", "--random", "--out", str(tmp_path / "v.avi")]) == 2
     assert "v.mp4" in capsys.readouterr().err
     assert not list(tmp_path.glob("*partial*"))
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
+def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
+    out = tmp_path / "stopped.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--steps", "500",
+                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:  # wait until sampling (and so the video file) has started
+        if line.startswith("Generating"):
+            break
+    time.sleep(3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    assert "no output written" in err
+    assert list(tmp_path.iterdir()) == []
