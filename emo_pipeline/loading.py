@@ -53,6 +53,22 @@ class KeyReport:
         return "; ".join(parts) if parts else "all keys match"
 
 
+def folder_model_error(path: Path, what: str, err: Exception) -> CheckpointError:
+    """A transformers/diffusers folder that its library could not load, said plainly (a pickle that
+    carries code is refused by their weights_only loading; anything else is a damaged download)."""
+    text, chain = str(err), []
+    cause = err
+    while cause is not None and len(chain) < 8:  # the libraries wrap the loader's own error
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    if any("weights_only" in t or "Unsupported global" in t for t in chain):
+        reason = ("its weights are a pickle that carries code or Python objects besides tensors, which is refused "
+                  "(weights_only loading): use the official files, or a .safetensors version of the weights")
+    else:
+        reason = f"{type(err).__name__}: {text.splitlines()[0][:200] if text else ''}. Download the folder again"
+    return CheckpointError(f"Cannot load the {what} in {path}: {reason}.")
+
+
 def compare_keys(expected: dict[str, torch.Size], found: dict[str, torch.Size]) -> KeyReport:
     return KeyReport(
         missing=sorted(set(expected) - set(found)),
@@ -108,11 +124,16 @@ class CheckpointReader:
             raise self._damaged(err) from None
 
     def _damaged(self, err: Exception) -> CheckpointError:
+        text = str(err)
+        if self.path.suffix != ".safetensors" and ("weights_only" in text or "Unsupported global" in text):
+            return CheckpointError(
+                f"Refused {self.path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
+                "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
+                "model's official download, or a .safetensors version of it.")
         kind = "safetensors" if self.path.suffix == ".safetensors" else "PyTorch pickle"
         return CheckpointError(
-            f"Cannot read {self.path} as a {kind} file ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-            "The file may be incomplete or damaged: download it again. Pickled files are opened with "
-            "weights_only=True, so files that carry code are refused."
+            f"Cannot read {self.path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200]}). "
+            "The file may be incomplete or damaged: download it again."
         )
 
     def _open_safetensors(self) -> None:

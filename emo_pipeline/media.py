@@ -50,18 +50,51 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     return torch.from_numpy(samples), int(rate)
 
 
+# Photos are decoded at no more than this many pixels on the long side: the face search works at
+# 640 px and the model at 512, so an 80-megapixel photo need not be held in full (JPEG decodes
+# straight to a reduced size; other formats are reduced after decoding).
+MAX_IMAGE_SIDE = 4096
+
+
 def load_image(path: str | Path) -> torch.Tensor:
-    """Any image Pillow reads → [H, W, 3] float32 in 0..1 (transparency composited onto white)."""
-    from PIL import Image
+    """Any image Pillow reads → [H, W, 3] float32 in 0..1 (transparency composited onto white;
+    16-bit and float images scaled, not clipped; huge photos reduced to MAX_IMAGE_SIDE)."""
+    from PIL import Image, UnidentifiedImageError
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"Image file not found: {path}")
-    with Image.open(path) as img:
-        img = img.convert("RGBA")
-        background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        rgb = Image.alpha_composite(background, img).convert("RGB")
+    try:
+        with Image.open(path) as img:
+            if max(img.size) > MAX_IMAGE_SIDE and img.format == "JPEG":
+                scale = MAX_IMAGE_SIDE / max(img.size)
+                img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+            img.load()
+            if max(img.size) > MAX_IMAGE_SIDE:
+                img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+            img = _eight_bit(img)
+            img = img.convert("RGBA")
+            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+            rgb = Image.alpha_composite(background, img).convert("RGB")
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise ValueError(f"Cannot read {path} as an image ({type(err).__name__}: {str(err)[:200]}). The file may be "
+                         "cut short, damaged or not an image: open it in an image viewer, or save it again as PNG "
+                         "or JPEG.") from None
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+def _eight_bit(img):
+    """16-bit, 32-bit integer and float single-channel images → 8-bit grey, scaled by their range
+    (Pillow's own conversion clips them to 0..255)."""
+    from PIL import Image
+
+    if img.mode not in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        return img
+    values = np.asarray(img, dtype=np.float64)
+    top = 65535.0 if img.mode.startswith("I;16") or values.max() > 255 else 255.0
+    if img.mode == "F" and values.max() <= 1.0:
+        top = 1.0
+    return Image.fromarray(np.clip(values / top * 255.0 + 0.5, 0, 255).astype(np.uint8), mode="L")
 
 
 def _to_uint8(frames: torch.Tensor) -> np.ndarray:

@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKL
 
-from .loading import CheckpointError, CheckpointReader, compare_keys
+from .loading import CheckpointError, CheckpointReader, compare_keys, folder_model_error
 
 # stabilityai/sd-vae-ft-mse config.json (the SD1.5 VAE shape).
 SD_VAE_CONFIG = {
@@ -36,7 +37,10 @@ def load_vae(path: str | Path, config: dict | None = None, dtype: torch.dtype = 
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers VAE folder (no config.json).")
-        return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        try:
+            return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
+        except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+            raise folder_model_error(path, "VAE", err) from None
     config = dict(config or SD_VAE_CONFIG)
     with CheckpointReader(path) as reader:
         state = {k: reader.tensor(k) for k in reader.keys()}

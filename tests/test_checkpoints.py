@@ -182,3 +182,31 @@ def test_pickle_reader_remaps_while_loading_and_values_survive(tmp_path, monkeyp
     assert len(opened) > 3
     for a, b in zip(net.state_dict().values(), loaded.state_dict().values()):
         assert torch.equal(a.half(), b)
+
+
+def test_pickle_carrying_code_is_refused_and_said_so(tmp_path):
+    import collections
+
+    torch.save({"weight": torch.zeros(2), "extra": collections.OrderedDict(a=object)}, tmp_path / "net.pth")
+    with pytest.raises(CheckpointError, match="carries code or Python objects besides tensors"):
+        load_net(tmp_path / "net.pth", config=tiny_config())
+
+
+@pytest.mark.parametrize("part", ["wav2vec", "vae"])
+def test_model_folder_whose_pickle_carries_code_is_refused_plainly(tmp_path, part):
+    import collections
+
+    from emo_pipeline.audio.encoder import AudioEncoder
+    from emo_pipeline.tiny import tiny_vae, tiny_wav2vec
+    from emo_pipeline.vae import load_vae
+
+    folder = tmp_path / part
+    model = tiny_wav2vec() if part == "wav2vec" else tiny_vae()
+    model.save_pretrained(folder)
+    for file in folder.glob("*.safetensors"):  # the weights as a pickle instead, one carrying an object
+        file.unlink()
+    weights = folder / ("pytorch_model.bin" if part == "wav2vec" else "diffusion_pytorch_model.bin")
+    torch.save({"weight": torch.zeros(2), "extra": collections.OrderedDict(a=object)}, weights)
+    load = AudioEncoder.from_pretrained if part == "wav2vec" else load_vae
+    with pytest.raises(CheckpointError, match="carries code or Python objects"):
+        load(folder)

@@ -109,3 +109,37 @@ def test_two_writers_of_one_path_do_not_share_a_temporary_file(tmp_path):
         first.write(torch.zeros(5, 64, 64, 3))
     assert read_video_info(out)["frame_count"] == 5  # the last to finish, complete
     assert [p.name for p in tmp_path.iterdir()] == ["same.mp4"]
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped(tmp_path):
+    ramp = (np.linspace(0, 65535, 64 * 64).reshape(64, 64)).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")  # mode I;16
+    image = load_image(tmp_path / "deep.png")
+    assert image.shape == (64, 64, 3)
+    expected = torch.from_numpy(ramp / 65535.0).float()
+    assert (image[..., 0] - expected).abs().max() < 1 / 255 + 1e-6  # 8-bit rounding, no clipping at 255/65535
+
+
+@pytest.mark.parametrize("damage", ["truncated", "zeroed", "text"])
+def test_unreadable_images_get_a_plain_error(tmp_path, damage):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    data = path.read_bytes()
+    if damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "zeroed":
+        path.write_bytes(data[:40] + bytes(len(data) - 40))
+    else:
+        path.write_text("this is not an image")
+    with pytest.raises(ValueError, match="Cannot read .*photo.png as an image"):
+        load_image(path)
+
+
+def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
+    from emo_pipeline.media import MAX_IMAGE_SIDE
+
+    Image.new("RGB", (9000, 6000), (200, 120, 90)).save(tmp_path / "huge.jpg", quality=80)
+    image = load_image(tmp_path / "huge.jpg")
+    assert max(image.shape[:2]) <= MAX_IMAGE_SIDE and image.shape[0] * 3 == image.shape[1] * 2 or \
+        abs(image.shape[1] / image.shape[0] - 1.5) < 0.01
+    assert abs(float(image[..., 0].mean()) - 200 / 255) < 0.02

@@ -287,3 +287,25 @@ def test_bad_node_inputs_get_plain_errors(env, model):
     audio = n["EMOEncodeAudio"].encode(model, sound, 0.0)[0]
     with pytest.raises(ValueError, match="guidance scale"):
         n["EMOSampler"].sample(model, reference, audio, 0, 1, float("inf"), 0, -1, "ddim")
+
+
+def test_sampler_steps_and_cfg_follow_the_model_unless_set(env):
+    """The bundled demo model records 10 steps and cfg 2.0 in its file; 0 means 'the model's own'."""
+    n = nodes(env)
+    demo = n["LoadEMOModel"].load("demo/net.safetensors", "auto", "auto")[0]
+    config = demo.pipeline.config
+    assert (config.steps, config.guidance_scale) == (10, 2.0)
+    audio = n["EMOEncodeAudio"].encode(demo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, 0.0)[0]
+    reference, _ = n["EMOReferenceNetEncode"].encode(demo, torch.rand(1, 64, 64, 3))
+    rows = []
+    hook = demo.pipeline.net.denoising_unet.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
+    try:
+        n["EMOSampler"].sample(demo, reference, audio, 0, 0, 0.0, 0, -1, "ddim")
+        own = list(rows)
+        rows.clear()
+        n["EMOSampler"].sample(demo, reference, audio, 0, 3, 1.0, 0, -1, "ddim")
+    finally:
+        hook.remove()
+    clips = -(-audio.num_frames // config.frames_per_clip)
+    assert own == [2] * (10 * clips)  # the file's 10 steps per clip, guided (cfg 2.0 > 1)
+    assert rows == [1] * (3 * clips)  # set on the node: 3 steps, cfg 1 (no guidance)

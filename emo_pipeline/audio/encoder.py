@@ -7,6 +7,7 @@ count *before* the transformer encoder, and every transformer layer's output is 
 
 from __future__ import annotations
 
+import pickle
 import json
 import math
 from fractions import Fraction
@@ -67,7 +68,19 @@ class AudioEncoder:
                     f"No wav2vec2 model in {path}: expected a transformers folder with config.json and "
                     "model weights (wav2vec2-base-960h)."
                 )
-            model = Wav2Vec2Model.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            from transformers.utils import logging as transformers_logging
+
+            from ..loading import folder_model_error
+
+            bar = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()  # no "Loading weights" bar on every run
+            try:
+                model = Wav2Vec2Model.from_pretrained(path, torch_dtype=dtype, local_files_only=True)
+            except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:
+                raise folder_model_error(path, "wav2vec2 model", err) from None
+            finally:
+                if bar:
+                    transformers_logging.enable_progress_bar()
             prep = path / "preprocessor_config.json"
             normalize = bool(json.loads(prep.read_text()).get("do_normalize", True)) if prep.is_file() else True
         return cls(model.to(device), normalize)
