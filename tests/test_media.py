@@ -140,6 +140,6 @@ def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
 
     Image.new("RGB", (9000, 6000), (200, 120, 90)).save(tmp_path / "huge.jpg", quality=80)
     image = load_image(tmp_path / "huge.jpg")
-    assert max(image.shape[:2]) <= MAX_IMAGE_SIDE and image.shape[0] * 3 == image.shape[1] * 2 or \
-        abs(image.shape[1] / image.shape[0] - 1.5) < 0.01
+    assert max(image.shape[:2]) <= MAX_IMAGE_SIDE
+    assert abs(image.shape[1] / image.shape[0] - 1.5) < 0.01
     assert abs(float(image[..., 0].mean()) - 200 / 255) < 0.02
