@@ -60,6 +60,9 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--face-fraction", type=float,
                      help="share of the crop the face takes (default: the model family's, 0.6 Hallo, 0.5 EchoMimic)")
     gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
+    gen.add_argument("--feather", type=int,
+                     help="with --paste-back: pixels over which the crop blends into the photo (default 1/16 of its side, 0: hard edge)")
+    gen.add_argument("--colour-match", action="store_true", help="with --paste-back: match the crop's colours to the photo's")
     ins = sub.add_parser("inspect", help="say what a checkpoint file (or model folder) is and what it lacks")
     ins.add_argument("checkpoint")
     conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
@@ -187,7 +190,12 @@ def generate(args: argparse.Namespace) -> int:
         portrait = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
                                          identity=face.identity)
         if args.paste_back:
-            paste = lambda frames: paste_back(frames, image[..., :3], face.box)  # noqa: E731
+            first: list[torch.Tensor] = []  # the video's first frame: one colour correction for all clips
+
+            def paste(frames: torch.Tensor) -> torch.Tensor:
+                if args.colour_match and not first:
+                    first.append(frames[0])
+                return paste_back(frames, image[..., :3], face.box, args.feather, first[0] if first else None)
     else:
         portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
     options = SamplingOptions(

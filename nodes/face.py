@@ -57,7 +57,8 @@ class EMOFaceCrop:
 
 
 class EMOPasteBack:
-    DESCRIPTION = "Puts generated frames back into the original photo at the face crop; the rest stays as it was."
+    DESCRIPTION = ("Puts generated frames back into the original photo at the face crop, blended into it over a "
+                   "band at the crop's edge; the rest stays as it was.")
     CATEGORY = "EMO"
     FUNCTION = "paste"
     RETURN_TYPES = ("IMAGE",)
@@ -65,11 +66,22 @@ class EMOPasteBack:
 
     @classmethod
     def INPUT_TYPES(cls):
-        return {"required": {"frames": ("IMAGE",), "original": ("IMAGE",), "face": ("EMO_FACE",)}}
+        return {
+            "required": {"frames": ("IMAGE",), "original": ("IMAGE",), "face": ("EMO_FACE",)},
+            "optional": {
+                "feather": ("INT", {"default": -1, "min": -1, "max": 256,
+                                    "tooltip": "Pixels over which the animated square blends into the photo at its "
+                                               "edge. -1: 1/16 of the crop's side; 0: a hard edge."}),
+                "colour_match": ("BOOLEAN", {"default": False,
+                                             "tooltip": "Match the animated square's colours to the photo's."}),
+            },
+        }
 
-    def paste(self, frames: torch.Tensor, original: torch.Tensor, face):
+    def paste(self, frames: torch.Tensor, original: torch.Tensor, face, feather: int = -1, colour_match: bool = False):
         photo = original[0] if original.ndim == 4 else original
         out = torch.empty(len(frames), photo.shape[0], photo.shape[1], 3)
+        reference = frames[0] if colour_match and len(frames) else None
         for start in range(0, len(frames), 32):  # a chunk at a time: long videos stay within memory
-            out[start: start + 32] = paste_back(frames[start: start + 32], photo[..., :3], face.box)
+            out[start: start + 32] = paste_back(frames[start: start + 32], photo[..., :3], face.box,
+                                                None if feather < 0 else feather, reference)
         return (out,)

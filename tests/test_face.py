@@ -248,3 +248,51 @@ def test_arcface_format_alignment_and_normalisation(onnx_models):
     np.testing.assert_allclose(face.embedding, expected, rtol=2e-3, atol=2e-3)
     crop = crop_to_face(torch.from_numpy(image).float() / 255, analyzer)
     assert crop.identity.shape == (512,) and crop.lip_box is not None
+
+
+def _border_steps(out: torch.Tensor, box) -> float:
+    """The largest jump between a pixel just outside the crop and its neighbour just inside, over
+    the crop's edges that lie inside the photo."""
+    f = out[0]
+    x0, y0, x1, y1 = box.x0, box.y0, box.x0 + box.side, box.y0 + box.side
+    steps = []
+    if x0 > 0:
+        steps.append((f[y0:y1, x0] - f[y0:y1, x0 - 1]).abs().max())
+    if x1 < f.shape[1]:
+        steps.append((f[y0:y1, x1 - 1] - f[y0:y1, x1]).abs().max())
+    if y0 > 0:
+        steps.append((f[y0, x0:x1] - f[y0 - 1, x0:x1]).abs().max())
+    if y1 < f.shape[0]:
+        steps.append((f[y1 - 1, x0:x1] - f[y1, x0:x1]).abs().max())
+    return float(max(steps))
+
+
+def test_paste_back_blends_without_a_seam():
+    """Across the crop's border the feathered frame changes no more than the photo itself does
+    between neighbouring pixels there; beyond the crop it is the photo exactly; deep inside it is
+    the generated frame. A hard edge (feather 0) shows the seam."""
+    original = photo("astronaut")
+    box = square_crop_box(ASTRONAUT_FACE, 512, 512)
+    assert box.x0 > 0 and box.y0 > 0  # edges inside the photo
+    frames = torch.full((2, box.side, box.side, 3), 0.9)  # a generated square far from the photo's colours
+    soft = paste_back(frames, original, box)
+    hard = paste_back(frames, original, box, feather=0)
+    photo_contrast = _border_steps(original[None], box)
+    assert _border_steps(soft, box) <= photo_contrast + 0.02
+    assert _border_steps(hard, box) > photo_contrast + 0.2
+    inside = torch.zeros(512, 512, dtype=torch.bool)
+    inside[box.y0: box.y0 + box.side, box.x0: box.x0 + box.side] = True
+    assert torch.equal(soft[:, ~inside], original[~inside].expand(2, -1, -1))
+    band = 512 // 16 + 1
+    core = soft[:, box.y0 + band: box.y0 + box.side - band, box.x0 + band: box.x0 + box.side - band]
+    assert torch.allclose(core, torch.tensor(0.9), atol=1e-6)
+
+
+def test_colour_match_moves_the_square_to_the_photo_colours():
+    original = photo("astronaut")
+    box = square_crop_box(ASTRONAUT_FACE, 512, 512)
+    frames = torch.rand(2, 64, 64, 3) * 0.2 + 0.75  # bright, low contrast
+    out = paste_back(frames, original, box, feather=0, colour_reference=frames[0])
+    square = out[0, box.y0: box.y0 + box.side, box.x0: box.x0 + box.side].reshape(-1, 3)
+    under = crop_square(original, box).reshape(-1, 3)
+    assert torch.allclose(square.mean(0), under.mean(0), atol=0.03)
