@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
     gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
     gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
+    gen.add_argument("--wav2vec", help="audio encoder file or folder to use instead of the one beside the model "
+                                       "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors)")
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--preset", choices=list(PRESETS),
                      help="sampling preset: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
@@ -119,7 +121,8 @@ def _progress(info) -> None:
 
 def check_generate_paths(args: argparse.Namespace) -> None:
     """Inputs that exist and an output that can be written, checked up front."""
-    for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model)):
+    for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model),
+                        ("--wav2vec", args.wav2vec)):
         if value and not Path(value).exists():
             raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
     out = Path(args.out)
@@ -143,7 +146,8 @@ def generate(args: argparse.Namespace) -> int:
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
     started = time.perf_counter()
-    memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile)
+    memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile,
+                  audio_encoder=args.wav2vec)
     if args.model:
         from .components import load_pipeline
 

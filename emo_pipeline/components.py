@@ -79,12 +79,14 @@ def _find_part(roots: list[Path], names: tuple[str, ...], what: str,
 
 def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
                   shared: tuple[Path, ...] = (), vae: str | Path | None = None, *, low_vram: bool = False,
-                  fp8_weights: bool = False, compile: bool = False, config: EMOConfig | None = None) -> EMOPipeline:
+                  fp8_weights: bool = False, compile: bool = False, config: EMOConfig | None = None,
+                  audio_encoder: str | Path | None = None) -> EMOPipeline:
     """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype`.
     `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/).
     With `fp8_weights` the network is loaded on the CPU, stored in fp8 there, then moved, so the
     device never holds it in full precision. `low_vram` and `compile`: see EMOPipeline. `config`: the
-    network's config when the files cannot tell it (tiny test models)."""
+    network's config when the files cannot tell it (tiny test models). `audio_encoder` overrides where
+    the audio encoder comes from (e.g. a wav2vec2 file in ComfyUI's models/audio_encoders/)."""
     from .vae import load_vae
 
     model = Path(model)
@@ -101,11 +103,12 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
     if config.spec.audio_encoder == "whisper":
         from .audio.whisper import WhisperAudioEncoder
 
-        audio = WhisperAudioEncoder.from_file(_find_part(
+        audio = WhisperAudioEncoder.from_file(Path(audio_encoder) if audio_encoder else _find_part(
             roots, WHISPER_NAMES, "whisper tiny.pt (EchoMimic's audio_processor/whisper_tiny.pt)",
             "the file from EchoMimic's download"))
     else:
-        audio = AudioEncoder.from_pretrained(_find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)"))
+        audio = AudioEncoder.from_pretrained(Path(audio_encoder) if audio_encoder else _find_part(
+            roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)"))
     net = load_net(net_path, config, device="cpu" if fp8_weights else device, dtype=dtype)
     if fp8_weights:
         store_weights_fp8(net)

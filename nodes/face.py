@@ -3,6 +3,8 @@ generated frames put back into the photo."""
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 import folder_paths
@@ -15,8 +17,11 @@ _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}
 
 
 def face_analyzer() -> FaceAnalyzer:
-    """One analyzer per set of model folders (ONNX sessions are reused between runs)."""
-    folders = tuple(folder_paths.get_folder_paths(FOLDER))
+    """One analyzer per set of model folders (ONNX sessions are reused between runs): models/emo first,
+    then ComfyUI's models/insightface (where identity packs keep antelopev2)."""
+    insightface = folder_paths.get_folder_paths("insightface") if "insightface" in folder_paths.folder_names_and_paths \
+        else [os.path.join(folder_paths.models_dir, "insightface")]
+    folders = tuple(folder_paths.get_folder_paths(FOLDER)) + tuple(insightface)
     if folders not in _analyzers:
         _analyzers[folders] = FaceAnalyzer(list(folders))
     return _analyzers[folders]

@@ -20,6 +20,8 @@ from ..emo_pipeline.pipeline import EMOPipeline
 FOLDER = "emo"
 NO_MODELS = "(no models in models/emo)"
 VAE_BESIDE = "(from models/emo)"
+AUDIO_BESIDE = "(from models/emo)"
+AUDIO_FOLDER = "audio_encoders"  # ComfyUI core's folder for audio encoders (wav2vec2, whisper)
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
@@ -58,6 +60,13 @@ def network_files() -> list[str]:
         if Path(name).suffix in (".safetensors", *PICKLE_SUFFIXES):
             names.append(name)
     return sorted(names)
+
+
+def audio_encoder_files() -> list[str]:
+    """Files in ComfyUI's models/audio_encoders (the folder exists in core 0.3.5x and later)."""
+    if AUDIO_FOLDER not in folder_paths.folder_names_and_paths:
+        return []
+    return [n for n in folder_paths.get_filename_list(AUDIO_FOLDER) if n.endswith((".safetensors", ".pt", ".pth"))]
 
 
 class _Holder(torch.nn.Module):
@@ -110,6 +119,10 @@ class LoadEMOModel:
             "optional": {
                 "vae_name": ([VAE_BESIDE] + folder_paths.get_filename_list("vae"), {"default": VAE_BESIDE,
                              "tooltip": "sd-vae-ft-mse: from models/emo (vae/), or a file in ComfyUI's models/vae."}),
+                "audio_encoder": ([AUDIO_BESIDE] + audio_encoder_files(), {"default": AUDIO_BESIDE,
+                                  "tooltip": "wav2vec2-base (Hallo) or whisper tiny (EchoMimic): from models/emo, or a "
+                                             "file in ComfyUI's models/audio_encoders (e.g. wav2vec2-base-960h "
+                                             ".safetensors, as other audio-driven video models use)."}),
                 "memory_mode": (["normal", "low_vram"], {"default": "normal",
                                 "tooltip": "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
                                            "frame by frame, attention in pieces. Same frames, somewhat slower."}),
@@ -123,7 +136,8 @@ class LoadEMOModel:
         }
 
     def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE,
-             memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False):
+             memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False,
+             audio_encoder: str = AUDIO_BESIDE):
         root = register_model_folder()
         path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
         if path is None:
@@ -137,7 +151,10 @@ class LoadEMOModel:
         shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
         try:
             vae = None if vae_name == VAE_BESIDE else folder_paths.get_full_path("vae", vae_name)
-            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae,
+            audio = None if audio_encoder == AUDIO_BESIDE else folder_paths.get_full_path(AUDIO_FOLDER, audio_encoder)
+            if audio_encoder != AUDIO_BESIDE and audio is None:
+                raise FileNotFoundError(f"No audio encoder '{audio_encoder}' in ComfyUI's models/{AUDIO_FOLDER}.")
+            pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae, audio_encoder=audio,
                                      low_vram=memory_mode == "low_vram", fp8_weights=weight_storage == "fp8_e4m3fn",
                                      compile=compile)
         except FileNotFoundError as err:

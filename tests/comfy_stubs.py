@@ -42,6 +42,8 @@ def install(models_dir: Path, output_dir: Path) -> State:
             paths.append(path)
 
     folders.setdefault("vae", ([str(models_dir / "vae")], set()))
+    # core registers models/audio_encoders (0.3.5x and later) with its usual extensions
+    folders.setdefault("audio_encoders", ([str(models_dir / "audio_encoders")], {".pth", ".safetensors", ".ckpt", ".pt"}))
 
     def get_filename_list(name):
         paths, exts = folders.get(name, ([], set()))

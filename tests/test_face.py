@@ -296,3 +296,14 @@ def test_colour_match_moves_the_square_to_the_photo_colours():
     square = out[0, box.y0: box.y0 + box.side, box.x0: box.x0 + box.side].reshape(-1, 3)
     under = crop_square(original, box).reshape(-1, 3)
     assert torch.allclose(square.mean(0), under.mean(0), atol=0.03)
+
+
+def test_buffalo_l_detector_is_used_but_not_its_other_arcface(tmp_path):
+    """buffalo_l's det_10g.onnx is the same SCRFD network; its w600k_r50 embedding is not Hallo's
+    glintr100, so no identity model is taken from it."""
+    folder = tmp_path / "models" / "buffalo_l"
+    folder.mkdir(parents=True)
+    scrfd_model(folder / "det_10g.onnx")
+    arcface_model(folder / "w600k_r50.onnx", np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32))
+    analyzer = FaceAnalyzer([tmp_path])
+    assert analyzer.uses_onnx and analyzer.embedder is None

@@ -76,9 +76,34 @@ def test_wav2vec_folder_and_single_file_agree(tmp_path):
     a = AudioEncoder.from_pretrained(tmp_path / "wav2vec")(speech, 12)
     b = AudioEncoder.from_pretrained(tmp_path / "w2v.safetensors")(speech, 12)
     assert a.shape == (12, 2, 32) and torch.equal(a, b)
-    (tmp_path / "w2v.json").unlink()
-    with pytest.raises(FileNotFoundError, match="w2v.json"):
+    (tmp_path / "w2v.json").unlink()  # 32 wide: no standard head count to read from the shapes
+    with pytest.raises(CheckpointError, match="w2v.json"):
         AudioEncoder.from_pretrained(tmp_path / "w2v.safetensors")
+
+
+@pytest.mark.parametrize("prefix,dtype", [("wav2vec2.", torch.float16), ("", torch.float32)], ids=["ctc-fp16", "plain-fp32"])
+def test_wav2vec_file_in_comfyui_audio_encoders_layout(tmp_path, prefix, dtype):
+    """ComfyUI's models/audio_encoders files: transformers key names (optionally under `wav2vec2.`,
+    the positional conv in the old weight_g/weight_v names), no config beside them; the config is
+    read from the shapes (768 wide: base's 12 heads; here 2 layers to stay small)."""
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from emo_pipeline.audio.encoder import wav2vec2_config_from_shapes
+
+    torch.manual_seed(4)
+    model = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=2)).eval()
+    state = {k: v.to(dtype).float() for k, v in model.state_dict().items()}  # the file's precision
+    model.load_state_dict(state)
+    model.save_pretrained(tmp_path / "wav2vec")
+    old_names = {k.replace("parametrizations.weight.original0", "weight_g")
+                  .replace("parametrizations.weight.original1", "weight_v"): v for k, v in state.items()}
+    save_file({prefix + k: v.to(dtype).contiguous() for k, v in old_names.items()}, str(tmp_path / "w2v.safetensors"))
+    speech = speech_like(0.5)[0]
+    a = AudioEncoder.from_pretrained(tmp_path / "wav2vec")(speech, 12)
+    b = AudioEncoder.from_pretrained(tmp_path / "w2v.safetensors")(speech, 12)
+    assert a.shape == (12, 2, 768) and torch.equal(a, b)
+    config = wav2vec2_config_from_shapes({k: v.shape for k, v in model.state_dict().items()})
+    assert (config.num_attention_heads, config.feat_extract_norm, config.conv_bias) == (12, "group", False)
 
 
 def test_model_folder_with_single_file_parts_and_dtype(tmp_path):

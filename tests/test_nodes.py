@@ -309,3 +309,62 @@ def test_sampler_steps_and_cfg_follow_the_model_unless_set(env):
     clips = -(-audio.num_frames // config.frames_per_clip)
     assert own == [2] * (10 * clips)  # the file's 10 steps per clip, guided (cfg 2.0 > 1)
     assert rows == [1] * (3 * clips)  # set on the node: 3 steps, cfg 1 (no guidance)
+
+
+def test_audio_encoder_from_comfyui_models_audio_encoders(env):
+    """A wav2vec2 file in ComfyUI's models/audio_encoders (core's conventions: `wav2vec2.` prefix, fp16,
+    no config beside it) is listed by Load EMO Model and gives the features of the same weights
+    loaded from a transformers folder."""
+    import sys
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from emo_pipeline.audio.encoder import AudioEncoder
+
+    folder = Path(sys.modules["folder_paths"].get_folder_paths("audio_encoders")[0])
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(5)
+    w2v = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=2)).eval()
+    w2v.load_state_dict({k: v.half().float() for k, v in w2v.state_dict().items()})
+    save_file({"wav2vec2." + k: v.half().contiguous() for k, v in w2v.state_dict().items()},
+              str(folder / "wav2vec2-test.safetensors"))
+    w2v.save_pretrained(folder.parent / "w2v_folder")
+    try:
+        loader = env[0].NODE_CLASS_MAPPINGS["LoadEMOModel"]
+        choices = loader.INPUT_TYPES()["optional"]["audio_encoder"][0]
+        assert choices == ["(from models/emo)", "wav2vec2-test.safetensors"]
+        model = loader().load("tiny/net.safetensors", "auto", "auto", audio_encoder="wav2vec2-test.safetensors")[0]
+        speech = speech_like(0.4)[0]
+        ours = model.pipeline.audio_encoder(speech, 10)
+        assert torch.equal(ours, AudioEncoder.from_pretrained(folder.parent / "w2v_folder")(speech, 10))
+        with pytest.raises(FileNotFoundError, match="audio_encoders"):
+            loader().load("tiny/net.safetensors", "auto", "auto", audio_encoder="missing.safetensors")
+    finally:
+        (folder / "wav2vec2-test.safetensors").unlink()
+
+
+def test_face_models_found_in_comfyui_models_insightface(env, tmp_path):
+    """insightface's antelopev2 set where identity packs keep it: models/insightface/models/antelopev2/."""
+    import sys
+    from pathlib import Path
+
+    pytest.importorskip("onnxruntime")
+    from test_face import arcface_model, scrfd_model
+
+    antelope = Path(sys.modules["folder_paths"].models_dir) / "insightface" / "models" / "antelopev2"
+    antelope.mkdir(parents=True, exist_ok=True)
+    scrfd_model(antelope / "scrfd_10g_bnkps.onnx")
+    arcface_model(antelope / "glintr100.onnx", torch.randn(3, 512).numpy())
+    import importlib
+
+    face_module = importlib.import_module(type(nodes(env)["EMOFaceCrop"]).__module__)
+    face_module._analyzers.clear()
+    try:
+        assert face_module.face_analyzer().uses_onnx
+    finally:
+        face_module._analyzers.clear()
+        import shutil
+
+        shutil.rmtree(antelope.parent.parent)

@@ -7,9 +7,9 @@ count *before* the transformer encoder, and every transformer layer's output is 
 
 from __future__ import annotations
 
-import pickle
 import json
 import math
+import pickle
 from fractions import Fraction
 from pathlib import Path
 
@@ -29,6 +29,46 @@ def normalize_speech(speech: torch.Tensor) -> torch.Tensor:
     return ((speech - speech.mean()) / torch.sqrt(speech.var(unbiased=False) + 1e-7)).float()
 
 
+def wav2vec2_key(key: str) -> str:
+    """A wav2vec2 file's key in transformers' Wav2Vec2Model names: Wav2Vec2ForCTC's `wav2vec2.` prefix
+    dropped, and the positional conv's weight norm in today's parametrization names."""
+    key = key.removeprefix("wav2vec2.")
+    return key.replace("pos_conv_embed.conv.weight_g", "pos_conv_embed.conv.parametrizations.weight.original0") \
+              .replace("pos_conv_embed.conv.weight_v", "pos_conv_embed.conv.parametrizations.weight.original1")
+
+
+def wav2vec2_config_from_shapes(shapes: dict[str, torch.Size], name: str = "the file") -> "Wav2Vec2Config":
+    """The transformers config of a wav2vec2 state dict, read from its shapes (as ComfyUI's
+    audio_encoders loader does): base (768 wide, 12 layers, group-normed convs) or large (1024,
+    24 layers, layer-normed convs with bias, stable layer norm), or anything between."""
+    from transformers import Wav2Vec2Config
+
+    from ..loading import CheckpointError
+
+    if "encoder.layer_norm.bias" not in shapes or "feature_projection.projection.weight" not in shapes:
+        raise CheckpointError(f"{name} is not a wav2vec2 model: it has no encoder.layer_norm / feature_projection "
+                              "(expected transformers' Wav2Vec2 key names, as in ComfyUI's models/audio_encoders).")
+    hidden = shapes["encoder.layer_norm.bias"][0]
+    if hidden % 64:  # wav2vec2's heads are 64 wide (base 12, large 16); the file cannot say otherwise
+        raise CheckpointError(f"{name}: a wav2vec2 model {hidden} wide has no standard head count; put its "
+                              f"transformers config beside it as {Path(name).with_suffix('.json').name}.")
+    layers = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("encoder.layers."))
+    convs = 1 + max(int(k.split(".")[2]) for k in shapes if k.startswith("feature_extractor.conv_layers."))
+    layer_normed = "feature_extractor.conv_layers.1.layer_norm.weight" in shapes
+    pos = shapes["encoder.pos_conv_embed.conv.parametrizations.weight.original1"]
+    return Wav2Vec2Config(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64,
+        intermediate_size=shapes["encoder.layers.0.feed_forward.intermediate_dense.weight"][0],
+        conv_dim=tuple(shapes[f"feature_extractor.conv_layers.{i}.conv.weight"][0] for i in range(convs)),
+        conv_kernel=tuple(shapes[f"feature_extractor.conv_layers.{i}.conv.weight"][2] for i in range(convs)),
+        conv_stride=(5,) + (2,) * (convs - 1),
+        conv_bias="feature_extractor.conv_layers.0.conv.bias" in shapes,
+        feat_extract_norm="layer" if layer_normed else "group",
+        do_stable_layer_norm=layer_normed,  # the large layout pairs both, as ComfyUI assumes
+        num_conv_pos_embeddings=pos[2], num_conv_pos_embedding_groups=hidden // pos[1],
+    )
+
+
 class AudioEncoder:
     """A transformers `Wav2Vec2Model` used as EMO's audio feature extractor."""
 
@@ -39,29 +79,32 @@ class AudioEncoder:
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
                         dtype: torch.dtype = torch.float32) -> "AudioEncoder":
-        """A transformers folder (config.json + weights), or one .safetensors file whose config is
-        the .json beside it (`wav2vec2-base-960h.safetensors` + `wav2vec2-base-960h.json`)."""
+        """A transformers folder (config.json + weights), or one .safetensors file: with its config
+        beside it (`wav2vec2-base-960h.safetensors` + `wav2vec2-base-960h.json`), or without, in
+        ComfyUI's audio_encoders conventions (transformers key names, optionally under `wav2vec2.`;
+        base or large told apart by the shapes)."""
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
         path = Path(path)
         if path.is_file():
-            config_file = path.with_suffix(".json")
-            if not config_file.is_file():
-                raise FileNotFoundError(f"{path.name} needs its transformers config beside it as {config_file.name}.")
             from ..loading import CheckpointError, CheckpointReader, compare_keys
 
             with CheckpointReader(path) as reader:
-                # Wav2Vec2ForCTC files prefix the encoder with "wav2vec2." and add an "lm_head".
-                state = {k.removeprefix("wav2vec2."): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
-            model = Wav2Vec2Model(Wav2Vec2Config.from_json_file(config_file))
+                state = {wav2vec2_key(k): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
+            config_file = path.with_suffix(".json")
+            # Without a config beside it (ComfyUI's models/audio_encoders files), the shapes tell it.
+            config = Wav2Vec2Config.from_json_file(config_file) if config_file.is_file() else \
+                wav2vec2_config_from_shapes({k: v.shape for k, v in state.items()}, path.name)
+            model = Wav2Vec2Model(config)
             report = compare_keys({k: v.shape for k, v in model.state_dict().items()},
                                   {k: v.shape for k, v in state.items()})
             # masked_spec_embed is a training-time parameter that inference files may leave out.
             if set(report.missing) - {"masked_spec_embed"} or report.unexpected or report.wrong_shape:
-                raise CheckpointError(f"{path.name} is not a wav2vec2 model for {config_file.name}: {report.describe()}.")
-            model.load_state_dict(state, strict=False)
+                raise CheckpointError(f"{path.name} is not a wav2vec2 model"
+                                      f"{' for ' + config_file.name if config_file.is_file() else ''}: {report.describe()}.")
+            model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
             model = model.to(dtype)
-            normalize = True
+            normalize = True  # as wav2vec2-base-960h's feature extractor, which Hallo uses
         else:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(

@@ -17,11 +17,19 @@ import numpy as np
 
 SCRFD_FILE = "scrfd_10g_bnkps.onnx"
 ARCFACE_FILE = "glintr100.onnx"
-SEARCH_SUBDIRS = (".", "face_analysis/models", "face_analysis", "models")
+# Hallo's download keeps them in face_analysis/models/; identity packs (InstantID, PuLID) keep
+# insightface's antelopev2 set in models/insightface/models/antelopev2/ (the same two files), and
+# buffalo_l's detector (det_10g.onnx) is the same SCRFD network. buffalo_l's ArcFace (w600k_r50) is
+# another embedding than Hallo's glintr100, so it is not used.
+SEARCH_SUBDIRS = (".", "face_analysis/models", "face_analysis", "models", "models/antelopev2", "antelopev2",
+                  "models/buffalo_l", "buffalo_l")
+SCRFD_FILES = (SCRFD_FILE, "det_10g.onnx")
 FALLBACK_WARNING = (
     "Face analysis is using the built-in cascade detector: no landmarks and no identity embedding "
     "(the model gets a zero embedding, so likeness is weaker, and lip masks are estimated from the face box). "
-    f"Put Hallo's face_analysis/models/{SCRFD_FILE} and {ARCFACE_FILE} in models/emo/ to restore them."
+    f"Put Hallo's face_analysis/models/{SCRFD_FILE} and {ARCFACE_FILE} in models/emo/ (ComfyUI) or beside the model "
+    "(command line) to restore them; in ComfyUI, insightface's antelopev2 set in models/insightface/models/antelopev2/ "
+    "(as identity packs keep it) is found too."
 )
 
 
@@ -47,12 +55,14 @@ class FaceInfo:
         return (float(lx), float(cy - 0.45 * half_w), float(rx), float(cy + 0.45 * half_w))
 
 
-def find_onnx(folders: list[Path], name: str) -> Path | None:
+def find_onnx(folders: list[Path], *names: str) -> Path | None:
+    """The first of `names` found, folder by folder (in order), in the known sub-folders."""
     for folder in folders:
         for sub in SEARCH_SUBDIRS:
-            candidate = Path(folder) / sub / name
-            if candidate.is_file():
-                return candidate
+            for name in names:
+                candidate = Path(folder) / sub / name
+                if candidate.is_file():
+                    return candidate
     return None
 
 
@@ -78,7 +88,7 @@ class FaceAnalyzer:
     def __init__(self, folders: list[str | Path] = ()) -> None:
         folders = [Path(f) for f in folders]
         self.detector = self.embedder = None
-        scrfd, arcface = find_onnx(folders, SCRFD_FILE), find_onnx(folders, ARCFACE_FILE)
+        scrfd, arcface = find_onnx(folders, *SCRFD_FILES), find_onnx(folders, ARCFACE_FILE)
         if (scrfd or arcface) and importlib.util.find_spec("onnxruntime") is None:
             logging.warning("Found insightface's face models but onnxruntime is not installed, so the built-in "
                             "detector is used: pip install onnxruntime (or onnxruntime-gpu) to use them.")
