@@ -54,9 +54,29 @@ def upload(base: str, path: Path) -> str:
 LOW_VRAM_FAST = {"3": {"memory_mode": "low_vram", "weight_storage": "fp8_e4m3fn"}, "6": {"preset": "fast"}}
 
 
+# wav2vec2 from ComfyUI's models/audio_encoders, as a core-style single file (see write_core_wav2vec).
+CORE_WAV2VEC = {"3": {"audio_encoder": "wav2vec2-core.safetensors"}}
+
+
+def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
+    """A random wav2vec2 in ComfyUI core's audio_encoders conventions: one fp16 safetensors file,
+    keys under `wav2vec2.`, no config (64 wide: one 64-wide head, as the shapes say)."""
+    from safetensors.torch import save_file
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    torch.manual_seed(7)
+    model = Wav2Vec2Model(Wav2Vec2Config(
+        hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=hidden // 64, intermediate_size=2 * hidden,
+        conv_dim=(16,) * 7, num_conv_pos_embeddings=16, num_conv_pos_embedding_groups=4, vocab_size=32))
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({"wav2vec2." + k: v.half().contiguous() for k, v in model.state_dict().items()},
+              str(folder / "wav2vec2-core.safetensors"))
+
+
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
-                                               ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {})],
-                         ids=["basic", "photo", "low-vram-fast", "echomimic"])
+                                               ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
+                                               ("emo_basic", CORE_WAV2VEC)],
+                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.loading import convert_checkpoint
@@ -65,7 +85,13 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
 
     models = tmp_path / "models"
     write_tiny_model_folder(models / "emo")
-    if workflow == "emo_echomimic":
+    if settings is CORE_WAV2VEC:  # a network whose audio projection takes the 64-wide wav2vec features
+        from emo_pipeline.config import tiny_config
+
+        write_tiny_model_folder(models / "emo", name="tiny64", config=tiny_config(audio_feature_dim=64))
+        write_core_wav2vec(models / "audio_encoders")
+        checkpoint, fps = "tiny64/net.safetensors", 25
+    elif workflow == "emo_echomimic":
         # EchoMimic's download layout (tiny), converted to our single file so that its tiny config travels
         # with it; whisper_tiny.pt and sd-vae-ft-mse/ are found beside it, as in a real download.
         folder = write_tiny_echomimic_folder(models / "emo" / "echomimic")
@@ -77,7 +103,8 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     custom.mkdir()
     (custom / "emo_portrait").symlink_to(ROOT, target_is_directory=True)
     config = tmp_path / "extra_model_paths.yaml"
-    config.write_text(f"emo_test:\n  base_path: {tmp_path}\n  custom_nodes: {custom}\n  emo: {models / 'emo'}\n")
+    config.write_text(f"emo_test:\n  base_path: {tmp_path}\n  custom_nodes: {custom}\n  emo: {models / 'emo'}\n"
+                      f"  audio_encoders: {models / 'audio_encoders'}\n")
     out, inp = tmp_path / "output", tmp_path / "input"
     out.mkdir(), inp.mkdir(), (tmp_path / "user").mkdir()
     port = free_port()
