@@ -311,10 +311,11 @@ def test_sampler_steps_and_cfg_follow_the_model_unless_set(env):
     assert rows == [1] * (3 * clips)  # set on the node: 3 steps, cfg 1 (no guidance)
 
 
-def test_audio_encoder_from_comfyui_models_audio_encoders(env):
-    """A wav2vec2 file in ComfyUI's models/audio_encoders (core's conventions: `wav2vec2.` prefix, fp16,
-    no config beside it) is listed by Load EMO Model and gives the features of the same weights
-    loaded from a transformers folder."""
+@pytest.mark.parametrize("prefix", ["wav2vec2.", ""], ids=["ctc-prefix", "no-prefix"])
+def test_audio_encoder_from_comfyui_models_audio_encoders(env, prefix):
+    """A random wav2vec2-base file in ComfyUI's models/audio_encoders (core's conventions: fp16, keys
+    with or without the `wav2vec2.` prefix, no config beside it) is listed by Load EMO Model and
+    gives the features of the same weights loaded from a transformers folder."""
     import sys
     from pathlib import Path
 
@@ -326,9 +327,9 @@ def test_audio_encoder_from_comfyui_models_audio_encoders(env):
     folder = Path(sys.modules["folder_paths"].get_folder_paths("audio_encoders")[0])
     folder.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(5)
-    w2v = Wav2Vec2Model(Wav2Vec2Config(num_hidden_layers=2)).eval()
+    w2v = Wav2Vec2Model(Wav2Vec2Config()).eval()  # wav2vec2-base's shapes: 12 layers × 768
     w2v.load_state_dict({k: v.half().float() for k, v in w2v.state_dict().items()})
-    save_file({"wav2vec2." + k: v.half().contiguous() for k, v in w2v.state_dict().items()},
+    save_file({prefix + k: v.half().contiguous() for k, v in w2v.state_dict().items()},
               str(folder / "wav2vec2-test.safetensors"))
     w2v.save_pretrained(folder.parent / "w2v_folder")
     try:
