@@ -119,10 +119,6 @@ class LoadEMOModel:
             "optional": {
                 "vae_name": ([VAE_BESIDE] + folder_paths.get_filename_list("vae"), {"default": VAE_BESIDE,
                              "tooltip": "sd-vae-ft-mse: from models/emo (vae/), or a file in ComfyUI's models/vae."}),
-                "audio_encoder": ([AUDIO_BESIDE] + audio_encoder_files(), {"default": AUDIO_BESIDE,
-                                  "tooltip": "wav2vec2-base (Hallo) or whisper tiny (EchoMimic): from models/emo, or a "
-                                             "file in ComfyUI's models/audio_encoders (e.g. wav2vec2-base-960h "
-                                             ".safetensors, as other audio-driven video models use)."}),
                 "memory_mode": (["normal", "low_vram"], {"default": "normal",
                                 "tooltip": "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
                                            "frame by frame, attention in pieces. Same frames, somewhat slower."}),
@@ -132,6 +128,10 @@ class LoadEMOModel:
                 "compile": ("BOOLEAN", {"default": False,
                             "tooltip": "torch.compile the denoiser: faster steps after a compile of some minutes on "
                                        "first use; falls back to normal running where no compiler works."}),
+                "audio_encoder": ([AUDIO_BESIDE] + audio_encoder_files(), {"default": AUDIO_BESIDE,
+                                  "tooltip": "wav2vec2-base (Hallo) or whisper tiny (EchoMimic): from models/emo, or a "
+                                             "file in ComfyUI's models/audio_encoders (e.g. wav2vec2-base-960h "
+                                             ".safetensors, as other audio-driven video models use)."}),
             },
         }
 
