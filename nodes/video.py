@@ -46,6 +46,9 @@ class EMOVideoCombine:
         height, width = images.shape[1:3]
         output_dir = folder_paths.get_output_directory()
         folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+        # core refuses prefixes that leave the output folder; checked here too, so no core change can let one through
+        if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(folder))) != os.path.abspath(output_dir):
+            raise ValueError(f"EMO Video Combine: filename_prefix {filename_prefix!r} points outside the output folder.")
         os.makedirs(folder, exist_ok=True)
         filename = f"{name}_{counter:05}_.mp4"
         metadata = {}

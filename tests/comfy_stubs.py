@@ -56,6 +56,7 @@ def install(models_dir: Path, output_dir: Path) -> State:
         return sorted(found)
 
     def get_full_path(name, filename):
+        filename = os.path.relpath(os.path.join("/", filename), "/")  # as core: no way out of the folder
         for base in folders.get(name, ([], set()))[0]:
             path = os.path.join(base, filename)
             if os.path.isfile(path):
@@ -65,6 +66,8 @@ def install(models_dir: Path, output_dir: Path) -> State:
     def get_save_image_path(prefix, output_dir, width=0, height=0):
         subfolder, name = os.path.split(os.path.normpath(prefix))
         folder = os.path.join(output_dir, subfolder)
+        if os.path.commonpath((str(output_dir), os.path.abspath(folder))) != str(output_dir):
+            raise Exception("**** ERROR: Saving image outside the output folder is not allowed.")  # as core
         existing = os.listdir(folder) if os.path.isdir(folder) else []
         counter = 1 + sum(1 for f in existing if f.startswith(name + "_"))
         return folder, name, counter, subfolder, prefix

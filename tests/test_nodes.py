@@ -369,3 +369,30 @@ def test_face_models_found_in_comfyui_models_insightface(env, tmp_path):
         import shutil
 
         shutil.rmtree(antelope.parent.parent)
+
+
+def test_paths_stay_inside_the_output_and_model_folders(env, model):
+    """Core refuses output prefixes that leave the output folder and resolves model names inside the
+    model folders; the stubs do as core does, and the nodes check it themselves too."""
+    n = nodes(env)
+    with pytest.raises(Exception, match="outside the output folder"):
+        n["EMOVideoCombine"].combine(torch.rand(2, 64, 64, 3), 25.0, "../../escaped/emo", 19)
+    with pytest.raises(FileNotFoundError):  # '../' cannot reach a file outside models/emo
+        n["LoadEMOModel"].load("../emo/tiny/net.safetensors/../../../../etc/passwd", "auto", "auto")
+    # were core's check ever gone, the node's own still holds
+    import os
+    import sys
+
+    folder_paths = sys.modules["folder_paths"]
+    strict = folder_paths.get_save_image_path
+
+    def lenient(prefix, output_dir, width=0, height=0):
+        subfolder, name = os.path.split(os.path.normpath(prefix))
+        return os.path.join(output_dir, subfolder), name, 1, subfolder, prefix
+
+    folder_paths.get_save_image_path = lenient
+    try:
+        with pytest.raises(ValueError, match="outside the output folder"):
+            n["EMOVideoCombine"].combine(torch.rand(2, 64, 64, 3), 25.0, "../../escaped/emo", 19)
+    finally:
+        folder_paths.get_save_image_path = strict
