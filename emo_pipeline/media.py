@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+import warnings
 from fractions import Fraction
 from pathlib import Path
 
@@ -33,21 +34,48 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
             raise ValueError(f"{path.name} has no audio stream.")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
-        chunks = []
-        for frame in container.decode(stream):
-            for out in resampler.resample(frame):
-                chunks.append(out.to_ndarray())
+        chunks, broken = [], None
+        try:
+            for frame in container.decode(stream):
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray())
+        except av.FFmpegError as err:  # damaged data: keep what was read, and say so below
+            broken = err
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray())
         rate = stream.rate
         # AAC decoders pad the last frame to 1024 samples; the stream's duration says where the sound ends.
         declared = round(stream.duration * stream.time_base * rate) if stream.duration else None
+        # FFmpeg sizes a cut-short WAV by what is there; its header still says how much there was.
+        wav_frames = _wav_declared_frames(path, stream.channels, stream.format.bytes)
     if not chunks:
         raise ValueError(f"{path.name} contains no audio samples.")
     samples = np.concatenate(chunks, axis=1).astype(np.float32)
     if declared:
         samples = samples[:, :declared]
+    read = samples.shape[1]
+    declared = max(declared or 0, wav_frames or 0) or None
+    if broken is not None or (declared and declared - read > 0.05 * rate):
+        expected = f" of the {declared / rate:.2f} s its header declares" if declared else ""
+        warnings.warn(f"{path.name}: only {read / rate:.2f} s of audio could be read{expected} (the file seems cut "
+                      "short or damaged); the video follows the audio that was read.", stacklevel=2)
     return torch.from_numpy(samples), int(rate)
+
+
+def _wav_declared_frames(path: Path, channels: int, sample_bytes: int) -> int | None:
+    """The sample frames a WAV file's `data` chunk says it holds (None for other files)."""
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE" or not channels or not sample_bytes:
+            return None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return None
+            size = int.from_bytes(chunk[4:8], "little")
+            if chunk[:4] == b"data":
+                return size // (channels * sample_bytes) if size not in (0, 0xFFFFFFFF) else None
+            f.seek(size + (size & 1), 1)
 
 
 # Photos are decoded at no more than this many pixels on the long side: the face search works at

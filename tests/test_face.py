@@ -307,3 +307,14 @@ def test_buffalo_l_detector_is_used_but_not_its_other_arcface(tmp_path):
     arcface_model(folder / "w600k_r50.onnx", np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32))
     analyzer = FaceAnalyzer([tmp_path])
     assert analyzer.uses_onnx and analyzer.embedder is None
+
+
+def test_fallback_warning_comes_from_the_package_logger_and_names_the_folders(caplog):
+    import logging
+
+    analyzer = FaceAnalyzer([])
+    with caplog.at_level(logging.WARNING):
+        analyzer.faces(np.zeros((64, 64, 3), dtype=np.uint8))
+    record = next(r for r in caplog.records if "cascade detector" in r.getMessage())
+    assert record.name.endswith("face.analysis") and record.name != "root"
+    assert "models/insightface/models/antelopev2/" in record.getMessage() and "beside the model" in record.getMessage()

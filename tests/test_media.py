@@ -143,3 +143,21 @@ def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
     assert max(image.shape[:2]) <= MAX_IMAGE_SIDE
     assert abs(image.shape[1] / image.shape[0] - 1.5) < 0.01
     assert abs(float(image[..., 0].mean()) - 200 / 255) < 0.02
+
+
+def test_truncated_wav_is_read_with_a_warning(tmp_path):
+    path = tmp_path / "voice.wav"
+    with av.open(str(path), "w") as c:  # a real 1-s 16 kHz WAV
+        stream = c.add_stream("pcm_s16le", rate=16000, layout="mono")
+        frame = av.AudioFrame.from_ndarray((np.sin(np.arange(16000) / 10)[None] * 16000).astype(np.int16),
+                                           format="s16", layout="mono")
+        frame.sample_rate = 16000
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    whole, _ = load_audio(path)
+    assert whole.shape[1] == 16000
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])  # the header still says 1 s
+    with pytest.warns(UserWarning, match=r"only 0\.[45]\d s of audio could be read of the 1\.00 s"):
+        half, rate = load_audio(path)
+    assert rate == 16000 and 7000 < half.shape[1] < 9000

@@ -32,6 +32,8 @@ FALLBACK_WARNING = (
     "(as identity packs keep it) is found too."
 )
 
+log = logging.getLogger(__name__)  # "emo_pipeline.face...": hosts can route it; not the root logger
+
 
 @dataclass
 class FaceInfo:
@@ -90,7 +92,7 @@ class FaceAnalyzer:
         self.detector = self.embedder = None
         scrfd, arcface = find_onnx(folders, *SCRFD_FILES), find_onnx(folders, ARCFACE_FILE)
         if (scrfd or arcface) and importlib.util.find_spec("onnxruntime") is None:
-            logging.warning("Found insightface's face models but onnxruntime is not installed, so the built-in "
+            log.warning("Found insightface's face models but onnxruntime is not installed, so the built-in "
                             "detector is used: pip install onnxruntime (or onnxruntime-gpu) to use them.")
             scrfd = arcface = None
         if scrfd is not None:
@@ -114,7 +116,7 @@ class FaceAnalyzer:
             faces = [FaceInfo(tuple(map(float, b)), float(s), k) for b, s, k in zip(boxes, scores, landmarks)]
         else:
             if not self.warned:
-                logging.warning(FALLBACK_WARNING)
+                log.warning(FALLBACK_WARNING)
                 self.warned = True
             faces = cascade_faces(image)
         faces.sort(key=lambda f: f.area, reverse=True)

@@ -15,6 +15,8 @@ from .crop import CropBox, crop_square, square_crop_box
 
 Box = tuple[float, float, float, float]
 
+log = logging.getLogger(__name__)  # "emo_pipeline.face...": hosts can route it; not the root logger
+
 
 @dataclass
 class FaceCrop:
@@ -48,7 +50,7 @@ def crop_to_face(photo: torch.Tensor, analyzer: FaceAnalyzer, face_index: int = 
         raise ValueError(f"face_index {face_index} asks for face {face_index + 1}, but {len(faces)} face(s) were "
                          "found (0 is the largest).")
     if not faces:
-        logging.warning("EMO: no face found in the portrait; using the whole image as the face region.")
+        log.warning("EMO: no face found in the portrait; using the whole image as the face region.")
         side = min(h, w)
         box = CropBox((w - side) // 2, (h - side) // 2, side, w, h) if crop else CropBox(0, 0, max(h, w), w, h)
         return FaceCrop(crop_square(rgb, box), box, None, None, None, 0)
