@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import comfy.model_management as mm
 
+from .notify import relays_warnings
+
 
 class EMOEncodeAudio:
     DESCRIPTION = "Turns audio into EMO's per-frame audio features; the video gets one frame per audio frame."
@@ -25,6 +27,7 @@ class EMOEncodeAudio:
             }
         }
 
+    @relays_warnings
     def encode(self, model, audio, fps: float):
         # AUDIO may be a dict or a lazy Mapping (VideoHelperSuite): only index it.
         waveform, sample_rate = audio["waveform"], audio["sample_rate"]

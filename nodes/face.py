@@ -12,6 +12,7 @@ import folder_paths
 from ..emo_pipeline.face import FaceAnalyzer, paste_back
 from ..emo_pipeline.face.reference import crop_to_face
 from .model_loader import FOLDER
+from .notify import relays_warnings
 
 _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}
 
@@ -47,6 +48,7 @@ class EMOFaceCrop:
             }
         }
 
+    @relays_warnings
     def crop(self, image: torch.Tensor, face_fraction: float, face_index: int):
         if image.ndim == 4 and image.shape[0] > 1:
             raise ValueError(f"EMO Face Crop got a batch of {image.shape[0]} images; it takes one photo.")
@@ -82,6 +84,7 @@ class EMOPasteBack:
             },
         }
 
+    @relays_warnings
     def paste(self, frames: torch.Tensor, original: torch.Tensor, face, feather: int = -1, colour_match: bool = False):
         photo = original[0] if original.ndim == 4 else original
         out = torch.empty(len(frames), photo.shape[0], photo.shape[1], 3)

@@ -16,6 +16,7 @@ from comfy.model_patcher import ModelPatcher
 from ..emo_pipeline.components import load_pipeline
 from ..emo_pipeline.loading import PICKLE_SUFFIXES
 from ..emo_pipeline.pipeline import EMOPipeline
+from .notify import relays_warnings
 
 FOLDER = "emo"
 NO_MODELS = "(no models in models/emo)"
@@ -141,6 +142,7 @@ class LoadEMOModel:
             },
         }
 
+    @relays_warnings
     def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE,
              memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False,
              audio_encoder: str = AUDIO_BESIDE):

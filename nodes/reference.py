@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import logging
+import warnings
 
 import torch
 import torch.nn.functional as F
 
 from ..emo_pipeline.face.reference import crop_to_face
 from .face import face_analyzer
+from .notify import relays_warnings
 
 
 class EMOReferenceNetEncode:
@@ -29,6 +30,7 @@ class EMOReferenceNetEncode:
             },
         }
 
+    @relays_warnings
     def encode(self, model, image: torch.Tensor, face=None, face_mask: torch.Tensor | None = None):
         if image.ndim == 4 and image.shape[0] > 1:
             raise ValueError(f"EMO ReferenceNet Encode got a batch of {image.shape[0]} images; it takes one "
@@ -55,10 +57,10 @@ class EMOReferenceNetEncode:
                              f"{tuple(mask.shape)}. Pick one mask of the batch first.")
         if not (mask > 0.5).any():
             # LoadImage gives an empty 64×64 mask for images without alpha: treat it as "no mask".
-            logging.warning("EMO: the face mask is empty; using the whole image as the face region.")
+            warnings.warn("The face mask is empty; using the whole image as the face region.", stacklevel=2)
             return None
         if tuple(mask.shape) != (height, width):
-            logging.warning("EMO: face mask is %s×%s, the image %s×%s; resizing the mask.",
-                            mask.shape[1], mask.shape[0], width, height)
+            warnings.warn(f"The face mask is {mask.shape[1]}×{mask.shape[0]}, the image {width}×{height}; resizing the "
+                          "mask.", stacklevel=2)
             mask = F.interpolate(mask[None, None].float(), size=(height, width), mode="nearest")[0, 0]
         return mask

@@ -13,6 +13,7 @@ from ..emo_pipeline.cost import clip_memory, video_latent_bytes
 from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
 from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
+from .notify import relays_warnings
 
 
 PRESET_CHOICES = ["custom", *PRESETS]
@@ -88,6 +89,7 @@ class EMOSampler:
             },
         }
 
+    @relays_warnings
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
                preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1):

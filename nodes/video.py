@@ -10,6 +10,7 @@ import folder_paths
 from comfy.cli_args import args
 
 from ..emo_pipeline.media import VideoWriter
+from .notify import relays_warnings
 
 
 class EMOVideoCombine:
@@ -34,6 +35,7 @@ class EMOVideoCombine:
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 
+    @relays_warnings
     def combine(self, images, frame_rate, filename_prefix, crf, audio=None, prompt=None, extra_pnginfo=None):
         if images.ndim != 4 or images.shape[-1] not in (3, 4):
             raise ValueError(f"EMO Video Combine needs IMAGE frames [F, H, W, 3]; got {tuple(images.shape)}.")

@@ -23,6 +23,7 @@ class State:
     progress: list = []
     loads: list = []
     preview: bool = False
+    messages: list = []  # (event, data) sent to the frontend through PromptServer.send_sync
 
 
 def _module(name: str, **attrs) -> types.ModuleType:
@@ -80,7 +81,7 @@ def install(models_dir: Path, output_dir: Path) -> State:
 
     # comfy.* -------------------------------------------------------------------
     state = State()
-    state.progress, state.loads = [], []
+    state.progress, state.loads, state.messages = [], [], []
     comfy = _module("comfy")
 
     def throw_if_interrupted():
@@ -130,6 +131,13 @@ def install(models_dir: Path, output_dir: Path) -> State:
     class VideoFromFile:
         def __init__(self, file):
             self.file = file
+
+    class PromptServer:  # core's server.PromptServer: only what the nodes use
+        def send_sync(self, event, data, sid=None):
+            state.messages.append((event, data))
+
+    PromptServer.instance = PromptServer()
+    _module("server", PromptServer=PromptServer)
 
     api = _module("comfy_api")
     api.input_impl = _module("comfy_api.input_impl", VideoFromFile=VideoFromFile)

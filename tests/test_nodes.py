@@ -396,3 +396,23 @@ def test_paths_stay_inside_the_output_and_model_folders(env, model):
             n["EMOVideoCombine"].combine(torch.rand(2, 64, 64, 3), 25.0, "../../escaped/emo", 19)
     finally:
         folder_paths.get_save_image_path = strict
+
+
+def test_engine_warnings_reach_the_ui(env, model):
+    """Warnings raised while a node runs (Python warnings and the engine's log warnings) are sent to
+    the frontend as 'emo.warning' events, which web/emo_warnings.js shows as toasts."""
+    import importlib
+
+    n, state = nodes(env), env[1]
+    state.messages.clear()
+    mask = torch.zeros(1, 32, 32)
+    mask[:, 8:24, 8:24] = 1
+    n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3), face_mask=mask)  # a mask of another size
+    face_module = importlib.import_module(type(n["EMOFaceCrop"]).__module__)
+    face_module._analyzers.clear()  # a fresh analyzer warns about its fallback detector once
+    n["EMOFaceCrop"].crop(torch.rand(1, 96, 96, 3), 0.6, 0)
+    sent = [(event, data["node"], data["message"]) for event, data in state.messages]
+    assert ("emo.warning", "EMOReferenceNetEncode", "The face mask is 32×32, the image 64×64; resizing the mask.") in sent
+    assert any(event == "emo.warning" and node == "EMOFaceCrop" and "cascade detector" in message
+               for event, node, message in sent)
+    assert (comfy_stubs.ROOT / "web" / "emo_warnings.js").read_text().count('"emo.warning"') == 1

@@ -1,0 +1,60 @@
+"""What the engine warns about reaches the person at the graph, not only the server log.
+
+The nodes run inside `relay_warnings`: Python warnings and the engine's log warnings raised while a
+node runs are sent to ComfyUI's frontend as "emo.warning" events (web/emo_warnings.js shows each as
+a toast) and still written to the log.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from typing import Callable
+
+from .. import emo_pipeline
+
+EVENT = "emo.warning"
+log = logging.getLogger(__name__)
+
+
+def notify(message: str, node: str) -> None:
+    """Send one warning to the frontend; without a running server (tests, scripts) it is only logged."""
+    try:
+        from server import PromptServer
+
+        PromptServer.instance.send_sync(EVENT, {"message": message, "node": node})
+    except Exception:  # no server, or one that cannot take messages now: the log line is enough
+        pass
+
+
+class _Relay(logging.Handler):
+    def __init__(self, node: str) -> None:
+        super().__init__(logging.WARNING)
+        self.node = node
+
+    def emit(self, record: logging.LogRecord) -> None:
+        notify(record.getMessage(), self.node)
+
+
+def relays_warnings(method: Callable) -> Callable:
+    """Decorate a node's function: warnings raised while it runs go to the UI as well as the log."""
+
+    @functools.wraps(method)
+    def run(self, *args, **kwargs):
+        node = type(self).__name__
+        engine_log = logging.getLogger(emo_pipeline.__name__)
+        handler = _Relay(node)
+        engine_log.addHandler(handler)
+        try:
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                result = method(self, *args, **kwargs)
+        finally:
+            engine_log.removeHandler(handler)
+        for warning in caught:
+            log.warning("%s", warning.message)
+            notify(str(warning.message), node)
+        return result
+
+    return run
