@@ -137,7 +137,6 @@ import os
 import sys
 import time
 import types
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -153,7 +152,7 @@ WEIGHT_STD = 0.02
 # infer_audio2vid.py reads for both UNets (configs/prompts/animation.yaml: pretrained_base_model_path):
 # the Stable Diffusion 1.5 UNet layout (cross-attention width 768).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from sd15_unet import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG  # noqa: E402
+from reference_common import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG, quiet  # noqa: E402
 
 # What EchoUNet3DConditionModel.from_pretrained_2d (src/models/unet_3d_echo.py:611-625) changes
 # in it before `from_config(unet_config, **unet_additional_kwargs)`.
@@ -209,21 +208,6 @@ def _patch_reference_control_device(control_class: type) -> None:
 
     register_reference_hooks._echomimic_reference_patch = True
     control_class.register_reference_hooks = register_reference_hooks
-
-
-@contextlib.contextmanager
-def quiet() -> Iterator[None]:
-    """Hides the deprecation notices today's diffusers gives EchoMimic's code."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 @functools.lru_cache(maxsize=None)

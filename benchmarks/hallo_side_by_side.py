@@ -58,11 +58,9 @@ import statistics
 import sys
 import time
 import types
-import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
@@ -80,7 +78,7 @@ WEIGHT_STD = 0.02
 TIMESTEP = 500  # any step of the schedule: the network's cost does not depend on it
 FACE_BOX = (0.3, 0.25, 0.7, 0.75)  # x0, y0, x1, y1 of the square portrait
 
-from sd15_unet import SD15_UNET_CONFIG  # noqa: E402  (the layout both of Hallo's UNets start from)
+from reference_common import SD15_UNET_CONFIG, quiet  # noqa: E402  (SD15: the layout both of Hallo's UNets start from)
 
 # What UNet3DConditionModel.from_pretrained_2d changes in it (use_landmark=False keeps 4 channels).
 HALLO_3D_BLOCKS = {
@@ -136,23 +134,6 @@ def import_hallo(path: Path) -> types.SimpleNamespace:
         AudioProjModel=module("audio_proj").AudioProjModel,
         ReferenceAttentionControl=module("mutual_self_attention").ReferenceAttentionControl,
     )
-
-
-@contextmanager
-def quiet() -> Iterator[None]:
-    """Hides the notices Hallo's code gets from today's libraries: its SD1.5 config has keys its
-    classes do not take, it builds diffusers' deprecated LoRA layers, and it calls
-    torch.utils.checkpoint without `use_reentrant` (once per block and step)."""
-    from diffusers.utils import logging as diffusers_logging
-
-    level = diffusers_logging.get_verbosity()
-    diffusers_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            yield
-    finally:
-        diffusers_logging.set_verbosity(level)
 
 
 def hallo_inference_settings(path: Path) -> dict:
