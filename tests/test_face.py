@@ -70,7 +70,7 @@ def test_no_face_gives_the_centred_square_and_no_identity():
 
 
 def test_face_index_out_of_range():
-    with pytest.raises(ValueError, match=r"face_index 5 .* 2 face\(s\) were found"):
+    with pytest.raises(ValueError, match=r"face_index 5 .* 1 face\(s\) were found"):  # one person (see below)
         crop_to_face(photo("astronaut"), FaceAnalyzer([]), face_index=5)
 
 
@@ -318,3 +318,19 @@ def test_fallback_warning_comes_from_the_package_logger_and_names_the_folders(ca
     record = next(r for r in caplog.records if "cascade detector" in r.getMessage())
     assert record.name.endswith("face.analysis") and record.name != "root"
     assert "models/insightface/models/antelopev2/" in record.getMessage() and "beside the model" in record.getMessage()
+
+
+def test_cascade_drops_skinless_extra_detections_but_not_faces():
+    """scikit-image's astronaut is one person: the cascade's second hit, a patch on the suit, has no
+    skin tone and is dropped. Two real faces side by side both stay; a grey photo is not filtered."""
+    from emo_pipeline.face.analysis import cascade_faces, skin_fraction
+
+    astronaut = data.astronaut()
+    faces = cascade_faces(astronaut)
+    assert len(faces) == 1 and skin_fraction(astronaut, faces[0].box) > 0.5
+    face = astronaut[40:200, 140:300]
+    pair = np.concatenate([face, face], axis=1)  # two faces, one in each half
+    centres = [(f.box[0] + f.box[2]) / 2 for f in cascade_faces(pair)]
+    assert min(centres) < 160 < max(centres)
+    grey = np.repeat(astronaut.mean(axis=2, keepdims=True).astype(np.uint8), 3, axis=2)
+    assert len(cascade_faces(grey)) >= 1  # no skin tone anywhere: nothing is filtered by it

@@ -149,4 +149,30 @@ def cascade_faces(image: np.ndarray, max_side: int = 640) -> list[FaceInfo]:
         cx, cy, size = d["c"] + d["width"] / 2, d["r"] + d["height"] * 0.55, max(d["width"], d["height"]) * 1.25
         box = (cx - size / 2, cy - size / 2, cx + size / 2, cy + size / 2)
         faces.append(FaceInfo(tuple(v / scale for v in box), 1.0))
-    return faces
+    return _drop_skinless(image, faces, scale)
+
+
+def skin_fraction(image: np.ndarray, box: tuple[float, float, float, float]) -> float:
+    """Share of the box's pixels in the usual skin range of YCbCr (Cb 77-127, Cr 133-173)."""
+    h, w = image.shape[:2]
+    x0, y0, x1, y1 = (int(round(v)) for v in box)
+    patch = image[max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)].reshape(-1, 3).astype(np.float64)
+    if len(patch) == 0:
+        return 0.0
+    r, g, b = patch.T
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return float(((cb >= 77) & (cb <= 127) & (cr >= 133) & (cr <= 173)).mean())
+
+
+def _drop_skinless(image: np.ndarray, faces: list[FaceInfo], scale: float) -> list[FaceInfo]:
+    """The cascade also fires on face-like patterns (a patch on a space suit in scikit-image's
+    astronaut). In a colour photo whose largest detection is skin-toned, the other detections
+    without skin are dropped; grey photos (no skin tone anywhere) and the largest face are kept."""
+    if len(faces) < 2:
+        return faces
+    faces = sorted(faces, key=lambda f: f.area, reverse=True)
+    scaled = lambda f: tuple(v * scale for v in f.box)  # noqa: E731  (boxes are in the searched image's pixels here)
+    if skin_fraction(image, scaled(faces[0])) < 0.3:
+        return faces
+    return [faces[0]] + [f for f in faces[1:] if skin_fraction(image, scaled(f)) >= 0.1]
