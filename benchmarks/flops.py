@@ -71,6 +71,12 @@ def main() -> None:
         for name, family_config in (("EchoMimic (30 DDIM steps, cfg 2.5)", preset("echomimic")),
                                     ("EchoMimic acc (6 steps, no guidance)", preset("echomimic-acc"))):
             rows[name] = video_flops(full_size_pipeline(family_config), SamplingOptions(), args.seconds)
+        for name, cost in rows.items():  # one Backbone call of each kind, for comparing the networks
+            if name.startswith("EchoMimic") or name.startswith("quality"):
+                calls = ", ".join(f"{'guided' if guided else 'conditional only'}: {flops / 1e12:.2f}"
+                                  for (guided, reuse), flops in sorted(cost.per_step.items()) if not reuse)
+                print(f"{name}: one Backbone call ({'window' if name.startswith('EchoMimic') else 'clip'}), "
+                      f"TFLOPs: {calls}")
     columns = [SHORT[s] for s in STAGES] + ["total", "vs quality"]
     if args.markdown:
         print("| mode | " + " | ".join(columns) + " |")

@@ -300,12 +300,8 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     accelerated weights are told apart by their file names (`_acc`)."""
     if isinstance(reader, MultiFileReader):
         config = echomimic_acc_config() if reader.variant == "_acc" else echomimic_config()
-        report = compare_keys(expected_shapes(config), reader.shapes)
-        if report.ok:
-            return config
-        raise CheckpointError(
-            f"The EchoMimic files in {reader.path} do not fit EchoMimic's network: {report.describe()}. "
-            + reader.describe_files(report))
+        check_fits(reader, config)
+        return config
     if CONFIG_METADATA_KEY in reader.metadata:
         try:
             return EMOConfig.from_json(reader.metadata[CONFIG_METADATA_KEY])

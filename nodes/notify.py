@@ -1,8 +1,9 @@
 """What the engine warns about reaches the person at the graph, not only the server log.
 
-The nodes run inside `relay_warnings`: Python warnings and the engine's log warnings raised while a
-node runs are sent to ComfyUI's frontend as "emo.warning" events (web/emo_warnings.js shows each as
-a toast) and still written to the log.
+The nodes run inside `relays_warnings`: the pack's own Python warnings and the engine's log warnings
+raised while a node runs are sent to ComfyUI's frontend as "emo.warning" events (web/emo_warnings.js
+shows each as a toast) and still written to the log. Other libraries' warnings (deprecations and
+the like) are not for the person at the graph: they are passed on as Python would show them.
 """
 
 from __future__ import annotations
@@ -10,12 +11,18 @@ from __future__ import annotations
 import functools
 import logging
 import warnings
+from pathlib import Path
 from typing import Callable
 
 from .. import emo_pipeline
 
 EVENT = "emo.warning"
+PACK = Path(__file__).resolve().parents[1]  # warnings raised from files under here are the pack's own
 log = logging.getLogger(__name__)
+
+
+def _ours(warning: warnings.WarningMessage) -> bool:
+    return Path(warning.filename).resolve().is_relative_to(PACK)
 
 
 def notify(message: str, node: str) -> None:
@@ -53,8 +60,11 @@ def relays_warnings(method: Callable) -> Callable:
         finally:
             engine_log.removeHandler(handler)
         for warning in caught:
-            log.warning("%s", warning.message)
-            notify(str(warning.message), node)
+            if _ours(warning):
+                log.warning("%s", warning.message)
+                notify(str(warning.message), node)
+            else:  # as if never caught: the usual filters decide whether and how often it shows
+                warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
         return result
 
     return run

@@ -416,3 +416,21 @@ def test_engine_warnings_reach_the_ui(env, model):
     assert any(event == "emo.warning" and node == "EMOFaceCrop" and "cascade detector" in message
                for event, node, message in sent)
     assert (comfy_stubs.ROOT / "web" / "emo_warnings.js").read_text().count('"emo.warning"') == 1
+    # other libraries' warnings (a deprecation raised inside numpy, say) are not shown to the user
+    import warnings as python_warnings
+
+    import numpy as np
+
+    state.messages.clear()
+    relay = importlib.import_module(type(n["EMOFaceCrop"]).__module__.rsplit(".", 1)[0] + ".notify")
+
+    class Node:
+        @relay.relays_warnings
+        def run(self):
+            python_warnings.warn_explicit("a library's notice", DeprecationWarning, np.__file__, 1)
+            return 7
+
+    with python_warnings.catch_warnings(record=True) as passed_on:
+        python_warnings.simplefilter("always")
+        assert Node().run() == 7
+    assert state.messages == [] and any("a library's notice" in str(w.message) for w in passed_on)
