@@ -153,6 +153,10 @@ class VideoWriter:
         self.video.width, self.video.height = width + width % 2, height + height % 2
         self.video.pix_fmt = "yuv420p"
         self.video.options = {"crf": str(crf)}
+        if width < 128:
+            # x264's macroblock-tree code reads uninitialised memory on rows of fewer than 8 macroblocks,
+            # so tiny videos came out different from run to run; without it they are reproducible.
+            self.video.options["x264-params"] = "mbtree=0"
         self.audio_stream = None
         if audio is not None:  # streams must all exist before the first packet is written
             channels = audio[0].shape[-2] if audio[0].ndim > 1 else 1

@@ -38,3 +38,11 @@ def speech_like(seconds: float, sample_rate: int = 16000, channels: int = 1, see
     voice = torch.sin(2 * torch.pi * 140 * t) + 0.3 * torch.sin(2 * torch.pi * 280 * t)
     wave = 0.3 * envelope * voice + 0.01 * torch.randn(t.shape, generator=gen)
     return wave.expand(channels, -1).clone()
+
+
+def decoded_frames(path) -> torch.Tensor:
+    """Every frame of a video file as uint8 [F, H, W, 3], decoded with PyAV."""
+    import av
+
+    with av.open(str(path)) as container:
+        return torch.stack([torch.from_numpy(f.to_ndarray(format="rgb24")) for f in container.decode(video=0)])

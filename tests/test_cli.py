@@ -9,7 +9,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, speech_like
+from conftest import ROOT, decoded_frames, speech_like
 from emo_pipeline.__main__ import main
 from emo_pipeline.loading import save_net
 from emo_pipeline.media import read_video_info, write_video
@@ -25,6 +25,19 @@ def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
     assert "RANDOM-WEIGHT" in result.stdout and "clip 25/25" in result.stdout
     info = read_video_info(out)
     assert info["frame_count"] == 100 and abs(info["audio_duration"] - 4.0) < 1e-3
+
+
+def test_the_main_command_gives_the_same_video_in_every_process(tmp_path):
+    """Same seed, inputs and model in two processes: identical decoded frames, indeed an identical file."""
+    outs = [tmp_path / "demo1.mp4", tmp_path / "demo2.mp4"]
+    runs = [subprocess.Popen([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs]
+    for run in runs:
+        assert run.wait(timeout=300) == 0, run.stderr.read()
+    first, second = (decoded_frames(out) for out in outs)
+    assert first.shape == (100, 64, 64, 3)
+    assert torch.equal(first, second)
+    assert outs[0].read_bytes() == outs[1].read_bytes()
 
 
 def test_generate_from_files(tmp_path, capsys):
