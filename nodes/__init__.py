@@ -5,6 +5,7 @@ from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
 from .reference import EMOReferenceNetEncode
+from .sample_to_video import EMOSampleToVideo
 from .sampler import EMOSampler
 from .video import EMOVideoCombine
 
@@ -13,6 +14,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOEncodeAudio": EMOEncodeAudio,
     "EMOReferenceNetEncode": EMOReferenceNetEncode,
     "EMOSampler": EMOSampler,
+    "EMOSampleToVideo": EMOSampleToVideo,
     "EMOVideoCombine": EMOVideoCombine,
     "EMOFaceCrop": EMOFaceCrop,
     "EMOPasteBack": EMOPasteBack,
@@ -24,6 +26,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOEncodeAudio": "EMO Encode Audio",
     "EMOReferenceNetEncode": "EMO ReferenceNet Encode",
     "EMOSampler": "EMO Sampler",
+    "EMOSampleToVideo": "EMO Sample To Video",
     "EMOVideoCombine": "EMO Video Combine",
     "EMOFaceCrop": "EMO Face Crop",
     "EMOPasteBack": "EMO Paste Back",

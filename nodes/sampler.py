@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Iterator
+
 import torch
 
 import comfy.latent_formats
@@ -93,49 +95,79 @@ class EMOSampler:
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
                preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1):
-        config = model.pipeline.config
-        windows = config.spec.sampling == "context_windows"
-        f = frames_per_clip or config.frames_per_clip
-        n = config.motion_frames if motion_frames < 0 or windows else motion_frames
-        if preset == "custom":
-            knobs = dict(preset=None, steps=steps or None, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
-                         cache_interval=1 if windows else cache_interval)
-        else:
-            knobs = dict(preset=preset)
-        options = resolve_options(SamplingOptions(
-            seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
-            context_overlap=None if context_overlap < 0 else context_overlap,
-            region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
-            head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
-        # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
-        memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
-                                                                                model.pipeline.dtype)
-        pipeline = model.load("net", "vae", memory_required=memory)
-        steps = options.steps
-        total_clips = -(-audio.num_frames // f)
-        bar = comfy.utils.ProgressBar(total_clips * steps)  # on_step gives the exact total
-        previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
-        latest = {}
-
-        def on_step(info):
-            preview = None
-            if previewer is not None and "x0" in latest:
-                preview = previewer.decode_latent_to_preview_image("JPEG", latest["x0"][:, :, 0])
-            bar.update_absolute(info.step, info.total_steps, preview)  # also ComfyUI's cancel point
-
-        def on_preview(x0):
-            latest["x0"] = x0
-
-        options.callbacks = Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
-                                      on_preview=on_preview if previewer is not None else None)
-        size = config.sample_size
+        size = model.pipeline.config.sample_size
+        check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
-        try:
-            for clip in pipeline.iter_clips(reference, audio, options):
-                frames[done: done + len(clip)] = clip
-                done += len(clip)
-        except GenerationCancelled:
-            mm.throw_exception_if_processing_interrupted()
-            raise
+        for clip in iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
+                                decode_chunk, pose_weight, face_weight, lip_weight, head_speed, preset, guidance_end,
+                                cache_interval, context_overlap):
+            frames[done: done + len(clip)] = clip
+            done += len(clip)
         return (frames,)
+
+
+def check_image_fits(num_frames: int, height: int, width: int) -> None:
+    """Refuse, before any sampling, a video whose IMAGE batch (float32, as ComfyUI holds it) would not fit
+    in the RAM that is free now, naming the node that streams instead."""
+    needed = num_frames * height * width * 3 * 4
+    free = available_ram()
+    if free is not None and needed > 0.8 * free:
+        raise ValueError(
+            f"EMO Sampler: {num_frames} frames at {width}×{height} need {needed / 2**30:.1f} GiB of RAM as an IMAGE "
+            f"batch, and {free / 2**30:.1f} GiB is free. For long audio use EMO Sample To Video, which writes each "
+            "clip into the MP4 as it is made (memory stays flat at any length).")
+
+
+def available_ram() -> int | None:
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return psutil.virtual_memory().available
+
+
+def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
+                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0, preset="custom",
+                guidance_end=1.0, cache_interval=1, context_overlap=-1) -> Iterator[torch.Tensor]:
+    """The frames [f, S, S, 3] of EMO Sampler's widgets, clip by clip as they are decoded, with ComfyUI's
+    progress bar, previews and cancel."""
+    config = model.pipeline.config
+    windows = config.spec.sampling == "context_windows"
+    f = frames_per_clip or config.frames_per_clip
+    n = config.motion_frames if motion_frames < 0 or windows else motion_frames
+    if preset == "custom":
+        knobs = dict(preset=None, steps=steps or None, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
+                     cache_interval=1 if windows else cache_interval)
+    else:
+        knobs = dict(preset=preset)
+    options = resolve_options(SamplingOptions(
+        seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
+        context_overlap=None if context_overlap < 0 else context_overlap,
+        region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
+        head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
+    # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
+    memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
+                                                                            model.pipeline.dtype)
+    pipeline = model.load("net", "vae", memory_required=memory)
+    total_clips = -(-audio.num_frames // f)
+    bar = comfy.utils.ProgressBar(total_clips * options.steps)  # on_step gives the exact total
+    previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
+    latest = {}
+
+    def on_step(info):
+        preview = None
+        if previewer is not None and "x0" in latest:
+            preview = previewer.decode_latent_to_preview_image("JPEG", latest["x0"][:, :, 0])
+        bar.update_absolute(info.step, info.total_steps, preview)  # also ComfyUI's cancel point
+
+    def on_preview(x0):
+        latest["x0"] = x0
+
+    options.callbacks = Callbacks(on_step=on_step, is_cancelled=mm.processing_interrupted,
+                                  on_preview=on_preview if previewer is not None else None)
+    try:
+        yield from pipeline.iter_clips(reference, audio, options)
+    except GenerationCancelled:
+        mm.throw_exception_if_processing_interrupted()
+        raise

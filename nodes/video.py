@@ -46,34 +46,47 @@ class EMOVideoCombine:
                              "EMO Encode Audio's fps output or type the rate.")
         images = images[..., :3]
         height, width = images.shape[1:3]
-        output_dir = folder_paths.get_output_directory()
-        folder, name, counter, subfolder, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
-        # core refuses prefixes that leave the output folder; checked here too, so no core change can let one through
-        if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(folder))) != os.path.abspath(output_dir):
-            raise ValueError(f"EMO Video Combine: filename_prefix {filename_prefix!r} points outside the output folder.")
-        os.makedirs(folder, exist_ok=True)
-        filename = f"{name}_{counter:05}_.mp4"
-        metadata = {}
-        if not args.disable_metadata:
-            if prompt is not None:
-                metadata["prompt"] = json.dumps(prompt)
-            for key, value in (extra_pnginfo or {}).items():
-                metadata[key] = json.dumps(value)
-        sound = None
-        if audio is not None:
-            waveform = audio["waveform"]
-            sound = (waveform[0] if waveform.ndim == 3 else waveform, int(audio["sample_rate"]))
-        path = os.path.join(folder, filename)
-        with VideoWriter(path, frame_rate, width, height, audio=sound, crf=crf, metadata=metadata) as writer:
+        with open_video(filename_prefix, frame_rate, width, height, crf, audio, prompt, extra_pnginfo) as writer:
             for start in range(0, len(images), 64):
                 writer.write(images[start: start + 64])
-        preview = {"filename": filename, "subfolder": subfolder, "type": "output"}
-        return {"ui": {"images": [preview], "animated": (True,)}, "result": (self._video(path), path)}
+        return saved_video(writer.path)
 
-    @staticmethod
-    def _video(path: str):
-        try:
-            from comfy_api.input_impl import VideoFromFile
-        except ImportError:  # ComfyUI before 0.3.31 has no VIDEO type
-            return path
-        return VideoFromFile(path)
+
+def open_video(filename_prefix: str, frame_rate: float, width: int, height: int, crf: int, audio=None, prompt=None,
+               extra_pnginfo=None) -> VideoWriter:
+    """A writer for the next free `<prefix>_NNNNN_.mp4` in ComfyUI's output folder, with the workflow in its
+    metadata and the AUDIO (if any) as its sound track; the file appears only once it is closed."""
+    output_dir = folder_paths.get_output_directory()
+    folder, name, counter, _, _ = folder_paths.get_save_image_path(filename_prefix, output_dir, width, height)
+    # core refuses prefixes that leave the output folder; checked here too, so no core change can let one through
+    if os.path.commonpath((os.path.abspath(output_dir), os.path.abspath(folder))) != os.path.abspath(output_dir):
+        raise ValueError(f"filename_prefix {filename_prefix!r} points outside the output folder.")
+    os.makedirs(folder, exist_ok=True)
+    metadata = {}
+    if not args.disable_metadata:
+        if prompt is not None:
+            metadata["prompt"] = json.dumps(prompt)
+        for key, value in (extra_pnginfo or {}).items():
+            metadata[key] = json.dumps(value)
+    sound = None
+    if audio is not None:
+        waveform = audio["waveform"]
+        sound = (waveform[0] if waveform.ndim == 3 else waveform, int(audio["sample_rate"]))
+    path = os.path.join(folder, f"{name}_{counter:05}_.mp4")
+    return VideoWriter(path, frame_rate, width, height, audio=sound, crf=crf, metadata=metadata)
+
+
+def saved_video(path) -> dict:
+    """The node's answer for a written MP4: its preview in the node, and the VIDEO and path outputs."""
+    output_dir = os.path.abspath(folder_paths.get_output_directory())
+    subfolder, filename = os.path.split(os.path.relpath(os.path.abspath(path), output_dir))
+    preview = {"filename": filename, "subfolder": subfolder, "type": "output"}
+    return {"ui": {"images": [preview], "animated": (True,)}, "result": (_video(str(path)), str(path))}
+
+
+def _video(path: str):
+    try:
+        from comfy_api.input_impl import VideoFromFile
+    except ImportError:  # ComfyUI before 0.3.31 has no VIDEO type
+        return path
+    return VideoFromFile(path)

@@ -7,12 +7,12 @@ import pytest
 import torch
 
 import comfy_stubs
-from conftest import speech_like
+from conftest import decoded_frames, speech_like
 from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
-            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs"]
+            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo"]
 
 
 @pytest.fixture(scope="module")
@@ -49,10 +49,12 @@ def test_node_contract(env):
         import inspect
 
         params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
+        forwards = any(p.kind is p.VAR_KEYWORD for p in params.values())  # Sample To Video: the sampler's widgets
         for group in spec.values():
             for name in group:
-                assert name in params, f"{cls.__name__}.{name}"
+                assert name in params or forwards, f"{cls.__name__}.{name}"
     assert pack.NODE_CLASS_MAPPINGS["EMOVideoCombine"].OUTPUT_NODE is True
+    assert pack.NODE_CLASS_MAPPINGS["EMOSampleToVideo"].OUTPUT_NODE is True
     assert pack.WEB_DIRECTORY == "./web"
 
 
@@ -244,6 +246,71 @@ def test_face_crop_reference_and_paste_back(env, model):
     reference, _ = n["EMOReferenceNetEncode"].encode(model, photo)
     x0, y0, x1, y1 = reference.face_box
     assert 0.25 < (x0 + x1) / 2 < 0.55 and (y0 + y1) / 2 < 0.45
+
+
+def test_sample_to_video_writes_what_sampler_and_combine_write(env, model):
+    """EMO Sample To Video streams clips into the MP4: the same frames, sound and metadata as EMO Sampler →
+    (EMO Paste Back →) EMO Video Combine, with the same progress, and no IMAGE batch."""
+    from skimage import data
+
+    _, state, output = env
+    n = nodes(env)
+    audio = {"waveform": speech_like(0.7, 22050)[None], "sample_rate": 22050}
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 0.0)
+    photo = torch.from_numpy(data.astronaut()[::2, ::2].copy()).float()[None] / 255
+    portrait, face, _ = n["EMOFaceCrop"].crop(photo, 0.6, 0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, portrait, face=face)
+    sampling = (model, reference, emo_audio, 5, 2, 2.0, 0, -1, "ddim")
+    for paste in (False, True):
+        state.progress.clear()
+        (frames,) = n["EMOSampler"].sample(*sampling)
+        expected_progress, state.progress = state.progress, []
+        if paste:
+            (frames,) = n["EMOPasteBack"].paste(frames, photo, face, 8, True)
+        combined = n["EMOVideoCombine"].combine(frames, fps, "EMO/pair", 19, audio=audio, prompt={"1": {}})
+        extra = dict(original=photo, face=face, feather=8, colour_match=True) if paste else {}
+        widgets = {k: v[1]["default"] for k, v in type(n["EMOSampler"]).INPUT_TYPES()["optional"].items()}
+        streamed = n["EMOSampleToVideo"].render(*sampling, "EMO/stream", 19, soundtrack=audio, prompt={"1": {}},
+                                                **extra, **widgets)  # every sampler widget is taken
+        assert state.progress == expected_progress  # the same bar: every step of every clip
+        assert streamed["ui"]["animated"] == (True,)
+        path = output / streamed["ui"]["images"][0]["subfolder"] / streamed["ui"]["images"][0]["filename"]
+        assert str(path) == streamed["result"][1] and path.name.startswith("stream_")
+        info = read_video_info(path)
+        assert info["frame_count"] == count == 18 and info["fps"] == 25
+        assert info["audio_duration"] == pytest.approx(count / fps, abs=1e-3)
+        assert (info["width"], info["height"]) == ((256, 256) if paste else (64, 64))
+        assert torch.equal(decoded_frames(path), decoded_frames(combined["result"][1]))
+
+
+def test_sample_to_video_errors_and_cancel(env, model):
+    _, state, output = env
+    n = nodes(env)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.3)[None], "sample_rate": 16000}, 0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    sampling = (model, reference, emo_audio, 0, 3, 2.0, 0, -1, "ddim")
+    with pytest.raises(ValueError, match="connect both or neither"):
+        n["EMOSampleToVideo"].render(*sampling, "EMO/half", 19, original=torch.rand(1, 64, 64, 3))
+    before = sorted(output.rglob("*"))
+    state.interrupted = True
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        n["EMOSampleToVideo"].render(*sampling, "EMO/cancelled", 19)
+    assert not state.interrupted
+    assert sorted(output.rglob("*")) == before  # no partial file left behind
+
+
+def test_sampler_refuses_an_image_batch_that_cannot_fit(env, model, monkeypatch):
+    """Before any step, EMO Sampler says when the frames cannot be held as an IMAGE, and what to use."""
+    _, state, _ = env
+    n = nodes(env)
+    emo_audio, count, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(2.0)[None], "sample_rate": 16000}, 0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    sampler = __import__(type(n["EMOSampler"]).__module__, fromlist=["available_ram"])
+    monkeypatch.setattr(sampler, "available_ram", lambda: count * 64 * 64 * 3 * 4)  # just too little
+    state.progress.clear()
+    with pytest.raises(ValueError, match="EMO Sample To Video"):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 2.0, 0, -1, "ddim")
+    assert state.progress == []
 
 
 def test_loader_lists_echomimic_entry_files_only(env, tmp_path):

@@ -1,0 +1,82 @@
+"""EMO Sample To Video: EMO Sampler writing each clip straight into the MP4 (pasted back into the photo
+if one is given), so memory stays flat however long the audio is."""
+
+from __future__ import annotations
+
+import math
+
+from ..emo_pipeline.face import paste_back
+from .notify import relays_warnings
+from .sampler import EMOSampler, iter_frames
+from .video import open_video, saved_video
+
+
+class EMOSampleToVideo:
+    DESCRIPTION = ("EMO Sampler and EMO Video Combine in one: every clip goes into the MP4 as soon as it is "
+                   "decoded, so no frame batch is held and a song of any length needs the memory of one clip. "
+                   "With the original photo and EMO Face Crop's face connected, the frames are pasted back "
+                   "into the photo first (as EMO Paste Back).")
+    CATEGORY = "EMO"
+    FUNCTION = "render"
+    OUTPUT_NODE = True
+    RETURN_TYPES = ("VIDEO", "STRING")
+    RETURN_NAMES = ("video", "path")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        sampler = EMOSampler.INPUT_TYPES()
+        return {
+            "required": {
+                **sampler["required"],
+                "filename_prefix": ("STRING", {"default": "EMO/emo"}),
+                "crf": ("INT", {"default": 19, "min": 0, "max": 51,
+                                "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
+            },
+            "optional": {
+                "soundtrack": ("AUDIO", {"tooltip": "The audio to put in the MP4 (usually the one encoded)."}),
+                "original": ("IMAGE", {"tooltip": "The whole photo, to paste the frames back into (with face)."}),
+                "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop on that photo: where the frames go."}),
+                **sampler["optional"],
+                "feather": ("INT", {"default": -1, "min": -1, "max": 256,
+                                    "tooltip": "Paste back: pixels over which the frames blend into the photo. "
+                                               "-1: 1/16 of the crop's side; 0: a hard edge."}),
+                "colour_match": ("BOOLEAN", {"default": False,
+                                             "tooltip": "Paste back: match the frames' colours to the photo's."}),
+            },
+            "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
+        }
+
+    @relays_warnings
+    def render(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
+               filename_prefix, crf, soundtrack=None, original=None, face=None, feather=-1, colour_match=False,
+               prompt=None, extra_pnginfo=None, **sampling):
+        if (original is None) != (face is None):
+            raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
+                             "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
+        if not math.isfinite(audio.fps) or audio.fps <= 0:
+            raise ValueError(f"EMO Sample To Video: the audio features have no usable frame rate ({audio.fps}).")
+        photo = None
+        if original is not None:
+            photo = (original[0] if original.ndim == 4 else original)[..., :3]
+            height, width = photo.shape[:2]
+            if (width, height) != (face.box.width, face.box.height):
+                raise ValueError(f"EMO Sample To Video: 'original' is {width}×{height} but 'face' was found on a "
+                                 f"{face.box.width}×{face.box.height} image; connect the photo given to EMO Face Crop.")
+        else:
+            height = width = model.pipeline.config.sample_size
+        clips = iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
+                            **sampling)
+        colour_reference = None
+        # the writer opens before sampling, so a bad prefix is refused before any work
+        with open_video(filename_prefix, audio.fps, width, height, crf, soundtrack, prompt, extra_pnginfo) as writer:
+            for clip in clips:
+                if photo is not None:
+                    if colour_match and colour_reference is None:
+                        colour_reference = clip[0]
+                    clip = paste_back(clip, photo, face.box, None if feather < 0 else feather, colour_reference)
+                writer.write(clip)
+            if writer.frames != audio.num_frames:  # one frame per audio frame, or no file at all
+                raise RuntimeError(f"EMO Sample To Video made {writer.frames} frames for {audio.num_frames} audio "
+                                   "frames.")
+        return saved_video(writer.path)
+
