@@ -75,8 +75,8 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
 
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
-                                               ("emo_basic", CORE_WAV2VEC)],
-                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec"])
+                                               ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {})],
+                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.loading import convert_checkpoint
@@ -157,7 +157,8 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
                 break
             time.sleep(0.5)
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[-3000:]
-        video = history["outputs"]["7"]["images"][0]
+        saver = "6" if workflow == "emo_long_audio" else "7"  # EMO Sample To Video writes the MP4 itself
+        video = history["outputs"][saver]["images"][0]
         path = out / video["subfolder"] / video["filename"]
         info = read_video_info(path)
         frames = math.ceil(0.5 * fps)  # one frame per audio frame of the 0.5-s clip
