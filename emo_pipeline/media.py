@@ -34,13 +34,19 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
             raise ValueError(f"{path.name} has no audio stream.")
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
-        chunks, broken = [], None
+        chunks, broken, last_packet = [], None, b""
         try:
-            for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray())
+            for packet in container.demux(stream):
+                if packet.size:
+                    last_packet = bytes(packet)
+                for frame in packet.decode():
+                    for out in resampler.resample(frame):
+                        chunks.append(out.to_ndarray())
         except av.FFmpegError as err:  # damaged data: keep what was read, and say so below
             broken = err
+        # An MP3 without a frame-count header gives no duration: a file that ends inside a frame was cut.
+        if stream.codec_context.name.startswith(("mp1", "mp2", "mp3")) and _mpeg_frame_cut(last_packet):
+            broken = broken or "the last MPEG audio frame is incomplete"
         for out in resampler.resample(None):
             chunks.append(out.to_ndarray())
         rate = stream.rate
@@ -55,11 +61,40 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
         samples = samples[:, :declared]
     read = samples.shape[1]
     declared = max(declared or 0, wav_frames or 0) or None
-    if broken is not None or (declared and declared - read > 0.05 * rate):
-        expected = f" of the {declared / rate:.2f} s its header declares" if declared else ""
+    short = bool(declared) and declared - read > 0.05 * rate
+    if broken is not None or short:
+        expected = f" of the {declared / rate:.2f} s its header declares" if short else ""
         warnings.warn(f"{path.name}: only {read / rate:.2f} s of audio could be read{expected} (the file seems cut "
                       "short or damaged); the video follows the audio that was read.", stacklevel=2)
     return torch.from_numpy(samples), int(rate)
+
+
+# kbit/s by bitrate index: MPEG-1 layers I, II, III; MPEG-2/2.5 layer I; MPEG-2/2.5 layers II and III
+_MPEG_KBPS = {
+    (1, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (1, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (1, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (2, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (2, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+
+
+def _mpeg_frame_cut(packet: bytes) -> bool:
+    """Whether an MPEG audio frame (a demuxed MP3 packet) is shorter than its own header says."""
+    if len(packet) < 4 or packet[0] != 0xFF or packet[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (packet[1] >> 3) & 3, 4 - ((packet[1] >> 1) & 3)  # version 3: MPEG-1, 2: MPEG-2, 0: 2.5
+    rate_index, bitrate_index, padding = (packet[2] >> 2) & 3, packet[2] >> 4, (packet[2] >> 1) & 1
+    if version == 1 or layer == 4 or rate_index == 3 or bitrate_index in (0, 15):
+        return False  # reserved or free-format: no length to check against
+    mpeg1 = version == 3
+    kbps = _MPEG_KBPS[(1, layer) if mpeg1 else (2, 1 if layer == 1 else 2)][bitrate_index]
+    rate = (44100, 48000, 32000)[rate_index] // (1 if mpeg1 else 2 if version == 2 else 4)
+    if layer == 1:
+        length = (12 * kbps * 1000 // rate + padding) * 4
+    else:
+        length = (144 if mpeg1 or layer == 2 else 72) * kbps * 1000 // rate + padding
+    return len(packet) < length
 
 
 def _wav_declared_frames(path: Path, channels: int, sample_bytes: int) -> int | None:

@@ -1,6 +1,7 @@
 """Real files through PyAV: MP4 with H.264 + AAC, audio and image loading, atomic writes."""
 
 import math
+import warnings
 
 import av
 import numpy as np
@@ -161,3 +162,36 @@ def test_truncated_wav_is_read_with_a_warning(tmp_path):
     with pytest.warns(UserWarning, match=r"only 0\.[45]\d s of audio could be read of the 1\.00 s"):
         half, rate = load_audio(path)
     assert rate == 16000 and 7000 < half.shape[1] < 9000
+
+
+@pytest.mark.parametrize("frame_count_header", [True, False], ids=["xing", "no-header"])
+def test_truncated_mp3_is_read_with_a_warning(tmp_path, frame_count_header):
+    """A cut-short MP3 warns whether or not a header gives its length (without one, the file ends inside
+    a frame); the whole file and a file cut at a frame boundary do not."""
+    path = tmp_path / "song.mp3"
+    with av.open(str(path), "w", format="mp3", options={} if frame_count_header else {"write_xing": "0"}) as c:
+        stream = c.add_stream("libmp3lame", rate=44100, layout="mono")
+        tone = (0.3 * np.sin(2 * np.pi * 220 * np.arange(3 * 44100) / 44100)).astype(np.float32)[None]
+        for start in range(0, tone.shape[1], 1152):
+            frame = av.AudioFrame.from_ndarray(tone[:, start: start + 1152], format="flt", layout="mono")
+            frame.sample_rate = 44100
+            c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole, rate = load_audio(path)
+    assert rate == 44100 and abs(whole.shape[1] / rate - 3.0) < 0.05
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.31)])
+    expected = r" of the 3\.0\d s its header declares" if frame_count_header else r" \(the file seems cut short"
+    with pytest.warns(UserWarning, match=r"song\.mp3: only 0\.9\d s of audio could be read" + expected):
+        cut, _ = load_audio(path)
+    assert abs(cut.shape[1] / rate - 0.93) < 0.03
+    if not frame_count_header:  # cut exactly between two frames: nothing is amiss to be seen, no warning
+        path.write_bytes(data)
+        with av.open(str(path)) as c:
+            boundary = [p.pos for p in c.demux(c.streams.audio[0]) if p.size][40]
+        path.write_bytes(data[:boundary])
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            load_audio(path)
