@@ -137,3 +137,30 @@ def write_tiny_echomimic_folder(root: str | Path, config: EMOConfig | None = Non
                 n_text_layer=1)
     torch.save({"dims": dims, "model_state_dict": encoder}, root / "audio_processor" / "whisper_tiny.pt")
     return root
+
+
+def write_mask_separator(path: str | Path, gains: "np.ndarray", channel_order: tuple[int, ...] = (0, 1, 2, 3),
+                         dim_t: int = 256) -> Path:
+    """An ONNX model with Kim_Vocal_2's input and output ([batch, 4, F, dim_t] float32, F = len of gains'
+    bins): the output is the input times `gains` ([4, F], per channel and bin), channels then taken in
+    `channel_order`. With 0/1 gains over the bins of a voice it is an ideal vocal mask."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    gains = np.asarray(gains, dtype=np.float32)
+    bins = gains.shape[1]
+    graph = helper.make_graph(
+        [helper.make_node("Mul", ["input", "gains"], ["scaled"]),
+         helper.make_node("Gather", ["scaled", "order"], ["output"], axis=1)],
+        "mask_separator",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["batch", 4, bins, dim_t])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, ["batch", 4, bins, dim_t])],
+        [numpy_helper.from_array(gains[None, :, :, None], "gains"),
+         numpy_helper.from_array(np.asarray(channel_order, dtype=np.int64), "order")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..onnx_runtime import onnx_session
+
 SCRFD_FILE = "scrfd_10g_bnkps.onnx"
 ARCFACE_FILE = "glintr100.onnx"
 # Hallo's download keeps them in face_analysis/models/; identity packs (InstantID, PuLID) keep
@@ -68,14 +70,6 @@ def find_onnx(folders: list[Path], *names: str) -> Path | None:
     return None
 
 
-def _session(path: Path):
-    import onnxruntime
-
-    available = onnxruntime.get_available_providers()
-    providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-    return onnxruntime.InferenceSession(str(path), providers=providers)
-
-
 def _arcface_normalisation(path: Path) -> tuple[float, float]:
     """insightface's rule: models that subtract and scale in their own graph take raw pixels."""
     try:
@@ -98,11 +92,11 @@ class FaceAnalyzer:
         if scrfd is not None:
             from .scrfd import SCRFD
 
-            self.detector = SCRFD(_session(scrfd))
+            self.detector = SCRFD(onnx_session(scrfd))
         if arcface is not None:
             from .arcface import ArcFace
 
-            self.embedder = ArcFace(_session(arcface), *_arcface_normalisation(arcface))
+            self.embedder = ArcFace(onnx_session(arcface), *_arcface_normalisation(arcface))
         self.warned = False
 
     @property
