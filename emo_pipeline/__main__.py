@@ -29,6 +29,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
     gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
     gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
+    gen.add_argument("--separate-vocals", nargs="?", const="auto", metavar="ONNX",
+                     help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
+                          "(as Hallo does; the video keeps the full sound). Without a path: "
+                          "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up")
     gen.add_argument("--wav2vec", help="audio encoder file or folder to use instead of the one beside the model "
                                        "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors)")
     gen.add_argument("--seed", type=int, default=0)
@@ -122,9 +126,12 @@ def _progress(info) -> None:
 def check_generate_paths(args: argparse.Namespace) -> None:
     """Inputs that exist and an output that can be written, checked up front."""
     for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model),
-                        ("--wav2vec", args.wav2vec)):
+                        ("--wav2vec", args.wav2vec),
+                        ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals)):
         if value and not Path(value).exists():
             raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
+    if args.separate_vocals == "auto":
+        args.separate_vocals = str(separator_beside(args.model))
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
@@ -135,6 +142,33 @@ def check_generate_paths(args: argparse.Namespace) -> None:
         parent = parent.parent  # the folders to be made go under the first one that exists
     if not os.access(parent, os.W_OK):
         raise ValueError(f"--out {out}: cannot write in {parent} (no permission). Choose another folder.")
+
+
+def separator_beside(network: str | None) -> Path:
+    """Kim_Vocal_2.onnx in audio_separator/ beside the network or one folder up (Hallo's download)."""
+    from .audio.separation import SEPARATOR_FILE, SEPARATOR_FOLDER, find_separator
+
+    base = (Path(network) if Path(network).is_dir() else Path(network).parent) if network else None
+    folders = [base, base.parent] if base else []
+    found = find_separator(folders)
+    if found is None:
+        where = " or ".join(str(f / SEPARATOR_FOLDER) for f in folders) or "a folder of your choice"
+        raise FileNotFoundError(f"--separate-vocals: no {SEPARATOR_FILE} found; put Hallo's "
+                                f"pretrained_models/audio_separator/{SEPARATOR_FILE} in {where}, or give its path.")
+    return found
+
+
+def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> torch.Tensor:
+    """The voice of the song, for the audio features only (the video keeps the whole sound)."""
+    from .audio.separation import VocalSeparator
+
+    separator = VocalSeparator(model)
+
+    def chunk(done: int, total: int) -> None:
+        print(f"\r  separating vocals: chunk {done}/{total}", end="\n" if done == total else "", flush=True)
+
+    print(f"Separating the vocals with {Path(model).name} ...")
+    return separator.separate(waveform, sample_rate, on_chunk=chunk)
 
 
 def generate(args: argparse.Namespace) -> int:
@@ -180,8 +214,11 @@ def generate(args: argparse.Namespace) -> int:
         print("No --audio given: using 4 s of built-in synthetic voice.")
         waveform, sample_rate = speech_like_audio(), 16000
 
+    speech = waveform
+    if args.separate_vocals:
+        speech = separate_vocals(waveform, sample_rate, args.separate_vocals)
     print("Encoding audio ...")
-    audio = pipe.encode_audio(waveform, sample_rate, fps=args.fps)
+    audio = pipe.encode_audio(speech, sample_rate, fps=args.fps)
     paste = None
     if args.image:
         from .face import FaceAnalyzer, paste_back

@@ -6,6 +6,7 @@ from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
 from .reference import EMOReferenceNetEncode
 from .sample_to_video import EMOSampleToVideo
+from .separate_vocals import EMOSeparateVocals
 from .sampler import EMOSampler
 from .video import EMOVideoCombine
 
@@ -15,6 +16,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOReferenceNetEncode": EMOReferenceNetEncode,
     "EMOSampler": EMOSampler,
     "EMOSampleToVideo": EMOSampleToVideo,
+    "EMOSeparateVocals": EMOSeparateVocals,
     "EMOVideoCombine": EMOVideoCombine,
     "EMOFaceCrop": EMOFaceCrop,
     "EMOPasteBack": EMOPasteBack,
@@ -27,6 +29,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOReferenceNetEncode": "EMO ReferenceNet Encode",
     "EMOSampler": "EMO Sampler",
     "EMOSampleToVideo": "EMO Sample To Video",
+    "EMOSeparateVocals": "EMO Separate Vocals",
     "EMOVideoCombine": "EMO Video Combine",
     "EMOFaceCrop": "EMO Face Crop",
     "EMOPasteBack": "EMO Paste Back",

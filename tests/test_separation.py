@@ -170,3 +170,64 @@ def test_ten_minutes_are_separated_in_the_memory_of_one_minute(tmp_path):
     # beyond the output itself (the vocals, 202 MiB for 10 minutes), the work takes the same memory
     work = {s: r["growth_mib"] - r["output_mib"] for s, r in runs.items()}
     assert work[600] <= work[60] + 24, runs
+
+
+def test_node_through_comfyui_stubs(tmp_path):
+    """EMO Separate Vocals as ComfyUI loads it: models/emo/audio_separator/ listed, AUDIO in and out at the
+    input's rate and channels, a progress bar per chunk, Cancel honoured, a missing model named."""
+    import comfy_stubs
+
+    state = comfy_stubs.install(tmp_path / "models", tmp_path / "output")
+    node = comfy_stubs.load_pack().NODE_CLASS_MAPPINGS["EMOSeparateVocals"]()
+    audio = {"waveform": torch.rand(1, 2, 48000 * 7) - 0.5, "sample_rate": 48000}
+    with pytest.raises(FileNotFoundError, match=r"no audio_separator/Kim_Vocal_2.onnx in models/emo.*audio_separator"):
+        node.separate(audio, "audio_separator/Kim_Vocal_2.onnx")
+    write_mask_separator(tmp_path / "models" / "emo" / "audio_separator" / "Kim_Vocal_2.onnx",
+                         np.full((4, P.dim_f), 0.5, np.float32))
+    assert type(node).INPUT_TYPES()["required"]["model"][0] == ["audio_separator/Kim_Vocal_2.onnx"]
+    state.progress.clear()
+    (vocals,) = node.separate(audio, "audio_separator/Kim_Vocal_2.onnx")
+    assert vocals["sample_rate"] == 48000 and vocals["waveform"].shape == (1, 2, 48000 * 7)
+    # a half-gain model: half the (band-limited) input, times 1.009
+    inner = slice(48000, -48000)
+    ratio = vocals["waveform"][0, :, inner].std() / audio["waveform"][0, :, inner].std()
+    assert 0.4 < float(ratio) < 0.55
+    n, gen = 44100 * 7, P.chunk - 2 * P.trim  # at 44.1 kHz, padded as audio-separator pads
+    chunks = -(-(n + P.trim + gen + P.trim - n % gen) // P.step)
+    assert chunks == 3 and [p[0] for p in state.progress] == [1, 2, 3] and state.progress[-1][1] == 3
+    state.interrupted = True
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        node.separate(audio, "audio_separator/Kim_Vocal_2.onnx")
+    state.interrupted = False
+
+
+def test_cli_separates_the_voice_for_the_features_and_keeps_the_song(tmp_path, capsys, monkeypatch):
+    from emo_pipeline import __main__ as cli
+    from emo_pipeline.media import read_video_info, write_video
+    from emo_pipeline.pipeline import EMOPipeline
+    from emo_pipeline.tiny import write_tiny_model_folder
+
+    song = tmp_path / "song.mp4"  # a sound track at 44.1 kHz stereo
+    write_video(song, torch.rand(25, 16, 16, 3), 25, audio=((torch.rand(2, 44100) - 0.5) * 0.5, 44100))
+    models = tmp_path / "models"
+    write_tiny_model_folder(models)  # models/tiny/net.safetensors, models/vae/, models/wav2vec/
+    write_mask_separator(models / "audio_separator" / "Kim_Vocal_2.onnx",
+                         np.zeros((4, P.dim_f), np.float32))  # removes everything: silent features
+    heard = []
+    original = EMOPipeline.encode_audio
+    monkeypatch.setattr(EMOPipeline, "encode_audio",
+                        lambda self, waveform, *a, **k: heard.append(waveform) or original(self, waveform, *a, **k))
+    out = tmp_path / "o.mp4"
+    # without a path the model is found as Hallo's download keeps it: audio_separator/ beside the network's folder
+    assert cli.main(["generate", "--model", str(models / "tiny"), "--audio", str(song), "--separate-vocals",
+                     "--out", str(out), "--steps", "1"]) == 0
+    assert "separating vocals: chunk" in capsys.readouterr().out
+    assert heard[0].shape == (2, 44100) and heard[0].abs().max() < 1e-6  # the model's (empty) voice was encoded
+    info = read_video_info(out)
+    assert info["frame_count"] == 25 and abs(info["audio_duration"] - 1.0) < 1e-3  # the whole song stays
+    # missing: named before any model loads, with where it belongs
+    (tmp_path / "elsewhere" / "net").mkdir(parents=True)
+    assert cli.main(["generate", "--model", str(tmp_path / "elsewhere" / "net"), "--separate-vocals", "--out",
+                     str(tmp_path / "x.mp4")]) == 2
+    err = capsys.readouterr()
+    assert "Loading model" not in err.out and str(tmp_path / "elsewhere" / "audio_separator") in err.err

@@ -55,6 +55,15 @@ class MDXParams:
 KIM_VOCAL_2 = MDXParams()
 
 
+def find_separator(folders: list[Path]) -> Path | None:
+    """Kim_Vocal_2.onnx in <folder>/audio_separator/ (as Hallo's download keeps it) or <folder>/."""
+    for folder in folders:
+        for candidate in (Path(folder) / SEPARATOR_FOLDER / SEPARATOR_FILE, Path(folder) / SEPARATOR_FILE):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
 class VocalSeparator:
     """Kim_Vocal_2.onnx (or a model with its input and output) on onnxruntime: waveform → vocals."""
 

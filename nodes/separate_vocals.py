@@ -1,0 +1,79 @@
+"""EMO Separate Vocals: AUDIO → the voice alone (Kim_Vocal_2.onnx, as Hallo runs before wav2vec), so
+music behind a song does not drive the mouth. Feed it to EMO Encode Audio; keep the full mix for the video."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+
+from ..emo_pipeline.audio.separation import SEPARATOR_FILE, SEPARATOR_FOLDER, VocalSeparator
+from .model_loader import FOLDER
+from .notify import relays_warnings
+
+DEFAULT = f"{SEPARATOR_FOLDER}/{SEPARATOR_FILE}"
+_separators: dict[str, VocalSeparator] = {}
+
+
+def separator_choices() -> list[str]:
+    """The .onnx files in models/emo/audio_separator/ (Kim_Vocal_2.onnx first when it is there)."""
+    found = set()
+    for base in folder_paths.get_folder_paths(FOLDER):
+        folder = os.path.join(base, SEPARATOR_FOLDER)
+        if os.path.isdir(folder):
+            found.update(f"{SEPARATOR_FOLDER}/{name}" for name in os.listdir(folder) if name.endswith(".onnx"))
+    return [DEFAULT, *sorted(found - {DEFAULT})]
+
+
+class EMOSeparateVocals:
+    DESCRIPTION = ("Separates the voice from the music with the MDX-Net model Kim_Vocal_2.onnx (as Hallo, Hallo2 "
+                   "and MEMO do before their audio encoder): connect its output to EMO Encode Audio and keep "
+                   "the original audio for the video. Put Kim_Vocal_2.onnx (Hallo's download, "
+                   "pretrained_models/audio_separator/) in models/emo/audio_separator/.")
+    CATEGORY = "EMO"
+    FUNCTION = "separate"
+    RETURN_TYPES = ("AUDIO",)
+    RETURN_NAMES = ("vocals",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "audio": ("AUDIO",),
+                "model": (separator_choices(), {"default": DEFAULT}),
+            }
+        }
+
+    @relays_warnings
+    def separate(self, audio, model: str):
+        path = self._path(model)
+        if path not in _separators:
+            _separators[path] = VocalSeparator(path)
+        separator = _separators[path]
+        waveform, rate = audio["waveform"], int(audio["sample_rate"])
+        batch = waveform if waveform.ndim == 3 else waveform[None]
+        bar = comfy.utils.ProgressBar(len(batch))
+
+        def on_chunk(done: int, total: int) -> None:  # chunks of ~6 s: the bar moves and Cancel stops here
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(item * total + done, len(batch) * total)
+
+        vocals = []
+        for item, clip in enumerate(batch):
+            vocals.append(separator.separate(clip, rate, on_chunk=on_chunk))
+        return ({"waveform": torch.stack(vocals), "sample_rate": rate},)
+
+    @staticmethod
+    def _path(model: str) -> str:
+        name = os.path.relpath(os.path.join("/", model), "/")  # no way out of the folder
+        for base in folder_paths.get_folder_paths(FOLDER):
+            candidate = os.path.join(base, name)
+            if os.path.isfile(candidate):
+                return candidate
+        folders = " or ".join(os.path.join(base, SEPARATOR_FOLDER) for base in folder_paths.get_folder_paths(FOLDER))
+        raise FileNotFoundError(f"EMO Separate Vocals: no {model} in models/emo. Put {SEPARATOR_FILE} (Hallo's "
+                                f"download, pretrained_models/audio_separator/{SEPARATOR_FILE}) in {folders}.")
