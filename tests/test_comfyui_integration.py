@@ -75,8 +75,9 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
 
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
-                                               ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {})],
-                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio"])
+                                               ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {})],
+                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio",
+                              "singing"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.loading import convert_checkpoint
@@ -99,6 +100,14 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         checkpoint, fps = "echomimic/net.safetensors", 24
     else:
         checkpoint, fps = "tiny/net.safetensors", 25
+    if workflow == "emo_singing":  # a Kim_Vocal_2-shaped model that passes the voice band only
+        import numpy as np
+
+        from emo_pipeline.tiny import write_mask_separator
+
+        bins = np.arange(3072) * 44100 / 7680
+        write_mask_separator(models / "emo" / "audio_separator" / "Kim_Vocal_2.onnx",
+                             np.tile(((bins > 80) & (bins < 4000)).astype(np.float32), (4, 1)))
     custom = tmp_path / "custom_nodes"
     custom.mkdir()
     (custom / "emo_portrait").symlink_to(ROOT, target_is_directory=True)
@@ -157,7 +166,7 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
                 break
             time.sleep(0.5)
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[-3000:]
-        saver = "6" if workflow == "emo_long_audio" else "7"  # EMO Sample To Video writes the MP4 itself
+        saver = "6" if workflow in ("emo_long_audio", "emo_singing") else "7"  # Sample To Video writes it
         video = history["outputs"][saver]["images"][0]
         path = out / video["subfolder"] / video["filename"]
         info = read_video_info(path)

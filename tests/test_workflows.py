@@ -35,7 +35,7 @@ def widgets(cls) -> list[tuple[str | None, object]]:
 
 def test_workflows_exist():
     names = [p.name for p in WORKFLOWS]
-    assert "emo_basic.json" in names and "emo_long_audio.json" in names
+    assert {"emo_basic.json", "emo_long_audio.json", "emo_singing.json"} <= set(names)
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
@@ -76,17 +76,27 @@ def test_links_connect_matching_types(pack, path):
 def to_api(pack, workflow) -> dict:
     """Independent UI → API conversion, driven by the nodes' INPUT_TYPES (as the frontend does)."""
     links = {l[0]: l for l in workflow["links"]}
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+
+    def source(link_id):
+        """Where a link's value comes from: through a bypassed node (mode 4), its input of the same type."""
+        link = links[link_id]
+        node = nodes[link[1]]
+        if node.get("mode") == 4:
+            through = next(i for i in node["inputs"] if i["type"] == link[5] and i.get("link") is not None)
+            return source(through["link"])
+        return [str(link[1]), link[2]]
+
     api = {}
     for node in workflow["nodes"]:
-        if node["type"] == "Note":
+        if node["type"] == "Note" or node.get("mode") == 4:
             continue
         cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
         names = [n for n, _ in widgets(cls)] if cls else CORE_WIDGETS[node["type"]]
         inputs = {n: v for n, v in zip(names, node["widgets_values"]) if n}
         for inp in node["inputs"]:
             if inp.get("link") is not None:
-                link = links[inp["link"]]
-                inputs[inp["name"]] = [str(link[1]), link[2]]
+                inputs[inp["name"]] = source(inp["link"])
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
 
