@@ -126,3 +126,16 @@ def test_model_folder_with_single_file_parts_and_dtype(tmp_path):
         vae_module.SD_VAE_CONFIG = original
     assert pipe.dtype == torch.bfloat16
     assert next(pipe.net.parameters()).dtype == torch.bfloat16 and next(pipe.vae.parameters()).dtype == torch.bfloat16
+
+
+def test_loading_wav2vec_prints_no_progress_bar(tmp_path, capfd):
+    """transformers draws a 'Loading weights' bar for every from_pretrained; a run shows none (and the
+    setting is given back afterwards)."""
+    from transformers.utils import logging as transformers_logging
+
+    write_tiny_model_folder(tmp_path)
+    capfd.readouterr()
+    encoder = AudioEncoder.from_pretrained(tmp_path / "wav2vec")
+    captured = capfd.readouterr()
+    assert encoder is not None and "Loading" not in captured.err + captured.out and "it/s" not in captured.err
+    assert transformers_logging.is_progress_bar_enabled()
