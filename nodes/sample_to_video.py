@@ -8,7 +8,7 @@ import math
 from ..emo_pipeline.face import paste_back
 from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
-from .video import open_video, saved_video
+from .video import SAVE_INPUTS, open_video, saved_video
 
 
 class EMOSampleToVideo:
@@ -28,9 +28,7 @@ class EMOSampleToVideo:
         return {
             "required": {
                 **sampler["required"],
-                "filename_prefix": ("STRING", {"default": "EMO/emo"}),
-                "crf": ("INT", {"default": 19, "min": 0, "max": 51,
-                                "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
+                **SAVE_INPUTS,
             },
             "optional": {
                 "soundtrack": ("AUDIO", {"tooltip": "The audio to put in the MP4 (usually the one encoded)."}),

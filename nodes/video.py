@@ -13,6 +13,14 @@ from ..emo_pipeline.media import VideoWriter
 from .notify import relays_warnings
 
 
+# the widgets of every node that writes an MP4
+SAVE_INPUTS = {
+    "filename_prefix": ("STRING", {"default": "EMO/emo"}),
+    "crf": ("INT", {"default": 19, "min": 0, "max": 51,
+                    "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
+}
+
+
 class EMOVideoCombine:
     DESCRIPTION = "Saves frames and audio as an MP4 (H.264 + AAC, no ffmpeg needed) and previews it."
     CATEGORY = "EMO"
@@ -27,9 +35,7 @@ class EMOVideoCombine:
             "required": {
                 "images": ("IMAGE",),
                 "frame_rate": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01}),
-                "filename_prefix": ("STRING", {"default": "EMO/emo"}),
-                "crf": ("INT", {"default": 19, "min": 0, "max": 51,
-                                "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
+                **SAVE_INPUTS,
             },
             "optional": {"audio": ("AUDIO",)},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
