@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .pipeline import GenerationCancelled
 from .presets import PRESETS
 from .schedulers import SCHEDULERS
 
@@ -165,6 +166,8 @@ def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> tor
     separator = VocalSeparator(model)
 
     def chunk(done: int, total: int) -> None:
+        if _stop_requested():
+            raise KeyboardInterrupt()
         print(f"\r  separating vocals: chunk {done}/{total}", end="\n" if done == total else "", flush=True)
 
     print(f"Separating the vocals with {Path(model).name} ...")
@@ -245,7 +248,7 @@ def generate(args: argparse.Namespace) -> int:
         context_overlap=args.context_overlap,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
         cache_interval=args.cache_interval, head_speed=args.head_speed,
-        decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress),
+        decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=_stop_requested),
     )
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {device} ...")
     height, width = (image.shape[0], image.shape[1]) if paste else (pipe.config.sample_size,) * 2
@@ -264,14 +267,26 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that it unwinds (and cleans up) as Ctrl-C does."""
 
 
-def _on_sigterm(signum, frame) -> None:
-    raise Terminated()
+# The signal that asked to stop. The exception a handler raises is lost when it lands in a __del__ or a
+# weakref callback (Python only prints it), so sampling also polls this between steps.
+STOP: dict[str, int | None] = {"signal": None}
+
+
+def _on_signal(signum, frame) -> None:
+    STOP["signal"] = signum
+    raise Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _stop_requested() -> bool:
+    return STOP["signal"] is not None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    STOP["signal"] = None
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _on_sigterm)
+        signal.signal(signal.SIGTERM, _on_signal)
+        signal.signal(signal.SIGINT, _on_signal)
     try:
         if args.command == "inspect":
             from .components import find_net
@@ -329,9 +344,14 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt as err:
-        print(f"\n{'terminated' if isinstance(err, Terminated) else 'interrupted'}: no output written", file=sys.stderr)
-        return 143 if isinstance(err, Terminated) else 130
+    except (KeyboardInterrupt, GenerationCancelled) as err:
+        terminated = isinstance(err, Terminated) or STOP["signal"] == signal.SIGTERM
+        print(f"\n{'terminated' if terminated else 'interrupted'}: no output written", file=sys.stderr)
+        return 143 if terminated else 130
+    finally:
+        if threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 if __name__ == "__main__":

@@ -161,3 +161,21 @@ def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
     assert proc.returncode == code, err
     assert "no output written" in err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch, capsys):
+    """A signal whose exception lands in a __del__ or weakref callback is only printed by Python; the
+    recorded signal still stops sampling at the next step, and nothing is written."""
+    import emo_pipeline.__main__ as cli
+
+    steps = []
+
+    def swallowed(info):  # as if SIGINT had arrived inside a finaliser during the first step
+        steps.append(info.step)
+        cli.STOP["signal"] = signal.SIGINT
+
+    monkeypatch.setattr(cli, "_progress", swallowed)
+    out = tmp_path / "o.mp4"
+    assert main(["generate", "--random", "--steps", "50", "--out", str(out)]) == 130
+    assert steps == [1] and "interrupted: no output written" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
