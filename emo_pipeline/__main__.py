@@ -98,6 +98,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--minutes", type=float, default=55.0)
     demo.add_argument("--seed", type=int, default=0)
     demo.add_argument("--clips", type=int, default=48)
+    batch = sub.add_parser("batch", help="many videos from a jobs file (JSON lines), resumable; on several "
+                                          "GPUs under `accelerate launch`")
+    batch.add_argument("jobs", help="JSON lines: {\"image\": ..., \"audio\": ..., \"out\": ..., any generate option}")
+    batch.add_argument("--out-dir", default="renders", help="where the videos and results.jsonl go (default: %(default)s)")
     ev = sub.add_parser("evaluate-demo", help="lip sync, colour drift and head motion of a model on held-out drawn faces")
     ev.add_argument("--model", default=str(DEMO_MODEL.parent))
     ev.add_argument("--seed", type=int, default=0)
@@ -108,6 +112,13 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--seconds", type=float, default=4.0)
     syn.add_argument("--size", type=int, default=64)
     return parser
+
+
+def generate_defaults() -> dict:
+    """generate's options with their defaults, by dest name (what a batch job may set)."""
+    defaults = vars(_parser().parse_args(["generate"]))
+    defaults.pop("command")
+    return defaults
 
 
 def _progress(info) -> None:
@@ -175,14 +186,22 @@ def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> tor
 
 
 def generate(args: argparse.Namespace) -> int:
-    from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
-    from .media import VideoWriter, load_audio, load_image
-    from .pipeline import Callbacks, EMOPipeline, SamplingOptions
-
     check_generate_paths(args)  # before anything slow: a wrong path should not cost a model load
+    started = time.perf_counter()
+    render(load_model(args), args, started)
+    return 0
+
+
+# generate's options that choose and load the model (the rest are per video)
+MODEL_OPTIONS = ("model", "random", "device", "dtype", "low_vram", "fp8_weights", "compile", "wav2vec")
+
+
+def load_model(args: argparse.Namespace):
+    """The pipeline generate's options ask for: --model, else the bundled demo model, else tiny random weights."""
+    from .pipeline import EMOPipeline
+
     device = torch.device(args.device)
     dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
-    started = time.perf_counter()
     memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile,
                   audio_encoder=args.wav2vec)
     if args.model:
@@ -206,6 +225,16 @@ def generate(args: argparse.Namespace) -> int:
                            compile=args.compile)
         if args.fp8_weights:
             pipe.store_weights_fp8()
+    return pipe
+
+
+def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:
+    """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
+    reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
+    from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
+    from .media import VideoWriter, load_audio, load_image
+    from .pipeline import Callbacks, SamplingOptions
+
     if args.image:
         image = load_image(args.image)
     else:
@@ -227,12 +256,18 @@ def generate(args: argparse.Namespace) -> int:
         from .face import FaceAnalyzer, paste_back
         from .face.reference import crop_to_face
 
-        folders = [Path(args.model), Path(args.model).parent] if args.model else []
         fraction = args.face_fraction or pipe.config.spec.face_fraction
-        face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, fraction, crop=not args.no_face_crop)
-        print(f"Faces found: {face.faces_found}; identity embedding: {'yes' if face.identity is not None else 'no'}")
-        portrait = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
-                                         identity=face.identity)
+        key = (str(Path(args.image).resolve()), args.face_index, fraction, args.no_face_crop, id(pipe))
+        if portraits is None or key not in portraits:
+            folders = [Path(args.model), Path(args.model).parent] if args.model else []
+            face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, fraction, crop=not args.no_face_crop)
+            print(f"Faces found: {face.faces_found}; identity embedding: "
+                  f"{'yes' if face.identity is not None else 'no'}")
+            prepared = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
+                                             identity=face.identity)
+            if portraits is not None:
+                portraits[key] = (face, prepared)
+        face, portrait = portraits[key] if portraits is not None else (face, prepared)
         if args.paste_back:
             first: list[torch.Tensor] = []  # the video's first frame: one colour correction for all clips
 
@@ -250,7 +285,7 @@ def generate(args: argparse.Namespace) -> int:
         cache_interval=args.cache_interval, head_speed=args.head_speed,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=_stop_requested),
     )
-    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {device} ...")
+    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
     height, width = (image.shape[0], image.shape[1]) if paste else (pipe.config.sample_size,) * 2
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -260,7 +295,7 @@ def generate(args: argparse.Namespace) -> int:
         for frames in pipe.iter_clips(portrait, audio, options):
             writer.write(paste(frames) if paste else frames)
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")
-    return 0
+    return audio.num_frames
 
 
 class Terminated(KeyboardInterrupt):
@@ -323,6 +358,12 @@ def main(argv: list[str] | None = None) -> int:
 
             train_demo(args.out, args.minutes, args.seed, args.clips)
             return 0
+        if args.command == "batch":
+            from .batch import run_batch
+
+            if not Path(args.jobs).is_file():
+                raise FileNotFoundError(f"batch: no jobs file {args.jobs}.")
+            return run_batch(args.jobs, args.out_dir, generate_defaults())
         if args.command == "evaluate-demo":
             import json
             import tempfile

@@ -1,0 +1,182 @@
+"""Many videos: `python -m emo_pipeline batch jobs.jsonl --out-dir renders/`, on one process or on
+many under `accelerate launch` (one GPU each, CPU processes where there is none).
+
+Each line of the jobs file is a JSON object: "audio" and "out" (the video's name under --out-dir),
+optionally "image", and any `generate` option by its long name ("model", "seed", "steps",
+"preset", "paste_back", ...). Relative paths are taken from the jobs file's folder.
+
+Every process reads the same file and makes the same assignment, balanced by audio length, so
+no job is rendered twice and no process waits on another. A job whose MP4 is already complete is
+skipped, so a stopped run resumes where it was; a job that fails is recorded and the rest go on.
+Each job ends as one line in <out-dir>/results.jsonl.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+RESULTS = "results.jsonl"
+PER_VIDEO = ("image", "audio", "out")
+
+
+@dataclass
+class Job:
+    line: int
+    out: Path
+    options: dict = field(default_factory=dict)  # generate's options by dest name, paths resolved
+    seconds: float = 0.0  # the audio's length, for balancing
+
+
+def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job]:
+    """Every line checked before anything runs (against generate's options and their `defaults`): one
+    message naming each bad line."""
+    path, out_dir = Path(path), Path(out_dir)
+    path_options = {"image", "audio", "model", "wav2vec", "separate_vocals"}
+    jobs, problems, outs = [], [], {}
+    for number, text in enumerate(path.read_text().splitlines(), 1):
+        if not text.strip() or text.lstrip().startswith("#"):
+            continue
+        try:
+            entry = json.loads(text)
+        except json.JSONDecodeError as err:
+            problems.append(f"line {number}: not JSON ({err.msg})")
+            continue
+        if not isinstance(entry, dict):
+            problems.append(f"line {number}: a job is a JSON object, e.g. {{\"audio\": \"a.wav\", \"out\": \"a.mp4\"}}")
+            continue
+        options = {key.replace("-", "_"): value for key, value in entry.items()}
+        unknown = sorted(set(options) - set(defaults))
+        missing = [key for key in ("audio", "out") if not options.get(key)]
+        if unknown or missing:
+            problems.append(f"line {number}: " + "; ".join(
+                ([f"unknown option(s) {', '.join(unknown)}"] if unknown else [])
+                + ([f"missing {', '.join(missing)}"] if missing else [])))
+            continue
+        for key in path_options & set(options):
+            if isinstance(options[key], str) and options[key] != "auto":
+                options[key] = str((path.parent / options[key]).resolve())
+        for key in ("image", "audio"):
+            if key in options and not Path(options[key]).is_file():
+                problems.append(f"line {number}: {key} {options[key]}: no such file")
+        out = (out_dir / options.pop("out")).resolve()
+        if out.suffix.lower() != ".mp4":
+            problems.append(f"line {number}: out {out.name}: the videos are MP4, name it {out.with_suffix('.mp4').name}")
+        if out in outs:
+            problems.append(f"line {number}: out {out.name} is also line {outs[out]}'s")
+        outs[out] = number
+        jobs.append(Job(number, out, {**defaults, **options}))
+    if problems:
+        raise ValueError(f"{path.name}: " + "; ".join(problems))
+    for job in jobs:
+        job.seconds = audio_seconds(job.options["audio"])
+    return jobs
+
+
+def audio_seconds(path: str) -> float:
+    """The audio's length from its header (0 when unreadable: the job will fail and say why)."""
+    import av
+
+    try:
+        with av.open(path) as container:
+            stream = container.streams.audio[0]
+            if stream.duration is not None:
+                return float(stream.duration * stream.time_base)
+            return (container.duration or 0) / 1e6
+    except (av.FFmpegError, IndexError, OSError):
+        return 0.0
+
+
+def assign(jobs: list[Job], processes: int) -> list[list[Job]]:
+    """Longest audio first, each to the process with the least audio so far (ties: the lowest rank):
+    every process's total stays within one job's length of the others'. The same on every process."""
+    shares: list[list[Job]] = [[] for _ in range(processes)]
+    totals = [0.0] * processes
+    for job in sorted(jobs, key=lambda j: (-j.seconds, j.line)):
+        rank = min(range(processes), key=lambda r: (totals[r], r))
+        shares[rank].append(job)
+        totals[rank] += job.seconds
+    return [sorted(share, key=lambda j: j.line) for share in shares]
+
+
+def is_complete(out: Path, audio: str) -> bool:
+    """The MP4 exists and holds one frame per audio frame, with the whole sound."""
+    from .media import read_video_info
+
+    if not out.is_file():
+        return False
+    try:
+        info = read_video_info(out)
+    except Exception:  # noqa: BLE001 - a damaged file is simply not complete
+        return False
+    seconds = audio_seconds(audio)
+    frames = math.ceil(seconds * info["fps"] - 1e-6)
+    sound = info["audio_duration"] or 0.0
+    return info["frame_count"] == frames and abs(sound - frames / info["fps"]) < 0.05
+
+
+def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
+    """Render this process's share; 0 when every job of the share is done, 1 when any failed."""
+    from accelerate import PartialState
+
+    from . import __main__ as cli
+
+    out_dir = Path(out_dir)
+    jobs = read_jobs(jobs_file, out_dir, defaults)
+    state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes join as gloo ranks
+    mine = assign(jobs, state.num_processes)[state.process_index]
+    device = str(state.device) if state.device.type == "cuda" else "cpu"
+    tag = f"[{state.process_index + 1}/{state.num_processes}]"
+    total_seconds = sum(job.seconds for job in mine)
+    print(f"{tag} {len(mine)} of {len(jobs)} jobs ({total_seconds:.1f} s of audio) on {device}", flush=True)
+    pipelines, portraits = {}, {}
+    failed, done_seconds, started = 0, 0.0, time.perf_counter()
+    for index, job in enumerate(mine, 1):
+        args = argparse.Namespace(**{**job.options, "out": str(job.out)})
+        if args.device == defaults["device"]:  # not chosen by the job: this process's device
+            args.device = device
+        record = {"line": job.line, "out": str(job.out), "process": state.process_index}
+        clock = time.perf_counter()
+        if is_complete(job.out, args.audio):
+            record.update(status="skipped", reason="already complete")
+        else:
+            try:
+                cli.check_generate_paths(args)
+                key = tuple(getattr(args, name) for name in cli.MODEL_OPTIONS)
+                if key not in pipelines:
+                    pipelines.clear()  # one model resident at a time
+                    pipelines[key] = cli.load_model(args)
+                frames = cli.render(pipelines[key], args, clock, portraits)
+                record.update(status="done", frames=frames)
+            except (KeyboardInterrupt, cli.GenerationCancelled):
+                raise
+            except Exception as err:  # noqa: BLE001 - a bad job is recorded and the others go on
+                failed += 1
+                record.update(status="error", error=f"{type(err).__name__}: {err}")
+        record["seconds"] = round(time.perf_counter() - clock, 3)
+        append_result(out_dir / RESULTS, record)
+        done_seconds += job.seconds
+        rate = done_seconds / max(time.perf_counter() - started, 1e-9)
+        written = sum(other.out.is_file() for other in jobs)  # all processes' videos so far
+        print(f"{tag} job {index}/{len(mine)} (line {job.line}): {record['status']}; {rate:.3f} video seconds "
+              f"per second; overall {written}/{len(jobs)} videos written", flush=True)
+    print(f"{tag} finished: {len(mine) - failed} ok, {failed} failed", flush=True)
+    return 1 if failed else 0
+
+
+def append_result(path: Path, record: dict) -> None:
+    """One line, written with one append: lines from several processes never interleave."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    data = (json.dumps(record) + "\n").encode()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
