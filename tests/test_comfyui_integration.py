@@ -101,13 +101,11 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     else:
         checkpoint, fps = "tiny/net.safetensors", 25
     if workflow == "emo_singing":  # a Kim_Vocal_2-shaped model that passes the voice band only
-        import numpy as np
-
         from emo_pipeline.tiny import write_mask_separator
 
-        bins = np.arange(3072) * 44100 / 7680
+        bins = torch.arange(3072) * 44100 / 7680
         write_mask_separator(models / "emo" / "audio_separator" / "Kim_Vocal_2.onnx",
-                             np.tile(((bins > 80) & (bins < 4000)).astype(np.float32), (4, 1)))
+                             ((bins > 80) & (bins < 4000)).float().expand(4, -1).numpy())
     custom = tmp_path / "custom_nodes"
     custom.mkdir()
     (custom / "emo_portrait").symlink_to(ROOT, target_is_directory=True)
