@@ -1,0 +1,88 @@
+"""MEMO's parts as they are built: key lists from its own code (tests/data/memo_keys.tsv), and, when a
+MEMO checkout is given (MEMO_PATH), the same outputs as its own modules on shared random weights."""
+
+import os
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from emo_pipeline.models.memo_audio import MemoAudioModule
+
+KEYS = Path(__file__).parent / "data" / "memo_keys.tsv"
+
+
+def memo_keys() -> dict[str, dict[str, tuple[int, ...]]]:
+    networks: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
+    for line in KEYS.read_text().splitlines():
+        if line.startswith("#") or not line.strip():
+            continue
+        network, key, shape = line.split("\t")
+        networks[network][key] = tuple(int(s) for s in shape.split(",")) if shape else ()
+    return networks
+
+
+def test_every_audio_module_matches_memos_key_list():
+    """The 16 audio modules of MEMO's diffusion net, each built from its own widths: every key and shape."""
+    keys = memo_keys()["diffusion_net"]
+    prefixes = sorted({k[: k.index(".audio_modules.") + len(".audio_modules.") + 2] for k in keys
+                       if ".audio_modules." in k})
+    assert len(prefixes) == 16
+    last_modules = 0
+    for prefix in prefixes:
+        theirs = {k[len(prefix):]: s for k, s in keys.items() if k.startswith(prefix)}
+        channels, inner = theirs["norm.weight"][0], theirs["proj_in.weight"][0]
+        last = "transformer_blocks.0.audio_ff.net.2.bias" not in theirs
+        last_modules += last
+        with torch.device("meta"):
+            module = MemoAudioModule(channels, inner, last=last)
+        ours = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+        assert ours == theirs, prefix
+    assert last_modules == 1  # up_blocks.3's last module hands no audio on
+
+
+def test_emotion_changes_the_output_and_audio_is_handed_on():
+    torch.manual_seed(0)
+    module = MemoAudioModule(64, 32, audio_dim=48).eval()
+    for p in module.parameters():  # proj_out and friends start at zero in training: make every path count
+        torch.nn.init.normal_(p, std=0.05)
+    x, audio = torch.randn(2, 64, 3, 4, 4), torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        neutral, handed = module(x, audio, torch.tensor([9, 0]))
+        happy, _ = module(x, audio, torch.tensor([9, 3]))
+    assert neutral.shape == x.shape and handed.shape == (6, 32, 48)
+    assert torch.equal(neutral[0], happy[0]) and not torch.allclose(neutral[1], happy[1])  # per guidance row
+    with torch.device("meta"):
+        last = MemoAudioModule(64, 32, audio_dim=48, last=True)
+    assert last(x.to("meta"), audio.to("meta"), torch.tensor([0, 1], device="meta"))[1] is None
+
+
+MEMO = os.environ.get("MEMO_PATH")
+
+
+@pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
+@pytest.mark.parametrize("last", [False, True], ids=["module", "last-module"])
+def test_audio_module_equals_memos_own(last):
+    sys.path.insert(0, MEMO)
+    from memo.models.transformer_3d import Transformer3DModel
+
+    torch.manual_seed(0)
+    channels, inner, audio_dim = 64, 64, 48
+    theirs = Transformer3DModel(num_attention_heads=8, attention_head_dim=inner // 8, in_channels=channels,
+                                cross_attention_dim=audio_dim, use_audio_module=True, emo_drop_rate=0.05,
+                                is_final_block=last).eval()
+    for p in theirs.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    ours = MemoAudioModule(channels, inner, audio_dim=audio_dim, last=last).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    x, audio, emotion = torch.randn(2, channels, 3, 4, 4), torch.randn(2, 3, 32, audio_dim), torch.tensor([9, 4])
+    with torch.no_grad():
+        expected, expected_audio = theirs(x, encoder_hidden_states=audio, emotion=emotion)
+        got, got_audio = ours(x, audio, emotion)
+    assert (got - expected).abs().max() / expected.abs().max() < 1e-5
+    if last:
+        assert expected_audio is None and got_audio is None
+    else:
+        assert (got_audio - expected_audio).abs().max() / expected_audio.abs().max() < 1e-5
