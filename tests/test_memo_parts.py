@@ -86,3 +86,65 @@ def test_audio_module_equals_memos_own(last):
         assert expected_audio is None and got_audio is None
     else:
         assert (got_audio - expected_audio).abs().max() / expected_audio.abs().max() < 1e-5
+
+
+@pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
+def test_memory_attention_equals_memos_processor_over_clips():
+    """MEMO's schedule: clip 0 rebuilds the memory from its past frames (the portrait) at every step; each
+    later clip adds its past frames once, at step 0, and keeps the memory for the other steps."""
+    sys.path.insert(0, MEMO)
+    from diffusers.models.attention_processor import Attention
+    from memo.models.attention_processor import MemoryLinearAttnProcessor
+
+    from emo_pipeline.models.memory_attention import TemporalMemory, memory_attention
+
+    torch.manual_seed(0)
+    attn = Attention(query_dim=64, heads=8, dim_head=8, bias=False).eval()
+    theirs, ours = MemoryLinearAttnProcessor(), TemporalMemory()
+    worst = 0.0
+    for clip in range(3):
+        past = torch.randn(6, 16, 64)
+        for step in range(3):
+            x = torch.randn(6, 16, 64)
+            with torch.no_grad():
+                expected = theirs(attn, x, past, is_new_audio=clip == 0, update_past_memory=step == 0)
+                if clip == 0:
+                    ours = TemporalMemory()  # MEMO resets it for the first clip, every step
+                got = memory_attention(attn, x, past if clip == 0 or step == 0 else None, ours)
+            worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
+    assert worst < 1e-5, worst
+
+
+def test_memory_attention_against_a_written_out_computation():
+    """One head at a time, frame by frame: out_i = q_i·(0.9·M_KV + Σ k_jᵀv_j) / q_i·(0.9·M_Z + Σ k_j), with
+    the memory of two past clips, the older one faded by 0.9 per later frame."""
+    from diffusers.models.attention_processor import Attention
+
+    from emo_pipeline.models.memory_attention import TemporalMemory, memory_attention
+
+    torch.manual_seed(1)
+    heads, d, frames = 2, 4, 3
+    attn = Attention(query_dim=heads * d, heads=heads, dim_head=d, bias=False).eval()
+    pasts, x = [torch.randn(1, frames, heads * d) for _ in range(2)], torch.randn(1, frames, heads * d)
+    memory = TemporalMemory()
+    with torch.no_grad():
+        memory_attention(attn, x, pasts[0], memory)
+        got = memory_attention(attn, x, pasts[1], memory)
+        inner = torch.zeros(frames, heads * d)
+        for h in range(heads):
+            part = slice(h * d, (h + 1) * d)
+            q = torch.softmax(attn.to_q(x)[0, :, part], dim=-1) * d ** -0.5
+            k, v = torch.softmax(attn.to_k(x)[0, :, part], dim=0), attn.to_v(x)[0, :, part]
+            mkv, mz = torch.zeros(d, d), torch.zeros(d)
+            for age, past in enumerate(reversed(pasts)):  # the newer clip first
+                pk, pv = torch.softmax(attn.to_k(past)[0, :, part], dim=0), attn.to_v(past)[0, :, part]
+                for j in range(frames):
+                    w, fade = 0.9 ** (frames - 1 - j), 0.9 ** (age * frames)  # in-clip weight, older clips' fade
+                    mkv += w * w * fade * torch.outer(pk[j], pv[j])  # k and v both weighted
+                    mz += w * fade * pk[j]
+            kv = 0.9 * mkv + sum(torch.outer(k[i], v[i]) for i in range(frames))
+            z = 0.9 * mz + k.sum(0)
+            for i in range(frames):
+                inner[i, part] = (q[i] @ kv) / (q[i] @ z)
+        expected = attn.to_out[0](inner)[None]
+    assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)

@@ -1,0 +1,61 @@
+"""MEMO's memory-guided temporal attention: linear attention over the clip's frames plus a decayed
+memory of every frame before them.
+
+Queries are normalised with a softmax over each head's channels, keys with a softmax over the
+frames. The memory holds Σ kᵀv and Σ k of past frames: when a clip's past frames arrive (16 of
+them, oldest first), the old memory fades by 0.9 per frame (0.9¹⁶) and the new frames enter with
+weights 0.9^(15−j) on both k and v (on k alone for Σ k), as MEMO's code computes them. The clip's
+own frames join undecayed and the whole memory counts at 0.9.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from diffusers.models.attention_processor import Attention
+
+DECAY = 0.9
+
+
+@dataclass
+class TemporalMemory:
+    """One attention block's memory for one guidance batch: KV [B·heads, d, d], Z [B·heads, 1, d]."""
+
+    kv: torch.Tensor | None = None
+    z: torch.Tensor | None = None
+
+    def add(self, key: torch.Tensor, value: torch.Tensor) -> None:
+        """key (softmaxed over frames) and value [B·heads, frames, d] of past frames, oldest first."""
+        frames = key.shape[1]
+        weights = DECAY ** torch.arange(frames - 1, -1, -1, device=key.device, dtype=key.dtype)
+        key, value = key * weights[:, None], value * weights[:, None]
+        kv, z = torch.einsum("bij,bik->bjk", key, value), key.sum(dim=1, keepdim=True)
+        if self.kv is None:
+            self.kv, self.z = kv, z
+        else:
+            self.kv = self.kv * DECAY ** frames + kv
+            self.z = self.z * DECAY ** frames + z
+
+
+def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    b, n, c = x.shape
+    return x.view(b, n, attn.heads, c // attn.heads).permute(0, 2, 1, 3).reshape(b * attn.heads, n, c // attn.heads)
+
+
+def memory_attention(attn: Attention, x: torch.Tensor, past: torch.Tensor | None, memory: TemporalMemory
+                     ) -> torch.Tensor:
+    """x [B, frames, C] (the clip's frames, as a temporal sequence per pixel); past [B, past frames, C] to add
+    to `memory` first (None: use the memory as it is). Returns [B, frames, C]."""
+    if past is not None:
+        with torch.no_grad():
+            memory.add(torch.softmax(_heads(attn, attn.to_k(past)), dim=-2), _heads(attn, attn.to_v(past)))
+    query = torch.softmax(_heads(attn, attn.to_q(x)), dim=-1) * attn.scale
+    key = torch.softmax(_heads(attn, attn.to_k(x)), dim=-2)
+    value = _heads(attn, attn.to_v(x))
+    kv = DECAY * memory.kv + torch.einsum("bnd,bne->bde", key, value)
+    z = DECAY * memory.z + key.sum(dim=-2, keepdim=True)
+    out = torch.einsum("bnd,bde->bne", query, kv) / torch.einsum("bnd,bod->bno", query, z).clamp(min=1e-10)
+    b = x.shape[0]
+    out = out.view(b, attn.heads, x.shape[1], -1).permute(0, 2, 1, 3).reshape(b, x.shape[1], -1)
+    return attn.to_out[1](attn.to_out[0](out))
