@@ -148,3 +148,48 @@ def test_memory_attention_against_a_written_out_computation():
                 inner[i, part] = (q[i] @ kv) / (q[i] @ z)
         expected = attn.to_out[0](inner)[None]
     assert torch.allclose(got, expected, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
+def test_memory_temporal_module_equals_memos_over_clips():
+    """Our AnimateDiff-layout temporal module, run MEMO's way, against MemoryLinearAttnTemporalModule with
+    its memory processors (as its xformers switch installs them), on shared random weights, over MEMO's
+    schedule: clip 0 rebuilt from the portrait at every step, later clips add their past frames at step 0."""
+    sys.path.insert(0, MEMO)
+    import types
+
+    if "xformers" not in sys.modules:  # imported by MEMO's file, not used on this path
+        sys.modules["xformers"] = types.ModuleType("xformers")
+        sys.modules["xformers.ops"] = sys.modules["xformers"].ops = types.ModuleType("xformers.ops")
+    from memo.models.attention_processor import MemoryLinearAttnProcessor
+    from memo.models.motion_module import MemoryLinearAttnTemporalModule
+
+    from emo_pipeline.models.memory_attention import TemporalMemory, memory_temporal_module
+    from emo_pipeline.models.temporal import TemporalModule
+
+    torch.manual_seed(0)
+    c, frames, b, side = 64, 4, 2, 3
+    theirs = MemoryLinearAttnTemporalModule(c, num_transformer_block=1, temporal_position_encoding=True,
+                                            temporal_position_encoding_max_len=32).eval()
+    for block in theirs.temporal_transformer.transformer_blocks[0].attention_blocks:
+        block.set_processor(MemoryLinearAttnProcessor())
+    for name, p in theirs.named_parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    ours = TemporalModule(c, heads=8, max_len=32, groups=32).eval()
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    worst = 0.0
+    memories = None
+    for clip in range(3):
+        past = torch.randn(b, c, frames, side, side)
+        for step in range(2):
+            x = torch.randn(b, c, frames, side, side)
+            update = clip == 0 or step == 0
+            if clip == 0:
+                memories = [TemporalMemory(), TemporalMemory()]
+            with torch.no_grad():
+                expected = theirs(x, past, None, is_new_audio=clip == 0, update_past_memory=step == 0)
+                flat = lambda y: y.permute(0, 2, 1, 3, 4).reshape(-1, c, side, side)  # noqa: E731
+                got = memory_temporal_module(ours, flat(x), frames, flat(past), frames, memories, update)
+            expected = flat(expected)
+            worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
+    assert worst < 1e-5, worst

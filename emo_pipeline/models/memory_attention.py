@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from diffusers.models.attention_processor import Attention
+from torch import nn
 
 DECAY = 0.9
 
@@ -38,19 +38,20 @@ class TemporalMemory:
             self.z = self.z * DECAY ** frames + z
 
 
-def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+def _heads(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     b, n, c = x.shape
     return x.view(b, n, attn.heads, c // attn.heads).permute(0, 2, 1, 3).reshape(b * attn.heads, n, c // attn.heads)
 
 
-def memory_attention(attn: Attention, x: torch.Tensor, past: torch.Tensor | None, memory: TemporalMemory
+def memory_attention(attn: nn.Module, x: torch.Tensor, past: torch.Tensor | None, memory: TemporalMemory
                      ) -> torch.Tensor:
     """x [B, frames, C] (the clip's frames, as a temporal sequence per pixel); past [B, past frames, C] to add
-    to `memory` first (None: use the memory as it is). Returns [B, frames, C]."""
+    to `memory` first (None: use the memory as it is). `attn` has to_q/to_k/to_v/to_out and `heads`.
+    Returns [B, frames, C]."""
     if past is not None:
         with torch.no_grad():
             memory.add(torch.softmax(_heads(attn, attn.to_k(past)), dim=-2), _heads(attn, attn.to_v(past)))
-    query = torch.softmax(_heads(attn, attn.to_q(x)), dim=-1) * attn.scale
+    query = torch.softmax(_heads(attn, attn.to_q(x)), dim=-1) * (x.shape[-1] // attn.heads) ** -0.5
     key = torch.softmax(_heads(attn, attn.to_k(x)), dim=-2)
     value = _heads(attn, attn.to_v(x))
     kv = DECAY * memory.kv + torch.einsum("bnd,bne->bde", key, value)
@@ -59,3 +60,25 @@ def memory_attention(attn: Attention, x: torch.Tensor, past: torch.Tensor | None
     b = x.shape[0]
     out = out.view(b, attn.heads, x.shape[1], -1).permute(0, 2, 1, 3).reshape(b, x.shape[1], -1)
     return attn.to_out[1](attn.to_out[0](out))
+
+
+def memory_temporal_module(module: nn.Module, x: torch.Tensor, num_frames: int, past: torch.Tensor,
+                           past_frames: int, memories: list[TemporalMemory], update: bool) -> torch.Tensor:
+    """MEMO's temporal module on our AnimateDiff layout (`TemporalModule`, the same keys): x [B·F, C, H, W];
+    past [B·P, C, H, W], the past frames' features, taken through the same norm, projection and each block's
+    layer norms (never updated, no position encoding); memories: one per attention block, to which the past
+    frames are added first when `update`. Returns [B·F, C, H, W]."""
+    t = module.temporal_transformer
+    bf, c, height, width = x.shape
+    b, hw = bf // num_frames, height * width
+
+    def sequences(y: torch.Tensor, frames: int) -> torch.Tensor:  # [B·f, C, H, W] → [B·HW, f, C]
+        return t.proj_in(t.norm(y).view(b, frames, c, hw).permute(0, 3, 1, 2).reshape(b * hw, frames, c))
+
+    h, m = sequences(x, num_frames), sequences(past, past_frames)
+    block = t.transformer_blocks[0]
+    for attention, norm, memory in zip(block.attention_blocks, block.norms, memories):
+        h = h + memory_attention(attention, attention.pos_encoder(norm(h)), norm(m) if update else None, memory)
+    h = h + block.ff(block.ff_norm(h))
+    h = t.proj_out(h).view(b, hw, num_frames, c).permute(0, 2, 3, 1)
+    return h.reshape(bf, c, height, width) + x
