@@ -152,7 +152,7 @@ WEIGHT_STD = 0.02
 # infer_audio2vid.py reads for both UNets (configs/prompts/animation.yaml: pretrained_base_model_path):
 # the Stable Diffusion 1.5 UNet layout (cross-attention width 768).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from reference_common import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG, quiet  # noqa: E402
+from reference_common import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG, checkout_path, quiet  # noqa: E402
 
 # What EchoUNet3DConditionModel.from_pretrained_2d (src/models/unet_3d_echo.py:611-625) changes
 # in it before `from_config(unet_config, **unet_additional_kwargs)`.
@@ -171,13 +171,7 @@ NETWORK_NAMES = ("reference_unet", "denoising_unet", "face_locator")
 # ---------------------------------------------------------------------------- import + shims
 def echomimic_path(path: str | os.PathLike | None = None) -> Path:
     """`path`, else ECHOMIMIC_PATH, checked to be an EchoMimic checkout."""
-    path = path or os.environ.get("ECHOMIMIC_PATH")
-    if not path:
-        raise RuntimeError("ECHOMIMIC_PATH is not set: set it to a checkout of antgroup/echomimic.")
-    path = Path(path).resolve()
-    if not (path / "src" / "models" / "unet_3d_echo.py").is_file():
-        raise RuntimeError(f"{path} is not an EchoMimic checkout (no src/models/unet_3d_echo.py in it).")
-    return path
+    return checkout_path(path, "ECHOMIMIC_PATH", "src/models/unet_3d_echo.py", "antgroup/echomimic")
 
 
 def _install_diffusers_shims() -> None:

@@ -50,8 +50,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.machinery
-import importlib.util
 import os
 import platform
 import statistics
@@ -78,7 +76,7 @@ WEIGHT_STD = 0.02
 TIMESTEP = 500  # any step of the schedule: the network's cost does not depend on it
 FACE_BOX = (0.3, 0.25, 0.7, 0.75)  # x0, y0, x1, y1 of the square portrait
 
-from reference_common import SD15_UNET_CONFIG, quiet  # noqa: E402  (SD15: the layout both of Hallo's UNets start from)
+from reference_common import SD15_UNET_CONFIG, install_xformers_stand_in, quiet  # noqa: E402  (SD15: the layout both of Hallo's UNets start from)
 
 # What UNet3DConditionModel.from_pretrained_2d changes in it (use_landmark=False keeps 4 channels).
 HALLO_3D_BLOCKS = {
@@ -101,28 +99,13 @@ def hallo_checkout() -> Path:
     return Path(path)
 
 
-def _install_xformers_stand_in() -> None:
-    """Empty `xformers` and `xformers.ops` modules (see the module docstring)."""
-    import diffusers.utils.import_utils  # noqa: F401  (decides "no xformers" before the stand-in exists)
-
-    if "xformers" in sys.modules or importlib.util.find_spec("xformers") is not None:
-        return  # the stand-in is there already, or the real xformers is installed
-    package = types.ModuleType("xformers")
-    package.__spec__ = importlib.machinery.ModuleSpec("xformers", None, is_package=True)
-    package.__path__ = []
-    ops = types.ModuleType("xformers.ops")
-    ops.__spec__ = importlib.machinery.ModuleSpec("xformers.ops", None)
-    package.ops = ops
-    sys.modules.update({"xformers": package, "xformers.ops": ops})
-
-
 def import_hallo(path: Path) -> types.SimpleNamespace:
     """Hallo's model classes, imported from the checkout at `path`."""
     try:
         import einops  # noqa: F401
     except ImportError:
         sys.exit("Hallo's code needs einops: pip install einops")
-    _install_xformers_stand_in()
+    install_xformers_stand_in()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     module = lambda name: importlib.import_module(f"hallo.models.{name}")  # noqa: E731

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import warnings
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Iterator
 
 SD15_UNET_CONFIG = {
@@ -54,3 +55,52 @@ def quiet() -> Iterator[None]:
             yield
     finally:
         diffusers_logging.set_verbosity(level)
+
+
+def install_xformers_stand_in() -> None:
+    """Empty `xformers` and `xformers.ops` modules, for reference code that imports xformers at import
+    time but runs without it on this path."""
+    import importlib.machinery
+    import importlib.util
+    import sys
+    import types
+
+    import diffusers.utils.import_utils  # noqa: F401  (decides "no xformers" before the stand-in exists)
+
+    if "xformers" in sys.modules or importlib.util.find_spec("xformers") is not None:
+        return  # the stand-in is there already, or the real xformers is installed
+    package = types.ModuleType("xformers")
+    package.__spec__ = importlib.machinery.ModuleSpec("xformers", None, is_package=True)
+    package.__path__ = []
+    ops = types.ModuleType("xformers.ops")
+    ops.__spec__ = importlib.machinery.ModuleSpec("xformers.ops", None)
+    package.ops = ops
+    sys.modules.update({"xformers": package, "xformers.ops": ops})
+
+
+def checkout_path(path, variable: str, marker: str, repository: str) -> Path:
+    """`path`, else the environment variable `variable`, checked to be a checkout (it holds `marker`)."""
+    import os
+
+    path = path or os.environ.get(variable)
+    if not path:
+        raise RuntimeError(f"{variable} is not set: set it to a checkout of {repository}.")
+    path = Path(path).resolve()
+    if not (path / marker).is_file():
+        raise RuntimeError(f"{path} is not a {repository} checkout (no {marker} in it).")
+    return path
+
+
+def shape_text(tensor) -> str:
+    return ",".join(str(d) for d in tensor.shape)
+
+
+def write_key_list(output: Path, header: list[str], rows: list[tuple[str, str, str]], summary: list[str],
+                   root: Path) -> None:
+    """A key-list TSV (network, key, shape) under its `#` header lines, and the counts printed."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with output.open("w", encoding="utf-8", newline="\n") as f:
+        f.write("\n".join(header) + "\n")
+        f.writelines(f"{n}\t{k}\t{s}\n" for n, k, s in rows)
+    print(f"wrote {output.relative_to(root)}: {len(rows)} keys")
+    print("\n".join(summary))

@@ -45,13 +45,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import echomimic_reference as er  # noqa: E402
+from reference_common import shape_text, write_key_list  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "data" / "echomimic_keys.tsv"
 MOTION = ".motion_modules."
-
-
-def shape_text(tensor: torch.Tensor) -> str:
-    return ",".join(str(d) for d in tensor.shape)
 
 
 def main() -> None:
@@ -106,12 +103,7 @@ def main() -> None:
         *summary,
         f"# all: {len(rows)} tensors",
     ]
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    with OUTPUT.open("w", encoding="utf-8", newline="\n") as f:
-        f.write("\n".join(header) + "\n")
-        f.writelines(f"{n}\t{k}\t{s}\n" for n, k, s in rows)
-    print(f"wrote {OUTPUT.relative_to(ROOT)}: {len(rows)} keys")
-    print("\n".join(summary))
+    write_key_list(OUTPUT, header, rows, summary, ROOT)
 
 
 if __name__ == "__main__":

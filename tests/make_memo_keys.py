@@ -92,7 +92,6 @@ from __future__ import annotations
 
 import copy
 import importlib
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -106,7 +105,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from reference_common import SD15_UNET_CONFIG, quiet  # noqa: E402
+from reference_common import (  # noqa: E402
+    SD15_UNET_CONFIG, checkout_path, install_xformers_stand_in, quiet, shape_text, write_key_list)
 
 OUTPUT = ROOT / "tests" / "data" / "memo_keys.tsv"
 MEMO_COMMIT = "a5aee30120d7d2fc4e0831ca61cebdbce595324b"
@@ -166,28 +166,7 @@ HUB_SIZES = {"reference_net": "3.43 GB", "diffusion_net": "6.71 GB", "image_proj
 
 def memo_path(path: str | os.PathLike | None = None) -> Path:
     """`path`, else MEMO_PATH, checked to be a MEMO checkout."""
-    path = path or os.environ.get("MEMO_PATH")
-    if not path:
-        raise RuntimeError("MEMO_PATH is not set: set it to a checkout of memoavatar/memo.")
-    path = Path(path).resolve()
-    if not (path / "memo" / "models" / "unet_3d.py").is_file():
-        raise RuntimeError(f"{path} is not a MEMO checkout (no memo/models/unet_3d.py in it).")
-    return path
-
-
-def _install_xformers_stand_in() -> None:
-    """Empty `xformers` and `xformers.ops` modules (see the module docstring)."""
-    import diffusers.utils.import_utils  # noqa: F401  (decides "no xformers" before the stand-in exists)
-
-    if "xformers" in sys.modules or importlib.util.find_spec("xformers") is not None:
-        return  # the stand-in is there already, or the real xformers is installed
-    package = types.ModuleType("xformers")
-    package.__spec__ = importlib.machinery.ModuleSpec("xformers", None, is_package=True)
-    package.__path__ = []
-    ops = types.ModuleType("xformers.ops")
-    ops.__spec__ = importlib.machinery.ModuleSpec("xformers.ops", None)
-    package.ops = ops
-    sys.modules.update({"xformers": package, "xformers.ops": ops})
+    return checkout_path(path, "MEMO_PATH", "memo/models/unet_3d.py", "memoavatar/memo")
 
 
 def load_memo(path: str | os.PathLike | None = None) -> types.SimpleNamespace:
@@ -198,7 +177,7 @@ def load_memo(path: str | os.PathLike | None = None) -> types.SimpleNamespace:
     loaded = sys.modules.get("memo")
     if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve().parent != path / "memo":
         raise RuntimeError(f"another package named 'memo' is imported already ({loaded!r})")
-    _install_xformers_stand_in()
+    install_xformers_stand_in()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # leave the checkout as it is
@@ -212,6 +191,10 @@ def load_memo(path: str | os.PathLike | None = None) -> types.SimpleNamespace:
                 ImageProjModel=module("image_proj").ImageProjModel,
                 AudioProjModel=module("audio_proj").AudioProjModel,
                 AudioEmotionClassifierModel=module("emotion_classifier").AudioEmotionClassifierModel,
+                # the parts tests/test_memo_parts.py compares ours with
+                Transformer3DModel=module("transformer_3d").Transformer3DModel,
+                MemoryLinearAttnProcessor=module("attention_processor").MemoryLinearAttnProcessor,
+                MemoryLinearAttnTemporalModule=module("motion_module").MemoryLinearAttnTemporalModule,
             )
     finally:
         sys.dont_write_bytecode = writes_bytecode
@@ -231,10 +214,6 @@ def construct_networks(memo: types.SimpleNamespace) -> tuple[torch.nn.Module, ..
     for net in nets:
         net.eval()  # inference.py:156-160 (the classifier: audio_utils.py:194)
     return nets
-
-
-def shape_text(tensor: torch.Tensor) -> str:
-    return ",".join(str(d) for d in tensor.shape)
 
 
 def _part(state: dict, buffers: set, label: str, marker: str) -> str:
@@ -290,12 +269,7 @@ def main() -> None:
         *summary,
         f"# all: {len(rows)} tensors",
     ]
-    OUTPUT.parent.mkdir(parents=True, exist_ok=True)
-    with OUTPUT.open("w", encoding="utf-8", newline="\n") as f:
-        f.write("\n".join(header) + "\n")
-        f.writelines(f"{n}\t{k}\t{s}\n" for n, k, s in rows)
-    print(f"wrote {OUTPUT.relative_to(ROOT)}: {len(rows)} keys")
-    print("\n".join(summary))
+    write_key_list(OUTPUT, header, rows, summary, ROOT)
 
 
 if __name__ == "__main__":

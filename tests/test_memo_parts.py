@@ -2,7 +2,6 @@
 MEMO checkout is given (MEMO_PATH), the same outputs as its own modules on shared random weights."""
 
 import os
-import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -62,15 +61,21 @@ def test_emotion_changes_the_output_and_audio_is_handed_on():
 MEMO = os.environ.get("MEMO_PATH")
 
 
+@pytest.fixture(scope="module")
+def memo():
+    """MEMO's classes from the checkout, imported as tests/make_memo_keys.py imports them (einops checked,
+    the xformers stand-in, no bytecode written into the checkout)."""
+    from make_memo_keys import load_memo
+
+    return load_memo(MEMO)
+
+
 @pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
 @pytest.mark.parametrize("last", [False, True], ids=["module", "last-module"])
-def test_audio_module_equals_memos_own(last):
-    sys.path.insert(0, MEMO)
-    from memo.models.transformer_3d import Transformer3DModel
-
+def test_audio_module_equals_memos_own(memo, last):
     torch.manual_seed(0)
     channels, inner, audio_dim = 64, 64, 48
-    theirs = Transformer3DModel(num_attention_heads=8, attention_head_dim=inner // 8, in_channels=channels,
+    theirs = memo.Transformer3DModel(num_attention_heads=8, attention_head_dim=inner // 8, in_channels=channels,
                                 cross_attention_dim=audio_dim, use_audio_module=True, emo_drop_rate=0.05,
                                 is_final_block=last).eval()
     for p in theirs.parameters():
@@ -89,18 +94,16 @@ def test_audio_module_equals_memos_own(last):
 
 
 @pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
-def test_memory_attention_equals_memos_processor_over_clips():
+def test_memory_attention_equals_memos_processor_over_clips(memo):
     """MEMO's schedule: clip 0 rebuilds the memory from its past frames (the portrait) at every step; each
     later clip adds its past frames once, at step 0, and keeps the memory for the other steps."""
-    sys.path.insert(0, MEMO)
     from diffusers.models.attention_processor import Attention
-    from memo.models.attention_processor import MemoryLinearAttnProcessor
 
     from emo_pipeline.models.memory_attention import TemporalMemory, memory_attention
 
     torch.manual_seed(0)
     attn = Attention(query_dim=64, heads=8, dim_head=8, bias=False).eval()
-    theirs, ours = MemoryLinearAttnProcessor(), TemporalMemory()
+    theirs, ours = memo.MemoryLinearAttnProcessor(), TemporalMemory()
     worst = 0.0
     for clip in range(3):
         past = torch.randn(6, 16, 64)
@@ -151,29 +154,20 @@ def test_memory_attention_against_a_written_out_computation():
 
 
 @pytest.mark.skipif(not MEMO, reason="set MEMO_PATH to a checkout of memoavatar/memo")
-def test_memory_temporal_module_equals_memos_over_clips():
+def test_memory_temporal_module_equals_memos_over_clips(memo):
     """Our AnimateDiff-layout temporal module, run MEMO's way, against MemoryLinearAttnTemporalModule with
     its memory processors (as its xformers switch installs them), on shared random weights, over MEMO's
     schedule: clip 0 rebuilt from the portrait at every step, later clips add their past frames at step 0."""
-    sys.path.insert(0, MEMO)
-    import types
-
-    if "xformers" not in sys.modules:  # imported by MEMO's file, not used on this path
-        sys.modules["xformers"] = types.ModuleType("xformers")
-        sys.modules["xformers.ops"] = sys.modules["xformers"].ops = types.ModuleType("xformers.ops")
-    from memo.models.attention_processor import MemoryLinearAttnProcessor
-    from memo.models.motion_module import MemoryLinearAttnTemporalModule
-
     from emo_pipeline.models.memory_attention import TemporalMemory, memory_temporal_module
     from emo_pipeline.models.temporal import TemporalModule
 
     torch.manual_seed(0)
     c, frames, b, side = 64, 4, 2, 3
-    theirs = MemoryLinearAttnTemporalModule(c, num_transformer_block=1, temporal_position_encoding=True,
+    theirs = memo.MemoryLinearAttnTemporalModule(c, num_transformer_block=1, temporal_position_encoding=True,
                                             temporal_position_encoding_max_len=32).eval()
     for block in theirs.temporal_transformer.transformer_blocks[0].attention_blocks:
-        block.set_processor(MemoryLinearAttnProcessor())
-    for name, p in theirs.named_parameters():
+        block.set_processor(memo.MemoryLinearAttnProcessor())
+    for p in theirs.parameters():
         torch.nn.init.normal_(p, std=0.1)
     ours = TemporalModule(c, heads=8, max_len=32, groups=32).eval()
     ours.load_state_dict(theirs.state_dict(), strict=True)
