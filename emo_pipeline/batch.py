@@ -106,8 +106,8 @@ def assign(jobs: list[Job], processes: int) -> list[list[Job]]:
     return [sorted(share, key=lambda j: j.line) for share in shares]
 
 
-def is_complete(out: Path, audio: str) -> bool:
-    """The MP4 exists and holds one frame per audio frame, with the whole sound."""
+def is_complete(out: Path, seconds: float) -> bool:
+    """The MP4 exists and holds one frame per audio frame of `seconds` of audio, with the whole sound."""
     from .media import read_video_info
 
     if not out.is_file():
@@ -116,7 +116,6 @@ def is_complete(out: Path, audio: str) -> bool:
         info = read_video_info(out)
     except Exception:  # noqa: BLE001 - a damaged file is simply not complete
         return False
-    seconds = audio_seconds(audio)
     frames = math.ceil(seconds * info["fps"] - 1e-6)
     sound = info["audio_duration"] or 0.0
     return info["frame_count"] == frames and abs(sound - frames / info["fps"]) < 0.05
@@ -144,7 +143,7 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
             args.device = device
         record = {"line": job.line, "out": str(job.out), "process": state.process_index}
         clock = time.perf_counter()
-        if is_complete(job.out, args.audio):
+        if is_complete(job.out, job.seconds):
             record.update(status="skipped", reason="already complete")
         else:
             try:

@@ -63,7 +63,7 @@ def network_files() -> list[str]:
     return sorted(names)
 
 
-def _inside(path: str, folder: str) -> bool:
+def inside_folder(path: str, folder: str) -> bool:
     """Whether `path` lies inside `folder` (core's get_full_path ensures it; checked here as well)."""
     path, folder = os.path.realpath(path), os.path.realpath(folder)
     return os.path.commonpath((path, folder)) == folder
@@ -148,7 +148,7 @@ class LoadEMOModel:
              audio_encoder: str = AUDIO_BESIDE):
         root = register_model_folder()
         path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
-        if path is not None and not any(_inside(path, base) for base in folder_paths.get_folder_paths(FOLDER)):
+        if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(FOLDER)):
             raise ValueError(f"EMO: checkpoint {checkpoint!r} is outside the model folders.")
         if path is None:
             raise FileNotFoundError(f"No EMO network '{checkpoint}' in {root}. " + HELP.format(folder=root))

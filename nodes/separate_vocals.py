@@ -12,7 +12,7 @@ import comfy.utils
 import folder_paths
 
 from ..emo_pipeline.audio.separation import SEPARATOR_FILE, SEPARATOR_FOLDER, VocalSeparator
-from .model_loader import FOLDER
+from .model_loader import FOLDER, inside_folder
 from .notify import relays_warnings
 
 DEFAULT = f"{SEPARATOR_FOLDER}/{SEPARATOR_FILE}"
@@ -69,11 +69,11 @@ class EMOSeparateVocals:
 
     @staticmethod
     def _path(model: str) -> str:
-        name = os.path.relpath(os.path.join("/", model), "/")  # no way out of the folder
-        for base in folder_paths.get_folder_paths(FOLDER):
-            candidate = os.path.join(base, name)
-            if os.path.isfile(candidate):
-                return candidate
-        folders = " or ".join(os.path.join(base, SEPARATOR_FOLDER) for base in folder_paths.get_folder_paths(FOLDER))
-        raise FileNotFoundError(f"EMO Separate Vocals: no {model} in models/emo. Put {SEPARATOR_FILE} (Hallo's "
-                                f"download, pretrained_models/audio_separator/{SEPARATOR_FILE}) in {folders}.")
+        path = folder_paths.get_full_path(FOLDER, model)
+        if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(FOLDER)):
+            raise ValueError(f"EMO Separate Vocals: {model!r} is outside the model folders.")
+        if path is None:
+            folders = " or ".join(os.path.join(base, SEPARATOR_FOLDER) for base in folder_paths.get_folder_paths(FOLDER))
+            raise FileNotFoundError(f"EMO Separate Vocals: no {model} in models/emo. Put {SEPARATOR_FILE} (Hallo's "
+                                    f"download, pretrained_models/audio_separator/{SEPARATOR_FILE}) in {folders}.")
+        return path

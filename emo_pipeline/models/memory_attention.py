@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .attention import _split_heads
+
 DECAY = 0.9
 
 
@@ -39,8 +41,8 @@ class TemporalMemory:
 
 
 def _heads(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    b, n, c = x.shape
-    return x.view(b, n, attn.heads, c // attn.heads).permute(0, 2, 1, 3).reshape(b * attn.heads, n, c // attn.heads)
+    """[B, N, C] → [B·heads, N, C / heads]"""
+    return _split_heads(x, attn.heads).flatten(0, 1)
 
 
 def memory_attention(attn: nn.Module, x: torch.Tensor, past: torch.Tensor | None, memory: TemporalMemory
@@ -51,7 +53,8 @@ def memory_attention(attn: nn.Module, x: torch.Tensor, past: torch.Tensor | None
     if past is not None:
         with torch.no_grad():
             memory.add(torch.softmax(_heads(attn, attn.to_k(past)), dim=-2), _heads(attn, attn.to_v(past)))
-    query = torch.softmax(_heads(attn, attn.to_q(x)), dim=-1) * (x.shape[-1] // attn.heads) ** -0.5
+    query = _heads(attn, attn.to_q(x))
+    query = torch.softmax(query, dim=-1) * query.shape[-1] ** -0.5
     key = torch.softmax(_heads(attn, attn.to_k(x)), dim=-2)
     value = _heads(attn, attn.to_v(x))
     kv = DECAY * memory.kv + torch.einsum("bnd,bne->bde", key, value)
