@@ -12,7 +12,6 @@ from pathlib import Path
 
 import torch
 
-from .pipeline import GenerationCancelled
 from .presets import PRESETS
 from .schedulers import SCHEDULERS
 
@@ -233,7 +232,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from .media import VideoWriter, load_audio, load_image
-    from .pipeline import Callbacks, SamplingOptions
+    from .pipeline import Callbacks, GenerationCancelled, SamplingOptions
 
     if args.image:
         image = load_image(args.image)
@@ -292,8 +291,11 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}) as writer:
-        for frames in pipe.iter_clips(portrait, audio, options):
-            writer.write(paste(frames) if paste else frames)
+        try:
+            for frames in pipe.iter_clips(portrait, audio, options):
+                writer.write(paste(frames) if paste else frames)
+        except GenerationCancelled:  # the stop a signal asked for (STOP), seen between steps
+            raise KeyboardInterrupt() from None
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")
     return audio.num_frames
 
@@ -385,7 +387,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except (KeyboardInterrupt, GenerationCancelled) as err:
+    except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated) or STOP["signal"] == signal.SIGTERM
         print(f"\n{'terminated' if terminated else 'interrupted'}: no output written", file=sys.stderr)
         return 143 if terminated else 130

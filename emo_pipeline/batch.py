@@ -154,7 +154,7 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
                     pipelines[key] = cli.load_model(args)
                 frames = cli.render(pipelines[key], args, clock, portraits)
                 record.update(status="done", frames=frames)
-            except (KeyboardInterrupt, cli.GenerationCancelled):
+            except KeyboardInterrupt:
                 raise
             except Exception as err:  # noqa: BLE001 - a bad job is recorded and the others go on
                 failed += 1
