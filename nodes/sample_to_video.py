@@ -3,8 +3,6 @@ if one is given), so memory stays flat however long the audio is."""
 
 from __future__ import annotations
 
-import math
-
 from ..emo_pipeline.face import paste_back
 from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
@@ -51,8 +49,6 @@ class EMOSampleToVideo:
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
-        if not math.isfinite(audio.fps) or audio.fps <= 0:
-            raise ValueError(f"EMO Sample To Video: the audio features have no usable frame rate ({audio.fps}).")
         photo = None
         if original is not None:
             photo = (original[0] if original.ndim == 4 else original)[..., :3]
