@@ -30,6 +30,9 @@ HALLO_SCHEDULER = {
     "num_train_timesteps": 1000,
 }
 
+# MEMO's rectified flow: diffusers' FlowMatchEulerDiscreteScheduler() defaults (inference.py).
+FLOW_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0}
+
 
 @dataclass
 class EMOConfig:
@@ -44,6 +47,9 @@ class EMOConfig:
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     latent_channels: int = 4
+    # The Backbone's resnet GroupNorms: per frame (Hallo's inflated norm), or over all of a clip's
+    # frames together (MEMO's diffusion_net when its config has use_inflated_groupnorm false).
+    resnet_joint_frames: bool = False
 
     # --- temporal (AnimateDiff-style) modules ---
     temporal_heads: int = 8
@@ -139,6 +145,8 @@ class EMOConfig:
                                 f"{WHISPER_WINDOW_FRAMES * self.audio_feature_layers} tokens per frame, not {self.audio_tokens}")
             if self.audio_attention_dim != self.audio_feature_dim:
                 problems.append("with audio in the cross-attention, audio_attention_dim must equal audio_feature_dim")
+        if spec is not None and spec.noise == "flow" and "shift" not in self.scheduler:
+            problems.append("a rectified-flow model's scheduler settings need a 'shift'")
         if spec is not None and spec.sampling == "context_windows" and self.motion_frames:
             problems.append(f"the {spec.title} family samples in context windows and has no motion frames")
         if self.audio_attention not in ("masked", "plain"):
@@ -149,7 +157,8 @@ class EMOConfig:
             problems.append("frames_per_clip must be at least 1")
         if self.motion_frames < 0:
             problems.append("motion_frames must be 0 or more")
-        if self.motion_frames + self.frames_per_clip > self.temporal_max_len:
+        joined = spec is None or spec.motion_route == "joined"  # MEMO's motion frames only feed the memory
+        if (self.motion_frames if joined else 0) + self.frames_per_clip > self.temporal_max_len:
             problems.append(
                 f"frames_per_clip + motion_frames = {self.frames_per_clip + self.motion_frames} exceeds the "
                 f"temporal position encoding length {self.temporal_max_len}"
@@ -324,6 +333,42 @@ def tiny_echomimic_config(**overrides: Any) -> EMOConfig:
     return tiny_config(**base)
 
 
+def memo_config(resnet_joint_frames: bool = True) -> EMOConfig:
+    """MEMO (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/) with its own
+    inference settings (configs/inference.yaml): 16-frame clips at 30 fps, 16 past frames in the
+    temporal memory (the portrait for the first clip), 20 flow-matching Euler steps, guidance 3.5.
+    `resnet_joint_frames` follows the diffusion_net's config.json (not use_inflated_groupnorm; its
+    class default, false, when the key is absent)."""
+    return EMOConfig(
+        name="memo",
+        family="memo",
+        resnet_joint_frames=resnet_joint_frames,
+        run_lowres_temporal=True,  # the 8×8 motion modules run, fed by the ReferenceNet's resnets
+        fps=30.0,
+        frames_per_clip=16,
+        motion_frames=16,
+        steps=20,
+        guidance_scale=3.5,
+        scheduler=dict(FLOW_SCHEDULER),
+    )
+
+
+def tiny_memo_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with MEMO's family: joint audio modules, temporal memory, rectified flow."""
+    base = dict(
+        name="tiny-memo",
+        family="memo",
+        resnet_joint_frames=True,
+        run_lowres_temporal=True,
+        fps=30.0,
+        frames_per_clip=4,
+        motion_frames=4,
+        scheduler=dict(FLOW_SCHEDULER),
+    )
+    base.update(overrides)
+    return tiny_config(**base)
+
+
 PRESETS = {
     "hallo": hallo_config,
     "hallo2": hallo2_config,
@@ -333,6 +378,8 @@ PRESETS = {
     "echomimic": echomimic_config,
     "echomimic-acc": echomimic_acc_config,
     "tiny-echomimic": tiny_echomimic_config,
+    "memo": memo_config,
+    "tiny-memo": tiny_memo_config,
 }
 
 

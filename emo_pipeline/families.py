@@ -3,14 +3,18 @@
 All families share the engine's core: the ReferenceNet/Backbone UNets, the face locator, the
 VAE, the schedulers, the guidance and the memory modes. A family fixes three things on top:
 
-* the audio front end: wav2vec2 features interpolated to the frame rate (EMO, Hallo, Hallo2), or
-  whisper-tiny encoder layers sliced around each frame (EchoMimic);
+* the audio front end: wav2vec2 features interpolated to the frame rate (EMO, Hallo, Hallo2, MEMO),
+  or whisper-tiny encoder layers sliced around each frame (EchoMimic);
 * the conditioning route: identity tokens in the spatial cross-attention plus separate audio
-  attention modules (EMO/Hallo), or the audio tokens themselves in the spatial cross-attention
-  (EchoMimic: no identity, no audio modules, a ReferenceNet without cross-attention);
+  attention modules (EMO/Hallo), the same with MEMO's joint audio modules (the audio tokens are
+  updated by each module and handed to the next, and an emotion label modulates their norms), or
+  the audio tokens themselves in the spatial cross-attention (EchoMimic: no identity, no audio
+  modules, a ReferenceNet without cross-attention);
 * the sampling loop: clip after clip, each continuing from the last frames of the one before
-  (motion frames), or the whole video's latents at once in overlapping context windows whose
-  predictions are averaged (EchoMimic).
+  (motion frames, joined to each temporal module's frame sequence, or for MEMO kept in a decayed
+  linear-attention memory of the whole past), or the whole video's latents at once in
+  overlapping context windows whose predictions are averaged (EchoMimic); and the noise process:
+  DDPM-style (v-prediction, DDIM) or rectified flow (MEMO: velocity, Euler).
 
 A config names its family (`EMOConfig.family`); everything here is read through `family_of`.
 """
@@ -29,12 +33,17 @@ class Family:
     title: str
     audio_encoder: str  # "wav2vec2" | "whisper"
     # "audio_modules": attn2 reads identity tokens, audio has its own attention modules;
+    # "joint_audio": the same, with MEMO's joint audio modules and emotion labels;
     # "cross_attention": attn2 reads the frame's audio tokens, scaled by `cross_attention_scale`.
     audio_route: str
     cross_attention_scale: float
     reference_cross_attention: bool  # whether the ReferenceNet's blocks have attn2 (and its norm2) at all
-    face_locator_in_channels: int
+    face_locator_in_channels: int  # 0: no face locator (MEMO)
     sampling: str  # "motion_frames" | "context_windows"
+    # "joined": motion-frame features join each temporal module's sequence (Hallo, EMO);
+    # "memory": they only feed a decayed memory of past frames (MEMO)
+    motion_route: str = "joined"
+    noise: str = "ddpm"  # "ddpm": the DDIM family of samplers; "flow": rectified flow (velocity, σ from 1 to 0)
     context_overlap: int = 0  # frames shared by neighbouring context windows
     context_shift: int = 0  # the windows move this many frames per step
     noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
@@ -57,7 +66,25 @@ FAMILIES: dict[str, Family] = {
         face_locator_in_channels=1, sampling="context_windows", context_overlap=3, context_shift=2,
         noise_clamp=1.5, face_fraction=0.5,
     ),
+    # MEMO (memoavatar/memo): Hallo's UNets with joint, emotion-aware audio modules, memory-guided
+    # temporal modules fed by the previous clip's 16 frames, no face locator, rectified flow.
+    "memo": Family(
+        name="memo", title="MEMO", audio_encoder="wav2vec2", audio_route="joint_audio",
+        cross_attention_scale=1.0, reference_cross_attention=True,
+        face_locator_in_channels=0, sampling="motion_frames", motion_route="memory", noise="flow",
+    ),
 }
+
+# MEMO's emotion labels, in its classifier's order (emotion2vec+'s nine classes; MEMO's code does not
+# name them, see docs/memo-inference.md). Label 9 is "none", used by guidance's unconditional row.
+EMOTIONS = ("angry", "disgusted", "fearful", "happy", "neutral", "other", "sad", "surprised", "unknown")
+
+
+def emotion_label(name: str) -> int:
+    try:
+        return EMOTIONS.index(name)
+    except ValueError:
+        raise ValueError(f"Unknown emotion {name!r}; choose one of {', '.join(EMOTIONS)}") from None
 
 
 def family_of(name: str) -> Family:

@@ -3,8 +3,10 @@
 Accepted networks: Hallo/Hallo2 `net.pth` as downloaded (a pickled state dict, read with
 `weights_only=True` so no code inside it can run), EchoMimic's four files as downloaded
 (`denoising_unet.pth`, `reference_unet.pth`, `motion_module.pth`, `face_locator.pth`, or the
-`_acc` variants of the first and third), and our `.safetensors` form, which carries its
-EMOConfig as JSON in the file's metadata. `open_network` reads any of them as one set of keys.
+`_acc` variants of the first and third), MEMO's four diffusers-style folders as downloaded
+(`reference_net/`, `diffusion_net/`, `image_proj/`, `audio_proj/`, each a
+`diffusion_pytorch_model.safetensors` beside its `config.json`), and our `.safetensors` form, which
+carries its EMOConfig as JSON in the file's metadata. `open_network` reads any of them as one set of keys.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Callable
 
 import torch
 
-from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config
+from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
 from .models import EMONet
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
@@ -225,14 +227,54 @@ def is_echomimic_entry(path: Path) -> bool:
     return path.name.startswith(ECHOMIMIC_ENTRY) and path.suffix in PICKLE_SUFFIXES
 
 
+# MEMO's folders (memoavatar/memo on Hugging Face) and the part of our network each fills.
+MEMO_PARTS = (
+    ("reference_unet.", "reference_net"),
+    ("denoising_unet.", "diffusion_net"),
+    ("imageproj.", "image_proj"),
+    ("audioproj.", "audio_proj"),
+)
+MEMO_WEIGHTS = "diffusion_pytorch_model.safetensors"
+
+
+def memo_folder(path: Path) -> Path | None:
+    """The MEMO download that `path` names (the folder holding diffusion_net/, that diffusion_net/, or its
+    weights file), else None."""
+    path = Path(path)
+    for candidate in (path, path.parent, path.parent.parent):
+        if (candidate / "diffusion_net").is_dir() and (candidate / "reference_net").is_dir():
+            if candidate == path or path.parent.name == "diffusion_net" or path.name == "diffusion_net":
+                return candidate
+    return None
+
+
+def memo_uses_joint_frame_norm(folder: Path) -> bool:
+    """diffusion_net/config.json's use_inflated_groupnorm, read as MEMO's from_pretrained reads it (absent:
+    its class default, false): false means the resnets normalise over all of a clip's frames together."""
+    config = folder / "diffusion_net" / "config.json"
+    try:
+        data = json.loads(config.read_text())
+    except FileNotFoundError:
+        raise CheckpointError(f"{config} is missing: MEMO's diffusion_net folder comes with its config.json; download "
+                              "the folder again.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise CheckpointError(f"{config} is not readable JSON ({err}); download it again.") from None
+    return not data.get("use_inflated_groupnorm", False)
+
+
 class MultiFileReader:
     """Several checkpoint files read as one network: each file's keys under its part's prefix.
     The same interface as CheckpointReader (keys, shapes, dtypes, tensor, metadata)."""
 
-    def __init__(self, folder: Path, parts: list[tuple[str, Path]], variant: str = "") -> None:
-        self.path, self.variant, self.metadata = Path(folder), variant, {}
+    def __init__(self, folder: Path, parts: list[tuple[str, Path]], variant: str = "", family: str = "echomimic") -> None:
+        self.path, self.variant, self.family, self.metadata = Path(folder), variant, family, {}
         self.parts = parts
         missing = [p for _, p in parts if not p.is_file()]
+        if missing and family == "memo":
+            raise FileNotFoundError(
+                f"{self.path} lacks {', '.join(str(p.relative_to(self.path)) for p in missing)}: MEMO's network is four "
+                "folders, reference_net, diffusion_net, image_proj and audio_proj, each with its "
+                f"{MEMO_WEIGHTS} and config.json (as downloaded from memoavatar/memo), all in this folder.")
         if missing:
             raise FileNotFoundError(
                 f"{self.path} lacks {', '.join(p.name for p in missing)}: EchoMimic's network is four files, "
@@ -266,9 +308,15 @@ class MultiFileReader:
         by_file: dict[str, list[str]] = {}
         for key in report.unexpected + [k for k, _, _ in report.wrong_shape]:
             name, own = self.file_of[key]
+            if self.family == "memo":  # every folder's file has the same name
+                name = self._memo_file(key)
             by_file.setdefault(name, []).append(own)
         return "; ".join(f"{name}: {len(keys)} key(s) that do not belong, e.g. {', '.join(keys[:first])}"
                          for name, keys in sorted(by_file.items()))
+
+    def _memo_file(self, key: str) -> str:
+        prefix = key.split(".", 1)[0] + "."
+        return next(f"{folder}/{MEMO_WEIGHTS}" for p, folder in MEMO_PARTS if p == prefix)
 
     def close(self) -> None:
         for reader in self._readers:
@@ -282,8 +330,13 @@ class MultiFileReader:
 
 
 def open_network(path: str | Path) -> "CheckpointReader | MultiFileReader":
-    """One network file, or EchoMimic's four (named by their folder or by denoising_unet[_acc].pth)."""
+    """One network file, EchoMimic's four (named by their folder or by denoising_unet[_acc].pth), or MEMO's four
+    folders (named by the folder holding them, by diffusion_net/ or by its weights file)."""
     path = Path(path)
+    memo = memo_folder(path)
+    if memo is not None:
+        parts = [(prefix, memo / folder / MEMO_WEIGHTS) for prefix, folder in MEMO_PARTS]
+        return MultiFileReader(memo, parts, family="memo")
     if is_echomimic_entry(path):
         if path.is_dir():
             folder, variant = path, "" if (path / "denoising_unet.pth").is_file() else "_acc"
@@ -298,6 +351,10 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     """The config stored in the file, else the family whose keys the file has. Hallo2's net.pth has
     the same keys as Hallo's, so a 'hallo2' in the file's path is what tells them apart; EchoMimic's
     accelerated weights are told apart by their file names (`_acc`)."""
+    if isinstance(reader, MultiFileReader) and reader.family == "memo":
+        config = memo_config(resnet_joint_frames=memo_uses_joint_frame_norm(reader.path))
+        check_fits(reader, config)
+        return config
     if isinstance(reader, MultiFileReader):
         config = echomimic_acc_config() if reader.variant == "_acc" else echomimic_config()
         check_fits(reader, config)
@@ -324,7 +381,7 @@ def resemblance(shapes: dict[str, torch.Size]) -> str:
     names = set(shapes)
     best = None
     for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("the full EMO network", emo_config()),
-                          ("EchoMimic's network", echomimic_config())):
+                          ("EchoMimic's network", echomimic_config()), ("MEMO's network", memo_config())):
         expected = expected_shapes(config)
         for prefix in ("", "denoising_unet.", "reference_unet."):
             # Sub-model files (a lone UNet, as AnimateAnyone-style packs ship) lack the Net prefixes.
@@ -433,7 +490,9 @@ def describe_checkpoint(path: str | Path) -> str:
         if isinstance(reader, MultiFileReader):
             files = [p for _, p in reader.parts]
             size = sum(p.stat().st_size for p in files) / 2**20
-            head = f"files: {', '.join(p.name for p in files)} in {reader.path} ({size:.1f} MiB, pickle)"
+            kind = "safetensors" if reader.family == "memo" else "pickle"
+            names = ", ".join(str(p.relative_to(reader.path)) for p in files)
+            head = f"files: {names} in {reader.path} ({size:.1f} MiB, {kind})"
         else:
             head = (f"file: {reader.path} ({reader.path.stat().st_size / 2**20:.1f} MiB, "
                     f"{'safetensors' if reader.path.suffix == '.safetensors' else 'pickle'})")
@@ -450,6 +509,9 @@ def describe_checkpoint(path: str | Path) -> str:
             return "\n".join(lines)
     if CONFIG_METADATA_KEY in metadata:
         family = f"EMO safetensors, {config.spec.title} family (config in metadata)"
+    elif config.family == "memo":
+        family = (f"MEMO (its four folders; resnet norms over "
+                  f"{'all frames together' if config.resnet_joint_frames else 'each frame'})")
     elif config.family == "echomimic":
         family = f"EchoMimic{' accelerated' if config.name == 'echomimic-acc' else ''} (its four .pth files)"
     else:

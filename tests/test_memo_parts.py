@@ -13,6 +13,11 @@ from emo_pipeline.models.memo_audio import MemoAudioModule
 KEYS = Path(__file__).parent / "data" / "memo_keys.tsv"
 
 
+def frames_first(x: torch.Tensor) -> torch.Tensor:
+    """MEMO's [B, C, F, H, W] (or audio [B, F, T, C]) → our frames-in-the-batch [B·F, ...]."""
+    return x.transpose(1, 2).flatten(0, 1) if x.dim() == 5 else x.flatten(0, 1)
+
+
 def memo_keys() -> dict[str, dict[str, tuple[int, ...]]]:
     networks: dict[str, dict[str, tuple[int, ...]]] = defaultdict(dict)
     for line in KEYS.read_text().splitlines():
@@ -47,12 +52,12 @@ def test_emotion_changes_the_output_and_audio_is_handed_on():
     module = MemoAudioModule(64, 32, audio_dim=48).eval()
     for p in module.parameters():  # proj_out and friends start at zero in training: make every path count
         torch.nn.init.normal_(p, std=0.05)
-    x, audio = torch.randn(2, 64, 3, 4, 4), torch.randn(2, 3, 32, 48)
+    x, audio = torch.randn(6, 64, 4, 4), torch.randn(6, 32, 48)  # 2 guidance rows of 3 frames
     with torch.no_grad():
         neutral, handed = module(x, audio, torch.tensor([9, 0]))
         happy, _ = module(x, audio, torch.tensor([9, 3]))
     assert neutral.shape == x.shape and handed.shape == (6, 32, 48)
-    assert torch.equal(neutral[0], happy[0]) and not torch.allclose(neutral[1], happy[1])  # per guidance row
+    assert torch.equal(neutral[:3], happy[:3]) and not torch.allclose(neutral[3:], happy[3:])  # per guidance row
     with torch.device("meta"):
         last = MemoAudioModule(64, 32, audio_dim=48, last=True)
     assert last(x.to("meta"), audio.to("meta"), torch.tensor([0, 1], device="meta"))[1] is None
@@ -85,7 +90,8 @@ def test_audio_module_equals_memos_own(memo, last):
     x, audio, emotion = torch.randn(2, channels, 3, 4, 4), torch.randn(2, 3, 32, audio_dim), torch.tensor([9, 4])
     with torch.no_grad():
         expected, expected_audio = theirs(x, encoder_hidden_states=audio, emotion=emotion)
-        got, got_audio = ours(x, audio, emotion)
+        got, got_audio = ours(frames_first(x), frames_first(audio), emotion)
+        expected = frames_first(expected)
     assert (got - expected).abs().max() / expected.abs().max() < 1e-5
     if last:
         assert expected_audio is None and got_audio is None
@@ -158,7 +164,7 @@ def test_memory_temporal_module_equals_memos_over_clips(memo):
     """Our AnimateDiff-layout temporal module, run MEMO's way, against MemoryLinearAttnTemporalModule with
     its memory processors (as its xformers switch installs them), on shared random weights, over MEMO's
     schedule: clip 0 rebuilt from the portrait at every step, later clips add their past frames at step 0."""
-    from emo_pipeline.models.memory_attention import TemporalMemory, memory_temporal_module
+    from emo_pipeline.models.memory_attention import add_past_frames, memory_temporal_module
     from emo_pipeline.models.temporal import TemporalModule
 
     torch.manual_seed(0)
@@ -175,15 +181,13 @@ def test_memory_temporal_module_equals_memos_over_clips(memo):
     memories = None
     for clip in range(3):
         past = torch.randn(b, c, frames, side, side)
+        with torch.no_grad():  # ours: the clip's memory once, before its steps (it depends on the past alone)
+            memories = add_past_frames(ours, frames_first(past), frames, memories if clip else None)
         for step in range(2):
             x = torch.randn(b, c, frames, side, side)
-            update = clip == 0 or step == 0
-            if clip == 0:
-                memories = [TemporalMemory(), TemporalMemory()]
             with torch.no_grad():
                 expected = theirs(x, past, None, is_new_audio=clip == 0, update_past_memory=step == 0)
-                flat = lambda y: y.permute(0, 2, 1, 3, 4).reshape(-1, c, side, side)  # noqa: E731
-                got = memory_temporal_module(ours, flat(x), frames, flat(past), frames, memories, update)
-            expected = flat(expected)
+                got = memory_temporal_module(ours, frames_first(x), frames, memories)
+            expected = frames_first(expected)
             worst = max(worst, float((got - expected).abs().max() / expected.abs().max()))
     assert worst < 1e-5, worst

@@ -18,6 +18,7 @@ from ..config import EMOConfig
 from .attention import ProjectionCache
 from .audio_attention import FrameAudio, RegionMasks
 from .deep_cache import DeepFeatureCache
+from .memory_attention import TemporalMemory, add_past_frames
 from .spatial_transformer import ReferenceKV
 from .unet import UNetSkeleton
 from .unet_blocks import UNetContext
@@ -34,6 +35,8 @@ class BackboneConditions:
     attention is the constant that zero tokens give). `items`: the items' indices in the clip's
     whole batch, so a subset (`select`) can share per-item state such as the deep-feature cache.
     `cache` keeps key/value projections of the fixed tokens across the clip's steps.
+    MEMO: `emotion` [B] labels; `memory` each temporal module's memories of the past frames
+    (`Backbone.prepare_memory`), in place of `motion`.
     """
 
     identity: torch.Tensor | None
@@ -45,6 +48,8 @@ class BackboneConditions:
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)
     speed: torch.Tensor | None = None
     audio_heard: tuple[bool, ...] | None = None
+    emotion: torch.Tensor | None = None
+    memory: list[list[TemporalMemory]] | None = None
     items: tuple[int, ...] | None = None
     cache: ProjectionCache = field(default_factory=ProjectionCache, repr=False)
 
@@ -82,6 +87,8 @@ class BackboneConditions:
             region_weights=self.region_weights,
             speed=pick(self.speed),
             audio_heard=None if self.audio_heard is None else tuple(self.audio_heard[i] for i in items),
+            emotion=pick(self.emotion),
+            memory=None if self.memory is None else [[m.select(items, self.batch) for m in ms] for ms in self.memory],
             items=tuple(self.item_ids()[i] for i in items),
         )
 
@@ -91,6 +98,7 @@ class Backbone(UNetSkeleton):
         super().__init__(config, video=True)
         self.run_lowres_temporal = config.run_lowres_temporal
         self.audio_in_cross_attention = config.spec.audio_route == "cross_attention"
+        self.joint_audio = config.spec.audio_route == "joint_audio"
         channels = config.block_out_channels[0]
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels, eps=config.norm_eps)
         self.conv_act = nn.SiLU()
@@ -127,6 +135,26 @@ class Backbone(UNetSkeleton):
             motion.append(per_item[:, 1:].flatten(0, 1).permute(0, 3, 1, 2).contiguous() if n > 0 else None)
         return reference, motion
 
+    def temporal_modules(self) -> list[nn.Module]:
+        """Every temporal module, in the order they run (their `memory_slot`)."""
+        blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
+        return [module for block in blocks for module in block.motion_modules]
+
+    def prepare_memory(self, features: list[torch.Tensor], plain: list[torch.Tensor], batch: int,
+                       previous: list[list[TemporalMemory]] | None) -> list[list[TemporalMemory]]:
+        """MEMO: each temporal module's memories once this clip's past frames are added to `previous` (None:
+        a fresh start). features/plain: the ReferenceNet's (with_plain), per batch item the portrait then the
+        past frames; a layer reads its reference feature, an attention-free layer its resnet output."""
+        memories = []
+        for module in self.temporal_modules():
+            kind, slot = module.past_source
+            x = features[slot].permute(0, 3, 1, 2) if kind == "reference" else plain[slot]  # N, C, h, w
+            per_item = x.reshape(batch, -1, *x.shape[1:])
+            past = per_item[:, 1:].flatten(0, 1)
+            memories.append(add_past_frames(module, past, per_item.shape[1] - 1,
+                                            previous[module.memory_slot] if previous is not None else None))
+        return memories
+
     def forward(
         self, sample: torch.Tensor, timestep: torch.Tensor, cond: BackboneConditions,
         deep_cache: DeepFeatureCache | None = None,
@@ -148,8 +176,12 @@ class Backbone(UNetSkeleton):
             h = h + cond.face_features.to(h.dtype).repeat_interleave(f, dim=0)
         heard = None if cond.audio_heard is None else tuple(a for a in cond.audio_heard for _ in range(f))
         frame_audio = cond.audio.reshape(b * f, *cond.audio.shape[2:])
+        joint_audio = None
         if self.audio_in_cross_attention:  # EchoMimic: attn2 reads each frame's audio tokens
             context, audio = frame_audio.to(h.dtype), None
+        elif self.joint_audio:  # MEMO: the tokens go through every audio module, updated by each
+            context, audio = cond.identity.repeat_interleave(f, dim=0), None
+            joint_audio = frame_audio.to(h.dtype)
         else:
             context, audio = cond.identity.repeat_interleave(f, dim=0), FrameAudio(frame_audio, heard, cond.cache)
         ctx = UNetContext(
@@ -164,11 +196,16 @@ class Backbone(UNetSkeleton):
             speed=cond.speed,
             run_lowres_temporal=self.run_lowres_temporal,
             cache=cond.cache,
+            joint_audio=joint_audio,
+            emotion=cond.emotion,
+            memory=cond.memory,
         )
         items = cond.item_ids()
         deep = deep_cache.get(items) if deep_cache is not None and deep_cache.reusing else None
+        if deep is not None and self.joint_audio:
+            ctx.deep_audio = deep_cache.get_audio(items)
         h = self.run_blocks(h, ctx, deep=deep, keep_deep=deep_cache is not None and deep is None)
         if deep_cache is not None and deep is None:
-            deep_cache.put(items, ctx.deep_features)
+            deep_cache.put(items, ctx.deep_features, ctx.deep_audio if self.joint_audio else None)
         h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
         return h.view(b, f, -1, height, width).transpose(1, 2)

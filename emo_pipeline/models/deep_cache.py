@@ -16,15 +16,26 @@ class DeepFeatureCache:
 
     def __init__(self) -> None:
         self.features: dict[int, torch.Tensor] = {}
+        self.audio: dict[int, torch.Tensor] = {}  # MEMO: the audio tokens as the skipped blocks left them
         self.reusing = False  # set by the sampler for the steps that reuse
 
     def get(self, items: tuple[int, ...]) -> torch.Tensor | None:
         """The kept features of these items as one batch, or None when any item has none."""
-        if not all(i in self.features for i in items):
-            return None
-        parts = [self.features[i] for i in items]
-        return parts[0] if len(parts) == 1 else torch.cat(parts)
+        return _batch(self.features, items)
 
-    def put(self, items: tuple[int, ...], features: torch.Tensor) -> None:
+    def get_audio(self, items: tuple[int, ...]) -> torch.Tensor | None:
+        return _batch(self.audio, items)
+
+    def put(self, items: tuple[int, ...], features: torch.Tensor, audio: torch.Tensor | None = None) -> None:
         for i, part in zip(items, features.chunk(len(items))):
             self.features[i] = part
+        if audio is not None:
+            for i, part in zip(items, audio.chunk(len(items))):
+                self.audio[i] = part
+
+
+def _batch(kept: dict[int, torch.Tensor], items: tuple[int, ...]) -> torch.Tensor | None:
+    if not all(i in kept for i in items):
+        return None
+    parts = [kept[i] for i in items]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)

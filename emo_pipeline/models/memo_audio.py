@@ -107,14 +107,12 @@ class MemoAudioModule(nn.Module):
 
     def forward(self, x: torch.Tensor, audio: torch.Tensor, emotion: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """x [B, C, F, H, W]; audio [B, F, tokens, audio_dim] or [B·F, tokens, audio_dim]; emotion [B]."""
-        b, c, f, height, width = x.shape
-        frames = x.permute(0, 2, 1, 3, 4).reshape(b * f, c, height, width)
-        a = audio.flatten(0, 1) if audio.dim() == 4 else audio
-        h = self.proj_in(self.norm(frames))
+        """x [B·F, C, H, W] (each guidance row's frames together); audio [B·F, tokens, audio_dim]; emotion [B]
+        labels. Returns the frames and the audio tokens for the next module (None from the last one)."""
+        n, c, height, width = x.shape
+        h = self.proj_in(self.norm(x))
         inner = h.shape[1]
-        h = h.permute(0, 2, 3, 1).reshape(b * f, height * width, inner)
-        h, a_out = self.transformer_blocks[0](h, a, emotion)
-        h = self.proj_out(h.reshape(b * f, height, width, inner).permute(0, 3, 1, 2)) + frames
-        out = h.reshape(b, f, c, height, width).permute(0, 2, 1, 3, 4)
-        return out, None if self.last else a_out + a
+        h = h.permute(0, 2, 3, 1).reshape(n, height * width, inner)
+        h, a_out = self.transformer_blocks[0](h, audio, emotion)
+        h = h.reshape(n, height, width, inner).permute(0, 3, 1, 2).contiguous()  # see SpatialTransformer
+        return self.proj_out(h) + x, None if self.last else a_out + audio

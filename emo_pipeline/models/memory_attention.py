@@ -22,10 +22,19 @@ DECAY = 0.9
 
 @dataclass
 class TemporalMemory:
-    """One attention block's memory for one guidance batch: KV [B·heads, d, d], Z [B·heads, 1, d]."""
+    """One attention block's memory for a batch: KV [B·HW·heads, d, d], Z [B·HW·heads, 1, d], item-major."""
 
     kv: torch.Tensor | None = None
     z: torch.Tensor | None = None
+
+    def select(self, items: list[int], batch: int) -> "TemporalMemory":
+        """The memory of some of the `batch` items (a view when they are consecutive)."""
+        def pick(x: torch.Tensor) -> torch.Tensor:
+            per_item = x.view(batch, -1, *x.shape[1:])
+            if items == list(range(items[0], items[-1] + 1)):
+                return per_item[items[0]: items[-1] + 1].flatten(0, 1)
+            return per_item[items].flatten(0, 1)
+        return TemporalMemory(pick(self.kv), pick(self.z))
 
     def add(self, key: torch.Tensor, value: torch.Tensor) -> None:
         """key (softmaxed over frames) and value [B·heads, frames, d] of past frames, oldest first."""
@@ -65,23 +74,44 @@ def memory_attention(attn: nn.Module, x: torch.Tensor, past: torch.Tensor | None
     return attn.to_out[1](attn.to_out[0](out))
 
 
-def memory_temporal_module(module: nn.Module, x: torch.Tensor, num_frames: int, past: torch.Tensor,
-                           past_frames: int, memories: list[TemporalMemory], update: bool) -> torch.Tensor:
+def _sequences(t: nn.Module, y: torch.Tensor, frames: int) -> torch.Tensor:
+    """[B·f, C, H, W] → [B·HW, f, C] through the temporal transformer's norm and input projection."""
+    bf, c, height, width = y.shape
+    b, hw = bf // frames, height * width
+    return t.proj_in(t.norm(y).view(b, frames, c, hw).permute(0, 3, 1, 2).reshape(b * hw, frames, c))
+
+
+def add_past_frames(module: nn.Module, past: torch.Tensor, past_frames: int,
+                    previous: list[TemporalMemory] | None) -> list[TemporalMemory]:
+    """The memories of a temporal module (`TemporalModule` layout, one per attention block) once a clip's past
+    frames are added: past [B·P, C, H, W], the past frames' features, taken through the same norm, projection and
+    each block's layer norm (never updated between the blocks, no position encoding). `previous`: the memories
+    before them (left as they are), None to start afresh. They depend on the past frames alone, so a clip computes
+    them once, before its steps."""
+    t = module.temporal_transformer
+    m = _sequences(t, past, past_frames)
+    block = t.transformer_blocks[0]
+    memories = []
+    for k, (attention, norm) in enumerate(zip(block.attention_blocks, block.norms)):
+        memory = TemporalMemory() if previous is None else TemporalMemory(previous[k].kv, previous[k].z)
+        past_k = norm(m)
+        memory.add(torch.softmax(_heads(attention, attention.to_k(past_k)), dim=-2),
+                   _heads(attention, attention.to_v(past_k)))
+        memories.append(memory)
+    return memories
+
+
+def memory_temporal_module(module: nn.Module, x: torch.Tensor, num_frames: int,
+                           memories: list[TemporalMemory]) -> torch.Tensor:
     """MEMO's temporal module on our AnimateDiff layout (`TemporalModule`, the same keys): x [B·F, C, H, W];
-    past [B·P, C, H, W], the past frames' features, taken through the same norm, projection and each block's
-    layer norms (never updated, no position encoding); memories: one per attention block, to which the past
-    frames are added first when `update`. Returns [B·F, C, H, W]."""
+    memories: one per attention block (see `add_past_frames`). Returns [B·F, C, H, W]."""
     t = module.temporal_transformer
     bf, c, height, width = x.shape
     b, hw = bf // num_frames, height * width
-
-    def sequences(y: torch.Tensor, frames: int) -> torch.Tensor:  # [B·f, C, H, W] → [B·HW, f, C]
-        return t.proj_in(t.norm(y).view(b, frames, c, hw).permute(0, 3, 1, 2).reshape(b * hw, frames, c))
-
-    h, m = sequences(x, num_frames), sequences(past, past_frames)
+    h = _sequences(t, x, num_frames)
     block = t.transformer_blocks[0]
     for attention, norm, memory in zip(block.attention_blocks, block.norms, memories):
-        h = h + memory_attention(attention, attention.pos_encoder(norm(h)), norm(m) if update else None, memory)
+        h = h + memory_attention(attention, attention.pos_encoder(norm(h)), None, memory)
     h = h + block.ff(block.ff_norm(h))
     h = t.proj_out(h).view(b, hw, num_frames, c).permute(0, 2, 3, 1)
     return h.reshape(bf, c, height, width) + x

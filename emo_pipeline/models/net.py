@@ -1,7 +1,8 @@
 """EMONet: every trained part of the model under the names of Hallo's `net.pth`.
 
 EchoMimic's four files map onto the same names (reference_unet., denoising_unet., face_locator.);
-its family has no identity or audio projection (`imageproj`, `audioproj` are None)."""
+its family has no identity or audio projection (`imageproj`, `audioproj` are None). MEMO's four folders
+map onto reference_unet., denoising_unet., imageproj. and audioproj.; it has no face locator."""
 
 from __future__ import annotations
 
@@ -22,13 +23,15 @@ class EMONet(nn.Module):
         self.config = config
         self.reference_unet = ReferenceNet(config)
         self.denoising_unet = Backbone(config)
-        self.face_locator = FaceLocator(config.block_out_channels[0], config.face_locator_channels,
-                                        config.spec.face_locator_in_channels)
+        self.face_locator = None  # MEMO has none
+        if config.spec.face_locator_in_channels:
+            self.face_locator = FaceLocator(config.block_out_channels[0], config.face_locator_channels,
+                                            config.spec.face_locator_in_channels)
         self.imageproj = None
         if config.identity_tokens:
             self.imageproj = IdentityProjection(config.identity_dim, config.identity_tokens, config.cross_attention_dim)
         self.audioproj = None
-        if config.spec.audio_route == "audio_modules":  # else the features are the tokens
+        if config.spec.audio_route in ("audio_modules", "joint_audio"):  # else the features are the tokens
             self.audioproj = AudioProjection(
                 window=config.audio_window,
                 layers=config.audio_feature_layers,

@@ -5,6 +5,8 @@ In the ReferenceNet it is an ordinary SD1.5 transformer whose LayerNorm'd self-a
 block appends those reference tokens to its self-attention keys and values (Hallo's form of
 EMO's reference-attention), and attn2 reads the identity tokens (EMO/Hallo) or the frame's audio
 tokens (EchoMimic, whose output is scaled by 3; its ReferenceNet skips attn2 altogether).
+MEMO's ReferenceNet builds its very last transformer only up to that feature (`feature_only`:
+norm, proj_in and norm1; nothing reads what would come after it).
 """
 
 from __future__ import annotations
@@ -38,10 +40,14 @@ class ReferenceKV:
 
 
 class ReferenceTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, context_dim: int | None, context_scale: float = 1.0) -> None:
+    def __init__(self, dim: int, heads: int, context_dim: int | None, context_scale: float = 1.0,
+                 feature_only: bool = False) -> None:
         super().__init__()
         self.context_scale = context_scale
         self.norm1 = nn.LayerNorm(dim)
+        self.feature_only = feature_only
+        if feature_only:
+            return
         self.attn1 = make_attention(dim, heads)
         if context_dim is not None:  # EchoMimic's ReferenceNet has no cross-attention
             self.norm2 = nn.LayerNorm(dim)
@@ -76,6 +82,8 @@ class ReferenceTransformerBlock(nn.Module):
         cache: ProjectionCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm1(x)
+        if self.feature_only:
+            return x, h
         x = x + self._self_attention(h, reference)
         if self.attn2 is not None and context is not None:
             key_value = cache.key_value(self.attn2, context) if cache is not None else None
@@ -89,12 +97,13 @@ class SpatialTransformer(nn.Module):
     """GroupNorm, 1x1 projection in, one transformer block, 1x1 projection out, residual."""
 
     def __init__(self, channels: int, heads: int, context_dim: int | None, groups: int,
-                 context_scale: float = 1.0) -> None:
+                 context_scale: float = 1.0, feature_only: bool = False) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, channels, 1)
-        self.transformer_blocks = nn.ModuleList([ReferenceTransformerBlock(channels, heads, context_dim, context_scale)])
-        self.proj_out = nn.Conv2d(channels, channels, 1)
+        self.transformer_blocks = nn.ModuleList([
+            ReferenceTransformerBlock(channels, heads, context_dim, context_scale, feature_only)])
+        self.proj_out = None if feature_only else nn.Conv2d(channels, channels, 1)
 
     @property
     def block(self) -> ReferenceTransformerBlock:
@@ -109,6 +118,8 @@ class SpatialTransformer(nn.Module):
         h = self.proj_in(self.norm(x))
         h = h.permute(0, 2, 3, 1).reshape(n, height * width, c)
         h, feature = self.block(h, context, reference, cache)
+        if self.proj_out is None:
+            return x, feature.view(n, height, width, c)
         # contiguous: a channels-last result here crashes GroupNorm's CPU backward in torch 2.13
         h = h.reshape(n, height, width, c).permute(0, 3, 1, 2).contiguous()
         return self.proj_out(h) + x, feature.view(n, height, width, c)

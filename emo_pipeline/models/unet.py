@@ -20,7 +20,8 @@ class UNetSkeleton(nn.Module):
         temb_channels = channels[0] * 4
         spec = config.spec
         audio_in_attn2 = video and spec.audio_route == "cross_attention"
-        audio_modules = video and spec.audio_route == "audio_modules"
+        audio_modules = video and spec.audio_route in ("audio_modules", "joint_audio")
+        memo = spec.audio_route == "joint_audio"
         opts = BlockOptions(
             heads=config.attention_heads,
             context_dim=(config.audio_attention_dim if audio_in_attn2 else
@@ -31,6 +32,8 @@ class UNetSkeleton(nn.Module):
             temb_channels=temb_channels,
             audio_dim=config.audio_attention_dim,
             audio_masked=config.audio_attention == "masked",
+            audio_joint=memo,
+            joint_frame_norm=video and config.resnet_joint_frames,
             temporal_heads=config.temporal_heads,
             temporal_max_len=config.temporal_max_len,
             speed_dim=config.speed_embed_dim if config.has_speed_layers else 0,
@@ -62,13 +65,19 @@ class UNetSkeleton(nn.Module):
             in_ch = reversed_channels[min(i + 1, levels - 1)]
             depth = levels - 1 - i
             attention = i > 0
+            last_block = i == levels - 1
+            n = config.layers_per_block + 1
             specs = [
                 LayerSpec(
                     attention=attention,
                     audio_inner=in_ch if audio_modules and attention else None,
                     temporal=video and depth in config.temporal_levels,
+                    # MEMO: the very last audio module hands no audio on; its ReferenceNet's very last
+                    # transformer is built only up to its reference feature
+                    audio_last=memo and last_block and j == n - 1,
+                    feature_only=memo and not video and last_block and j == n - 1,
                 )
-                for _ in range(config.layers_per_block + 1)
+                for j in range(n)
             ]
             self.up_blocks.append(
                 UpBlock(in_ch, prev_ch, out_ch, specs, depth=depth, add_upsample=i < levels - 1, opts=opts)
@@ -83,9 +92,21 @@ class UNetSkeleton(nn.Module):
         self.mid_block = MidBlock(channels[-1], mid_spec, opts)
 
         # Number the spatial transformers in the order both UNets run them; the Backbone's
-        # block k reads the ReferenceNet's block k.
+        # block k reads the ReferenceNet's block k. The attention-free layers are numbered apart
+        # (MEMO's temporal memory reads their resnet outputs), and so are the temporal modules.
         for slot, attn in enumerate(self.spatial_transformers()):
             attn.slot = slot
+        plain = memory = 0
+        for block in [*self.down_blocks, self.mid_block, *self.up_blocks]:
+            if not len(block.attentions):
+                block.plain_slots = list(range(plain, plain + len(block.resnets)))
+                plain += len(block.resnets)
+            for i, module in enumerate(block.motion_modules):
+                module.memory_slot = memory
+                # where its past frames come from: the layer's reference feature, or its resnet output
+                module.past_source = ("reference", block.attentions[i].slot) if len(block.attentions) \
+                    else ("plain", block.plain_slots[i])
+                memory += 1
 
     def spatial_transformers(self) -> list[nn.Module]:
         blocks = [*self.down_blocks, self.mid_block, *self.up_blocks]
@@ -117,9 +138,11 @@ class UNetSkeleton(nn.Module):
                 h, block_skips = self._call(block, h, ctx)
                 skips.extend(block_skips)
             h, up_blocks = self._call(self.mid_block, h, ctx), self.up_blocks
+        if deep is not None and ctx.deep_audio is not None:
+            ctx.joint_audio = ctx.deep_audio  # the tokens as the skipped blocks left them
         for block in up_blocks:
             if keep_deep and block is self.up_blocks[-1]:
-                ctx.deep_features = h
+                ctx.deep_features, ctx.deep_audio = h, ctx.joint_audio
             n = len(block.resnets)
             block_skips, skips = skips[-n:], skips[:-n]
             upsample_size = tuple(skips[-1].shape[-2:]) if block.upsamplers is not None else None

@@ -12,11 +12,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from diffusers.models.resnet import Downsample2D, ResnetBlock2D, Upsample2D
 from torch import nn
 
 from .attention import ProjectionCache
 from .audio_attention import AudioAttention, FrameAudio, RegionMasks
+from .memo_audio import MemoAudioModule
+from .memory_attention import TemporalMemory, memory_temporal_module
 from .spatial_transformer import ReferenceKV, SpatialTransformer
 from .temporal import TemporalModule
 
@@ -28,6 +31,8 @@ class LayerSpec:
     attention: bool
     audio_inner: int | None = None  # inner width of the audio attention, None for none
     temporal: bool = False
+    audio_last: bool = False  # MEMO: the last audio module, which hands no audio on
+    feature_only: bool = False  # MEMO's ReferenceNet: the last transformer stops at its reference feature
 
 
 @dataclass
@@ -40,6 +45,8 @@ class BlockOptions:
     context_scale: float = 1.0  # EchoMimic scales its audio cross-attention's output by 3
     audio_dim: int = 0
     audio_masked: bool = True
+    audio_joint: bool = False  # MEMO's joint, emotion-aware audio modules
+    joint_frame_norm: bool = False  # the resnets' GroupNorms span each item's frames (MEMO)
     temporal_heads: int = 8
     temporal_max_len: int = 32
     temporal_groups: int = 32  # AnimateDiff's temporal GroupNorm always has 32 groups
@@ -67,8 +74,17 @@ class UNetContext:
     speed: torch.Tensor | None = None
     run_lowres_temporal: bool = False
     features: list[torch.Tensor] | None = None
+    # the resnet outputs of attention-free layers, collected with `features` where MEMO's
+    # temporal memory reads them (indexed by `plain_slots`)
+    plain_features: list[torch.Tensor] | None = None
     cache: ProjectionCache | None = None
     deep_features: torch.Tensor | None = None  # the top up-block's input, kept for DeepCache
+    # MEMO: the audio tokens as the last audio module left them [N, T, C] (each module updates them),
+    # the emotion label of each batch item, and each temporal module's memory (by `memory_slot`)
+    joint_audio: torch.Tensor | None = None
+    emotion: torch.Tensor | None = None
+    memory: list[list[TemporalMemory]] | None = None
+    deep_audio: torch.Tensor | None = None  # joint_audio at the top up-block's input, for DeepCache
 
 
 class UNetLayers(nn.Module):
@@ -82,11 +98,16 @@ class UNetLayers(nn.Module):
                           groups=opts.groups, eps=opts.eps)
             for c in in_channels
         )
+        self.joint_frame_norm = opts.joint_frame_norm
+        self.plain_slots: list[int] = []  # numbered by UNetSkeleton when this block has no attention
         self.attentions = nn.ModuleList(
-            SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups, opts.context_scale)
+            SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups, opts.context_scale,
+                               s.feature_only)
             for s in specs if s.attention
         )
         self.audio_modules = nn.ModuleList(
+            MemoAudioModule(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, s.audio_last)
+            if opts.audio_joint else
             AudioAttention(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, opts.audio_masked)
             for s in specs if s.audio_inner is not None
         )
@@ -96,11 +117,18 @@ class UNetLayers(nn.Module):
         )
 
     def _layer(self, i: int, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
-        return self._conditioning(i, self.resnets[i](h, ctx.temb), ctx)
+        return self._conditioning(i, self._resnet(i, h, ctx), ctx)
+
+    def _resnet(self, i: int, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
+        if self.joint_frame_norm:
+            return resnet_over_frames(self.resnets[i], h, ctx.temb, ctx.num_frames)
+        return self.resnets[i](h, ctx.temb)
 
     def _conditioning(self, i: int, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
         """Spatial (reference) attention, audio attention and temporal module of layer i."""
         motion = None
+        if ctx.plain_features is not None and not len(self.attentions):
+            ctx.plain_features.append(h)
         if len(self.attentions):
             attn = self.attentions[i]
             reference = ctx.reference[attn.slot] if ctx.reference is not None else None
@@ -108,13 +136,20 @@ class UNetLayers(nn.Module):
             if ctx.features is not None:
                 ctx.features.append(feature)
             motion = ctx.motion[attn.slot] if ctx.motion is not None else None
-        if len(self.audio_modules):
+        if len(self.audio_modules) and ctx.joint_audio is not None:
+            h, tokens = self.audio_modules[i](h, ctx.joint_audio, ctx.emotion)
+            ctx.joint_audio = tokens if tokens is not None else ctx.joint_audio
+        elif len(self.audio_modules):
             masks = ctx.masks[self.depth] if ctx.masks is not None else None
             h = self.audio_modules[i](h, ctx.audio, masks, ctx.region_weights)
         # Attention-free (lowest resolution) blocks have no reference features to join; Hallo
         # never runs their temporal modules at all.
         if len(self.motion_modules) and (len(self.attentions) or ctx.run_lowres_temporal):
-            h = self._temporal(self.motion_modules[i], h, motion, ctx)
+            module = self.motion_modules[i]
+            if ctx.memory is not None:
+                h = memory_temporal_module(module, h, ctx.num_frames, ctx.memory[module.memory_slot])
+            else:
+                h = self._temporal(module, h, motion, ctx)
         return h
 
     @staticmethod
@@ -161,8 +196,8 @@ class MidBlock(UNetLayers):
         self._build_layers([channels, channels], channels, [spec], depth=3, opts=opts)
 
     def forward(self, h: torch.Tensor, ctx: UNetContext) -> torch.Tensor:
-        h = self._conditioning(0, self.resnets[0](h, ctx.temb), ctx)
-        return self.resnets[1](h, ctx.temb)
+        h = self._conditioning(0, self._resnet(0, h, ctx), ctx)
+        return self._resnet(1, h, ctx)
 
 
 class UpBlock(UNetLayers):
@@ -188,3 +223,20 @@ class UpBlock(UNetLayers):
         if self.upsamplers is not None:
             h = self.upsamplers[0](h, output_size=upsample_size)
         return h
+
+
+def _group_norm_over_frames(norm: nn.GroupNorm, x: torch.Tensor, frames: int) -> torch.Tensor:
+    bf, c, height, width = x.shape
+    y = x.view(bf // frames, frames, c, height * width).transpose(1, 2)  # B, C, F, HW: groups span the frames
+    y = F.group_norm(y, norm.num_groups, norm.weight, norm.bias, norm.eps)
+    return y.transpose(1, 2).reshape(bf, c, height, width)
+
+
+def resnet_over_frames(resnet: ResnetBlock2D, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
+    """diffusers' ResnetBlock2D ("default" time embedding) on [B·F, C, H, W] with its GroupNorms taken over each
+    item's F frames together, as a plain GroupNorm on MEMO's [B, C, F, H, W] tensors does."""
+    h = resnet.conv1(resnet.nonlinearity(_group_norm_over_frames(resnet.norm1, x, frames)))
+    h = h + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
+    h = resnet.conv2(resnet.dropout(resnet.nonlinearity(_group_norm_over_frames(resnet.norm2, h, frames))))
+    shortcut = resnet.conv_shortcut(x) if resnet.conv_shortcut is not None else x
+    return (shortcut + h) / resnet.output_scale_factor
