@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .presets import PRESETS
+from .families import EMOTIONS
 from .schedulers import SCHEDULERS
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -45,7 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--motion-frames", type=int)
     gen.add_argument("--context-overlap", type=int,
                      help="EchoMimic: frames shared by neighbouring context windows (default: its own, 3)")
-    gen.add_argument("--scheduler", choices=list(SCHEDULERS), help="default: the preset's, else ddim")
+    gen.add_argument("--scheduler", choices=list(SCHEDULERS),
+                     help="default: the preset's, else the model's own (ddim; flow_euler for MEMO)")
+    gen.add_argument("--emotion", choices=list(EMOTIONS),
+                     help="MEMO models: the emotion to express (default: neutral); other models ignore it")
     gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                      help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
     gen.add_argument("--cache-interval", type=int,
@@ -281,7 +285,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
         context_overlap=args.context_overlap,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        cache_interval=args.cache_interval, head_speed=args.head_speed,
+        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=_stop_requested),
     )
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")

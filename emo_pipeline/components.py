@@ -13,6 +13,12 @@ or EchoMimic's download as it comes (`pretrained_weights/`):
     <model>/sd-vae-ft-mse/
     <model>/audio_processor/whisper_tiny.pt                 (openai-whisper's tiny.pt)
 
+or MEMO's download as it comes (memoavatar/memo; the VAE and wav2vec2 are not part of it: put
+sd-vae-ft-mse and wav2vec2-base-960h beside the folder, e.g. in models/emo/):
+
+    <model>/reference_net/, diffusion_net/, image_proj/, audio_proj/   (config.json + safetensors each)
+    <model>/misc/face_analysis/models/, misc/vocal_separator/Kim_Vocal_2.onnx
+
 The VAE and audio encoder are looked for beside the network file first, then in the
 `shared` folders given (ComfyUI's models/emo/), then one level up (models/emo/<name>/net.pth
 finds models/emo/vae/), so several networks can share them. Each may also be a single
@@ -29,7 +35,7 @@ import torch
 
 from .audio.encoder import AudioEncoder
 from .config import EMOConfig
-from .loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, open_network
+from .loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, memo_folder, open_network
 from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
 
@@ -43,7 +49,11 @@ WHISPER_NAMES = ("audio_processor/whisper_tiny.pt", "whisper_tiny.pt", "whisper/
 
 
 def find_net(model: Path) -> Path:
-    """The network: a file, or a folder holding net.* (or EchoMimic's files: the folder stands for them)."""
+    """The network: a file, or a folder holding net.* (or EchoMimic's files or MEMO's folders: the folder stands
+    for them)."""
+    memo = memo_folder(model)
+    if memo is not None:
+        return memo
     if model.is_file():
         return model
     if not model.is_dir():
@@ -57,8 +67,9 @@ def find_net(model: Path) -> Path:
     if len(candidates) == 1:
         return candidates[0]
     raise FileNotFoundError(
-        f"No network file in {model}: put Hallo's or Hallo2's net.pth (or our net.safetensors) there, or "
-        "EchoMimic's denoising_unet.pth, reference_unet.pth, motion_module.pth and face_locator.pth."
+        f"No network file in {model}: put Hallo's or Hallo2's net.pth (or our net.safetensors) there, "
+        "EchoMimic's denoising_unet.pth, reference_unet.pth, motion_module.pth and face_locator.pth, or MEMO's "
+        "reference_net/, diffusion_net/, image_proj/ and audio_proj/ folders."
     )
 
 

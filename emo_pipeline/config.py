@@ -47,8 +47,8 @@ class EMOConfig:
     norm_num_groups: int = 32
     norm_eps: float = 1e-5
     latent_channels: int = 4
-    # The Backbone's resnet GroupNorms: per frame (Hallo's inflated norm), or over all of a clip's
-    # frames together (MEMO's diffusion_net when its config has use_inflated_groupnorm false).
+    # The Backbone's resnet and output GroupNorms: per frame (Hallo's inflated norm), or over all of a
+    # clip's frames together (MEMO's diffusion_net when its config has use_inflated_groupnorm false).
     resnet_joint_frames: bool = False
 
     # --- temporal (AnimateDiff-style) modules ---

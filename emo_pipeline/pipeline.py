@@ -3,10 +3,11 @@
 The core (devices and precision, audio features, VAE, portrait, guidance) serves every model
 family; the family (families.py) picks the audio front end and the sampling loop:
 
-* motion frames (EMO, Hallo, Hallo2): each clip of f frames continues from the last n frames of
-  the previous one. The ReferenceNet runs once per clip on the portrait and the motion frames;
+* motion frames (EMO, Hallo, Hallo2, MEMO): each clip of f frames continues from the last n frames
+  of the previous one. The ReferenceNet runs once per clip on the portrait and the motion frames;
   the Backbone denoises the clip's latents with classifier-free guidance; the VAE decodes them in
-  chunks and the frames are handed out before the next clip starts.
+  chunks and the frames are handed out before the next clip starts. MEMO's temporal modules keep
+  a memory of every past clip instead (the motion frames are added to it once per clip).
 * context windows (EchoMimic): the whole video's latents are denoised together in overlapping
   windows (context_windows.py), then decoded chunk by chunk.
 """
@@ -27,6 +28,7 @@ from .audio.encoder import AudioEncoder, frame_count, normalize_speech
 from .compile import CompiledModule
 from .config import EMOConfig
 from .context_windows import iter_windowed_video
+from .families import EMOTIONS, emotion_label
 from .models import BackboneConditions, EMONet
 from .models.frame_windows import frame_windows
 from .models.attention import attention_score_budget
@@ -105,6 +107,7 @@ class SamplingOptions:
     # The window itself is `frames_per_clip` frames.
     context_overlap: int | None = None
     head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
+    emotion: str | None = None  # MEMO: one of families.EMOTIONS; None: neutral
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
     decode_chunk_size: int = 8
     callbacks: Callbacks = field(default_factory=Callbacks)
@@ -307,7 +310,7 @@ class EMOPipeline:
     def _iter_clips(self, portrait: Portrait, audio: AudioFeatures, opts: SamplingOptions) -> Iterator[torch.Tensor]:
         cfg = self.config
         f, n, steps = opts.frames_per_clip, opts.motion_frames, opts.steps
-        if n + f > cfg.temporal_max_len:
+        if (n if cfg.spec.motion_route == "joined" else 0) + f > cfg.temporal_max_len:
             raise ValueError(f"frames_per_clip + motion_frames = {n + f} exceeds {cfg.temporal_max_len}, "
                              "the longest sequence this model's temporal modules know.")
         if audio.features.shape[0] % f:
@@ -325,10 +328,13 @@ class EMOPipeline:
         latent_shape = (1, cfg.latent_channels, f, ref_latent.shape[-2], ref_latent.shape[-1])
 
         previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
+        memory = None  # MEMO: each temporal module's memory of the clips so far
         done_steps = 0
         backbone = self._compiled if self.compile else net.denoising_unet
         for clip in range(total_clips):
-            cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator)
+            cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator,
+                                        memory)
+            memory = cond.memory
             denoise = Denoiser(backbone, cond, use_cfg, opts.guidance_scale, self.low_vram,
                                DeepFeatureCache() if opts.cache_interval > 1 else None)
             del cond  # the denoiser holds what it needs (in low-VRAM mode, only per-item copies)
@@ -336,12 +342,13 @@ class EMOPipeline:
             scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
             scheduler.set_timesteps(steps, device=device)
             step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
-            latents = latents * scheduler.init_noise_sigma
+            latents = latents * getattr(scheduler, "init_noise_sigma", 1.0)  # flow matching starts at σ = 1
+            scale_input = getattr(scheduler, "scale_model_input", lambda x, t: x)
             for t, (guided, reuse) in zip(scheduler.timesteps, plan):
                 if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
                     raise GenerationCancelled()
                 with self._stage("denoising"):
-                    pred = denoise(scheduler.scale_model_input(latents, t), t, guided, reuse)
+                    pred = denoise(scale_input(latents, t), t, guided, reuse)
                 out = scheduler.step(pred, t, latents, **step_kwargs)
                 latents = out.prev_sample
                 done_steps += 1
@@ -363,14 +370,21 @@ class EMOPipeline:
     # ------------------------------------------------------------------ helpers
     def clip_conditions(self, portrait: Portrait, ref_latent: torch.Tensor, conds: dict[str, torch.Tensor],
                         audio: AudioFeatures, clip: int, previous: torch.Tensor | None, opts: SamplingOptions,
-                        use_cfg: bool, generator: torch.Generator) -> BackboneConditions:
+                        use_cfg: bool, generator: torch.Generator, memory=None) -> BackboneConditions:
         """Everything the Backbone reads for one clip: ReferenceNet features of the portrait and the
-        motion frames, the clip's audio tokens, masks, identity, face region and speed."""
+        motion frames, the clip's audio tokens, masks, identity, face region and speed; for MEMO the
+        temporal memory (`memory`: the one before this clip) and the emotion label."""
         cfg, net = self.config, self.net
         f, n = opts.frames_per_clip, opts.motion_frames
         with self._stage("reference net"):
             reference, motion = self._reference_features(
-                portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator)
+                portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator, memory)
+        emotion = None
+        if cfg.spec.audio_route == "joint_audio":
+            memory, motion = motion, None
+            label = emotion_label(opts.emotion or "neutral")
+            # the unconditional row has no emotion: the label after the last class
+            emotion = torch.tensor([len(EMOTIONS), label] if use_cfg else [label], device=self.device)
         windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)
         audio_tokens = net.audioproj(windows.to(self.device, self.dtype))
         if use_cfg:  # the unconditional item hears nothing (Hallo: zero tokens)
@@ -381,25 +395,30 @@ class EMOPipeline:
             region_weights=tuple(opts.region_weights),
             speed=self._speed_embedding(opts.head_speed, clip, f, conds["identity"].shape[0]),
             audio_heard=(False, True) if use_cfg else None,
+            emotion=emotion,
+            memory=memory if emotion is not None else None,
         )
 
     def static_conditions(self, portrait: Portrait, use_cfg: bool) -> dict[str, torch.Tensor]:
         """Identity tokens and face-locator features for the batch rows [uncond, cond] (or [cond])."""
         cfg, net = self.config, self.net
         identity = net.imageproj(portrait.identity[None])
-        face = net.face_locator(portrait.face_region[None])
+        face = net.face_locator(portrait.face_region[None]) if net.face_locator is not None else None
         if use_cfg:
             # Hallo's unconditional identity is the projection of a zero embedding, not zero tokens.
             uncond_identity = net.imageproj(torch.zeros_like(portrait.identity[None])) \
                 if cfg.uncond_drops_identity else identity
-            uncond_face = torch.zeros_like(face) if cfg.uncond_drops_face_region else face
+            uncond_face = torch.zeros_like(face) if cfg.uncond_drops_face_region and face is not None else face
             identity = torch.cat([uncond_identity, identity])
-            face = torch.cat([uncond_face, face])
+            face = torch.cat([uncond_face, face]) if face is not None else None
         return {"identity": identity, "face": face}
 
     def _reference_features(self, portrait: Portrait, ref_latent: torch.Tensor, previous: torch.Tensor | None,
-                            n: int, identity: torch.Tensor, use_cfg: bool, f: int, generator: torch.Generator):
-        """Run the ReferenceNet on [portrait, motion frames] for every batch row."""
+                            n: int, identity: torch.Tensor, use_cfg: bool, f: int, generator: torch.Generator,
+                            memory=None):
+        """Run the ReferenceNet on [portrait, motion frames] for every batch row → (reference keys/values,
+        motion-frame features), or for MEMO (reference keys/values, the temporal memory with these frames added
+        to `memory`)."""
         cfg, net = self.config, self.net
         rows = identity.shape[0]
         zero_motion = False
@@ -431,13 +450,18 @@ class EMOPipeline:
         latents = latents.repeat(rows, 1, 1, 1)
         # Hallo pairs ReferenceNet rows with identity tokens cyclically ([u, c, u, c, ...]).
         context = identity.repeat(per_row, 1, 1)
+        use_reference = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
+        if cfg.spec.motion_route == "memory":
+            features, plain = net.reference_unet(latents, context, with_plain=True)
+            reference, _ = net.denoising_unet.prepare_reference(features, rows, f, use_reference,
+                                                                cfg.reference_tiles_batch, motion=False)
+            return reference, net.denoising_unet.prepare_memory(features, plain, rows, memory)
         features = net.reference_unet(latents, context)
         if zero_motion:
             features = [
                 torch.cat([x.view(rows, 1, *x.shape[1:]), x.new_zeros(rows, n, *x.shape[1:])], dim=1).flatten(0, 1)
                 for x in features
             ]
-        use_reference = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
         return net.denoising_unet.prepare_reference(features, rows, f, use_reference, cfg.reference_tiles_batch)
 
     def _speed_embedding(self, head_speed, clip: int, f: int, rows: int) -> torch.Tensor | None:

@@ -164,3 +164,36 @@ def write_mask_separator(path: str | Path, gains: "np.ndarray", channel_order: t
     path.parent.mkdir(parents=True, exist_ok=True)
     onnx.save(model, str(path))
     return path
+
+
+def write_tiny_memo_folder(root: str | Path, config: EMOConfig | None = None, seed: int = 0,
+                           use_inflated_groupnorm: bool | None = False) -> Path:
+    """A tiny MEMO download in its own layout: <root>/memo/{reference_net,diffusion_net,image_proj,audio_proj}/
+    with diffusion_pytorch_model.safetensors and config.json each (diffusion_net's says use_inflated_groupnorm,
+    or leaves it out when None), and vae/ and wav2vec/ beside it in <root>. Returns the MEMO folder."""
+    import json
+
+    from .config import tiny_memo_config
+    from .loading import MEMO_PARTS, MEMO_WEIGHTS, write_safetensors
+
+    root = Path(root)
+    config = config or tiny_memo_config()
+    net, vae, encoder = tiny_components(config, seed)
+    folder = root / "memo"
+    state = net.state_dict()
+    classes = {"reference_net": "UNet2DConditionModel", "diffusion_net": "UNet3DConditionModel",
+               "image_proj": "ImageProjModel", "audio_proj": "AudioProjModel"}
+    for prefix, name in MEMO_PARTS:
+        part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        write_safetensors(folder / name / MEMO_WEIGHTS, {k: (v.shape, v.dtype) for k, v in part.items()},
+                          part.__getitem__, {"format": "pt"})
+        settings = {"_class_name": classes[name], "_diffusers_version": "0.31.0"}
+        if name == "diffusion_net" and use_inflated_groupnorm is not None:
+            settings["use_inflated_groupnorm"] = use_inflated_groupnorm
+        (folder / name / "config.json").write_text(json.dumps(settings))
+    vae.save_pretrained(root / "vae")
+    encoder.model.save_pretrained(root / "wav2vec")
+    (root / "wav2vec" / "preprocessor_config.json").write_text(
+        '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
+    return folder

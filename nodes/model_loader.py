@@ -14,7 +14,7 @@ import folder_paths
 from comfy.model_patcher import ModelPatcher
 
 from ..emo_pipeline.components import load_pipeline
-from ..emo_pipeline.loading import PICKLE_SUFFIXES
+from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
 from ..emo_pipeline.pipeline import EMOPipeline
 from .notify import relays_warnings
 
@@ -26,8 +26,9 @@ AUDIO_FOLDER = "audio_encoders"  # ComfyUI core's folder for audio encoders (wav
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
-        "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/. "
-        "See the pack's README, 'Model folder'.")
+        "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/; or "
+        "MEMO's download (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/, misc/) as "
+        "{folder}/memo/. See the pack's README, 'Model folder'.")
 # Files of EchoMimic's download that are parts of a network, not networks to pick: the list shows its
 # denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files.
 ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
@@ -54,6 +55,9 @@ def network_files() -> list[str]:
     names = []
     for name in folder_paths.get_filename_list(FOLDER):
         parts = Path(name).parts
+        if parts[-2:] == ("diffusion_net", MEMO_WEIGHTS) and len(parts) <= 3:
+            names.append(name)  # MEMO's download: its diffusion net stands for its four folders
+            continue
         if parts[0] in SUPPORT_FOLDERS or parts[0].startswith(".") or len(parts) > 2:
             continue  # hidden folders hold train-demo's work files, not finished networks
         if parts[-1] in ECHOMIMIC_PART_FILES or parts[-1].startswith("whisper"):
@@ -107,7 +111,8 @@ class EMOModel:
 
 class LoadEMOModel:
     DESCRIPTION = ("Loads an EMO-family model from models/emo: Hallo / Hallo2 net.pth, EchoMimic's files "
-                   "(denoising_unet.pth, or denoising_unet_acc.pth for its 6-step weights), or an EMO .safetensors.")
+                   "(denoising_unet.pth, or denoising_unet_acc.pth for its 6-step weights), MEMO's folders "
+                   "(memo/diffusion_net/diffusion_pytorch_model.safetensors), or an EMO .safetensors.")
     CATEGORY = "EMO"
     FUNCTION = "load"
     RETURN_TYPES = ("EMO_MODEL",)
@@ -118,7 +123,8 @@ class LoadEMOModel:
         return {
             "required": {
                 "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/ (for EchoMimic, "
-                               "its denoising_unet[_acc].pth: the other three files are read from beside it)."}),
+                               "its denoising_unet[_acc].pth: the other three files are read from beside it; for "
+                               "MEMO, diffusion_net's file: the other three folders are read from beside it)."}),
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                               "tooltip": "auto: fp16 on a GPU (as Hallo runs), fp32 on the CPU."}),
                 "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's main device."}),

@@ -12,6 +12,7 @@ import comfy.utils
 import latent_preview
 
 from ..emo_pipeline.cost import clip_memory, video_latent_bytes
+from ..emo_pipeline.families import EMOTIONS
 from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
 from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
@@ -19,6 +20,7 @@ from .notify import relays_warnings
 
 
 PRESET_CHOICES = ["custom", *PRESETS]
+AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
 _activations: dict[tuple, int] = {}
 
 
@@ -36,8 +38,9 @@ def activation_bytes(pipeline, options: SamplingOptions) -> int:
 
 class EMOSampler:
     DESCRIPTION = ("Generates the talking-head frames. Hallo/EMO models make long audio of clips that continue from "
-                   "the last frames of the previous clip; EchoMimic models denoise the whole video at once in "
-                   "overlapping windows. The progress bar counts every step of every clip (or window).")
+                   "the last frames of the previous clip; MEMO models keep a memory of every clip so far; EchoMimic "
+                   "models denoise the whole video at once in overlapping windows. The progress bar counts every "
+                   "step of every clip (or window).")
     CATEGORY = "EMO"
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE",)
@@ -52,17 +55,19 @@ class EMOSampler:
                 "audio": ("EMO_AUDIO",),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
                 "steps": ("INT", {"default": 0, "min": 0, "max": 200,
-                                  "tooltip": "0: the model's own (40 Hallo, 30 EchoMimic, 6 EchoMimic acc)."}),
+                                  "tooltip": "0: the model's own (40 Hallo, 30 EchoMimic, 6 EchoMimic acc, 20 MEMO)."}),
                 "cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
                                   "tooltip": "Guidance scale; 1 turns guidance off (twice as fast). 0: the model's "
-                                             "own (3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc)."}),
+                                             "own (3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc, 3.5 MEMO)."}),
                 "frames_per_clip": ("INT", {"default": 0, "min": 0, "max": 30,
-                                            "tooltip": "0: the model's own (16 for Hallo, 12 for EMO; for EchoMimic "
-                                                       "the context window, 12)."}),
+                                            "tooltip": "0: the model's own (16 for Hallo and MEMO, 12 for EMO; for "
+                                                       "EchoMimic the context window, 12)."}),
                 "motion_frames": ("INT", {"default": -1, "min": -1, "max": 16,
-                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO, none for "
-                                                     "EchoMimic)."}),
-                "scheduler": (list(SCHEDULERS), {"default": "ddim"}),
+                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO, 16 past frames "
+                                                     "for MEMO's memory, none for EchoMimic)."}),
+                "scheduler": ([AUTO, *SCHEDULERS], {"default": AUTO,
+                              "tooltip": "auto: the model's own (DDIM; flow_euler for MEMO, a rectified-flow model "
+                                         "that also takes dpmpp_2m and unipc)."}),
             },
             "optional": {
                 "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 64,
@@ -88,20 +93,24 @@ class EMOSampler:
                 "context_overlap": ("INT", {"default": -1, "min": -1, "max": 29,
                                     "tooltip": "EchoMimic models: frames shared by neighbouring context windows. "
                                                "-1: the model's own (3)."}),
+                "emotion": (list(EMOTIONS), {"default": "neutral",
+                            "tooltip": "MEMO models: the emotion its audio modules express (MEMO's own pipeline "
+                                       "detects it from the voice with emotion2vec; here it is chosen). Other "
+                                       "models ignore it."}),
             },
         }
 
     @relays_warnings
     def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
-               preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1):
+               preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral"):
         size = model.pipeline.config.sample_size
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
         for clip in iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                                 decode_chunk, pose_weight, face_weight, lip_weight, head_speed, preset, guidance_end,
-                                cache_interval, context_overlap):
+                                cache_interval, context_overlap, emotion):
             frames[done: done + len(clip)] = clip
             done += len(clip)
         return (frames,)
@@ -129,7 +138,7 @@ def available_ram() -> int | None:
 
 def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                 decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0, preset="custom",
-                guidance_end=1.0, cache_interval=1, context_overlap=-1) -> Iterator[torch.Tensor]:
+                guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral") -> Iterator[torch.Tensor]:
     """The frames [f, S, S, 3] of EMO Sampler's widgets, clip by clip as they are decoded, with ComfyUI's
     progress bar, previews and cancel."""
     config = model.pipeline.config
@@ -137,7 +146,8 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
     f = frames_per_clip or config.frames_per_clip
     n = config.motion_frames if motion_frames < 0 or windows else motion_frames
     if preset == "custom":
-        knobs = dict(preset=None, steps=steps or None, scheduler=scheduler, guidance_interval=(0.0, guidance_end),
+        knobs = dict(preset=None, steps=steps or None, scheduler=None if scheduler == AUTO else scheduler,
+                     guidance_interval=(0.0, guidance_end),
                      cache_interval=1 if windows else cache_interval)
     else:
         knobs = dict(preset=preset)
@@ -145,7 +155,7 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
         seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
         context_overlap=None if context_overlap < 0 else context_overlap,
         region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
-        head_speed=head_speed if config.has_speed_layers else None, **knobs), config)
+        head_speed=head_speed if config.has_speed_layers else None, emotion=emotion, **knobs), config)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
     memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
                                                                             model.pipeline.dtype)

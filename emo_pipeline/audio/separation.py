@@ -23,6 +23,7 @@ from .resample import resample
 
 SEPARATOR_FOLDER = "audio_separator"
 SEPARATOR_FILE = "Kim_Vocal_2.onnx"
+MEMO_SEPARATOR_FOLDER = "misc/vocal_separator"  # where MEMO's download keeps the same file
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,11 @@ KIM_VOCAL_2 = MDXParams()
 
 
 def find_separator(folders: list[Path]) -> Path | None:
-    """Kim_Vocal_2.onnx in <folder>/audio_separator/ (as Hallo's download keeps it) or <folder>/."""
+    """Kim_Vocal_2.onnx in <folder>/audio_separator/ (as Hallo's download keeps it), <folder>/misc/vocal_separator/
+    (MEMO's) or <folder>/."""
     for folder in folders:
-        for candidate in (Path(folder) / SEPARATOR_FOLDER / SEPARATOR_FILE, Path(folder) / SEPARATOR_FILE):
+        for candidate in (Path(folder) / SEPARATOR_FOLDER / SEPARATOR_FILE,
+                          Path(folder) / MEMO_SEPARATOR_FOLDER / SEPARATOR_FILE, Path(folder) / SEPARATOR_FILE):
             if candidate.is_file():
                 return candidate
     return None

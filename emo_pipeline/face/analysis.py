@@ -23,8 +23,9 @@ ARCFACE_FILE = "glintr100.onnx"
 # insightface's antelopev2 set in models/insightface/models/antelopev2/ (the same two files), and
 # buffalo_l's detector (det_10g.onnx) is the same SCRFD network. buffalo_l's ArcFace (w600k_r50) is
 # another embedding than Hallo's glintr100, so it is not used.
+# Hallo's and EchoMimic's layouts, insightface's packs, and MEMO's misc/face_analysis/models
 SEARCH_SUBDIRS = (".", "face_analysis/models", "face_analysis", "models", "models/antelopev2", "antelopev2",
-                  "models/buffalo_l", "buffalo_l")
+                  "models/buffalo_l", "buffalo_l", "misc/face_analysis/models")
 SCRFD_FILES = (SCRFD_FILE, "det_10g.onnx")
 FALLBACK_WARNING = (
     "Face analysis is using the built-in cascade detector: no landmarks and no identity embedding "

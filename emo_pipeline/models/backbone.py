@@ -21,7 +21,7 @@ from .deep_cache import DeepFeatureCache
 from .memory_attention import TemporalMemory, add_past_frames
 from .spatial_transformer import ReferenceKV
 from .unet import UNetSkeleton
-from .unet_blocks import UNetContext
+from .unet_blocks import UNetContext, group_norm_over_frames
 
 
 @dataclass
@@ -99,6 +99,7 @@ class Backbone(UNetSkeleton):
         self.run_lowres_temporal = config.run_lowres_temporal
         self.audio_in_cross_attention = config.spec.audio_route == "cross_attention"
         self.joint_audio = config.spec.audio_route == "joint_audio"
+        self.joint_frame_norm = config.resnet_joint_frames
         channels = config.block_out_channels[0]
         self.conv_norm_out = nn.GroupNorm(config.norm_num_groups, channels, eps=config.norm_eps)
         self.conv_act = nn.SiLU()
@@ -106,7 +107,7 @@ class Backbone(UNetSkeleton):
 
     def prepare_reference(
         self, features: list[torch.Tensor], batch: int, num_frames: int, use_reference: Sequence[bool],
-        tile_items: bool = False,
+        tile_items: bool = False, motion: bool = True,
     ) -> tuple[list[ReferenceKV | None], list[torch.Tensor | None]]:
         """Split ReferenceNet features into reference keys/values and motion-frame features.
 
@@ -114,6 +115,7 @@ class Backbone(UNetSkeleton):
         `use_reference` (one bool per item) marks the items whose self-attention sees the portrait.
         Keys and values are projected once here, one per item, and reused for every frame and step.
 
+        `motion` False leaves the motion-frame features out (MEMO reads them through its memory).
         `tile_items` reproduces Hallo: it tiles the items' portrait features over the frames
         ([item 0, item 1, item 0, ...] for the B*F rows) instead of repeating each item's own, so
         under guidance the conditional frames alternate between the two ReferenceNet passes.
@@ -121,7 +123,7 @@ class Backbone(UNetSkeleton):
         use = [bool(u) for u in use_reference]
         rows = range(batch * num_frames)
         sources = tuple((r % batch if tile_items else r // num_frames) if use[r // num_frames] else None for r in rows)
-        reference, motion = [], []
+        reference, motion_features = [], []
         for attn, feature in zip(self.spatial_transformers(), features):
             per_item = feature.view(batch, -1, *feature.shape[1:])  # B, 1+n, h, w, C
             n = per_item.shape[1] - 1
@@ -132,8 +134,9 @@ class Backbone(UNetSkeleton):
             else:
                 reference.append(None)
             # contiguous once per clip: the temporal modules read these at every step
-            motion.append(per_item[:, 1:].flatten(0, 1).permute(0, 3, 1, 2).contiguous() if n > 0 else None)
-        return reference, motion
+            motion_features.append(per_item[:, 1:].flatten(0, 1).permute(0, 3, 1, 2).contiguous()
+                                   if n > 0 and motion else None)
+        return reference, motion_features
 
     def temporal_modules(self) -> list[nn.Module]:
         """Every temporal module, in the order they run (their `memory_slot`)."""
@@ -207,5 +210,7 @@ class Backbone(UNetSkeleton):
         h = self.run_blocks(h, ctx, deep=deep, keep_deep=deep_cache is not None and deep is None)
         if deep_cache is not None and deep is None:
             deep_cache.put(items, ctx.deep_features, ctx.deep_audio if self.joint_audio else None)
-        h = self.conv_out(self.conv_act(self.conv_norm_out(h)))
+        # MEMO's output norm spans the frames too, as its resnets' do (use_inflated_groupnorm false)
+        norm = group_norm_over_frames(self.conv_norm_out, h, f) if self.joint_frame_norm else self.conv_norm_out(h)
+        h = self.conv_out(self.conv_act(norm))
         return h.view(b, f, -1, height, width).transpose(1, 2)

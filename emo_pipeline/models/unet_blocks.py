@@ -225,7 +225,8 @@ class UpBlock(UNetLayers):
         return h
 
 
-def _group_norm_over_frames(norm: nn.GroupNorm, x: torch.Tensor, frames: int) -> torch.Tensor:
+def group_norm_over_frames(norm: nn.GroupNorm, x: torch.Tensor, frames: int) -> torch.Tensor:
+    """`norm` on [B·F, C, H, W] with each group's statistics taken over the item's F frames together."""
     bf, c, height, width = x.shape
     y = x.view(bf // frames, frames, c, height * width).transpose(1, 2)  # B, C, F, HW: groups span the frames
     y = F.group_norm(y, norm.num_groups, norm.weight, norm.bias, norm.eps)
@@ -235,8 +236,8 @@ def _group_norm_over_frames(norm: nn.GroupNorm, x: torch.Tensor, frames: int) ->
 def resnet_over_frames(resnet: ResnetBlock2D, x: torch.Tensor, temb: torch.Tensor, frames: int) -> torch.Tensor:
     """diffusers' ResnetBlock2D ("default" time embedding) on [B·F, C, H, W] with its GroupNorms taken over each
     item's F frames together, as a plain GroupNorm on MEMO's [B, C, F, H, W] tensors does."""
-    h = resnet.conv1(resnet.nonlinearity(_group_norm_over_frames(resnet.norm1, x, frames)))
+    h = resnet.conv1(resnet.nonlinearity(group_norm_over_frames(resnet.norm1, x, frames)))
     h = h + resnet.time_emb_proj(resnet.nonlinearity(temb))[:, :, None, None]
-    h = resnet.conv2(resnet.dropout(resnet.nonlinearity(_group_norm_over_frames(resnet.norm2, h, frames))))
+    h = resnet.conv2(resnet.dropout(resnet.nonlinearity(group_norm_over_frames(resnet.norm2, h, frames))))
     shortcut = resnet.conv_shortcut(x) if resnet.conv_shortcut is not None else x
     return (shortcut + h) / resnet.output_scale_factor
