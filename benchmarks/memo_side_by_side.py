@@ -175,6 +175,7 @@ def main() -> None:
                         face_box=(0.0, 0.0, 1.0, 1.0))
     audio = AudioFeatures(speech=torch.zeros(frames * 16000 // 30), features=features, num_frames=frames,
                           fps=30.0, clip_length=16)
+    ours.profile = True
     with StepRecorder() as our_steps:
         started = time.perf_counter()
         mine = ours.generate(portrait, audio, SamplingOptions(seed=42, steps=args.steps, emotion=args.emotion))
@@ -191,7 +192,8 @@ def main() -> None:
         diff, rel = relative(mine[part], theirs[part])
         print(f"decoded frames of clip {c}: max abs diff {diff:.3g}, relative {rel:.3g}")
     print(f"frames: ours {tuple(mine.shape)}, MEMO's {tuple(theirs.shape)}; wall time ours {our_time:.0f} s, "
-          f"MEMO's {their_time:.0f} s")
+          f"MEMO's {their_time:.0f} s (ours by stage: "
+          + ", ".join(f"{k} {v:.0f} s" for k, v in ours.timings.items()) + ")")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,8 @@ class EMOSampleToVideo:
     @classmethod
     def INPUT_TYPES(cls):
         sampler = EMOSampler.INPUT_TYPES()
+        sampling = dict(sampler["optional"])
+        emotion = sampling.pop("emotion")  # added after feather and colour_match: saved widget orders stay valid
         return {
             "required": {
                 **sampler["required"],
@@ -32,12 +34,13 @@ class EMOSampleToVideo:
                 "soundtrack": ("AUDIO", {"tooltip": "The audio to put in the MP4 (usually the one encoded)."}),
                 "original": ("IMAGE", {"tooltip": "The whole photo, to paste the frames back into (with face)."}),
                 "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop on that photo: where the frames go."}),
-                **sampler["optional"],
+                **sampling,
                 "feather": ("INT", {"default": -1, "min": -1, "max": 256,
                                     "tooltip": "Paste back: pixels over which the frames blend into the photo. "
                                                "-1: 1/16 of the crop's side; 0: a hard edge."}),
                 "colour_match": ("BOOLEAN", {"default": False,
                                              "tooltip": "Paste back: match the frames' colours to the photo's."}),
+                "emotion": emotion,
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }

@@ -78,7 +78,7 @@ def test_presets_fill_only_what_is_not_set():
     exact = resolve_options(SamplingOptions(), cfg)
     assert (exact.steps, exact.scheduler, exact.guidance_interval, exact.cache_interval) == (cfg.steps, "ddim", (0.0, 1.0), 1)
     for bad, words in [(dict(preset="turbo"), "Unknown preset 'turbo'"), (dict(guidance_interval=(0.6, 0.2)), "guidance_interval"),
-                       (dict(cache_interval=0), "cache_interval"), (dict(scheduler="lms"), "unknown scheduler")]:
+                       (dict(cache_interval=0), "cache_interval"), (dict(scheduler="lms"), "Unknown scheduler 'lms'")]:
         with pytest.raises(ValueError, match=words):
             resolve_options(SamplingOptions(**bad), cfg)
 
