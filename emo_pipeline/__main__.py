@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--fps", type=float, help="video frame rate (default: the model's, 25)")
     gen.add_argument("--head-speed", type=float, help="head rotation speed (EMO speed layers only)")
     gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    gen.add_argument("--dtype", choices=list(DTYPES), help="default: fp16 on CUDA, fp32 on CPU")
+    gen.add_argument("--dtype", choices=list(DTYPES),
+                     help="default: the model's own on CUDA (fp16; bf16 for MEMO), fp32 on CPU")
     gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
     gen.add_argument("--no-face-crop", action="store_true",
                      help="use the image as it is (it should be square and face-centred)")
@@ -204,7 +205,8 @@ def load_model(args: argparse.Namespace):
     from .pipeline import EMOPipeline
 
     device = torch.device(args.device)
-    dtype = DTYPES[args.dtype] if args.dtype else (torch.float16 if device.type == "cuda" else torch.float32)
+    # None: the model family's own on a GPU (fp16; bf16 for MEMO), fp32 on the CPU
+    dtype = DTYPES[args.dtype] if args.dtype else None
     memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile,
                   audio_encoder=args.wav2vec)
     if args.model:
@@ -224,7 +226,8 @@ def load_model(args: argparse.Namespace):
 
         print("No --model given: using a tiny RANDOM-WEIGHT model. The video will be noise; this run only "
               "checks that the pipeline works. Pass --model <folder> (e.g. Hallo's weights) for real output.")
-        pipe = EMOPipeline(*tiny_components(), device=device, dtype=dtype, low_vram=args.low_vram,
+        pipe = EMOPipeline(*tiny_components(), device=device,
+                           dtype=dtype or (torch.float16 if device.type == "cuda" else torch.float32), low_vram=args.low_vram,
                            compile=args.compile)
         if args.fp8_weights:
             pipe.store_weights_fp8()

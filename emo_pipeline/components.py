@@ -88,16 +88,28 @@ def _find_part(roots: list[Path], names: tuple[str, ...], what: str,
     )
 
 
-def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32,
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def default_dtype(config: EMOConfig, device: torch.device | str) -> torch.dtype:
+    """The precision the model family's own code uses on a GPU (fp16 for Hallo and EchoMimic, bf16 for MEMO);
+    fp32 elsewhere."""
+    return PRECISIONS[config.spec.gpu_precision] if torch.device(device).type == "cuda" else torch.float32
+
+
+def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: torch.dtype | None = torch.float32,
                   shared: tuple[Path, ...] = (), vae: str | Path | None = None, *, low_vram: bool = False,
                   fp8_weights: bool = False, compile: bool = False, config: EMOConfig | None = None,
-                  audio_encoder: str | Path | None = None) -> EMOPipeline:
-    """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype`.
+                  audio_encoder: str | Path | None = None, compute_device: torch.device | None = None) -> EMOPipeline:
+    """Network, VAE and wav2vec2 from disk; the network streams straight into `device` and `dtype` (None: the
+    family's own, `default_dtype`).
     `vae` overrides where the VAE comes from (a folder or a single file, e.g. ComfyUI's models/vae/).
     With `fp8_weights` the network is loaded on the CPU, stored in fp8 there, then moved, so the
     device never holds it in full precision. `low_vram` and `compile`: see EMOPipeline. `config`: the
     network's config when the files cannot tell it (tiny test models). `audio_encoder` overrides where
-    the audio encoder comes from (e.g. a wav2vec2 file in ComfyUI's models/audio_encoders/)."""
+    the audio encoder comes from (e.g. a wav2vec2 file in ComfyUI's models/audio_encoders/). `compute_device`:
+    where the pipeline will run when that is not `device` (ComfyUI loads onto the offload device first), for
+    the default precision."""
     from .vae import load_vae
 
     model = Path(model)
@@ -110,6 +122,7 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
     if config is None:
         with open_network(net_path) as reader:
             config = config_for(reader)
+    dtype = dtype or default_dtype(config, compute_device or device)
     vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
     if config.spec.audio_encoder == "whisper":
         from .audio.whisper import WhisperAudioEncoder

@@ -44,6 +44,7 @@ class Family:
     # "memory": they only feed a decayed memory of past frames (MEMO)
     motion_route: str = "joined"
     noise: str = "ddpm"  # "ddpm": the DDIM family of samplers; "flow": rectified flow (velocity, σ from 1 to 0)
+    gpu_precision: str = "fp16"  # what the family's own code runs in on a GPU (MEMO: bf16)
     context_overlap: int = 0  # frames shared by neighbouring context windows
     context_shift: int = 0  # the windows move this many frames per step
     noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
@@ -72,6 +73,7 @@ FAMILIES: dict[str, Family] = {
         name="memo", title="MEMO", audio_encoder="wav2vec2", audio_route="joint_audio",
         cross_attention_scale=1.0, reference_cross_attention=True,
         face_locator_in_channels=0, sampling="motion_frames", motion_route="memory", noise="flow",
+        gpu_precision="bf16",
     ),
 }
 

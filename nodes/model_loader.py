@@ -13,7 +13,7 @@ import comfy.model_management as mm
 import folder_paths
 from comfy.model_patcher import ModelPatcher
 
-from ..emo_pipeline.components import load_pipeline
+from ..emo_pipeline.components import PRECISIONS, load_pipeline
 from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
 from ..emo_pipeline.pipeline import EMOPipeline
 from .notify import relays_warnings
@@ -23,7 +23,6 @@ NO_MODELS = "(no models in models/emo)"
 VAE_BESIDE = "(from models/emo)"
 AUDIO_BESIDE = "(from models/emo)"
 AUDIO_FOLDER = "audio_encoders"  # ComfyUI core's folder for audio encoders (wav2vec2, whisper)
-PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folder}/<name>/, with the "
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
         "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/; or "
@@ -126,7 +125,8 @@ class LoadEMOModel:
                                "its denoising_unet[_acc].pth: the other three files are read from beside it; for "
                                "MEMO, diffusion_net's file: the other three folders are read from beside it)."}),
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
-                              "tooltip": "auto: fp16 on a GPU (as Hallo runs), fp32 on the CPU."}),
+                              "tooltip": "auto: the model's own on a GPU (fp16 as Hallo and EchoMimic run, bf16 "
+                                         "as MEMO runs), fp32 on the CPU."}),
                 "device": (["auto", "cpu"], {"default": "auto", "tooltip": "auto: ComfyUI's main device."}),
             },
             "optional": {
@@ -159,10 +159,7 @@ class LoadEMOModel:
         if path is None:
             raise FileNotFoundError(f"No EMO network '{checkpoint}' in {root}. " + HELP.format(folder=root))
         load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
-        if precision == "auto":
-            dtype = torch.float16 if load_device.type == "cuda" else torch.float32
-        else:
-            dtype = PRECISIONS[precision]
+        dtype = None if precision == "auto" else PRECISIONS[precision]  # None: the family's own (load_pipeline)
         offload = torch.device("cpu") if load_device.type == "cpu" else mm.unet_offload_device()
         shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
         try:
@@ -172,9 +169,10 @@ class LoadEMOModel:
                 raise FileNotFoundError(f"No audio encoder '{audio_encoder}' in ComfyUI's models/{AUDIO_FOLDER}.")
             pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae, audio_encoder=audio,
                                      low_vram=memory_mode == "low_vram", fp8_weights=weight_storage == "fp8_e4m3fn",
-                                     compile=compile)
+                                     compile=compile, compute_device=load_device)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} " + HELP.format(folder=root)) from None
-        logging.info("EMO: loaded %s (%s, %s, %s%s)", checkpoint, pipeline.config.name, str(dtype).replace("torch.", ""),
+        logging.info("EMO: loaded %s (%s, %s, %s%s)", checkpoint, pipeline.config.name,
+                     str(pipeline.dtype).replace("torch.", ""),
                      memory_mode, ", fp8 weights" if weight_storage == "fp8_e4m3fn" else "")
         return (EMOModel(pipeline, checkpoint, load_device),)

@@ -206,3 +206,40 @@ def test_memo_download_problems_name_the_file(tmp_path):
     (other / "diffusion_net" / "config.json").unlink()
     with open_network(other) as reader, pytest.raises(CheckpointError, match="comes with its config.json"):
         config_for(reader)
+
+
+def test_convert_and_inspect_a_memo_download(tmp_path):
+    """convert: the four folders → one safetensors file that carries the config (with the norm span read from
+    diffusion_net/config.json) and gives the same frames; inspect names the family."""
+    from emo_pipeline.__main__ import main
+    from emo_pipeline.loading import convert_checkpoint, describe_checkpoint
+
+    config = tiny_memo_config(resnet_joint_frames=False)
+    folder = write_tiny_memo_folder(tmp_path, config, use_inflated_groupnorm=True)
+    target = convert_checkpoint(folder, tmp_path / "memo.safetensors", config=config)
+    with open_network(target) as reader:
+        assert config_for(reader) == config
+    options = SamplingOptions(seed=0, steps=2)
+    ours = load_pipeline(target)
+    reference = EMOPipeline(*tiny_components(config))
+    portrait, audio = _portrait(reference), _audio(reference, 0.2)
+    assert torch.equal(ours.generate(portrait, audio, options), reference.generate(portrait, audio, options))
+    text = describe_checkpoint(folder)
+    assert "reference_net/diffusion_pytorch_model.safetensors" in text and "safetensors" in text
+    assert "does not fit the 'memo' model" in text  # tiny weights, checked against the full-size MEMO
+    assert main(["inspect", str(folder / "diffusion_net")]) == 0
+
+
+def test_fp8_weights_and_precision_defaults():
+    from emo_pipeline.components import default_dtype
+    from emo_pipeline.config import hallo_config
+
+    assert default_dtype(memo_config(), "cuda") == torch.bfloat16
+    assert default_dtype(hallo_config(), "cuda") == torch.float16
+    assert default_dtype(memo_config(), "cpu") == torch.float32
+    pipe = _pipeline()
+    portrait, audio = _portrait(pipe), _audio(pipe, 0.2)
+    exact = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
+    pipe.store_weights_fp8()
+    stored = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
+    assert stored.shape == exact.shape and 0 < (stored - exact).abs().mean() < 0.05

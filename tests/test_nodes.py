@@ -501,3 +501,49 @@ def test_engine_warnings_reach_the_ui(env, model):
         python_warnings.simplefilter("always")
         assert Node().run() == 7
     assert state.messages == [] and any("a library's notice" in str(w.message) for w in passed_on)
+
+
+def test_memo_download_through_the_nodes(env, monkeypatch):
+    """MEMO's download in models/emo/memo: its diffusion_net file stands for the four folders; the emotion widget
+    reaches the audio modules, 'auto' samples with flow-matching Euler, and ddim is refused with the choices."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from emo_pipeline.config import tiny_memo_config
+    from emo_pipeline.families import EMOTIONS
+    from emo_pipeline.tiny import write_tiny_memo_folder
+
+    emo = Path(sys.modules["folder_paths"].get_folder_paths("emo")[0])
+    staging = emo.parent / "memo_staging"
+    folder = write_tiny_memo_folder(staging, tiny_memo_config(name="memo"))
+    shutil.move(str(folder), str(emo / "memo"))
+    entry = "memo/diffusion_net/diffusion_pytorch_model.safetensors"
+    n = nodes(env)
+    try:
+        listed = [c for c in n["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0] if c.startswith("memo")]
+        assert listed == [entry]
+        # the folder holds tiny weights: they are checked against the tiny config instead of the full-size one
+        for name, module in list(sys.modules.items()):
+            if name.endswith("emo_pipeline.loading"):  # the pack's own copy, as ComfyUI imports it
+                monkeypatch.setattr(module, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
+                    name="memo", resnet_joint_frames=resnet_joint_frames))
+        memo = n["LoadEMOModel"].load(entry, "auto", "auto")[0]
+        assert memo.pipeline.config.family == "memo" and memo.pipeline.dtype == torch.float32  # CPU
+        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, 0.0)[0]
+        assert audio.fps == 30.0
+        reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
+        labels = []
+        module = memo.pipeline.net.denoising_unet.down_blocks[0].audio_modules[0]
+        hook = module.register_forward_hook(lambda m, args, out: labels.append(args[2].tolist()))
+        try:
+            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, 0, -1, "auto", emotion="surprised")
+        finally:
+            hook.remove()
+        assert frames.shape == (audio.num_frames, 64, 64, 3)
+        assert labels and all(row == [len(EMOTIONS), EMOTIONS.index("surprised")] for row in labels)
+        with pytest.raises(ValueError, match="rectified-flow model.*flow_euler"):
+            n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, 0, -1, "ddim")
+    finally:
+        shutil.rmtree(emo / "memo", ignore_errors=True)
+        shutil.rmtree(staging, ignore_errors=True)
