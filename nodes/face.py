@@ -18,11 +18,15 @@ _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}
 
 
 def face_analyzer() -> FaceAnalyzer:
-    """One analyzer per set of model folders (ONNX sessions are reused between runs): models/emo first,
-    then ComfyUI's models/insightface (where identity packs keep antelopev2)."""
+    """One analyzer per set of model folders (ONNX sessions are reused between runs): models/emo first, then a
+    MEMO download in it (its misc/face_analysis/models/), then ComfyUI's models/insightface (where identity
+    packs keep antelopev2)."""
     insightface = folder_paths.get_folder_paths("insightface") if "insightface" in folder_paths.folder_names_and_paths \
         else [os.path.join(folder_paths.models_dir, "insightface")]
-    folders = tuple(folder_paths.get_folder_paths(FOLDER)) + tuple(insightface)
+    emo = folder_paths.get_folder_paths(FOLDER)
+    downloads = [os.path.join(base, name) for base in emo if os.path.isdir(base) for name in sorted(os.listdir(base))
+                 if os.path.isdir(os.path.join(base, name, "misc", "face_analysis"))]
+    folders = tuple(emo) + tuple(downloads) + tuple(insightface)
     if folders not in _analyzers:
         _analyzers[folders] = FaceAnalyzer(list(folders))
     return _analyzers[folders]

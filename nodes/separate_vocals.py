@@ -11,7 +11,7 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..emo_pipeline.audio.separation import SEPARATOR_FILE, SEPARATOR_FOLDER, VocalSeparator
+from ..emo_pipeline.audio.separation import MEMO_SEPARATOR_FOLDER, SEPARATOR_FILE, SEPARATOR_FOLDER, VocalSeparator
 from .model_loader import FOLDER, inside_folder
 from .notify import relays_warnings
 
@@ -20,12 +20,18 @@ _separators: dict[str, VocalSeparator] = {}
 
 
 def separator_choices() -> list[str]:
-    """The .onnx files in models/emo/audio_separator/ (Kim_Vocal_2.onnx first when it is there)."""
+    """The .onnx files in models/emo/audio_separator/ (Kim_Vocal_2.onnx first when it is there), and in the
+    misc/vocal_separator/ of a MEMO download in models/emo."""
     found = set()
     for base in folder_paths.get_folder_paths(FOLDER):
-        folder = os.path.join(base, SEPARATOR_FOLDER)
-        if os.path.isdir(folder):
-            found.update(f"{SEPARATOR_FOLDER}/{name}" for name in os.listdir(folder) if name.endswith(".onnx"))
+        subfolders = [SEPARATOR_FOLDER]
+        if os.path.isdir(base):
+            subfolders += [f"{name}/{MEMO_SEPARATOR_FOLDER}" for name in sorted(os.listdir(base))
+                           if os.path.isdir(os.path.join(base, name, MEMO_SEPARATOR_FOLDER))]
+        for sub in subfolders:
+            folder = os.path.join(base, sub)
+            if os.path.isdir(folder):
+                found.update(f"{sub}/{name}" for name in os.listdir(folder) if name.endswith(".onnx"))
     return [DEFAULT, *sorted(found - {DEFAULT})]
 
 

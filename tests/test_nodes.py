@@ -544,6 +544,15 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
         assert labels and all(row == [len(EMOTIONS), EMOTIONS.index("surprised")] for row in labels)
         with pytest.raises(ValueError, match="rectified-flow model.*flow_euler"):
             n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, 0, -1, "ddim")
+        # its misc/ folder: the vocal separator is offered, the face models are searched
+        (emo / "memo" / "misc" / "vocal_separator").mkdir(parents=True)
+        (emo / "memo" / "misc" / "vocal_separator" / "Kim_Vocal_2.onnx").write_bytes(b"")
+        (emo / "memo" / "misc" / "face_analysis" / "models").mkdir(parents=True)
+        choices = n["EMOSeparateVocals"].INPUT_TYPES()["required"]["model"][0]
+        assert "memo/misc/vocal_separator/Kim_Vocal_2.onnx" in choices
+        face_module = sys.modules[type(n["EMOFaceCrop"]).__module__]
+        face_module.face_analyzer()
+        assert any(str(emo / "memo") in folders for folders in face_module._analyzers)
     finally:
         shutil.rmtree(emo / "memo", ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
