@@ -57,6 +57,9 @@ LOW_VRAM_FAST = {"3": {"memory_mode": "low_vram", "weight_storage": "fp8_e4m3fn"
 # wav2vec2 from ComfyUI's models/audio_encoders, as a core-style single file (see write_core_wav2vec).
 CORE_WAV2VEC = {"3": {"audio_encoder": "wav2vec2-core.safetensors"}}
 
+# A MEMO network in the singing workflow, with an emotion picked on the sampler.
+MEMO = {"6": {"emotion": "happy"}}
+
 
 def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
     """A random wav2vec2 in ComfyUI core's audio_encoders conventions: one fp16 safetensors file,
@@ -75,9 +78,10 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
 
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
-                                               ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {})],
+                                               ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {}),
+                                               ("emo_singing", MEMO)],
                          ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio",
-                              "singing"])
+                              "singing", "memo-singing"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.loading import convert_checkpoint
@@ -92,6 +96,15 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         write_tiny_model_folder(models / "emo", name="tiny64", config=tiny_config(audio_feature_dim=64))
         write_core_wav2vec(models / "audio_encoders")
         checkpoint, fps = "tiny64/net.safetensors", 25
+    elif settings is MEMO:
+        # MEMO's download layout (tiny), converted to our single file so that its tiny config travels with it;
+        # the VAE and wav2vec2 come from models/emo, as for a real MEMO download
+        from emo_pipeline.config import tiny_memo_config
+        from emo_pipeline.tiny import write_tiny_memo_folder
+
+        folder = write_tiny_memo_folder(models / "emo", tiny_memo_config())
+        convert_checkpoint(folder, folder / "net.safetensors", config=tiny_memo_config())
+        checkpoint, fps = "memo/net.safetensors", 30
     elif workflow == "emo_echomimic":
         # EchoMimic's download layout (tiny), converted to our single file so that its tiny config travels
         # with it; whisper_tiny.pt and sd-vae-ft-mse/ are found beside it, as in a real download.
