@@ -208,7 +208,7 @@ def test_memo_download_problems_name_the_file(tmp_path):
         config_for(reader)
 
 
-def test_convert_and_inspect_a_memo_download(tmp_path):
+def test_convert_and_inspect_a_memo_download(tmp_path, monkeypatch):
     """convert: the four folders → one safetensors file that carries the config (with the norm span read from
     diffusion_net/config.json) and gives the same frames; inspect names the family."""
     from emo_pipeline.__main__ import main
@@ -228,6 +228,12 @@ def test_convert_and_inspect_a_memo_download(tmp_path):
     assert "reference_net/diffusion_pytorch_model.safetensors" in text and "safetensors" in text
     assert "does not fit the 'memo' model" in text  # tiny weights, checked against the full-size MEMO
     assert main(["inspect", str(folder / "diffusion_net")]) == 0
+    import emo_pipeline.loading as loading
+
+    monkeypatch.setattr(loading, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
+        name="memo", resnet_joint_frames=resnet_joint_frames))
+    text = describe_checkpoint(folder)
+    assert "family: MEMO (its four folders; resnet norms over each frame)" in text and "keys: all keys match" in text
 
 
 def test_fp8_weights_and_precision_defaults():
