@@ -34,6 +34,7 @@ from .models.frame_windows import frame_windows
 from .models.attention import attention_score_budget
 from .models.deep_cache import DeepFeatureCache
 from .models.fp8 import move, store_weights_fp8
+from .models.memory_attention import TemporalMemory
 from .portrait import Portrait, prepare_portrait
 from .presets import resolve_options, step_plan
 from .schedulers import make_scheduler
@@ -370,7 +371,8 @@ class EMOPipeline:
     # ------------------------------------------------------------------ helpers
     def clip_conditions(self, portrait: Portrait, ref_latent: torch.Tensor, conds: dict[str, torch.Tensor],
                         audio: AudioFeatures, clip: int, previous: torch.Tensor | None, opts: SamplingOptions,
-                        use_cfg: bool, generator: torch.Generator, memory=None) -> BackboneConditions:
+                        use_cfg: bool, generator: torch.Generator,
+                        memory: list[list[TemporalMemory]] | None = None) -> BackboneConditions:
         """Everything the Backbone reads for one clip: ReferenceNet features of the portrait and the
         motion frames, the clip's audio tokens, masks, identity, face region and speed; for MEMO the
         temporal memory (`memory`: the one before this clip) and the emotion label."""
@@ -379,9 +381,12 @@ class EMOPipeline:
         with self._stage("reference net"):
             reference, motion = self._reference_features(
                 portrait, ref_latent, previous, n, conds["identity"], use_cfg, f, generator, memory)
+        if cfg.spec.motion_route == "memory":  # the past frames went into the memory
+            memory, motion = motion, None
+        else:
+            memory = None
         emotion = None
         if cfg.spec.audio_route == "joint_audio":
-            memory, motion = motion, None
             label = emotion_label(opts.emotion or "neutral")
             # the unconditional row has no emotion: the label after the last class
             emotion = torch.tensor([len(EMOTIONS), label] if use_cfg else [label], device=self.device)
@@ -396,7 +401,7 @@ class EMOPipeline:
             speed=self._speed_embedding(opts.head_speed, clip, f, conds["identity"].shape[0]),
             audio_heard=(False, True) if use_cfg else None,
             emotion=emotion,
-            memory=memory if emotion is not None else None,
+            memory=memory,
         )
 
     def static_conditions(self, portrait: Portrait, use_cfg: bool) -> dict[str, torch.Tensor]:
@@ -415,7 +420,7 @@ class EMOPipeline:
 
     def _reference_features(self, portrait: Portrait, ref_latent: torch.Tensor, previous: torch.Tensor | None,
                             n: int, identity: torch.Tensor, use_cfg: bool, f: int, generator: torch.Generator,
-                            memory=None):
+                            memory: list[list[TemporalMemory]] | None = None):
         """Run the ReferenceNet on [portrait, motion frames] for every batch row → (reference keys/values,
         motion-frame features), or for MEMO (reference keys/values, the temporal memory with these frames added
         to `memory`)."""

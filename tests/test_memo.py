@@ -249,3 +249,13 @@ def test_fp8_weights_and_precision_defaults():
     pipe.store_weights_fp8()
     stored = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
     assert stored.shape == exact.shape and 0 < (stored - exact).abs().mean() < 0.05
+
+
+def test_cli_emotion_flag(capsys):
+    from emo_pipeline.__main__ import _parser, generate_defaults
+
+    assert _parser().parse_args(["generate", "--emotion", "happy"]).emotion == "happy"
+    assert generate_defaults()["emotion"] is None  # a batch job may set it; unset means neutral
+    with pytest.raises(SystemExit):
+        _parser().parse_args(["generate", "--emotion", "joyful"])
+    assert "invalid choice: 'joyful'" in capsys.readouterr().err
