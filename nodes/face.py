@@ -11,7 +11,7 @@ import folder_paths
 
 from ..emo_pipeline.face import FaceAnalyzer, paste_back
 from ..emo_pipeline.face.reference import crop_to_face
-from .model_loader import FOLDER
+from .model_loader import FOLDER, memo_downloads
 from .notify import relays_warnings
 
 _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}
@@ -23,10 +23,8 @@ def face_analyzer() -> FaceAnalyzer:
     packs keep antelopev2)."""
     insightface = folder_paths.get_folder_paths("insightface") if "insightface" in folder_paths.folder_names_and_paths \
         else [os.path.join(folder_paths.models_dir, "insightface")]
-    emo = folder_paths.get_folder_paths(FOLDER)
-    downloads = [os.path.join(base, name) for base in emo if os.path.isdir(base) for name in sorted(os.listdir(base))
-                 if os.path.isdir(os.path.join(base, name, "misc", "face_analysis"))]
-    folders = tuple(emo) + tuple(downloads) + tuple(insightface)
+    downloads = [str(folder) for folder in memo_downloads() if (folder / "misc" / "face_analysis").is_dir()]
+    folders = tuple(folder_paths.get_folder_paths(FOLDER)) + tuple(downloads) + tuple(insightface)
     if folders not in _analyzers:
         _analyzers[folders] = FaceAnalyzer(list(folders))
     return _analyzers[folders]

@@ -36,6 +36,12 @@ SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-ima
 
 BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
 
+# MEMO downloads that other packs keep in ComfyUI's models/checkpoints (e.g. checkpoints/memo/, as
+# ComfyUI-IF_MemoAvatar does) are offered too, under this prefix.
+CHECKPOINTS = "checkpoints"
+IN_CHECKPOINTS = "[checkpoints] "
+MEMO_PART_FOLDERS = {"reference_net", "image_proj", "audio_proj", "misc"}
+
 
 def register_model_folder() -> Path:
     """models/emo, keeping paths that extra_model_paths.yaml already added, plus the pack's bundled models."""
@@ -50,14 +56,59 @@ def register_model_folder() -> Path:
 
 
 def network_files() -> list[str]:
-    """Network files under models/emo (VAE and audio encoder folders are not networks)."""
+    """Network files under models/emo (VAE and audio encoder folders are not networks), and MEMO downloads in
+    models/checkpoints."""
+    return _emo_networks() + [IN_CHECKPOINTS + name for name in _memo_in_checkpoints()]
+
+
+def _memo_in_checkpoints() -> list[str]:
+    if CHECKPOINTS not in folder_paths.folder_names_and_paths:
+        return []
+    return [name for name in folder_paths.get_filename_list(CHECKPOINTS)
+            if Path(name).parts[-2:] == ("diffusion_net", MEMO_WEIGHTS) and len(Path(name).parts) == 3]
+
+
+def memo_downloads() -> list[Path]:
+    """The MEMO download folders in models/emo and models/checkpoints (for their misc/ models)."""
+    bases = folder_paths.get_folder_paths(FOLDER)
+    if CHECKPOINTS in folder_paths.folder_names_and_paths:
+        bases = bases + folder_paths.get_folder_paths(CHECKPOINTS)
+    return [Path(base) / name for base in bases if os.path.isdir(base) for name in sorted(os.listdir(base))
+            if (Path(base) / name / "diffusion_net").is_dir()]
+
+
+def shared_roots() -> list[Path]:
+    """Where the VAE and wav2vec2 are looked for after the network's own folder: models/emo, then where other
+    audio-driven packs keep them as Hugging Face repo folders (models/vae/stabilityai/sd-vae-ft-mse/,
+    models/wav2vec/facebook/wav2vec2-base-960h/)."""
+    roots = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
+    for base in folder_paths.get_folder_paths("vae"):
+        roots += [Path(base) / "stabilityai", Path(base)]
+    wav2vec = Path(folder_paths.models_dir) / "wav2vec"
+    return roots + [wav2vec / "facebook", wav2vec]
+
+
+def choice_path(checkpoint: str) -> str | None:
+    """The file a choice names (in models/emo, or with the [checkpoints] prefix in models/checkpoints), checked
+    to lie inside its model folder."""
+    folder, name = (CHECKPOINTS, checkpoint[len(IN_CHECKPOINTS):]) if checkpoint.startswith(IN_CHECKPOINTS) \
+        else (FOLDER, checkpoint)
+    if folder not in folder_paths.folder_names_and_paths:
+        return None
+    path = folder_paths.get_full_path(folder, name)
+    if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(folder)):
+        raise ValueError(f"EMO: checkpoint {checkpoint!r} is outside the model folders.")
+    return path
+
+
+def _emo_networks() -> list[str]:
     names = []
     for name in folder_paths.get_filename_list(FOLDER):
         parts = Path(name).parts
         if parts[-2:] == ("diffusion_net", MEMO_WEIGHTS) and len(parts) <= 3:
             names.append(name)  # MEMO's download: its diffusion net stands for its four folders
             continue
-        if parts[0] in SUPPORT_FOLDERS or parts[0].startswith(".") or len(parts) > 2:
+        if parts[0] in SUPPORT_FOLDERS | MEMO_PART_FOLDERS or parts[0].startswith(".") or len(parts) > 2:
             continue  # hidden folders hold train-demo's work files, not finished networks
         if parts[-1] in ECHOMIMIC_PART_FILES or parts[-1].startswith("whisper"):
             continue
@@ -123,7 +174,9 @@ class LoadEMOModel:
             "required": {
                 "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/ (for EchoMimic, "
                                "its denoising_unet[_acc].pth: the other three files are read from beside it; for "
-                               "MEMO, diffusion_net's file: the other three folders are read from beside it)."}),
+                               "MEMO, diffusion_net's file: the other three folders are read from beside it; MEMO "
+                               "downloads in models/checkpoints, as other MEMO packs keep them, are listed as "
+                               "[checkpoints] ...)."}),
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                               "tooltip": "auto: the model's own on a GPU (fp16 as Hallo and EchoMimic run, bf16 "
                                          "as MEMO runs), fp32 on the CPU."}),
@@ -153,15 +206,13 @@ class LoadEMOModel:
              memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False,
              audio_encoder: str = AUDIO_BESIDE):
         root = register_model_folder()
-        path = folder_paths.get_full_path(FOLDER, checkpoint) if checkpoint != NO_MODELS else None
-        if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(FOLDER)):
-            raise ValueError(f"EMO: checkpoint {checkpoint!r} is outside the model folders.")
+        path = choice_path(checkpoint) if checkpoint != NO_MODELS else None
         if path is None:
             raise FileNotFoundError(f"No EMO network '{checkpoint}' in {root}. " + HELP.format(folder=root))
         load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()
         dtype = None if precision == "auto" else PRECISIONS[precision]  # None: the family's own (load_pipeline)
         offload = torch.device("cpu") if load_device.type == "cpu" else mm.unet_offload_device()
-        shared = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
+        shared = shared_roots()
         try:
             vae = None if vae_name == VAE_BESIDE else folder_paths.get_full_path("vae", vae_name)
             audio = None if audio_encoder == AUDIO_BESIDE else folder_paths.get_full_path(AUDIO_FOLDER, audio_encoder)

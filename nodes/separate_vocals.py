@@ -12,7 +12,7 @@ import comfy.utils
 import folder_paths
 
 from ..emo_pipeline.audio.separation import MEMO_SEPARATOR_FOLDER, SEPARATOR_FILE, SEPARATOR_FOLDER, VocalSeparator
-from .model_loader import FOLDER, inside_folder
+from .model_loader import CHECKPOINTS, FOLDER, IN_CHECKPOINTS, choice_path, memo_downloads
 from .notify import relays_warnings
 
 DEFAULT = f"{SEPARATOR_FOLDER}/{SEPARATOR_FILE}"
@@ -21,17 +21,21 @@ _separators: dict[str, VocalSeparator] = {}
 
 def separator_choices() -> list[str]:
     """The .onnx files in models/emo/audio_separator/ (Kim_Vocal_2.onnx first when it is there), and in the
-    misc/vocal_separator/ of a MEMO download in models/emo."""
+    misc/vocal_separator/ of MEMO downloads (in models/emo, or in models/checkpoints as other MEMO packs keep
+    them: those with the [checkpoints] prefix)."""
     found = set()
     for base in folder_paths.get_folder_paths(FOLDER):
-        subfolders = [SEPARATOR_FOLDER]
-        if os.path.isdir(base):
-            subfolders += [f"{name}/{MEMO_SEPARATOR_FOLDER}" for name in sorted(os.listdir(base))
-                           if os.path.isdir(os.path.join(base, name, MEMO_SEPARATOR_FOLDER))]
-        for sub in subfolders:
-            folder = os.path.join(base, sub)
-            if os.path.isdir(folder):
-                found.update(f"{sub}/{name}" for name in os.listdir(folder) if name.endswith(".onnx"))
+        folder = os.path.join(base, SEPARATOR_FOLDER)
+        if os.path.isdir(folder):
+            found.update(f"{SEPARATOR_FOLDER}/{name}" for name in os.listdir(folder) if name.endswith(".onnx"))
+    checkpoints = folder_paths.get_folder_paths(CHECKPOINTS) if CHECKPOINTS in folder_paths.folder_names_and_paths \
+        else []
+    for download in memo_downloads():
+        folder = download / MEMO_SEPARATOR_FOLDER
+        if folder.is_dir():
+            prefix = IN_CHECKPOINTS if str(download.parent) in checkpoints else ""
+            found.update(f"{prefix}{download.name}/{MEMO_SEPARATOR_FOLDER}/{name}" for name in os.listdir(folder)
+                         if name.endswith(".onnx"))
     return [DEFAULT, *sorted(found - {DEFAULT})]
 
 
@@ -75,11 +79,9 @@ class EMOSeparateVocals:
 
     @staticmethod
     def _path(model: str) -> str:
-        path = folder_paths.get_full_path(FOLDER, model)
-        if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(FOLDER)):
-            raise ValueError(f"EMO Separate Vocals: {model!r} is outside the model folders.")
+        path = choice_path(model)
         if path is None:
             folders = " or ".join(os.path.join(base, SEPARATOR_FOLDER) for base in folder_paths.get_folder_paths(FOLDER))
-            raise FileNotFoundError(f"EMO Separate Vocals: no {model} in models/emo. Put {SEPARATOR_FILE} (Hallo's "
+            raise FileNotFoundError(f"EMO Separate Vocals: {model} is not in the model folders. Put {SEPARATOR_FILE} (Hallo's "
                                     f"download, pretrained_models/audio_separator/{SEPARATOR_FILE}) in {folders}.")
         return path

@@ -43,6 +43,7 @@ def install(models_dir: Path, output_dir: Path) -> State:
             paths.append(path)
 
     folders.setdefault("vae", ([str(models_dir / "vae")], set()))
+    folders.setdefault("checkpoints", ([str(models_dir / "checkpoints")], {".ckpt", ".pt", ".pth", ".safetensors"}))
     # core registers models/audio_encoders (0.3.5x and later) with its usual extensions
     folders.setdefault("audio_encoders", ([str(models_dir / "audio_encoders")], {".pth", ".safetensors", ".ckpt", ".pt"}))
 

@@ -556,3 +556,55 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
     finally:
         shutil.rmtree(emo / "memo", ignore_errors=True)
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def test_memo_files_other_packs_keep(env, monkeypatch):
+    """A MEMO download where other MEMO packs keep it: models/checkpoints/memo/, with the VAE in
+    models/vae/stabilityai/sd-vae-ft-mse/ and wav2vec2 in models/wav2vec/facebook/wav2vec2-base-960h/ (nothing in
+    models/emo): offered as [checkpoints] memo/..., loaded, and its separator offered."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from emo_pipeline.config import tiny_memo_config
+    from emo_pipeline.tiny import write_tiny_memo_folder
+
+    models = Path(sys.modules["folder_paths"].models_dir)
+    emo = Path(sys.modules["folder_paths"].get_folder_paths("emo")[0])
+    staging = models / "other_pack_staging"
+    folder = write_tiny_memo_folder(staging, tiny_memo_config(name="memo"))
+    (folder / "misc" / "vocal_separator").mkdir(parents=True)
+    (folder / "misc" / "vocal_separator" / "Kim_Vocal_2.onnx").write_bytes(b"")
+    moves = [(folder, models / "checkpoints" / "memo"),
+             (staging / "vae", models / "vae" / "stabilityai" / "sd-vae-ft-mse"),
+             (staging / "wav2vec", models / "wav2vec" / "facebook" / "wav2vec2-base-960h"),
+             (emo / "vae", staging / "emo_vae"), (emo / "wav2vec", staging / "emo_wav2vec")]  # models/emo has none
+    for source, target in moves:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(str(source), str(target))
+    for name, module in list(sys.modules.items()):
+        if name.endswith("emo_pipeline.loading"):
+            monkeypatch.setattr(module, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
+                name="memo", resnet_joint_frames=resnet_joint_frames))
+    n = nodes(env)
+    entry = "[checkpoints] memo/diffusion_net/diffusion_pytorch_model.safetensors"
+    try:
+        assert entry in n["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0]
+        memo = n["LoadEMOModel"].load(entry, "auto", "auto")[0]
+        assert memo.pipeline.config.family == "memo"
+        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 0.0)[0]
+        reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
+        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 0.0, 0, -1, "auto")
+        assert frames.shape == (audio.num_frames, 64, 64, 3)
+        choice = "[checkpoints] memo/misc/vocal_separator/Kim_Vocal_2.onnx"
+        assert choice in n["EMOSeparateVocals"].INPUT_TYPES()["required"]["model"][0]
+        assert n["EMOSeparateVocals"]._path(choice) == str(models / "checkpoints" / "memo" / "misc" / "vocal_separator"
+                                                           / "Kim_Vocal_2.onnx")
+        with pytest.raises(FileNotFoundError, match=r"\[checkpoints\] memo/misc/x.onnx is not in the model folders"):
+            n["EMOSeparateVocals"]._path("[checkpoints] memo/misc/x.onnx")
+    finally:
+        for source, target in reversed(moves):
+            if target.exists():
+                shutil.move(str(target), str(source))
+        shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(models / "checkpoints" / "memo", ignore_errors=True)

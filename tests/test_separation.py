@@ -180,7 +180,7 @@ def test_node_through_comfyui_stubs(tmp_path):
     state = comfy_stubs.install(tmp_path / "models", tmp_path / "output")
     node = comfy_stubs.load_pack().NODE_CLASS_MAPPINGS["EMOSeparateVocals"]()
     audio = {"waveform": torch.rand(1, 2, 48000 * 7) - 0.5, "sample_rate": 48000}
-    with pytest.raises(FileNotFoundError, match=r"no audio_separator/Kim_Vocal_2.onnx in models/emo.*audio_separator"):
+    with pytest.raises(FileNotFoundError, match=r"audio_separator/Kim_Vocal_2.onnx is not in the model folders.*audio_separator"):
         node.separate(audio, "audio_separator/Kim_Vocal_2.onnx")
     write_mask_separator(tmp_path / "models" / "emo" / "audio_separator" / "Kim_Vocal_2.onnx",
                          np.full((4, P.dim_f), 0.5, np.float32))
