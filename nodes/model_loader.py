@@ -82,8 +82,8 @@ def shared_roots() -> list[Path]:
     audio-driven packs keep them as Hugging Face repo folders (models/vae/stabilityai/sd-vae-ft-mse/,
     models/wav2vec/facebook/wav2vec2-base-960h/)."""
     roots = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
-    for base in folder_paths.get_folder_paths("vae"):
-        roots += [Path(base) / "stabilityai", Path(base)]
+    # not models/vae itself: a vae.safetensors there may be another model's VAE (pick it with vae_name)
+    roots += [Path(base) / "stabilityai" for base in folder_paths.get_folder_paths("vae")]
     wav2vec = Path(folder_paths.models_dir) / "wav2vec"
     return roots + [wav2vec / "facebook", wav2vec]
 
