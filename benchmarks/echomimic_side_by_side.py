@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from echomimic_reference import build_networks, load_echomimic, run_pipeline, state_dicts, tiny_vae  # noqa: E402
+from reference_common import relative  # noqa: E402
 
 from emo_pipeline.audio.whisper import frame_tokens  # noqa: E402
 from emo_pipeline.config import echomimic_acc_config, echomimic_config  # noqa: E402
@@ -42,11 +43,6 @@ from emo_pipeline.context_windows import WindowConditions  # noqa: E402
 from emo_pipeline.models import EMONet  # noqa: E402
 from emo_pipeline.pipeline import AudioFeatures, Denoiser, EMOPipeline, SamplingOptions  # noqa: E402
 from emo_pipeline.tiny import tiny_whisper  # noqa: E402
-
-
-def relative(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float]:
-    diff = (ours.float() - theirs.float()).abs().max().item()
-    return diff, diff / theirs.float().abs().max().item()
 
 
 def our_pipeline(nets, vae, config) -> EMOPipeline:

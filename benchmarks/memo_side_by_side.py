@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from make_memo_keys import MEMO_DIFFUSION_NET_CONFIG, MEMO_REFERENCE_NET_CONFIG, load_memo  # noqa: E402
-from reference_common import quiet  # noqa: E402
+from reference_common import quiet, relative  # noqa: E402
 
 from emo_pipeline.config import memo_config  # noqa: E402
 from emo_pipeline.families import EMOTIONS  # noqa: E402
@@ -48,11 +48,6 @@ from emo_pipeline.pipeline import AudioFeatures, EMOPipeline, SamplingOptions  #
 from emo_pipeline.portrait import Portrait, region_masks  # noqa: E402
 from emo_pipeline.tiny import randomize_, tiny_vae, tiny_wav2vec  # noqa: E402
 from emo_pipeline.audio.encoder import AudioEncoder  # noqa: E402
-
-
-def relative(ours: torch.Tensor, theirs: torch.Tensor) -> tuple[float, float]:
-    diff = (ours.float() - theirs.float()).abs().max().item()
-    return diff, diff / theirs.float().abs().max().item()
 
 
 def build_memo(memo, inflated: bool):

@@ -95,6 +95,24 @@ def shape_text(tensor) -> str:
     return ",".join(str(d) for d in tensor.shape)
 
 
+def relative(ours, theirs) -> tuple[float, float]:
+    """max |ours - theirs| and that over max |theirs|, in float32."""
+    diff = (ours.float() - theirs.float()).abs().max().item()
+    return diff, diff / theirs.float().abs().max().item()
+
+
+def network_rows(name: str, net) -> tuple[list[tuple[str, str, str]], str, dict, set]:
+    """A network's key-list rows (network, key, shape), its count line, its state dict and the names of
+    its persistent buffers."""
+    state = net.state_dict()
+    buffers = {key for key, _ in net.named_buffers()} & set(state)
+    total = sum(v.numel() for v in state.values())
+    n_buffers = sum(state[k].numel() for k in buffers)
+    line = (f"# {name}: {len(state)} tensors, {total:,} values ({len(state) - len(buffers)} parameters with "
+            f"{total - n_buffers:,} values, {len(buffers)} buffers with {n_buffers:,} values)")
+    return [(name, key, shape_text(value)) for key, value in state.items()], line, state, buffers
+
+
 def write_key_list(output: Path, header: list[str], rows: list[tuple[str, str, str]], summary: list[str],
                    root: Path) -> None:
     """A key-list TSV (network, key, shape) under its `#` header lines, and the counts printed."""

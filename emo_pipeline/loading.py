@@ -241,11 +241,11 @@ def memo_folder(path: Path) -> Path | None:
     """The MEMO download that `path` names (the folder holding diffusion_net/, that diffusion_net/, or its
     weights file), else None."""
     path = Path(path)
-    for candidate in (path, path.parent, path.parent.parent):
-        if (candidate / "diffusion_net").is_dir() and (candidate / "reference_net").is_dir():
-            if candidate == path or path.parent.name == "diffusion_net" or path.name == "diffusion_net":
-                return candidate
-    return None
+    if path.parent.name == "diffusion_net":  # its weights file
+        path = path.parent
+    if path.name == "diffusion_net":
+        path = path.parent
+    return path if (path / "diffusion_net").is_dir() and (path / "reference_net").is_dir() else None
 
 
 def memo_uses_joint_frame_norm(folder: Path) -> bool:
@@ -282,14 +282,14 @@ class MultiFileReader:
                 "BadToBest/EchoMimic; the _acc variants for the accelerated weights), all in this folder.")
         self._readers: list[CheckpointReader] = []
         self._source: dict[str, tuple[CheckpointReader, str]] = {}
-        self.file_of: dict[str, tuple[str, str]] = {}  # our key → (file name, the file's own key)
+        self.file_of: dict[str, tuple[str, str]] = {}  # our key → (file in the folder, the file's own key)
         try:
             for prefix, path in parts:
                 reader = CheckpointReader(path)
                 self._readers.append(reader)
                 for key in reader.keys():
                     self._source[prefix + key] = (reader, key)
-                    self.file_of[prefix + key] = (path.name, key)
+                    self.file_of[prefix + key] = (path.relative_to(self.path).as_posix(), key)
         except Exception:
             self.close()
             raise
@@ -308,15 +308,9 @@ class MultiFileReader:
         by_file: dict[str, list[str]] = {}
         for key in report.unexpected + [k for k, _, _ in report.wrong_shape]:
             name, own = self.file_of[key]
-            if self.family == "memo":  # every folder's file has the same name
-                name = self._memo_file(key)
             by_file.setdefault(name, []).append(own)
         return "; ".join(f"{name}: {len(keys)} key(s) that do not belong, e.g. {', '.join(keys[:first])}"
                          for name, keys in sorted(by_file.items()))
-
-    def _memo_file(self, key: str) -> str:
-        prefix = key.split(".", 1)[0] + "."
-        return next(f"{folder}/{MEMO_WEIGHTS}" for p, folder in MEMO_PARTS if p == prefix)
 
     def close(self) -> None:
         for reader in self._readers:

@@ -97,7 +97,7 @@ def choice_path(checkpoint: str) -> str | None:
         return None
     path = folder_paths.get_full_path(folder, name)
     if path is not None and not any(inside_folder(path, base) for base in folder_paths.get_folder_paths(folder)):
-        raise ValueError(f"EMO: checkpoint {checkpoint!r} is outside the model folders.")
+        raise ValueError(f"EMO: {checkpoint!r} is outside the model folders.")
     return path
 
 

@@ -45,7 +45,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import echomimic_reference as er  # noqa: E402
-from reference_common import shape_text, write_key_list  # noqa: E402
+from reference_common import network_rows, write_key_list  # noqa: E402
 
 OUTPUT = ROOT / "tests" / "data" / "echomimic_keys.tsv"
 MOTION = ".motion_modules."
@@ -60,14 +60,10 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
     summary: list[str] = []
     for name, net in zip(er.NETWORK_NAMES, nets):
-        state = net.state_dict()
-        buffers = {key for key, _ in net.named_buffers()} & set(state)
-        rows += [(name, key, shape_text(value)) for key, value in state.items()]
+        net_rows, line, state, buffers = network_rows(name, net)
+        rows += net_rows
         total = sum(v.numel() for v in state.values())
-        n_buffers = sum(state[k].numel() for k in buffers)
-        summary.append(f"# {name}: {len(state)} tensors, {total:,} values "
-                       f"({len(state) - len(buffers)} parameters with {total - n_buffers:,} values, "
-                       f"{len(buffers)} buffers with {n_buffers:,} values)")
+        summary.append(line)
         if name == "denoising_unet":
             motion = {k: v for k, v in state.items() if MOTION in k}
             motion_buffers = [k for k in motion if k in buffers]

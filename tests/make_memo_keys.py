@@ -106,7 +106,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from reference_common import (  # noqa: E402
-    SD15_UNET_CONFIG, checkout_path, install_xformers_stand_in, quiet, shape_text, write_key_list)
+    SD15_UNET_CONFIG, checkout_path, install_xformers_stand_in, network_rows, quiet, write_key_list)
 
 OUTPUT = ROOT / "tests" / "data" / "memo_keys.tsv"
 MEMO_COMMIT = "a5aee30120d7d2fc4e0831ca61cebdbce595324b"
@@ -234,15 +234,10 @@ def main() -> None:
     rows: list[tuple[str, str, str]] = []
     summary: list[str] = []
     for name, net in zip(NETWORK_NAMES, nets):
-        state = net.state_dict()
-        buffers = {key for key, _ in net.named_buffers()} & set(state)
-        rows += [(name, key, shape_text(value)) for key, value in state.items()]
+        net_rows, line, state, buffers = network_rows(name, net)
+        rows += net_rows
         total = sum(v.numel() for v in state.values())
-        n_buffers = sum(state[k].numel() for k in buffers)
-        summary.append(f"# {name}: {len(state)} tensors, {total:,} values "
-                       f"({len(state) - len(buffers)} parameters with {total - n_buffers:,} values, "
-                       f"{len(buffers)} buffers with {n_buffers:,} values); x 4 bytes = "
-                       f"{total * 4 / 1e9:.4g} GB (hub: {HUB_SIZES[name]})")
+        summary.append(f"{line}; x 4 bytes = {total * 4 / 1e9:.4g} GB (hub: {HUB_SIZES[name]})")
         if name == "diffusion_net":
             summary.append(_part(state, buffers, "motion-module", MOTION))
             summary.append(_part(state, buffers, "audio-module", AUDIO))
