@@ -1,6 +1,6 @@
 """Peak CPU memory while loading a full-size network, against the size of the file in the target dtype.
 
-    python benchmarks/load_memory.py --dir /tmp/emo-bench [--source-dtype fp16] [--target-dtype fp16] [--pth]
+    python benchmarks/load_memory.py [--dir DIR] [--source-dtype fp16] [--target-dtype fp16] [--pth]
 
 Writes a full-size `hallo` network with random weights (tensor by tensor, never the whole model
 at once), then loads it in a fresh process with `load_net` and reports that process's peak RSS.
@@ -13,6 +13,7 @@ import json
 import resource
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def child(path: str, dtype: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--dir", default="/tmp/emo-bench")
+    parser.add_argument("--dir", default=str(Path(tempfile.gettempdir()) / "emo-bench"),
+                        help="where the random checkpoint is written and kept (default: %(default)s)")
     parser.add_argument("--source-dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--target-dtype", default="fp16", choices=list(DTYPES))
     parser.add_argument("--pth", action="store_true", help="a pickled net.pth instead of safetensors")

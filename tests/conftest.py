@@ -13,8 +13,6 @@ if str(ROOT) not in sys.path:
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
 
-SHARED_REFERENCE = ROOT.parent / "shared" / "reference"
-
 
 @pytest.fixture(scope="session")
 def tiny_pipeline():

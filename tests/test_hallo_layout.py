@@ -1,25 +1,41 @@
-"""The full-size `hallo` configuration has exactly the state dict of Hallo's net.pth."""
+"""The full-size `hallo` configuration has exactly the state dict of Hallo's net.pth, as its own code
+builds it (tests/data/hallo_keys.tsv, written by tests/make_hallo_keys.py)."""
+
+from pathlib import Path
 
 import torch
 
-from conftest import SHARED_REFERENCE
 from emo_pipeline.config import emo_config, hallo_config
 from emo_pipeline.loading import expected_shapes
 
+KEYS = Path(__file__).parent / "data" / "hallo_keys.tsv"
+
 
 def read_reference_keys() -> dict[str, tuple[int, ...]]:
+    """net.pth's keys (`<network>.<key>`) and shapes."""
     keys = {}
-    for line in (SHARED_REFERENCE / "hallo_net_keys.tsv").read_text().splitlines():
+    for line in KEYS.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        name, shape, _dtype = line.split("\t")
-        keys[name] = tuple(int(s) for s in shape.strip("()").split(",") if s.strip())
+        network, key, shape = line.split("\t")
+        keys[f"{network}.{key}"] = tuple(int(s) for s in shape.split(",") if s)
     return keys
+
+
+def header_counts() -> dict[str, tuple[int, int]]:
+    """Each network's (tensors, values) from the header lines, and 'all'."""
+    counts = {}
+    for line in KEYS.read_text().splitlines():
+        if line.startswith("# ") and " tensors, " in line:
+            name, rest = line[2:].split(": ", 1)
+            tensors, values = rest.split(" tensors, ")
+            counts[name] = (int(tensors), int(values.split(" values")[0].replace(",", "")))
+    return counts
 
 
 def test_hallo_config_matches_net_pth_keys_and_shapes():
     reference = read_reference_keys()
-    assert len(reference) == 2656
+    assert len(reference) == header_counts()["all"][0] == 2656
     ours = {k: tuple(v) for k, v in expected_shapes(hallo_config()).items()}
     assert sorted(set(reference) - set(ours)) == []
     assert sorted(set(ours) - set(reference)) == []
@@ -27,10 +43,12 @@ def test_hallo_config_matches_net_pth_keys_and_shapes():
 
 
 def test_hallo_parameter_count_matches_reference_header():
-    header = (SHARED_REFERENCE / "hallo_net_keys.tsv").read_text().splitlines()
-    total = next(int(l.split("total params:")[1]) for l in header if "total params:" in l)
-    ours = sum(torch.Size(s).numel() for s in expected_shapes(hallo_config()).values())
-    assert ours == total
+    counts = header_counts()
+    ours = expected_shapes(hallo_config())
+    for network in ("reference_unet", "denoising_unet", "face_locator", "imageproj", "audioproj"):
+        mine = [s for k, s in ours.items() if k.startswith(network + ".")]
+        assert (len(mine), sum(torch.Size(s).numel() for s in mine)) == counts[network], network
+    assert sum(torch.Size(s).numel() for s in ours.values()) == counts["all"][1]
 
 
 def test_emo_config_adds_only_speed_layers_and_single_audio_attention():
