@@ -1,4 +1,4 @@
-"""Command line: generate, inspect, convert, train, train-demo, evaluate-demo, synthetic (see --help)."""
+"""Command line: download, generate, batch, inspect, convert, train, train-demo, evaluate-demo, synthetic (see --help)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .download.catalogue import DOWNLOADS, human_size
 from .presets import PRESETS
 from .families import EMOTIONS
 from .schedulers import SCHEDULERS
@@ -24,6 +25,16 @@ DEMO_MODEL = Path(__file__).resolve().parents[1] / "models" / "demo" / "net.safe
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m emo_pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    dl = sub.add_parser("download", help="fetch a family's files from the hub into the model folder "
+                                         "(resumable, verified, only what the loaders read)")
+    dl.add_argument("names", nargs="+", metavar="NAME",
+                    help="what to fetch: " + ", ".join(f"{d.name} (~{human_size(d.approx_bytes)})" for d in DOWNLOADS.values()))
+    dl.add_argument("--to", default="models/emo",
+                    help="the model folder (default: %(default)s; in ComfyUI, ComfyUI/models/emo)")
+    dl.add_argument("--revision", default="main", help="branch, tag or commit of the hub repositories (default: %(default)s)")
+    dl.add_argument("--convert", action="store_true",
+                    help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
+    dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's")
     gen = sub.add_parser("generate", help="portrait + audio → talking-head MP4")
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
     gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
@@ -189,6 +200,27 @@ def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> tor
     return separator.separate(waveform, sample_rate, on_chunk=chunk)
 
 
+def download_command(args: argparse.Namespace) -> int:
+    """`download NAME ...`: fetch, verify and place; then say what to run."""
+    from .download import DownloadCancelled, download
+    from .download.terminal import TerminalProgress
+
+    try:
+        result = download(args.names, args.to, args.revision, convert=args.convert, force=args.force,
+                          progress=TerminalProgress(), is_cancelled=_stop_requested)
+    except DownloadCancelled:
+        raise KeyboardInterrupt() from None
+    if result.placed:
+        print(f"Placed {len(result.placed)} file(s) in {result.folder} ({human_size(result.fetched_bytes)} fetched).")
+    if result.present:
+        print(f"{len(result.present)} file(s) were there already and were not fetched again.")
+    for path in result.converted:
+        print(f"Converted: {path}")
+    for model in result.converted or result.models:
+        print(f"Ready: python -m emo_pipeline generate --image portrait.png --audio speech.wav --model {model}")
+    return 0
+
+
 def generate(args: argparse.Namespace) -> int:
     check_generate_paths(args)  # before anything slow: a wrong path should not cost a model load
     started = time.perf_counter()
@@ -332,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, _on_signal)
         signal.signal(signal.SIGINT, _on_signal)
     try:
+        if args.command == "download":
+            return download_command(args)
         if args.command == "inspect":
             from .components import find_net
             from .loading import describe_checkpoint
@@ -392,6 +426,13 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         return generate(args)
     except (ValueError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        from .download import DownloadError
+
+        if not isinstance(err, DownloadError):
+            raise
         print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

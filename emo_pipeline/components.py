@@ -88,6 +88,30 @@ def _find_part(roots: list[Path], names: tuple[str, ...], what: str,
     )
 
 
+def search_roots(net_path: Path, shared: tuple[Path, ...] = ()) -> list[Path]:
+    """Where a network's VAE and audio encoder are looked for: beside it, the shared folders, one level up."""
+    home = net_path if net_path.is_dir() else net_path.parent
+    roots: list[Path] = []
+    for root in (home, *map(Path, shared), home.parent):
+        if root not in roots:
+            roots.append(root)
+    return roots
+
+
+def vae_path(net_path: Path, shared: tuple[Path, ...] = ()) -> Path:
+    """The VAE the loader takes for the network at `net_path` (see search_roots)."""
+    return _find_part(search_roots(net_path, shared), VAE_NAMES, "VAE (sd-vae-ft-mse)")
+
+
+def audio_encoder_path(net_path: Path, config: EMOConfig, shared: tuple[Path, ...] = ()) -> Path:
+    """The audio encoder of the network's family: whisper tiny.pt (EchoMimic) or wav2vec2-base-960h."""
+    roots = search_roots(net_path, shared)
+    if config.spec.audio_encoder == "whisper":
+        return _find_part(roots, WHISPER_NAMES, "whisper tiny.pt (EchoMimic's audio_processor/whisper_tiny.pt)",
+                          "the file from EchoMimic's download")
+    return _find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)")
+
+
 PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
@@ -112,29 +136,21 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
     the default precision."""
     from .vae import load_vae
 
-    model = Path(model)
-    net_path = find_net(model)
-    home = net_path if net_path.is_dir() else net_path.parent
-    roots = []
-    for root in (home, *map(Path, shared), home.parent):
-        if root not in roots:
-            roots.append(root)
+    net_path = find_net(Path(model))
     if config is None:
         with open_network(net_path) as reader:
             config = config_for(reader)
     dtype = dtype or default_dtype(config, compute_device or device)
-    vae_path = Path(vae) if vae else _find_part(roots, VAE_NAMES, "VAE (sd-vae-ft-mse)")
+    vae_file = Path(vae) if vae else vae_path(net_path, shared)
+    audio_file = Path(audio_encoder) if audio_encoder else audio_encoder_path(net_path, config, shared)
     if config.spec.audio_encoder == "whisper":
         from .audio.whisper import WhisperAudioEncoder
 
-        audio = WhisperAudioEncoder.from_file(Path(audio_encoder) if audio_encoder else _find_part(
-            roots, WHISPER_NAMES, "whisper tiny.pt (EchoMimic's audio_processor/whisper_tiny.pt)",
-            "the file from EchoMimic's download"))
+        audio = WhisperAudioEncoder.from_file(audio_file)
     else:
-        audio = AudioEncoder.from_pretrained(Path(audio_encoder) if audio_encoder else _find_part(
-            roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)"))
+        audio = AudioEncoder.from_pretrained(audio_file)
     net = load_net(net_path, config, device="cpu" if fp8_weights else device, dtype=dtype)
     if fp8_weights:
         store_weights_fp8(net)
-    return EMOPipeline(net, load_vae(vae_path, dtype=dtype), audio,
+    return EMOPipeline(net, load_vae(vae_file, dtype=dtype), audio,
                        device=device, dtype=dtype, low_vram=low_vram, compile=compile)

@@ -1,0 +1,143 @@
+"""Which hub files each download fetches, and where our loaders read them: the one place that says so.
+
+Each family's files are the ones its own project tells users to download (Hallo's and Hallo2's
+READMEs: the fudan-generative-ai repositories, cloned into `pretrained_models/`; EchoMimic's:
+BadToBest/EchoMimic into `pretrained_weights/`; MEMO's: memoavatar/memo, with the VAE from
+stabilityai/sd-vae-ft-mse and wav2vec2 from facebook/wav2vec2-base-960h, as its
+configs/inference.yaml names them), but only those our loaders read: never the SD1.5 UNet weights,
+AnimateDiff's motion module, sd-image-variations or MEMO's emotion classifier (see the README).
+
+Targets are relative to the model folder (ComfyUI's models/emo/, or `download --to`), in the layout
+of the README's model-folder table: a network's folder, with the VAE and wav2vec2 shared beside it.
+`approx_bytes` are the hub's listed sizes, rounded; they label a download before the hub is asked
+(the real sizes, from the hub, are what the disk check uses).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MB = 10**6
+GB = 10**9
+
+
+@dataclass(frozen=True)
+class HubFile:
+    repo: str  # the hub repository, "owner/name"
+    path: str  # the file's path in the repository
+    target: str  # where our loaders read it, relative to the model folder
+    approx_bytes: int
+
+
+@dataclass(frozen=True)
+class Download:
+    name: str  # what `download NAME` takes
+    title: str
+    files: tuple[HubFile, ...]
+    model: str | None  # what to give --model (relative to the model folder); None for the optional parts
+    licence: str
+
+    @property
+    def approx_bytes(self) -> int:
+        return sum(f.approx_bytes for f in self.files)
+
+    @property
+    def repos(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(f.repo for f in self.files))
+
+
+def _vae(repo: str, folder: str = "") -> tuple[HubFile, ...]:
+    """sd-vae-ft-mse as a diffusers folder, into the shared vae/."""
+    return (HubFile(repo, folder + "config.json", "vae/config.json", 547),
+            HubFile(repo, folder + "diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
+                    335 * MB))
+
+
+def _wav2vec(repo: str, folder: str = "") -> tuple[HubFile, ...]:
+    """wav2vec2-base-960h as a transformers folder, into the shared wav2vec/ (the tokenizer files are not read)."""
+    return (HubFile(repo, folder + "config.json", "wav2vec/config.json", 1_600),
+            HubFile(repo, folder + "preprocessor_config.json", "wav2vec/preprocessor_config.json", 159),
+            HubFile(repo, folder + "model.safetensors", "wav2vec/model.safetensors", 378 * MB))
+
+
+def _face(repo: str, folder: str, target: str) -> tuple[HubFile, ...]:
+    """insightface's SCRFD detector and the ArcFace (glintr100) Hallo's identity embedding comes from."""
+    return (HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB),
+            HubFile(repo, folder + "glintr100.onnx", target + "glintr100.onnx", 261 * MB))
+
+
+def _hallo(name: str) -> Download:
+    repo = f"fudan-generative-ai/{name}"
+    return Download(
+        name=name,
+        title=name.capitalize(),
+        files=(HubFile(repo, f"{name}/net.pth", f"{name}/net.pth", 4_850 * MB),
+               *_vae(repo, "sd-vae-ft-mse/"), *_wav2vec(repo, "wav2vec/wav2vec2-base-960h/"),
+               *_face(repo, "face_analysis/models/", "face_analysis/models/")),
+        model=name,
+        licence="MIT",
+    )
+
+
+ECHOMIMIC = "BadToBest/EchoMimic"
+MEMO = "memoavatar/memo"
+MEMO_FOLDERS = {"reference_net": 3_430 * MB, "diffusion_net": 6_710 * MB, "image_proj": 6_310_000,
+                "audio_proj": 146 * MB}
+
+
+def _echomimic(variant: str) -> Download:
+    networks = {"reference_unet.pth": 3_440 * MB, f"denoising_unet{variant}.pth": 3_350 * MB,
+                f"motion_module{variant}.pth": 1_820 * MB, "face_locator.pth": 2 * MB}
+    return Download(
+        name="echomimic" + variant.replace("_", "-"),
+        title="EchoMimic" + (" (accelerated, 6 steps)" if variant else ""),
+        files=(*(HubFile(ECHOMIMIC, name, f"echomimic/{name}", size) for name, size in networks.items()),
+               HubFile(ECHOMIMIC, "audio_processor/whisper_tiny.pt", "echomimic/audio_processor/whisper_tiny.pt",
+                       76 * MB),
+               *_vae("stabilityai/sd-vae-ft-mse")),
+        model=f"echomimic/denoising_unet{variant}.pth" if variant else "echomimic",
+        licence="Apache-2.0",
+    )
+
+
+DOWNLOADS: dict[str, Download] = {d.name: d for d in (
+    _hallo("hallo"),
+    _hallo("hallo2"),
+    _echomimic(""),
+    _echomimic("_acc"),
+    Download(
+        name="memo",
+        title="MEMO",
+        files=(*(HubFile(MEMO, f"{folder}/{file}", f"memo/{folder}/{file}", size if file.endswith("safetensors") else 2_000)
+                 for folder, size in MEMO_FOLDERS.items()
+                 for file in ("config.json", "diffusion_pytorch_model.safetensors")),
+               *_face(MEMO, "misc/face_analysis/models/", "memo/misc/face_analysis/models/"),
+               *_vae("stabilityai/sd-vae-ft-mse"), *_wav2vec("facebook/wav2vec2-base-960h")),
+        model="memo",
+        licence="Apache-2.0",
+    ),
+    Download(
+        name="face",
+        title="face models (SCRFD detector, ArcFace identity)",
+        files=_face("fudan-generative-ai/hallo", "face_analysis/models/", "face_analysis/models/"),
+        model=None,
+        licence="insightface's pretrained models: non-commercial research use",
+    ),
+    Download(
+        name="separator",
+        title="vocal separator (Kim_Vocal_2, UVR MDX-Net)",
+        files=(HubFile("fudan-generative-ai/hallo", "audio_separator/Kim_Vocal_2.onnx",
+                       "audio_separator/Kim_Vocal_2.onnx", 67 * MB),),
+        model=None,
+        licence="see the model card of huangjackson/Kim_Vocal_2",
+    ),
+)}
+FAMILIES = tuple(name for name, d in DOWNLOADS.items() if d.model is not None)
+
+
+def human_size(n: float) -> str:
+    """1.2 GB, 335 MB, 547 B: decimal units, as the hub lists sizes."""
+    for unit, scale in (("GB", GB), ("MB", MB), ("kB", 10**3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}" if n < 10 * scale else f"{n / scale:.0f} {unit}"
+    return f"{int(n)} B"

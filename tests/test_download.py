@@ -1,0 +1,357 @@
+"""`download`: each family's files fetched from a hub on 127.0.0.1 (tests/local_hub.py, which answers as the hub
+does; the real huggingface_hub client talks to it), verified, placed where our loaders read them, and rendered.
+
+The hub serves tiny files under each family's real repository names and layout, and some of the files those
+repositories also hold that our loaders do not read (SD1.5's UNet, AnimateDiff's motion module, ...): they must
+never be asked for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import tiny_families
+from local_hub import LocalHub
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
+from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
+from emo_pipeline.download.fetch import STATE
+from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
+                               write_tiny_memo_folder)
+from test_face import arcface_model, scrfd_model
+
+ROOT = Path(__file__).resolve().parents[1]
+BLOCK = __import__("huggingface_hub").constants.DOWNLOAD_CHUNK_SIZE  # the client writes in blocks of this size
+TINY_CLI = [sys.executable, str(ROOT / "tests" / "tiny_families.py")]
+HALLO = "fudan-generative-ai/hallo"
+# Files the repositories hold that our loaders never read.
+UNREAD = {
+    HALLO: ["stable-diffusion-v1-5/unet/diffusion_pytorch_model.safetensors", "motion_module/mm_sd_v15_v2.ckpt",
+            "wav2vec/wav2vec2-base-960h/vocab.json", "face_analysis/models/1k3d68.onnx",
+            "audio_separator/download_checks.json"],
+    "fudan-generative-ai/hallo2": ["hallo2/net_g.pth", "CodeFormer/codeformer.pth"],
+    "BadToBest/EchoMimic": ["sd-image-variations-diffusers/unet/diffusion_pytorch_model.bin",
+                            "sd-vae-ft-mse/diffusion_pytorch_model.bin"],
+    "memoavatar/memo": ["misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors"],
+    "stabilityai/sd-vae-ft-mse": ["diffusion_pytorch_model.bin"],
+    "facebook/wav2vec2-base-960h": ["pytorch_model.bin", "vocab.json"],
+}
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _net_pth(config) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(tiny_components(config)[0].state_dict(), buffer)
+    return buffer.getvalue()
+
+
+def _repositories(work: Path) -> dict[str, dict[str, bytes]]:
+    """Tiny files under each repository's real paths."""
+    _, vae, encoder = tiny_components(tiny_config())
+    vae.save_pretrained(work / "vae")
+    encoder.model.save_pretrained(work / "wav2vec")
+    (work / "wav2vec" / "preprocessor_config.json").write_text(
+        '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
+    face = work / "face"
+    face.mkdir()
+    scrfd_model(face / "scrfd_10g_bnkps.onnx")
+    arcface_model(face / "glintr100.onnx", np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32))
+    separator = write_mask_separator(work / "Kim_Vocal_2.onnx", np.ones((4, 3072), np.float32))
+    vae_files, wav2vec_files, face_files = _tree(work / "vae"), _tree(work / "wav2vec"), _tree(face)
+
+    repos: dict[str, dict[str, bytes]] = {}
+    for name, config in (("hallo", tiny_config()), ("hallo2", tiny_config())):
+        files = {f"{name}/net.pth": _net_pth(config)}
+        files |= {f"sd-vae-ft-mse/{k}": v for k, v in vae_files.items()}
+        files |= {f"wav2vec/wav2vec2-base-960h/{k}": v for k, v in wav2vec_files.items()}
+        files |= {f"face_analysis/models/{k}": v for k, v in face_files.items()}
+        files["audio_separator/Kim_Vocal_2.onnx"] = separator.read_bytes()
+        repos[f"fudan-generative-ai/{name}"] = files
+    echo = write_tiny_echomimic_folder(work / "echomimic", tiny_echomimic_config())
+    write_tiny_echomimic_folder(work / "echomimic-acc", tiny_echomimic_config(), acc=True)
+    files = {k: v for k, v in _tree(echo).items() if not k.startswith("sd-vae-ft-mse/")}
+    files |= {k: v for k, v in _tree(work / "echomimic-acc").items() if "_acc" in k}
+    repos["BadToBest/EchoMimic"] = files
+    memo = write_tiny_memo_folder(work / "memo-root", tiny_memo_config())
+    files = _tree(memo)
+    files |= {f"misc/face_analysis/models/{k}": v for k, v in face_files.items()}
+    files["misc/vocal_separator/Kim_Vocal_2.onnx"] = separator.read_bytes()
+    repos["memoavatar/memo"] = files
+    repos["stabilityai/sd-vae-ft-mse"] = dict(vae_files)
+    repos["facebook/wav2vec2-base-960h"] = dict(wav2vec_files)
+    for repo, paths in UNREAD.items():
+        for path in paths:
+            repos[repo][path] = b"never read by our loaders " + path.encode()
+    return repos
+
+
+@pytest.fixture(scope="module")
+def repositories(tmp_path_factory):
+    return _repositories(tmp_path_factory.mktemp("repos"))
+
+
+@pytest.fixture
+def hub(repositories, monkeypatch):
+    server = LocalHub()
+    for repo, files in repositories.items():
+        for path, data in files.items():
+            server.add(repo, path, data)
+    server.start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    tiny_families.install(monkeypatch)
+    yield server
+    server.stop()
+
+
+def _env(hub: LocalHub, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HF_")}
+    env.update(HF_ENDPOINT=hub.endpoint, HF_HUB_DOWNLOAD_TIMEOUT="600", HF_HOME=str(Path(tempfile.gettempdir()) / "no-hf-home"),
+               PYTHONPATH=str(ROOT), **extra)
+    return env
+
+
+def _cli(hub: LocalHub, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([*TINY_CLI, *args], capture_output=True, text=True, env=_env(hub, **env), timeout=1800)
+
+
+def _expected(names: list[str], repositories) -> dict[str, bytes]:
+    wanted = {}
+    for name in names:
+        for f in DOWNLOADS[name].files:
+            wanted.setdefault(f.target, repositories[f.repo][f.path])
+    return wanted
+
+
+@pytest.mark.parametrize("family", ["hallo", "hallo2", "echomimic", "echomimic-acc", "memo"])
+def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(family, hub, repositories, tmp_path):
+    models = tmp_path / "models" / "emo"
+    result = download([family], models)
+    placed = {k: v for k, v in _tree(models).items() if not k.startswith(STATE + "/")}
+    assert placed == _expected([family], repositories)  # these files, these bytes, nothing else
+    assert sorted(result.placed) == sorted(placed)
+    unread = {f"/{repo}/resolve/main/{p}" for repo, paths in UNREAD.items() for p in paths}
+    assert not unread & set(hub.content_gets())
+    assert not (models / STATE / "partial").exists() and not (models / STATE / "verified").exists()
+
+    from emo_pipeline.__main__ import main
+
+    out = tmp_path / "video.mp4"
+    assert main(["generate", "--model", str(result.models[0]), "--out", str(out), "--steps", "2",
+                 "--audio", str(_speech(tmp_path, 0.5))]) == 0
+    from emo_pipeline.media import read_video_info
+
+    fps = {"echomimic": 24, "echomimic-acc": 24, "memo": 30}.get(family, 25)
+    assert read_video_info(out)["frame_count"] == int(np.ceil(0.5 * fps))
+
+
+def _speech(folder: Path, seconds: float) -> Path:
+    from test_batch import write_wav
+
+    return write_wav(folder / "speech.wav", seconds)
+
+
+def test_a_second_download_asks_nothing(hub, tmp_path):
+    models = tmp_path / "emo"
+    download(["hallo", "separator"], models)
+    hub.requests.clear()
+    result = download(["hallo", "separator"], models)
+    assert hub.requests == [] and result.placed == []
+    assert sorted(result.present) == sorted(f.target for name in ("hallo", "separator") for f in DOWNLOADS[name].files)
+    assert missing_files(models, [DOWNLOADS["hallo"]]) == []
+
+
+def test_a_download_killed_midway_resumes_with_the_right_bytes(hub, repositories, tmp_path):
+    models = tmp_path / "emo"
+    net = repositories[HALLO]["hallo/net.pth"]
+    hub.hold, hub.hold_after = (HALLO, "hallo/net.pth"), BLOCK + 4096
+    assert len(net) > BLOCK + 4096
+    partial = models / STATE / "partial" / "fudan-generative-ai--hallo" / "hallo" / "net.pth"
+    child = subprocess.Popen([*TINY_CLI, "download", "hallo", "--to", str(models)], env=_env(hub),
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        _wait_for(lambda: partial.is_file() and partial.stat().st_size >= BLOCK, child)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    hub.release.set()
+    assert not (models / "hallo" / "net.pth").exists()  # nothing half-placed
+    assert not (models / "vae").exists() and not (models / "wav2vec").exists()  # nor any other file of the model
+    done = partial.stat().st_size
+    hub.requests.clear()
+    run = _cli(hub, "download", "hallo", "--to", str(models))
+    assert run.returncode == 0, run.stdout + run.stderr
+    assert (models / "hallo" / "net.pth").read_bytes() == net
+    ranges = [r for m, p, r in hub.requests if m == "GET" and p.startswith("/cdn/") and r]
+    assert f"bytes={done}-" in ranges  # continued where it stopped
+    assert "Ready: python -m emo_pipeline generate" in run.stdout
+
+
+def _wait_for(condition, child: subprocess.Popen, bound_s: float = 900) -> None:
+    """Until `condition()` holds (the event itself); the bound only keeps a broken run from hanging."""
+    deadline = time.monotonic() + bound_s
+    while not condition():
+        if child.poll() is not None:
+            raise AssertionError(f"the download ended early: {child.stdout.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("the event never came")
+        time.sleep(0.05)
+
+
+def test_a_corrupted_byte_is_caught_and_nothing_is_placed(hub, repositories, tmp_path):
+    models = tmp_path / "emo"
+    hub.corrupt.add((HALLO, "sd-vae-ft-mse/diffusion_pytorch_model.safetensors"))
+    with pytest.raises(DownloadError, match="arrived damaged .*sha256.*nothing was placed"):
+        download(["hallo"], models)
+    assert {k for k in _tree(models) if not k.startswith(STATE + "/")} == set()
+    hub.corrupt.clear()
+    download(["hallo"], models)
+    assert (models / "vae" / "diffusion_pytorch_model.safetensors").read_bytes() == \
+        repositories[HALLO]["sd-vae-ft-mse/diffusion_pytorch_model.safetensors"]
+
+
+def _mount_tmpfs(folder: Path, size: str, read_only: bool = False) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    options = f"size={size}" + (",ro" if read_only else "")
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("needs root to mount a tmpfs (a small or read-only disk)")
+
+
+def _unmount(folder: Path) -> None:
+    subprocess.run(["umount", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_refused_before_and_during_the_download(hub, repositories, tmp_path):
+    small = tmp_path / "small"
+    _mount_tmpfs(small, "4m")
+    try:
+        run = _cli(hub, "download", "hallo", "--to", str(small / "emo"))
+        assert run.returncode == 2 and "Traceback" not in run.stderr
+        assert "Not enough space in" in run.stderr and "more needed" in run.stderr and "--to" in run.stderr
+        assert not (small / "emo" / "hallo").exists()
+    finally:
+        _unmount(small)
+    # the disk fills while a file is in flight: the same plain message, nothing placed
+    roomy = tmp_path / "roomy"
+    _mount_tmpfs(roomy, "48m")
+    try:
+        hub.hold, hub.hold_after = (HALLO, "hallo/net.pth"), BLOCK + 4096
+        partial = roomy / "emo" / STATE / "partial" / "fudan-generative-ai--hallo" / "hallo" / "net.pth"
+        child = subprocess.Popen([*TINY_CLI, "download", "hallo", "--to", str(roomy / "emo")], env=_env(hub),
+                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        _wait_for(lambda: partial.is_file() and partial.stat().st_size >= BLOCK, child)
+        subprocess.run(["dd", "if=/dev/zero", f"of={roomy / 'filler'}", "bs=64k"], capture_output=True)  # until full
+        hub.release.set()
+        output, _ = child.communicate(timeout=900)
+        assert child.returncode == 2 and "Traceback" not in output, output
+        assert "Not enough space in" in output and "what was fetched so far is kept" in output
+        assert not (roomy / "emo" / "hallo").exists()
+    finally:
+        _unmount(roomy)
+
+
+def test_a_read_only_folder_is_a_plain_error(hub, tmp_path):
+    locked = tmp_path / "locked"
+    _mount_tmpfs(locked, "1m", read_only=True)
+    try:
+        with pytest.raises(DownloadError, match=r"Cannot write in .*locked.* \(it is read-only\): choose a folder"):
+            download(["hallo"], locked / "emo")
+    finally:
+        _unmount(locked)
+
+
+def test_offline_mode_works_with_the_files_and_says_what_to_run_without(hub, tmp_path):
+    models = tmp_path / "emo"
+    download(["echomimic-acc"], models)
+    hub.requests.clear()
+    run = _cli(hub, "download", "echomimic-acc", "--to", str(models), HF_HUB_OFFLINE="1")
+    assert run.returncode == 0, run.stderr
+    assert hub.requests == []
+    run = _cli(hub, "download", "memo", "--to", str(models), HF_HUB_OFFLINE="1")
+    assert run.returncode == 2 and "Traceback" not in run.stderr
+    assert "HF_HUB_OFFLINE is set" in run.stderr and "python -m emo_pipeline download memo" in run.stderr
+    assert hub.requests == []
+
+
+@pytest.mark.parametrize("fault,message", [
+    ("gated", r"is gated: accept its terms at http://127\.0\.0\.1:\d+/fudan-generative-ai/hallo"),
+    ("missing file", r"has no file hallo/net\.pth at 'main': the repository has changed"),
+    ("renamed repository", r"The repository fudan-generative-ai/hallo was not found"),
+    ("revision", r"has no revision 'v9': give a branch, tag or commit"),
+    ("no network", r"Could not reach http://127\.0\.0\.1:\d+ .*Check the network connection"),
+])
+def test_hub_faults_get_one_plain_sentence(fault, message, hub, tmp_path, monkeypatch):
+    from emo_pipeline.__main__ import main
+
+    revision = "main"
+    if fault == "gated":
+        hub.gated.add(HALLO)
+    elif fault == "missing file":
+        del hub.files[(HALLO, "hallo/net.pth")]
+    elif fault == "renamed repository":
+        for key in [k for k in hub.files if k[0] == HALLO]:
+            del hub.files[key]
+    elif fault == "revision":
+        revision = "v9"
+    else:
+        monkeypatch.setenv("HF_ENDPOINT", f"http://127.0.0.1:{_closed_port()}")
+    with pytest.raises(DownloadError, match=message):
+        download(["hallo"], tmp_path / "emo", revision)
+    assert not (tmp_path / "emo" / "hallo").exists()
+
+
+def _closed_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_files_in_the_way_are_kept_unless_forced(hub, repositories, tmp_path):
+    models = tmp_path / "emo"
+    vae = models / "vae" / "config.json"
+    vae.parent.mkdir(parents=True)
+    vae.write_bytes(repositories[HALLO]["sd-vae-ft-mse/config.json"])  # the same file, put there by hand
+    mine = models / "wav2vec" / "config.json"
+    mine.parent.mkdir(parents=True)
+    mine.write_text('{"mine": true}')
+    with pytest.raises(DownloadError, match=r"wav2vec/config.json exists and is not the hub's .* left as it is"):
+        download(["hallo"], models)
+    assert mine.read_text() == '{"mine": true}' and not (models / "hallo").exists()
+    hub.requests.clear()
+    result = download(["hallo"], models, force=True)
+    assert "vae/config.json" in result.present  # equal to the hub's: recognised, not fetched
+    assert "/fudan-generative-ai/hallo/resolve/main/sd-vae-ft-mse/config.json" not in hub.content_gets()
+    assert json.loads(mine.read_text()) == json.loads(repositories[HALLO]["wav2vec/wav2vec2-base-960h/config.json"])
+
+
+def test_convert_writes_our_single_file(hub, tmp_path):
+    from emo_pipeline.loading import config_for, open_network
+
+    result = download(["hallo2"], tmp_path / "emo", convert=True)
+    assert result.converted == [tmp_path / "emo" / "hallo2.safetensors"]
+    with open_network(result.converted[0]) as reader:
+        assert config_for(reader).name == "hallo2"
+        assert {reader.dtypes[k] for k in reader.keys()} == {torch.float16}
+
+
+def test_unknown_names_list_the_known_ones(tmp_path):
+    with pytest.raises(DownloadError, match="Unknown download 'halo': choose from hallo, hallo2, echomimic"):
+        download(["halo"], tmp_path)

@@ -1,0 +1,39 @@
+"""The families' full-size presets swapped for the tiny ones in the loader, so that files in a family's own
+layout and names, with tiny shapes, load as that family (the download tests' hub serves such files).
+
+In-process: `install(monkeypatch)`. As a command: `python tests/tiny_families.py <emo_pipeline arguments>`
+runs the real command line with the swap made.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from emo_pipeline import loading  # noqa: E402
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config  # noqa: E402
+
+TINY = {
+    "hallo_config": lambda: tiny_config(name="hallo"),
+    "hallo2_config": lambda: tiny_config(name="hallo2", motion_frame_mask_rate=0.25),
+    "echomimic_config": lambda: tiny_echomimic_config(name="echomimic"),
+    "echomimic_acc_config": lambda: tiny_echomimic_config(name="echomimic-acc", steps=2, guidance_scale=1.0),
+    "memo_config": lambda resnet_joint_frames=True: tiny_memo_config(name="memo", resnet_joint_frames=resnet_joint_frames),
+}
+
+
+def install(monkeypatch=None) -> None:
+    for name, make in TINY.items():
+        if monkeypatch is not None:
+            monkeypatch.setattr(loading, name, make)
+        else:
+            setattr(loading, name, make)
+
+
+if __name__ == "__main__":
+    install()
+    from emo_pipeline.__main__ import main
+
+    sys.exit(main(sys.argv[1:]))
