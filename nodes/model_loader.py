@@ -14,8 +14,10 @@ import folder_paths
 from comfy.model_patcher import ModelPatcher
 
 from ..emo_pipeline.components import PRECISIONS, load_pipeline
+from ..emo_pipeline.download import FAMILIES
 from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
 from ..emo_pipeline.pipeline import EMOPipeline
+from .downloads import catalogue_file, choices, entry, fetch, requested, target_folder
 from .notify import relays_warnings
 
 FOLDER = "emo"
@@ -172,11 +174,13 @@ class LoadEMOModel:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "checkpoint": (network_files() or [NO_MODELS], {"tooltip": "Network file in models/emo/ (for EchoMimic, "
-                               "its denoising_unet[_acc].pth: the other three files are read from beside it; for "
-                               "MEMO, diffusion_net's file: the other three folders are read from beside it; MEMO "
-                               "downloads in models/checkpoints, as other MEMO packs keep them, are listed as "
-                               "[checkpoints] ...)."}),
+                "checkpoint": (network_files() + choices(FAMILIES) or [NO_MODELS], {"tooltip": "Network file in "
+                               "models/emo/ (for EchoMimic, its denoising_unet[_acc].pth: the other three files are "
+                               "read from beside it; for MEMO, diffusion_net's file: the other three folders are read "
+                               "from beside it; MEMO downloads in models/checkpoints, as other MEMO packs keep them, "
+                               "are listed as [checkpoints] ...). 'download: <family>' fetches that family's files "
+                               "from the Hugging Face hub into models/emo when queued (once; progress on this node, "
+                               "Cancel stops it and the next run resumes), then loads them."}),
                 "precision": (["auto", "fp32", "fp16", "bf16"], {"default": "auto",
                               "tooltip": "auto: the model's own on a GPU (fp16 as Hallo and EchoMimic run, bf16 "
                                          "as MEMO runs), fp32 on the CPU."}),
@@ -201,12 +205,30 @@ class LoadEMOModel:
             },
         }
 
+    @classmethod
+    def VALIDATE_INPUTS(cls, checkpoint: str):
+        """Download entries are valid whether or not their files are there yet (a saved workflow keeps
+        working after the download); a shipped workflow's missing file says how to get it."""
+        if checkpoint == NO_MODELS or requested(checkpoint) is not None or checkpoint in network_files():
+            return True
+        known = catalogue_file(checkpoint)
+        if known is not None:
+            d, _ = known
+            return (f"EMO: {checkpoint} is not in {target_folder()}. Pick '{entry(d.name)}' in Load EMO Model's "
+                    f"list to fetch it (once), or run `python -m emo_pipeline download {d.name} --to "
+                    f"{target_folder()}`.")
+        return f"EMO: no network '{checkpoint}' in models/emo: pick one from Load EMO Model's list."
+
     @relays_warnings
     def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE,
              memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False,
              audio_encoder: str = AUDIO_BESIDE):
         root = register_model_folder()
-        path = choice_path(checkpoint) if checkpoint != NO_MODELS else None
+        wanted = requested(checkpoint)
+        if wanted is not None:
+            path = str(fetch(wanted))
+        else:
+            path = choice_path(checkpoint) if checkpoint != NO_MODELS else None
         if path is None:
             raise FileNotFoundError(f"No EMO network '{checkpoint}' in {root}. " + HELP.format(folder=root))
         load_device = torch.device("cpu") if device == "cpu" else mm.get_torch_device()

@@ -355,3 +355,56 @@ def test_convert_writes_our_single_file(hub, tmp_path):
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(DownloadError, match="Unknown download 'halo': choose from hallo, hallo2, echomimic"):
         download(["halo"], tmp_path)
+
+
+def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypatch):
+    """Load EMO Model's 'download: hallo' entry: progress on the node, Cancel leaves nothing placed, the next
+    run resumes and loads, and after that the entry loads the files without asking the hub."""
+    import threading
+
+    import comfy_stubs
+
+    models = tmp_path / "models"
+    state = comfy_stubs.install(models, tmp_path / "output")
+    pack = comfy_stubs.load_pack()
+    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.loading"])
+    loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
+    choices = loader.INPUT_TYPES()["required"]["checkpoint"][0]
+    entry = next(c for c in choices if c.startswith("download: hallo "))
+    assert {c.split(" ")[1] for c in choices if c.startswith("download: ")} == set(
+        n for n, d in DOWNLOADS.items() if d.model)
+    message = loader.VALIDATE_INPUTS("hallo/net.pth")  # a shipped workflow, files absent
+    assert isinstance(message, str) and f"Pick '{entry}'" in message and "download hallo" in message
+    assert loader.VALIDATE_INPUTS(entry) is True and loader.VALIDATE_INPUTS("download: hallo (~9 GB)") is True
+
+    net = repositories[HALLO]["hallo/net.pth"]
+    hub.hold, hub.hold_after = (HALLO, "hallo/net.pth"), BLOCK + 4096
+    partial = models / "emo" / STATE / "partial" / "fudan-generative-ai--hallo" / "hallo" / "net.pth"
+
+    def cancel_midway() -> None:
+        deadline = time.monotonic() + 900
+        while not (partial.is_file() and partial.stat().st_size >= BLOCK) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        state.interrupted = True  # the Cancel button
+        hub.release.set()
+
+    canceller = threading.Thread(target=cancel_midway)
+    canceller.start()
+    with pytest.raises(comfy_stubs.InterruptProcessingException):
+        loader().load(entry, "auto", "auto")
+    canceller.join()
+    assert not (models / "emo" / "hallo").exists() and not (models / "emo" / "vae").exists()  # nothing placed
+    assert state.progress and all(total == state.progress[0][1] for _, total, _ in state.progress)
+
+    state.progress.clear()
+    hub.requests.clear()
+    model = loader().load(entry, "auto", "auto")[0]
+    assert model.pipeline.config.name == "hallo" and (models / "emo" / "hallo" / "net.pth").read_bytes() == net
+    values = [v for v, _, _ in state.progress]
+    assert values == sorted(values) and values[-1] == state.progress[-1][1]  # the bar ran to its end
+    assert any(r and r.startswith("bytes=") for m, p, r in hub.requests if m == "GET")  # resumed, not restarted
+    assert "hallo/net.pth" in loader.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert entry not in loader.INPUT_TYPES()["required"]["checkpoint"][0]  # nothing left to fetch for it
+    hub.requests.clear()
+    assert loader().load(entry, "auto", "auto")[0].pipeline.config.name == "hallo"  # a saved workflow's entry
+    assert hub.requests == []

@@ -24,12 +24,13 @@ TINY = {
 }
 
 
-def install(monkeypatch=None) -> None:
+def install(monkeypatch=None, module=loading) -> None:
+    """In `module` (the engine's loading module; the pack's own copy when ComfyUI loaded it)."""
     for name, make in TINY.items():
         if monkeypatch is not None:
-            monkeypatch.setattr(loading, name, make)
+            monkeypatch.setattr(module, name, make)
         else:
-            setattr(loading, name, make)
+            setattr(module, name, make)
 
 
 if __name__ == "__main__":
