@@ -15,6 +15,7 @@ family; the family (families.py) picks the audio front end and the sampling loop
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import time
 from contextlib import contextmanager
@@ -35,10 +36,12 @@ from .models.attention import attention_score_budget
 from .models.deep_cache import DeepFeatureCache
 from .models.fp8 import move, store_weights_fp8
 from .models.memory_attention import TemporalMemory
-from .portrait import Portrait, prepare_portrait
+from .portrait import DEMO_MODEL, DEMO_PHOTO_WARNING, Portrait, looks_like_photograph, prepare_portrait
 from .presets import resolve_options, step_plan
 from .schedulers import make_scheduler
 from .vae import vae_downscale
+
+log = logging.getLogger(__name__)  # "emo_pipeline.pipeline": ComfyUI relays its warnings to the graph
 
 
 AUDIO_SEGMENT_SECONDS = 60.0
@@ -214,6 +217,8 @@ class EMOPipeline:
     def prepare_portrait(self, image: torch.Tensor, **kwargs) -> Portrait:
         """image [H, W, C] in 0..1; see `portrait.prepare_portrait` for face_box, face_mask, identity."""
         cfg = self.config
+        if cfg.name == DEMO_MODEL and looks_like_photograph(image):
+            log.warning(DEMO_PHOTO_WARNING)
         return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, **kwargs)
 
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int, fps: float | None = None,

@@ -608,3 +608,20 @@ def test_memo_files_other_packs_keep(env, monkeypatch):
                 shutil.move(str(target), str(source))
         shutil.rmtree(staging, ignore_errors=True)
         shutil.rmtree(models / "checkpoints" / "memo", ignore_errors=True)
+
+
+def test_the_demo_model_warns_in_the_graph_when_given_a_photograph(env):
+    from test_demo_model import _photograph
+
+    pack, state, _ = env
+    n = nodes(env)
+    demo = n["LoadEMOModel"].load("demo/net.safetensors", "auto", "auto")[0]
+    state.messages.clear()
+    n["EMOReferenceNetEncode"].encode(demo, _photograph()[None])
+    warned = [d["message"] for e, d in state.messages if e == "emo.warning" and "looks like a photograph" in d["message"]]
+    assert len(warned) == 1 and "download: hallo" in warned[0]
+    state.messages.clear()
+    from emo_pipeline.demo_inputs import drawn_portrait
+
+    n["EMOReferenceNetEncode"].encode(demo, drawn_portrait()[None])
+    assert not [d for e, d in state.messages if "looks like a photograph" in d["message"]]

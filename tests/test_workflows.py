@@ -112,3 +112,26 @@ def test_api_twin_matches_ui_workflow(pack, path):
         cls = pack.NODE_CLASS_MAPPINGS.get(node["class_type"])
         if cls:
             assert set(cls.INPUT_TYPES()["required"]) <= set(node["inputs"]), node_id
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_downloadable_file_carries_the_metadata_the_frontend_reads(path):
+    """The frontend's Missing Models panel offers a file when the workflow's `models` (and the node's
+    properties.models) give its name (the widget value), an https://huggingface.co/ URL and a directory."""
+    from emo_pipeline.download.catalogue import DOWNLOADS
+
+    workflow = json.loads(path.read_text())
+    targets = {f.target: f for d in DOWNLOADS.values() for f in d.files}
+    expected = []
+    for node in workflow["nodes"]:
+        values = node.get("widgets_values") or []
+        named = [v for v in values if isinstance(v, str) and v in targets]
+        entries = [{"name": v, "url": f"https://huggingface.co/{targets[v].repo}/resolve/main/{targets[v].path}",
+                    "directory": "emo"} for v in dict.fromkeys(named)]
+        assert node.get("properties", {}).get("models", []) == entries, node["type"]
+        expected += [e for e in entries if e not in expected]
+    assert workflow["models"] == expected
+    for entry in workflow["models"]:  # what the frontend (1.58.1) accepts: allowed host, a model file suffix
+        assert entry["url"].startswith("https://huggingface.co/") and entry["name"].endswith((".pth", ".safetensors", ".onnx"))
+    uses_hallo = any(n["type"] == "LoadEMOModel" and n["widgets_values"][0] == "hallo/net.pth" for n in workflow["nodes"])
+    assert uses_hallo == any(e["name"] == "hallo/net.pth" for e in workflow["models"])

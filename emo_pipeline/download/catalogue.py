@@ -133,6 +133,27 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
     ),
 )}
 FAMILIES = tuple(name for name, d in DOWNLOADS.items() if d.model is not None)
+HUB = "https://huggingface.co"
+
+
+def hub_url(f: HubFile, revision: str = "main") -> str:
+    return f"{HUB}/{f.repo}/resolve/{revision}/{f.path}"
+
+
+def file_for_target(target: str) -> HubFile | None:
+    """The hub file our loaders read at `target` (a path in the model folder), if a download brings one."""
+    return next((f for d in DOWNLOADS.values() for f in d.files if f.target == target), None)
+
+
+def workflow_models(values: list, directory: str = "emo") -> list[dict]:
+    """ComfyUI's model metadata for a workflow's widget values that name a file a download brings
+    (what the frontend's Missing Models panel offers): name, url and directory, each file once."""
+    entries = {}
+    for value in values:
+        f = file_for_target(value) if isinstance(value, str) else None
+        if f is not None:
+            entries[value] = {"name": value, "url": hub_url(f), "directory": directory}
+    return list(entries.values())
 
 
 def human_size(n: float) -> str:
