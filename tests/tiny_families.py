@@ -38,3 +38,40 @@ if __name__ == "__main__":
     from emo_pipeline.__main__ import main
 
     sys.exit(main(sys.argv[1:]))
+
+
+def patch_when_imported() -> None:
+    """For a real ComfyUI, which imports the pack under a path-derived name: patch every copy of the engine's
+    loading module now, and each one imported later (custom nodes load in no fixed order)."""
+    import importlib.abc
+    import importlib.util
+
+    def patch(module) -> None:
+        for name, make in TINY.items():
+            setattr(module, name, make)
+
+    for name, module in list(sys.modules.items()):
+        if name.endswith(".emo_pipeline.loading") or name == "emo_pipeline.loading":
+            patch(module)
+
+    class Finder(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if not fullname.endswith(".emo_pipeline.loading"):
+                return None
+            sys.meta_path.remove(self)
+            try:
+                spec = importlib.util.find_spec(fullname)
+            finally:
+                sys.meta_path.insert(0, self)
+            if spec is None or spec.loader is None:
+                return spec
+            execute = spec.loader.exec_module
+
+            def exec_module(module):
+                execute(module)
+                patch(module)
+
+            spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Finder())
