@@ -206,11 +206,18 @@ def _explain(error: Exception, f: HubFile, revision: str) -> DownloadError:
 
 
 def _network_errors() -> tuple[type[Exception], ...]:
-    import httpx2
+    """What the hub's client raises when the network or the hub fails (its HTTP library depends on its version)."""
+    import importlib
 
     from huggingface_hub import errors
 
-    return (errors.HfHubHTTPError, errors.OfflineModeIsEnabled, httpx2.HTTPError, ConnectionError, TimeoutError)
+    found: list[type[Exception]] = [errors.HfHubHTTPError, errors.OfflineModeIsEnabled, ConnectionError, TimeoutError]
+    for module, name in (("httpx2", "HTTPError"), ("httpx", "HTTPError"), ("requests", "RequestException")):
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(found)
 
 
 def ask_hub(f: HubFile, revision: str) -> Remote:
