@@ -65,6 +65,9 @@ def _parser() -> argparse.ArgumentParser:
                      help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
     gen.add_argument("--cache-interval", type=int,
                      help="DeepCache: a full pass every N steps, the ones between reuse its deep features (1: off)")
+    gen.add_argument("--memory-mode", choices=["auto", "normal", "low_vram", "low_vram_fp8"], default="auto",
+                     help="auto (default): the fastest mode whose counted peak fits the free device memory, said in "
+                          "one line; normal; low_vram; low_vram_fp8 (low-VRAM with fp8 weights)")
     gen.add_argument("--low-vram", action="store_true",
                      help="for 8 GB cards: guided rows one after the other, VAE decodes frame by frame, chunked attention")
     gen.add_argument("--fp8-weights", action="store_true",
@@ -229,7 +232,7 @@ def generate(args: argparse.Namespace) -> int:
 
 
 # generate's options that choose and load the model (the rest are per video)
-MODEL_OPTIONS = ("model", "random", "device", "dtype", "low_vram", "fp8_weights", "compile", "wav2vec")
+MODEL_OPTIONS = ("model", "random", "device", "dtype", "memory_mode", "low_vram", "fp8_weights", "compile", "wav2vec")
 
 
 def load_model(args: argparse.Namespace):
@@ -239,8 +242,8 @@ def load_model(args: argparse.Namespace):
     device = torch.device(args.device)
     # None: the model family's own on a GPU (fp16; bf16 for MEMO), fp32 on the CPU
     dtype = DTYPES[args.dtype] if args.dtype else None
-    memory = dict(low_vram=args.low_vram, fp8_weights=args.fp8_weights, compile=args.compile,
-                  audio_encoder=args.wav2vec)
+    low_vram, fp8_weights = memory_mode(args, device, dtype)
+    memory = dict(low_vram=low_vram, fp8_weights=fp8_weights, compile=args.compile, audio_encoder=args.wav2vec)
     if args.model:
         from .components import load_pipeline
 
@@ -251,7 +254,7 @@ def load_model(args: argparse.Namespace):
 
         print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
               "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
-              "Pass --model <folder> (e.g. Hallo's weights) for photographs.")
+              "For photographs: `python -m emo_pipeline download hallo`, then --model models/emo/hallo.")
         pipe = load_pipeline(DEMO_MODEL, device, dtype, **memory)
     else:
         from .tiny import tiny_components
@@ -259,11 +262,40 @@ def load_model(args: argparse.Namespace):
         print("No --model given: using a tiny RANDOM-WEIGHT model. The video will be noise; this run only "
               "checks that the pipeline works. Pass --model <folder> (e.g. Hallo's weights) for real output.")
         pipe = EMOPipeline(*tiny_components(), device=device,
-                           dtype=dtype or (torch.float16 if device.type == "cuda" else torch.float32), low_vram=args.low_vram,
+                           dtype=dtype or (torch.float16 if device.type == "cuda" else torch.float32), low_vram=low_vram,
                            compile=args.compile)
-        if args.fp8_weights:
+        if fp8_weights:
             pipe.store_weights_fp8()
     return pipe
+
+
+def memory_mode(args: argparse.Namespace, device: torch.device, dtype: torch.dtype | None) -> tuple[bool, bool]:
+    """(low_vram, fp8_weights): as --low-vram / --fp8-weights or --memory-mode say; `auto` fits the counted peak of
+    the model's own sampling into the free device memory and says which mode it took and why."""
+    if args.low_vram or args.fp8_weights or args.memory_mode != "auto":
+        mode = args.memory_mode if args.memory_mode != "auto" else "normal"
+        return args.low_vram or mode != "normal", args.fp8_weights or mode == "low_vram_fp8"
+    from .components import default_dtype, find_net
+    from .config import tiny_config
+    from .loading import config_for, open_network
+    from .memory_plan import free_memory, plan_memory
+
+    network = Path(args.model) if args.model else DEMO_MODEL if DEMO_MODEL.is_file() and not args.random else None
+    if network is None:
+        config = tiny_config()
+    else:
+        with open_network(find_net(network)) as reader:
+            config = config_for(reader)
+    from .pipeline import SamplingOptions
+
+    options = SamplingOptions(preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
+                              frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames,
+                              cache_interval=args.cache_interval, decode_chunk_size=args.decode_chunk)
+    plan = plan_memory(config, free_memory(device), dtype or default_dtype(config, device), options)
+    print(f"Memory: {plan.reason}.")
+    if plan.mode == "normal" and plan.decode_chunk < args.decode_chunk:
+        args.decode_chunk = plan.decode_chunk
+    return plan.low_vram, plan.fp8_weights
 
 
 def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:

@@ -40,13 +40,15 @@ _PREPARATION_STAGES = {"ReferenceNet": "reference net", "Linear": "reference net
 
 def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", dtype: torch.dtype = torch.float16,
                        low_vram: bool = False) -> EMOPipeline:
-    """The network of `config` with the VAE (sd-vae-ft-mse) and wav2vec2-base shapes, random or
-    (on the meta device) without weights."""
+    """The network of `config` with the VAE (sd-vae-ft-mse) and wav2vec2-base shapes (whisper-tiny for
+    EchoMimic; for the tiny test configs an audio encoder of their feature shape), random or (on the meta
+    device) without weights."""
     from diffusers import AutoencoderKL
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
     from .audio.encoder import AudioEncoder
     from .models import EMONet
+    from .tiny import tiny_vae, tiny_wav2vec_config, tiny_whisper
 
     previous = torch.get_default_dtype()
     torch.set_default_dtype(dtype)  # built in the target precision: fake tensors cannot be converted
@@ -56,14 +58,17 @@ def full_size_pipeline(config: EMOConfig, device: torch.device | str = "meta", d
             vae = AutoencoderKL(
                 down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
                 block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4,
-            )
+            ) if config.vae_downscale == 8 else tiny_vae(0, config.vae_downscale)  # the demo model's own 4x VAE
     finally:
         torch.set_default_dtype(previous)
     with torch.device(device):
         if config.spec.audio_encoder == "whisper":
-            audio = full_size_whisper()
-        else:
+            audio = full_size_whisper() if config.audio_feature_dim == WHISPER_TINY_DIMS["n_audio_state"] else \
+                tiny_whisper(0, config.audio_feature_dim, config.audio_feature_layers)
+        elif (config.audio_feature_dim, config.audio_feature_layers) == (768, 12):
             audio = AudioEncoder(Wav2Vec2Model(Wav2Vec2Config()))  # fp32, as the pipeline runs it (Hallo too)
+        else:  # the tiny test configs: an audio encoder of their feature shape
+            audio = AudioEncoder(Wav2Vec2Model(tiny_wav2vec_config(config.audio_feature_dim, config.audio_feature_layers)))
     return EMOPipeline(net, vae, audio, device=device, dtype=dtype, low_vram=low_vram)
 
 
@@ -417,6 +422,17 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
     denoising_peak = tracker.peak
     del denoise
     return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, _decode_peak(pipe, opts, tracker))
+
+
+def vae_decode_memory(config: EMOConfig, chunk: int, dtype: torch.dtype = torch.float16) -> int:
+    """Bytes one VAE decode of `chunk` frames adds, counted on fake tensors of the full-size VAE."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        pipe = fake_pipeline(config, dtype)
+        tracker = ActivationTracker()
+        with tracker, torch.no_grad():
+            return _decode_peak(pipe, SamplingOptions(frames_per_clip=chunk, decode_chunk_size=chunk), tracker)
 
 
 def video_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) -> int:

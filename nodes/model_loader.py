@@ -13,9 +13,10 @@ import comfy.model_management as mm
 import folder_paths
 from comfy.model_patcher import ModelPatcher
 
-from ..emo_pipeline.components import PRECISIONS, load_pipeline
+from ..emo_pipeline.components import PRECISIONS, default_dtype, find_net, load_pipeline
 from ..emo_pipeline.download import FAMILIES
-from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
+from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES, config_for, open_network
+from ..emo_pipeline.memory_plan import MemoryPlan, plan_memory
 from ..emo_pipeline.pipeline import EMOPipeline
 from .downloads import catalogue_file, choices, entry, fetch, requested, target_folder
 from .notify import relays_warnings
@@ -146,6 +147,7 @@ class EMOModel:
 
     def __init__(self, pipeline: EMOPipeline, name: str, load_device: torch.device) -> None:
         self.pipeline, self.name, self.load_device = pipeline, name, load_device
+        self.plan: MemoryPlan | None = None  # memory_mode auto's choice (its decode chunk bounds the sampler's)
         offload = pipeline.device
         parts = {"net": pipeline.net, "vae": pipeline.vae, "audio": pipeline.audio_encoder.model}
         self.patchers = {name: ModelPatcher(_Holder(m), load_device, offload) for name, m in parts.items()}
@@ -159,6 +161,14 @@ class EMOModel:
         mm.load_models_gpu(patchers, memory_required=memory_required, force_full_load=True)
         self.pipeline.device = self.load_device
         return self.pipeline
+
+
+def plan_memory_for(path: str, device: torch.device, dtype: torch.dtype | None) -> MemoryPlan:
+    """memory_mode auto: the model's family sampling fitted into the free memory ComfyUI reports for the device."""
+    net = find_net(Path(path))
+    with open_network(net) as reader:
+        config = config_for(reader)
+    return plan_memory(config, int(mm.get_free_memory(device)), dtype or default_dtype(config, device))
 
 
 class LoadEMOModel:
@@ -189,8 +199,11 @@ class LoadEMOModel:
             "optional": {
                 "vae_name": ([VAE_BESIDE] + folder_paths.get_filename_list("vae"), {"default": VAE_BESIDE,
                              "tooltip": "sd-vae-ft-mse: from models/emo (vae/), or a file in ComfyUI's models/vae."}),
-                "memory_mode": (["normal", "low_vram"], {"default": "normal",
-                                "tooltip": "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
+                "memory_mode": (["auto", "normal", "low_vram"], {"default": "auto",
+                                "tooltip": "auto: the fastest mode whose counted peak (with a margin) fits the free "
+                                           "device memory: normal, low_vram, or low_vram with fp8 weights; the "
+                                           "console says which and why. "
+                                           "low_vram (8 GB cards): guided rows one after the other, the VAE decodes "
                                            "frame by frame, attention in pieces. Same frames, somewhat slower."}),
                 "weight_storage": (["as loaded", "fp8_e4m3fn"], {"default": "as loaded",
                                    "tooltip": "fp8_e4m3fn keeps the network's weights in 8 bits (Hallo: ~2.4 GB "
@@ -221,7 +234,7 @@ class LoadEMOModel:
 
     @relays_warnings
     def load(self, checkpoint: str, precision: str, device: str, vae_name: str = VAE_BESIDE,
-             memory_mode: str = "normal", weight_storage: str = "as loaded", compile: bool = False,
+             memory_mode: str = "auto", weight_storage: str = "as loaded", compile: bool = False,
              audio_encoder: str = AUDIO_BESIDE):
         root = register_model_folder()
         wanted = requested(checkpoint)
@@ -235,17 +248,24 @@ class LoadEMOModel:
         dtype = None if precision == "auto" else PRECISIONS[precision]  # None: the family's own (load_pipeline)
         offload = torch.device("cpu") if load_device.type == "cpu" else mm.unet_offload_device()
         shared = shared_roots()
+        low_vram, fp8_weights, plan = memory_mode == "low_vram", weight_storage == "fp8_e4m3fn", None
+        if memory_mode == "auto":
+            plan = plan_memory_for(path, load_device, dtype)
+            low_vram, fp8_weights = plan.low_vram, fp8_weights or plan.fp8_weights
+            logging.info("EMO: memory %s", plan.reason)
         try:
             vae = None if vae_name == VAE_BESIDE else folder_paths.get_full_path("vae", vae_name)
             audio = None if audio_encoder == AUDIO_BESIDE else folder_paths.get_full_path(AUDIO_FOLDER, audio_encoder)
             if audio_encoder != AUDIO_BESIDE and audio is None:
                 raise FileNotFoundError(f"No audio encoder '{audio_encoder}' in ComfyUI's models/{AUDIO_FOLDER}.")
             pipeline = load_pipeline(path, device=offload, dtype=dtype, shared=tuple(shared), vae=vae, audio_encoder=audio,
-                                     low_vram=memory_mode == "low_vram", fp8_weights=weight_storage == "fp8_e4m3fn",
+                                     low_vram=low_vram, fp8_weights=fp8_weights,
                                      compile=compile, compute_device=load_device)
         except FileNotFoundError as err:
             raise FileNotFoundError(f"{err} " + HELP.format(folder=root)) from None
         logging.info("EMO: loaded %s (%s, %s, %s%s)", checkpoint, pipeline.config.name,
                      str(pipeline.dtype).replace("torch.", ""),
-                     memory_mode, ", fp8 weights" if weight_storage == "fp8_e4m3fn" else "")
-        return (EMOModel(pipeline, checkpoint, load_device),)
+                     "low_vram" if low_vram else "normal", ", fp8 weights" if fp8_weights else "")
+        model = EMOModel(pipeline, checkpoint, load_device)
+        model.plan = plan
+        return (model,)

@@ -154,7 +154,9 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
     options = resolve_options(SamplingOptions(
         seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
         context_overlap=None if context_overlap < 0 else context_overlap,
-        region_weights=(pose_weight, face_weight, lip_weight), decode_chunk_size=decode_chunk,
+        region_weights=(pose_weight, face_weight, lip_weight),
+        # memory_mode auto may have found that only a smaller VAE decode chunk fits
+        decode_chunk_size=min(decode_chunk, model.plan.decode_chunk) if getattr(model, "plan", None) else decode_chunk,
         head_speed=head_speed if config.has_speed_layers else None, emotion=emotion, **knobs), config)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
     memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,

@@ -24,6 +24,7 @@ class State:
     loads: list = []
     preview: bool = False
     messages: list = []  # (event, data) sent to the frontend through PromptServer.send_sync
+    free_memory: int = 16 * 2**30  # what core's get_free_memory reports
 
 
 def _module(name: str, **attrs) -> types.ModuleType:
@@ -98,6 +99,7 @@ def install(models_dir: Path, output_dir: Path) -> State:
 
     comfy.model_management = _module(
         "comfy.model_management", get_torch_device=lambda: torch.device("cpu"),
+        get_free_memory=lambda dev=None, torch_free_too=False: state.free_memory,
         unet_offload_device=lambda: torch.device("cpu"), load_models_gpu=load_models_gpu,
         processing_interrupted=lambda: state.interrupted, throw_exception_if_processing_interrupted=throw_if_interrupted,
         InterruptProcessingException=InterruptProcessingException)
