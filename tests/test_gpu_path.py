@@ -1,0 +1,124 @@
+"""The CUDA path, checked on a CPU: each family in its GPU precision (Hallo and EchoMimic fp16, MEMO bf16) against
+fp32, finite everywhere, every tensor entering its module in that module's dtype; and no operation of the sampling
+loop mixing devices (run with the models on the meta device: a tensor made on the CPU inside the loop would meet
+the model's there, as it would meet a GPU's)."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from conftest import speech_like
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
+from emo_pipeline.pipeline import Denoiser, EMOPipeline, SamplingOptions
+from emo_pipeline.tiny import tiny_components
+
+FAMILIES = {"hallo": (tiny_config, torch.float16, 0.05), "echomimic": (tiny_echomimic_config, torch.float16, 0.05),
+            "memo": (tiny_memo_config, torch.bfloat16, 0.1)}  # tolerance: max abs difference of 0..1 frames
+
+
+def _inputs(pipe: EMOPipeline):
+    gen = torch.Generator().manual_seed(0)
+    portrait = pipe.prepare_portrait(torch.rand(96, 96, 3, generator=gen), face_box=(0.25, 0.2, 0.75, 0.8))
+    return portrait, pipe.encode_audio(speech_like(0.4), 16000)
+
+
+class Watch:
+    """Forward hooks on every module of the network and the VAE: inputs in a dtype other than the module's own
+    weights, and outputs that are not finite."""
+
+    def __init__(self, *modules: torch.nn.Module):
+        self.wrong_dtype, self.not_finite = collections.Counter(), collections.Counter()
+        self.handles = []
+        for root in modules:
+            for m in root.modules():
+                self.handles.append(m.register_forward_pre_hook(self._inputs, with_kwargs=True))
+                self.handles.append(m.register_forward_hook(self._outputs))
+
+    def _inputs(self, module, args, kwargs):
+        weight = next((p for p in module.parameters(recurse=False) if p.is_floating_point()), None)
+        for t in tree_flatten((args, kwargs))[0]:
+            if weight is not None and isinstance(t, torch.Tensor) and t.is_floating_point() and t.dtype != weight.dtype:
+                self.wrong_dtype[(type(module).__name__, t.dtype, weight.dtype)] += 1
+
+    def _outputs(self, module, args, output):
+        for t in tree_flatten(output)[0]:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+                self.not_finite[type(module).__name__] += 1
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_family_s_gpu_precision_stays_close_to_fp32_and_finite(family):
+    make, dtype, tolerance = FAMILIES[family]
+    frames = {}
+    for precision in (torch.float32, dtype):
+        pipe = EMOPipeline(*tiny_components(make()), dtype=precision)
+        watch = Watch(pipe.net, pipe.vae)
+        frames[precision] = pipe.generate(*_inputs(pipe), SamplingOptions(seed=0, steps=2))
+        watch.close()
+        assert pipe.net.denoising_unet.conv_in.weight.dtype == precision
+        assert dict(watch.wrong_dtype) == {} and dict(watch.not_finite) == {}  # VAE decode included
+    assert torch.isfinite(frames[dtype]).all()
+    difference = (frames[dtype].float() - frames[torch.float32]).abs().max().item()
+    assert 0 < difference < tolerance, difference
+
+
+class DeviceCheck(TorchDispatchMode):
+    """Records every operation whose tensor arguments (0-dim scalars aside, which torch moves itself) lie on more
+    than one device. On the meta device values are not known: a value asked for is 0, and a copy to the CPU gives
+    zeros of the right shape (shapes and devices are what is checked)."""
+
+    def __init__(self):
+        super().__init__()
+        self.mixed = collections.Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        tensors = [t for t in tree_flatten((args, kwargs))[0] if isinstance(t, torch.Tensor)]
+        if func is torch.ops.aten._local_scalar_dense.default and args[0].device.type == "meta":
+            return 0
+        if func is torch.ops.aten._to_copy.default and args[0].device.type == "meta" \
+                and kwargs.get("device") is not None and torch.device(kwargs["device"]).type != "meta":
+            return torch.zeros(args[0].shape, dtype=kwargs.get("dtype") or args[0].dtype, device=kwargs["device"])
+        devices = {t.device.type for t in tensors if t.dim() > 0}
+        if len(devices) > 1:
+            self.mixed[(str(func), tuple(sorted(devices)))] += 1
+        return func(*args, **kwargs)
+
+
+def _run_on_meta(make) -> tuple[torch.Tensor, DeviceCheck]:
+    pipe = EMOPipeline(*tiny_components(make()))
+    portrait, audio = _inputs(pipe)
+    pipe.net.to("meta"), pipe.vae.to("meta")
+    pipe.device = torch.device("meta")
+    check = DeviceCheck()
+    with check:
+        frames = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
+    return frames, check
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_no_operation_of_the_sampling_loop_mixes_devices(family):
+    frames, check = _run_on_meta(FAMILIES[family][0])
+    assert frames.shape[0] == 10 if family == "hallo" else frames.shape[0] > 0
+    assert dict(check.mixed) == {}
+
+
+def test_the_device_check_catches_a_tensor_planted_on_the_cpu_in_the_loop(monkeypatch):
+    call = Denoiser.__call__
+
+    def planted(self, latents, *args, **kwargs):
+        noise = torch.zeros(latents.shape)  # made without the pipeline's device: a GPU run would fail here
+        return call(self, latents + noise, *args, **kwargs)
+
+    monkeypatch.setattr(Denoiser, "__call__", planted)
+    _, check = _run_on_meta(tiny_config)
+    assert any(devices == ("cpu", "meta") and "add" in op for op, devices in check.mixed)
