@@ -4,6 +4,9 @@ import pytest
 import torch
 
 import comfy_stubs
+from conftest import decoded_frames, speech_like
+from emo_pipeline.media import read_video_info
+from emo_pipeline.tiny import write_tiny_model_folder
 from emo_pipeline.upscale.codeformer import TemporalCodeFormer, tiny_codeformer_config
 from emo_pipeline.upscale.rrdbnet import RRDBNet, tiny_rrdb_config
 
@@ -18,6 +21,7 @@ def env(tmp_path_factory):
                models / "emo" / "hallo2" / "net_g.pth")
     torch.save({"params_ema": RRDBNet(tiny_rrdb_config()).state_dict()},
                models / "emo" / "realesrgan" / "RealESRGAN_x2plus.pth")
+    write_tiny_model_folder(models / "emo")
     state = comfy_stubs.install(models, output)
     pack = comfy_stubs.load_pack()
     return pack, state, models
@@ -63,3 +67,24 @@ def test_node_bad_input_and_missing_files_say_the_fix(env, node, monkeypatch):
     monkeypatch.setattr(module.folder_paths, "get_folder_paths", lambda name: [str(env[2] / "nowhere")])
     with pytest.raises(FileNotFoundError, match="download hallo2-upscaler"):
         upscale.upscale(torch.rand(1, 32, 32, 3), 2, 0.5)
+
+
+def test_sample_to_video_upscales_as_the_node_does(env, node):
+    """EMO Sample To Video with upscale 2 writes what EMO Sampler -> EMO Upscale Face Video -> EMO Video Combine
+    writes, streaming chunk by chunk."""
+    pack, _, _ = env
+    upscale, _ = node
+    n = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    model = n["LoadEMOModel"].load("tiny/net.safetensors", "auto", "auto")[0]
+    audio = {"waveform": speech_like(0.8)[None], "sample_rate": 16000}
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 0.0)
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5)))
+    sampling = (model, reference, emo_audio, 3, 1, 2.0, 0, -1, "ddim")
+    (frames,) = n["EMOSampler"].sample(*sampling)
+    (big,) = upscale.upscale(frames, 2, 0.7)
+    combined = n["EMOVideoCombine"].combine(big, fps, "EMO/pair", 19, audio=audio)
+    streamed = n["EMOSampleToVideo"].render(*sampling, "EMO/stream", 19, soundtrack=audio, upscale=2,
+                                            upscale_fidelity=0.7)
+    info = read_video_info(streamed["result"][1])
+    assert (info["width"], info["height"], info["frame_count"]) == (128, 128, count)
+    assert torch.equal(decoded_frames(streamed["result"][1]), decoded_frames(combined["result"][1]))
