@@ -1,4 +1,4 @@
-"""Command line: download, generate, batch, inspect, convert, train, train-demo, evaluate-demo, synthetic (see --help)."""
+"""Command line: download, generate, upscale, batch, inspect, convert, train, train-demo, evaluate-demo, synthetic (see --help)."""
 
 from __future__ import annotations
 
@@ -88,6 +88,24 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--feather", type=int,
                      help="with --paste-back: pixels over which the crop blends into the photo (default 1/16 of its side, 0: hard edge)")
     gen.add_argument("--colour-match", action="store_true", help="with --paste-back: match the crop's colours to the photo's")
+    gen.add_argument("--upscale", type=int, default=1, choices=(1, 2, 3, 4),
+                     help="Hallo2's high-resolution stage before any paste-back: the face restored by its temporal "
+                          "CodeFormer and the video upscaled xN (2: 512² to 1024²); needs hallo2/net_g.pth "
+                          "(download hallo2-upscaler; S-Lab licence, non-commercial). Default 1: off")
+    _upscale_options(gen, "--upscale-")
+    up = sub.add_parser("upscale", help="an existing MP4 through Hallo2's high-resolution stage (face restored by "
+                                        "its temporal CodeFormer, video upscaled xN); S-Lab licence, non-commercial")
+    up.add_argument("video", help="the MP4 (or any video PyAV reads), e.g. a generated face video")
+    up.add_argument("--out", required=True, help="output MP4")
+    up.add_argument("--scale", type=int, default=2, choices=(1, 2, 3, 4), help="upscale factor (default: %(default)s)")
+    _upscale_options(up, "--")
+    up.add_argument("--models", action="append",
+                    help="folder holding hallo2/net_g.pth and realesrgan/RealESRGAN_x2plus.pth (and the face "
+                         "detector); repeatable (default: models/emo)")
+    up.add_argument("--random", action="store_true", help="tiny random-weight networks (a pipeline check)")
+    up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
+    up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
     ins = sub.add_parser("inspect", help="say what a checkpoint file (or model folder) is and what it lacks")
     ins.add_argument("checkpoint")
     conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
@@ -130,6 +148,83 @@ def _parser() -> argparse.ArgumentParser:
     syn.add_argument("--seconds", type=float, default=4.0)
     syn.add_argument("--size", type=int, default=64)
     return parser
+
+
+def _upscale_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(prefix + "fidelity", type=float, default=0.5,
+                        help="CodeFormer's w: 0 trusts its codebook (more detail), 1 the input (closer to it); "
+                             "default %(default)s, Hallo2's")
+    parser.add_argument(prefix + "background", choices=("auto", "realesrgan", "bicubic"), default="auto",
+                        help="how the rest of the frame is upscaled: RealESRGAN x2 (Hallo2's), bicubic, or auto: "
+                             "RealESRGAN when realesrgan/RealESRGAN_x2plus.pth is there")
+    parser.add_argument(prefix + "blend", choices=("linear", "hallo2"), default="linear",
+                        help="the 4 frames shared by neighbouring 16-frame chunks: cross-faded, or as Hallo2 "
+                             "(the earlier chunk's kept)")
+
+
+def load_upscaler(folders: list[Path], random: bool, device: str, dtype: torch.dtype, need_background: bool):
+    """Hallo2's high-resolution networks from the first of `folders` holding them (or tiny random ones),
+    with our face detector from the same folders."""
+    from .face import FaceAnalyzer
+    from .upscale.video import FaceUpscaler, detector_landmarks, tiny_random_upscaler
+
+    landmarks = detector_landmarks(FaceAnalyzer(folders))
+    if random:
+        print("Upscaler: tiny RANDOM-WEIGHT networks (a pipeline check; the faces will be noise).")
+        return tiny_random_upscaler(landmarks, device)
+    upscaler = FaceUpscaler.from_folders(folders, landmarks, device, dtype, need_background=need_background)
+    print(f"Upscaler: Hallo2's temporal CodeFormer{' and RealESRGAN x2' if upscaler.background else ''} "
+          "(S-Lab License 1.0: non-commercial use only).")
+    return upscaler
+
+
+def upscale_settings(scale: int, fidelity: float, background: str, blend: str):
+    from .upscale.video import UpscaleSettings
+
+    settings = UpscaleSettings(scale=scale, fidelity=fidelity, background=background, blend=blend)
+    settings.check()
+    return settings
+
+
+def upscale_command(args: argparse.Namespace) -> int:
+    """`upscale VIDEO --out OUT`: frames decoded, upscaled and written as they go (memory flat in length)."""
+    from .media import VideoWriter, iter_video_frames, load_audio, probe_video
+    from .upscale.video import batched
+
+    source, out = Path(args.video), Path(args.out)
+    if not source.is_file():
+        raise FileNotFoundError(f"{source}: no such video file.")
+    if out.suffix.lower() != ".mp4" or out.is_dir():
+        raise ValueError(f"--out {out}: give an .mp4 file name, e.g. {source.stem}_x{args.scale}.mp4.")
+    if out.resolve() == source.resolve():
+        raise ValueError(f"--out {out} is the input video: choose another file name.")
+    settings = upscale_settings(args.scale, args.fidelity, args.background, args.blend)
+    info = probe_video(source)
+    folders = [Path(f) for f in (args.models or ["models/emo"])]
+    upscaler = load_upscaler(folders, args.random, args.device, DTYPES[args.dtype],
+                             args.background == "realesrgan" and args.scale > 1)
+    sound = load_audio(source) if info["has_audio"] else None
+    total = info["frames"]
+
+    def progress(done: int) -> None:
+        if _stop_requested():
+            raise KeyboardInterrupt()
+        if sys.stdout.isatty():
+            print(f"\r  frame {done}/{total or '?'}", end="\n" if done == total else "", flush=True)
+        elif done % 16 == 0 or done == total:
+            print(f"  frame {done}/{total or '?'}", flush=True)
+
+    started = time.perf_counter()
+    print(f"Upscaling {source.name} ({info['width']}x{info['height']}, {info['fps']:g} fps) x{args.scale} "
+          f"on {args.device} ...")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    width, height = info["width"] * args.scale, info["height"] * args.scale
+    with VideoWriter(out, info["fps"], width, height, audio=sound, crf=args.crf,
+                     metadata={"comment": "upscaled with emo_pipeline (Hallo2's high-resolution stage)"}) as writer:
+        for frames in batched(upscaler.stream(iter_video_frames(source), settings, on_frame=progress)):
+            writer.write(frames)
+    print(f"Wrote {out} ({writer.frames} frames, {width}x{height}) in {time.perf_counter() - started:.1f} s")
+    return 0
 
 
 def generate_defaults() -> dict:
@@ -355,15 +450,28 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=_stop_requested),
     )
+    upscaler = None
+    if args.upscale > 1:
+        folders = [Path(args.model), Path(args.model).parent] if args.model else []
+        folders = [f if f.is_dir() else f.parent for f in folders] + [Path("models/emo")]
+        settings = upscale_settings(args.upscale, args.upscale_fidelity, args.upscale_background, args.upscale_blend)
+        upscaler = load_upscaler(folders, args.random, args.device, torch.float32,
+                                 args.upscale_background == "realesrgan")
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
-    height, width = (image.shape[0], image.shape[1]) if paste else (pipe.config.sample_size,) * 2
+    side = pipe.config.sample_size * args.upscale
+    height, width = (image.shape[0], image.shape[1]) if paste else (side, side)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}) as writer:
         try:
-            for frames in pipe.iter_clips(portrait, audio, options):
+            clips = pipe.iter_clips(portrait, audio, options)
+            if upscaler is not None:  # chunked across clips: 16 frames at a time, whatever the clip length
+                from .upscale.video import batched
+
+                clips = batched(upscaler.stream(clips, settings))
+            for frames in clips:
                 writer.write(paste(frames) if paste else frames)
         except GenerationCancelled:  # the stop a signal asked for (STOP), seen between steps
             raise KeyboardInterrupt() from None
@@ -398,6 +506,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "download":
             return download_command(args)
+        if args.command == "upscale":
+            return upscale_command(args)
         if args.command == "inspect":
             from .components import find_net
             from .loading import describe_checkpoint

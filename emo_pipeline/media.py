@@ -12,6 +12,7 @@ import uuid
 import warnings
 from fractions import Fraction
 from pathlib import Path
+from typing import Iterator
 
 import av
 import numpy as np
@@ -301,3 +302,45 @@ def read_video_info(path: str | Path) -> dict:
             info["audio_duration"] = float(stream.duration * stream.time_base) if stream.duration else decoded
             info["audio_sample_rate"] = stream.rate
     return info
+
+
+def probe_video(path: str | Path) -> dict:
+    """fps, width, height, the frame count the container declares (0 if it does not) and whether there is
+    sound, without decoding."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Video file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise ValueError(f"Cannot read {path.name} as a video: {err}") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream.")
+        video = container.streams.video[0]
+        return {"fps": float(video.average_rate or 25), "width": video.codec_context.width,
+                "height": video.codec_context.height, "frames": int(video.frames or 0),
+                "has_audio": bool(container.streams.audio)}
+
+
+def iter_video_frames(path: str | Path, batch: int = 16) -> Iterator[torch.Tensor]:
+    """A video's frames, decoded as they are needed, in batches [≤batch, H, W, 3] float32 in 0..1: a long
+    video is never held whole."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Video file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise ValueError(f"Cannot read {path.name} as a video: {err}") from None
+    with container:
+        if not container.streams.video:
+            raise ValueError(f"{path.name} has no video stream.")
+        pending = []
+        for frame in container.decode(container.streams.video[0]):
+            pending.append(frame.to_ndarray(format="rgb24"))
+            if len(pending) == batch:
+                yield torch.from_numpy(np.stack(pending)).float() / 255
+                pending = []
+        if pending:
+            yield torch.from_numpy(np.stack(pending)).float() / 255

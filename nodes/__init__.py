@@ -8,6 +8,7 @@ from .reference import EMOReferenceNetEncode
 from .sample_to_video import EMOSampleToVideo
 from .separate_vocals import EMOSeparateVocals
 from .sampler import EMOSampler
+from .upscale import EMOUpscaleFaceVideo
 from .video import EMOVideoCombine
 
 NODE_CLASS_MAPPINGS = {
@@ -21,6 +22,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOFaceCrop": EMOFaceCrop,
     "EMOPasteBack": EMOPasteBack,
     "EMODemoInputs": EMODemoInputs,
+    "EMOUpscaleFaceVideo": EMOUpscaleFaceVideo,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -34,4 +36,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOFaceCrop": "EMO Face Crop",
     "EMOPasteBack": "EMO Paste Back",
     "EMODemoInputs": "EMO Demo Inputs",
+    "EMOUpscaleFaceVideo": "EMO Upscale Face Video",
 }

@@ -3,9 +3,13 @@ if one is given), so memory stays flat however long the audio is."""
 
 from __future__ import annotations
 
+import comfy.model_management as mm
+
 from ..emo_pipeline.face import paste_back
+from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
+from .upscale import upscaler
 from .video import SAVE_INPUTS, open_video, saved_video
 
 
@@ -41,6 +45,13 @@ class EMOSampleToVideo:
                 "colour_match": ("BOOLEAN", {"default": False,
                                              "tooltip": "Paste back: match the frames' colours to the photo's."}),
                 "emotion": emotion,
+                "upscale": ("INT", {"default": 1, "min": 1, "max": 4,
+                                    "tooltip": "Hallo2's high-resolution stage on each chunk of frames before any "
+                                               "paste-back, as EMO Upscale Face Video (1: off; needs "
+                                               "hallo2/net_g.pth, S-Lab licence: non-commercial)."}),
+                "upscale_fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                                               "tooltip": "Upscale: CodeFormer's w (0: its codebook's detail, "
+                                                          "1: closer to the input)."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -48,7 +59,7 @@ class EMOSampleToVideo:
     @relays_warnings
     def render(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                filename_prefix, crf, soundtrack=None, original=None, face=None, feather=-1, colour_match=False,
-               prompt=None, extra_pnginfo=None, **sampling):
+               prompt=None, extra_pnginfo=None, upscale=1, upscale_fidelity=0.5, **sampling):
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
@@ -60,9 +71,15 @@ class EMOSampleToVideo:
                 raise ValueError(f"EMO Sample To Video: 'original' is {width}×{height} but 'face' was found on a "
                                  f"{face.box.width}×{face.box.height} image; connect the photo given to EMO Face Crop.")
         else:
-            height = width = model.pipeline.config.sample_size
+            height = width = model.pipeline.config.sample_size * upscale
+        settings = UpscaleSettings(scale=upscale, fidelity=upscale_fidelity)
+        settings.check()
+        net = upscaler(mm.get_torch_device()) if upscale > 1 else None  # before sampling: a missing file stops here
         clips = iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                             **sampling)
+        if net is not None:  # streamed: one 16-frame chunk held at a time
+            clips = batched(net.stream(clips, settings,
+                                       on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))
         colour_reference = None
         # the writer opens before sampling, so a bad prefix is refused before any work
         with open_video(filename_prefix, audio.fps, width, height, crf, soundtrack, prompt, extra_pnginfo) as writer:

@@ -12,7 +12,7 @@ from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
-            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals"]
+            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo"]
 
 
 @pytest.fixture(scope="module")

@@ -124,6 +124,18 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         licence="insightface's pretrained models: non-commercial research use",
     ),
     Download(
+        name="hallo2-upscaler",
+        title="Hallo2's high-resolution stage (temporal CodeFormer, RealESRGAN x2)",
+        # the layout of Hallo2's README (pretrained_models/hallo2/net_g.pth, realesrgan/RealESRGAN_x2plus.pth);
+        # facelib's detectors and parsing network are not fetched: our detector aligns, our mask pastes back.
+        # Sizes here are estimates (net_g.pth: 113 M fp32 values of the key list), not the hub's listing.
+        files=(HubFile("fudan-generative-ai/hallo2", "hallo2/net_g.pth", "hallo2/net_g.pth", 452 * MB),
+               HubFile("fudan-generative-ai/hallo2", "realesrgan/RealESRGAN_x2plus.pth",
+                       "realesrgan/RealESRGAN_x2plus.pth", 67 * MB)),
+        model=None,
+        licence="S-Lab License 1.0 (non-commercial) for net_g.pth (CodeFormer's); BSD-3-Clause for RealESRGAN",
+    ),
+    Download(
         name="separator",
         title="vocal separator (Kim_Vocal_2, UVR MDX-Net)",
         files=(HubFile("fudan-generative-ai/hallo", "audio_separator/Kim_Vocal_2.onnx",

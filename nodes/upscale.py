@@ -1,0 +1,88 @@
+"""EMO Upscale Face Video: Hallo2's high-resolution stage on any family's face frames (IMAGE → IMAGE),
+before EMO Paste Back."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+import comfy.model_management as mm
+import comfy.utils
+import folder_paths
+
+from ..emo_pipeline.upscale.codeformer import HALLO2_SR
+from ..emo_pipeline.upscale.loading import CODEFORMER_FILE, FETCH_HINT, REALESRGAN_FILE, find_file
+from ..emo_pipeline.upscale.rrdbnet import REALESRGAN_X2PLUS
+from ..emo_pipeline.upscale.video import FaceUpscaler, UpscaleSettings, detector_landmarks
+from .face import face_analyzer
+from .model_loader import FOLDER
+from .notify import relays_warnings
+
+# the network shapes the files are loaded into (tests put tiny ones here)
+CODEFORMER_CONFIG, RRDB_CONFIG = HALLO2_SR, REALESRGAN_X2PLUS
+_loaded: dict[tuple, FaceUpscaler] = {}  # one set of networks kept between runs (files and device unchanged)
+
+
+def upscaler(device: torch.device) -> FaceUpscaler:
+    folders = [Path(f) for f in folder_paths.get_folder_paths(FOLDER)]
+    net_g, bg = find_file(folders, CODEFORMER_FILE), find_file(folders, REALESRGAN_FILE)
+    if net_g is None:
+        raise FileNotFoundError(f"EMO Upscale Face Video needs {CODEFORMER_FILE} (Hallo2's) in models/emo/: "
+                                f"{FETCH_HINT}.")
+    key = tuple((str(p), p.stat().st_mtime_ns) for p in (net_g, bg) if p) + (str(device), CODEFORMER_CONFIG, RRDB_CONFIG)
+    if key not in _loaded:
+        _loaded.clear()  # one copy of the networks at a time
+        _loaded[key] = FaceUpscaler.from_folders(folders, detector_landmarks(face_analyzer()), device,
+                                                 codeformer_config=CODEFORMER_CONFIG, rrdb_config=RRDB_CONFIG)
+    return _loaded[key]
+
+
+class EMOUpscaleFaceVideo:
+    DESCRIPTION = ("Hallo2's high-resolution stage: each frame's face aligned to 512², restored by Hallo2's temporal "
+                   "CodeFormer in chunks of 16 frames (overlap 4), and pasted into the frame upscaled x1-4, the rest "
+                   f"by RealESRGAN x2 ({REALESRGAN_FILE}) or bicubic. Use it after any family's sampler and before "
+                   f"EMO Paste Back. Needs {CODEFORMER_FILE}; its weights are under the S-Lab License 1.0: "
+                   "non-commercial use only.")
+    CATEGORY = "EMO"
+    FUNCTION = "upscale"
+    RETURN_TYPES = ("IMAGE",)
+    RETURN_NAMES = ("frames",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "frames": ("IMAGE",),
+                "upscale": ("INT", {"default": 2, "min": 1, "max": 4,
+                                    "tooltip": "Output size / input size (2: 512² to 1024², 4: 2048²)."}),
+                "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
+                                       "tooltip": "CodeFormer's w: 0 trusts its codebook (more detail), 1 the input "
+                                                  "(closer to it). Hallo2's default: 0.5."}),
+            },
+            "optional": {
+                "background": (["auto", "realesrgan", "bicubic"], {
+                    "default": "auto", "tooltip": "The rest of the frame: RealESRGAN x2 (Hallo2's), bicubic, or auto: "
+                                                  "RealESRGAN when its file is in models/emo."}),
+                "blend": (["linear", "hallo2"], {
+                    "default": "linear", "tooltip": "The 4 frames neighbouring chunks share: cross-faded, or as "
+                                                    "Hallo2 (the earlier chunk's kept)."}),
+            },
+        }
+
+    @relays_warnings
+    def upscale(self, frames: torch.Tensor, upscale: int, fidelity: float, background: str = "auto",
+                blend: str = "linear"):
+        if frames.ndim != 4 or frames.shape[-1] < 3 or len(frames) == 0:
+            raise ValueError(f"EMO Upscale Face Video needs IMAGE frames [F, H, W, 3] with F >= 1; got "
+                             f"{tuple(frames.shape)}.")
+        settings = UpscaleSettings(scale=upscale, fidelity=fidelity, background=background, blend=blend)
+        settings.check()  # before loading anything
+        net = upscaler(mm.get_torch_device())
+        bar = comfy.utils.ProgressBar(len(frames))
+
+        def step(done: int) -> None:
+            bar.update_absolute(done, len(frames))
+            mm.throw_exception_if_processing_interrupted()
+
+        return (net.upscale(frames[..., :3].float(), settings, on_frame=step),)
