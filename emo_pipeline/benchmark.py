@@ -1,0 +1,217 @@
+"""`python -m emo_pipeline benchmark`: what this machine does with each preset and memory mode.
+
+On a GPU: the family's full-size network with random weights built on the device (nothing to download;
+real weights with --model), one 512² clip per preset and mode, timed, with the device allocator's peak
+beside the peak counted by emo_pipeline/cost.py. On a CPU: the same code at the tiny size, the measured
+peak being the process's sampled RSS growth (labelled so). A budget bounds the whole run: when the clips
+would not fit in it, fewer steps are run and the time is scaled to the preset's steps (said in the notes).
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from .config import EMOConfig, preset
+from .memory_plan import counted_peak
+from .pipeline import EMOPipeline, SamplingOptions
+from .presets import PRESETS, resolve_options
+
+MODES = ("normal", "low_vram", "low_vram_fp8")
+TINY = {"hallo": "tiny", "hallo2": "tiny", "emo": "tiny-emo", "echomimic": "tiny-echomimic",
+        "echomimic-acc": "tiny-echomimic", "memo": "tiny-memo"}
+
+
+@dataclass
+class Row:
+    preset: str
+    mode: str
+    steps_run: int
+    steps: int
+    frames: int
+    seconds: float  # scaled to the preset's steps
+    seconds_per_video_second: float
+    measured_peak: int
+    measured_reserved: int | None
+    counted_peak: int
+
+    @property
+    def ratio(self) -> float:
+        return self.measured_peak / self.counted_peak if self.counted_peak else float("nan")
+
+
+@dataclass
+class Report:
+    environment: dict
+    measured_as: str
+    rows: list[Row] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def markdown(self) -> str:
+        env = ", ".join(f"{k}: {v}" for k, v in self.environment.items())
+        lines = [f"Environment: {env}", "",
+                 f"| preset | memory mode | steps | s per video s | measured peak ({self.measured_as}) | "
+                 "counted peak | measured / counted |",
+                 "|---|---|---|---|---|---|---|"]
+        for r in self.rows:
+            steps = f"{r.steps}" if r.steps_run == r.steps else f"{r.steps} ({r.steps_run} run, scaled)"
+            lines.append(f"| {r.preset} | {r.mode} | {steps} | {r.seconds_per_video_second:.2f} | "
+                         f"{_mib(r.measured_peak)} | {_mib(r.counted_peak)} | {r.ratio:.2f} |")
+        return "\n".join(lines + [""] + [f"- {n}" for n in self.notes]) + "\n"
+
+    def to_json(self) -> str:
+        return json.dumps({"environment": self.environment, "measured_as": self.measured_as, "notes": self.notes,
+                           "rows": [dict(asdict(r), ratio=r.ratio) for r in self.rows]}, indent=1)
+
+
+def _mib(n: int | None) -> str:
+    return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
+
+
+def environment(device: torch.device) -> dict:
+    env = {"torch": torch.__version__, "python": platform.python_version(), "machine": platform.machine()}
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        env.update(gpu=props.name, vram=f"{props.total_memory / 2**30:.1f} GiB", cuda=torch.version.cuda,
+                   capability=f"{props.major}.{props.minor}",
+                   fp8=("native" if (props.major, props.minor) >= (8, 9) else "stored, computed in fp16"),
+                   attention="SDPA flash" if torch.backends.cuda.flash_sdp_enabled() else "SDPA")
+        try:
+            import subprocess
+
+            env["driver"] = subprocess.run(["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                                           capture_output=True, text=True, timeout=10).stdout.strip() or "unknown"
+        except OSError:
+            env["driver"] = "unknown"
+    else:
+        import os
+
+        env.update(cpu=platform.processor() or "cpu", threads=torch.get_num_threads(), cores=os.cpu_count(),
+                   attention="SDPA (CPU)", fp8="stored, computed in fp32")
+    return env
+
+
+class _PeakRSS:
+    """The process's resident memory, sampled every 5 ms while a run lasts: its growth over the start."""
+
+    def __enter__(self):
+        import psutil
+
+        self.process = psutil.Process()
+        self.start = self.peak = self.process.memory_info().rss
+        self.running = True
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while self.running:
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(0.005)
+
+    def __exit__(self, *exc) -> None:
+        self.running = False
+        self.thread.join()
+
+    @property
+    def growth(self) -> int:
+        return self.peak - self.start
+
+
+def _pipeline(config: EMOConfig, device: torch.device, dtype: torch.dtype, mode: str, model: str | None) -> EMOPipeline:
+    if model:
+        from .components import load_pipeline
+
+        return load_pipeline(model, device, dtype, low_vram=mode != "normal", fp8_weights=mode == "low_vram_fp8")
+    if device.type == "cuda":
+        from .cost import full_size_pipeline
+
+        pipe = full_size_pipeline(config, device=device, dtype=dtype, low_vram=mode != "normal")
+    else:
+        from .tiny import tiny_components
+
+        pipe = EMOPipeline(*tiny_components(config), device=device, dtype=dtype, low_vram=mode != "normal")
+    if mode == "low_vram_fp8":
+        pipe.store_weights_fp8()
+    return pipe
+
+
+def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", presets: tuple[str, ...] = tuple(PRESETS),
+                  modes: tuple[str, ...] = MODES, model: str | None = None, budget_s: float = 600.0,
+                  on_row=None) -> Report:
+    """One clip per preset and mode; see the module's docstring."""
+    device = torch.device(device)
+    gpu = device.type == "cuda"
+    config = preset(family if gpu or model else TINY.get(family, family))
+    if model:
+        from .components import find_net
+        from .loading import config_for, open_network
+
+        with open_network(find_net(Path(model))) as reader:
+            config = config_for(reader)
+    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[config.spec.gpu_precision] if gpu else torch.float32
+    report = Report(environment(device), "torch.cuda.max_memory_allocated" if gpu else "sampled process RSS growth")
+    report.environment.update(family=config.name, size=f"{config.sample_size}²", precision=str(dtype)[6:])
+    if not gpu:
+        report.notes.append(f"CPU: the tiny '{config.name}' configuration at {config.sample_size}² (the same code as "
+                            "the full size); the measured peak is the process's RSS growth, sampled every 5 ms.")
+    started = time.perf_counter()
+    runs = [(p, m) for m in modes for p in presets]
+    per_step: float | None = None
+    for index, (name, mode) in enumerate(runs):
+        options = resolve_options(SamplingOptions(seed=0, preset=name), config)
+        left = budget_s - (time.perf_counter() - started)
+        remaining = len(runs) - index
+        steps = options.steps
+        if per_step is not None and per_step * steps * remaining > left:
+            steps = max(1, min(steps, int(left / remaining / per_step)))
+        pipe = _pipeline(config, device, dtype, mode, model)
+        gen = torch.Generator().manual_seed(0)
+        portrait = pipe.prepare_portrait(torch.rand(config.sample_size, config.sample_size, 3, generator=gen),
+                                         face_box=(0.25, 0.2, 0.75, 0.8))
+        frames = options.frames_per_clip
+        audio = pipe.encode_audio(0.1 * torch.randn(1, int(config.audio_sample_rate * frames / config.fps),
+                                                    generator=gen), config.audio_sample_rate)
+        run_options = resolve_options(SamplingOptions(seed=0, preset=name, steps=steps), config)
+        if gpu:
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+        with _PeakRSS() as rss:
+            began = time.perf_counter()
+            video = pipe.generate(portrait, audio, run_options)
+            if gpu:
+                torch.cuda.synchronize(device)
+            elapsed = time.perf_counter() - began
+        per_step = elapsed / steps
+        scaled = elapsed * options.steps / steps
+        measured = torch.cuda.max_memory_allocated(device) if gpu else rss.growth
+        reserved = torch.cuda.max_memory_reserved(device) if gpu else None
+        counted = counted_peak(config, options, dtype, mode, options.decode_chunk_size)
+        row = Row(name, mode, steps, options.steps, len(video), scaled, scaled / (len(video) / config.fps),
+                  measured, reserved, counted)
+        report.rows.append(row)
+        if steps != options.steps:
+            report.notes.append(f"{name}/{mode}: {steps} of {options.steps} steps run within the budget; the time "
+                                "is scaled by the steps (the per-clip work outside the steps is counted once).")
+        if on_row:
+            on_row(row)
+        del pipe, video
+        if gpu:
+            torch.cuda.empty_cache()
+    report.notes.append(f"whole run {time.perf_counter() - started:.0f} s (budget {budget_s:.0f} s)")
+    return report
+
+
+def write_report(report: Report, folder: str | Path) -> tuple[Path, Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    md, js = folder / "benchmark.md", folder / "benchmark.json"
+    md.write_text(report.markdown(), encoding="utf-8")
+    js.write_text(report.to_json(), encoding="utf-8")
+    return md, js
