@@ -35,6 +35,19 @@ def _parser() -> argparse.ArgumentParser:
     dl.add_argument("--convert", action="store_true",
                     help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
     dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's")
+    bench = sub.add_parser("benchmark", help="time each preset and memory mode on this machine (random weights, "
+                                             "nothing to download) and compare the measured peak with the counted one")
+    bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                       help="cuda (full size, 512²) or cpu (the tiny size); default: %(default)s")
+    bench.add_argument("--family", default="hallo", choices=["hallo", "hallo2", "emo", "echomimic", "echomimic-acc", "memo"],
+                       help="which family's network (default: %(default)s)")
+    bench.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: %(default)s)")
+    bench.add_argument("--modes", default="normal,low_vram,low_vram_fp8", help="comma-separated (default: %(default)s)")
+    bench.add_argument("--model", help="real weights instead of random ones (a model folder or network file)")
+    bench.add_argument("--budget-s", type=float, default=600.0,
+                       help="the whole run's time; fewer steps are run and scaled when needed (default: %(default)s)")
+    bench.add_argument("--out", default="benchmark-results", help="folder for benchmark.md and benchmark.json "
+                                                                  "(default: %(default)s)")
     gen = sub.add_parser("generate", help="portrait + audio → talking-head MP4")
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
     gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
@@ -506,6 +519,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "download":
             return download_command(args)
+        if args.command == "benchmark":
+            from .benchmark import run_benchmark, write_report
+
+            report = run_benchmark(args.family, args.device, tuple(args.presets.split(",")), tuple(args.modes.split(",")),
+                                   args.model, args.budget_s,
+                                   on_row=lambda r: print(f"  {r.preset}/{r.mode}: {r.seconds_per_video_second:.2f} s per "
+                                                          "video second", flush=True))
+            print(report.markdown())
+            md, js = write_report(report, args.out)
+            print(f"Wrote {md} and {js}")
+            return 0
         if args.command == "upscale":
             return upscale_command(args)
         if args.command == "inspect":
