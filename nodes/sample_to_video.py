@@ -3,7 +3,15 @@ if one is given), so memory stays flat however long the audio is."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import warnings
+
+import folder_paths
+import torch
+
 from ..emo_pipeline.face import paste_back
+from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
 from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
 from .video import SAVE_INPUTS, open_video, saved_video
@@ -41,6 +49,10 @@ class EMOSampleToVideo:
                 "colour_match": ("BOOLEAN", {"default": False,
                                              "tooltip": "Paste back: match the frames' colours to the photo's."}),
                 "emotion": emotion,
+                "resume": ("BOOLEAN", {"default": True,
+                           "tooltip": "Keep each finished clip beside the output (a hidden .<prefix>.emo-resume "
+                                      "folder), so that a cancelled or failed run continues on the next Queue with "
+                                      "the same inputs and settings. Removed once the MP4 is complete."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -48,7 +60,7 @@ class EMOSampleToVideo:
     @relays_warnings
     def render(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                filename_prefix, crf, soundtrack=None, original=None, face=None, feather=-1, colour_match=False,
-               prompt=None, extra_pnginfo=None, **sampling):
+               resume=True, prompt=None, extra_pnginfo=None, **sampling):
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
@@ -61,19 +73,47 @@ class EMOSampleToVideo:
                                  f"{face.box.width}×{face.box.height} image; connect the photo given to EMO Face Crop.")
         else:
             height = width = model.pipeline.config.sample_size
+        kept: dict[str, RenderState] = {}
+        colour: list[torch.Tensor] = []  # the video's first frame: one colour correction for all clips
+
+        def open_state(pipeline, options) -> RenderState:
+            # one folder per prefix (the MP4's own name gets a new counter on every run)
+            folder, name, _, _, _ = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory(), width, height)
+            sound = soundtrack["waveform"] if soundtrack is not None else None
+            state = RenderState(state_folder(os.path.join(folder, name + ".mp4")), fingerprint(
+                pipeline, reference, audio, options, sound=sound, image=photo, width=width, height=height, crf=crf,
+                paste=[None if face is None else list(vars(face.box).values()), feather, colour_match],
+                sample_rate=None if soundtrack is None else int(soundtrack["sample_rate"])),
+                say=lambda message: warnings.warn(message, stacklevel=2))
+            if "colour_reference" in state.kept:
+                colour.append(state.kept["colour_reference"])
+            kept["state"] = state
+            return state
+
+        def paste(clip: torch.Tensor) -> torch.Tensor:
+            if colour_match and not colour:
+                colour.append(clip[0])
+                if "state" in kept:  # a resumed run no longer makes the first frame
+                    kept["state"].keep("colour_reference", clip[0])
+            return paste_back(clip, photo, face.box, None if feather < 0 else feather, colour[0] if colour else None)
+
         clips = iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-                            **sampling)
-        colour_reference = None
+                            **sampling, resume=open_state if resume else None)
+
+        def video_frames():
+            first = next(clips, None)  # the state opens once the model is loaded, before the first clip
+            yield from resumed_frames(kept.get("state"), itertools.chain([] if first is None else [first], clips),
+                                      paste if photo is not None else None)
+
         # the writer opens before sampling, so a bad prefix is refused before any work
         with open_video(filename_prefix, audio.fps, width, height, crf, soundtrack, prompt, extra_pnginfo) as writer:
-            for clip in clips:
-                if photo is not None:
-                    if colour_match and colour_reference is None:
-                        colour_reference = clip[0]
-                    clip = paste_back(clip, photo, face.box, None if feather < 0 else feather, colour_reference)
-                writer.write(clip)
+            for frames in video_frames():
+                writer.write(frames)
             if writer.frames != audio.num_frames:  # one frame per audio frame, or no file at all
                 raise RuntimeError(f"EMO Sample To Video made {writer.frames} frames for {audio.num_frames} audio "
                                    "frames.")
+        if "state" in kept:
+            kept["state"].finish()
         return saved_video(writer.path)
 
