@@ -178,6 +178,7 @@ class RenderState:
         self.active = True
         self.segments: list[dict] = []
         self.carry_entry: dict | None = None
+        self.kept_entry: dict | None = None
         self.frames_done = 0
         self.kept: dict[str, torch.Tensor] = {}
         self._carry: dict | None = None
@@ -213,12 +214,15 @@ class RenderState:
         manifest = json.loads(path.read_text())
         if manifest.get("version") != VERSION:
             raise ValueError(f"state version {manifest.get('version')}, this code reads {VERSION}")
-        for entry in [*manifest["segments"], *([manifest["carry"]] if manifest["carry"] else [])]:
+        carry, kept = manifest["carry"], manifest["kept"]
+        for entry in [*manifest["segments"], *(e for e in (carry, kept) if e)]:
             self._check(entry)
-        if manifest["carry"]:
-            saved = torch.load(io.BytesIO((self.folder / manifest["carry"]["file"]).read_bytes()), weights_only=True)
-            self._carry, self.kept = saved["carry"], saved["kept"]
-        self.segments, self.carry_entry = manifest["segments"], manifest["carry"]
+        # mmap: a carry of gigabytes is read as the loop moves it to the device, not copied first
+        if carry:
+            self._carry = torch.load(self.folder / carry["file"], weights_only=True, mmap=True, map_location="cpu")
+        if kept:
+            self.kept = torch.load(self.folder / kept["file"], weights_only=True, map_location="cpu")
+        self.segments, self.carry_entry, self.kept_entry = manifest["segments"], carry, kept
         self.frames_done = sum(s["frames"] for s in self.segments)
         if self.frames_done != manifest["frames"]:
             raise ValueError("the frame count does not add up")
@@ -226,14 +230,15 @@ class RenderState:
         return manifest
 
     def _check(self, entry: dict) -> None:
-        data = (self.folder / entry["file"]).read_bytes()  # OSError if missing
-        if len(data) != entry["bytes"] or hashlib.sha256(data).hexdigest() != entry["sha256"]:
-            raise ValueError(f"{entry['file']} is not what was written")
+        path = self.folder / entry["file"]
+        if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256_of(path) != entry["sha256"]:
+            raise ValueError(f"{entry['file']} is missing or not what was written")
 
     # ---- the sampling loop's side
     def restore(self) -> dict | None:
         """What the loop saved last (tensors on the CPU), or None to start from the beginning."""
-        return self._carry if self.active else None
+        carry, self._carry = self._carry, None  # the loop holds it from now on
+        return carry if self.active else None
 
     def due(self, step: int) -> bool:
         """Whether the loop should save after `step` steps (EchoMimic's windows)."""
@@ -244,7 +249,6 @@ class RenderState:
         next (a clip's carry is only valid once that clip's frames are kept); otherwise it is kept now."""
         if not self.active:
             return
-        carry = _to_device(carry, "cpu")
         if with_next_frames:
             self._pending = carry
         else:
@@ -275,45 +279,53 @@ class RenderState:
 
     # ---- writing
     def _write(self, frames: torch.Tensor | None = None, carry: dict | None = None) -> None:
-        files: list[tuple[str, bytes]] = []
         self._serial += 1
-        segment = carry_entry = None
-        if frames is not None:
-            data = encode_segment(frames)
-            segment = self._entry(f"frames_{self._serial:05d}.mkv", data, frames=len(frames))
-            files.append((segment["file"], data))
-        if carry is not None or self._kept_changed:
-            buffer = io.BytesIO()
-            torch.save({"carry": carry if carry is not None else self._carry, "kept": self.kept}, buffer)
-            data = buffer.getvalue()
-            carry_entry = self._entry(f"carry_{self._serial:05d}.pt", data)
-            files.append((carry_entry["file"], data))
-        if not self._room_for(sum(len(d) for _, d in files)):
+        segment_data = encode_segment(frames) if frames is not None else None
+        kept = dict(self.kept) if self._kept_changed else None
+        needed = (len(segment_data) if segment_data is not None else 0) + _nbytes(carry) + _nbytes(kept)
+        if not self._room_for(needed):
             return
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            for name, data in files:
-                _write_atomic(self.folder / name, data)
-            old_carry = self.carry_entry
-            if segment is not None:
-                self.segments.append(segment)
-                self.frames_done += segment["frames"]
-            if carry_entry is not None:
-                self.carry_entry, self._carry = carry_entry, carry if carry is not None else self._carry
+            old = [e for e, new in ((self.carry_entry, carry), (self.kept_entry, kept)) if e and new is not None]
+            if segment_data is not None:
+                name = f"frames_{self._serial:05d}.mkv"
+                _write_atomic(self.folder / name, segment_data)
+                self.segments.append(self._entry(name, len(segment_data), hashlib.sha256(segment_data).hexdigest(),
+                                                 frames=len(frames)))
+                self.frames_done += len(frames)
+            if carry is not None:
+                self.carry_entry = self._save_tensors(f"carry_{self._serial:05d}.pt", carry)
+            if kept is not None:
+                self.kept_entry = self._save_tensors(f"kept_{self._serial:05d}.pt", kept)
                 self._kept_changed = False
             manifest = {"version": VERSION, "fingerprint": self.fingerprint, "frames": self.frames_done,
-                        "segments": self.segments, "carry": self.carry_entry, "serial": self._serial}
+                        "segments": self.segments, "carry": self.carry_entry, "kept": self.kept_entry,
+                        "serial": self._serial}
             _write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=1).encode())
-            if carry_entry is not None and old_carry is not None:
-                (self.folder / old_carry["file"]).unlink(missing_ok=True)
+            for entry in old:  # replaced: the manifest no longer names them
+                (self.folder / entry["file"]).unlink(missing_ok=True)
         except OSError as err:
             self._give_up(f"it could not be written ({err})")
 
-    def _entry(self, name: str, data: bytes, **extra: int) -> dict:
-        return {"file": name, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), **extra}
+    def _save_tensors(self, name: str, value: dict) -> dict:
+        """torch.save straight to the file, hashed on the way: a carry can be gigabytes (MEMO's memory), so it is
+        neither copied to the CPU whole nor held in memory as bytes (torch.save copies one tensor at a time)."""
+        tmp = self.folder / (name + ".tmp")
+        with open(tmp, "wb") as f:
+            writer = _HashingWriter(f)
+            torch.save(value, writer)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, self.folder / name)
+        return self._entry(name, writer.size, writer.sha256.hexdigest())
+
+    def _entry(self, name: str, size: int, sha256: str, **extra: int) -> dict:
+        return {"file": name, "bytes": size, "sha256": sha256, **extra}
 
     def _room_for(self, new_bytes: int) -> bool:
-        used = sum(s["bytes"] for s in self.segments) + (self.carry_entry["bytes"] if self.carry_entry else 0)
+        entries = [*self.segments, *(e for e in (self.carry_entry, self.kept_entry) if e)]
+        used = sum(e["bytes"] for e in entries)
         if used + new_bytes > self.cap_bytes:
             self._give_up(f"it would pass its cap of {self.cap_bytes / 2**30:.1f} GiB")
             return False
@@ -333,8 +345,40 @@ class RenderState:
 
     def _wipe(self) -> None:
         shutil.rmtree(self.folder, ignore_errors=True)
-        self.segments, self.carry_entry, self.frames_done = [], None, 0
+        self.segments, self.carry_entry, self.kept_entry, self.frames_done = [], None, None, 0
         self._carry, self._pending, self.kept = None, None, {}
+
+
+class _HashingWriter:
+    def __init__(self, file) -> None:
+        self.file, self.sha256, self.size = file, hashlib.sha256(), 0
+
+    def write(self, data) -> int:
+        self.file.write(data)
+        self.sha256.update(data)
+        self.size += len(data)
+        return len(data)
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _nbytes(value: Any) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    return 0
+
+
+def _sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(2**24), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
