@@ -355,8 +355,13 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         try:
             for frames in resumed_frames(state, pipe.iter_clips(portrait, audio, options), paste):
                 writer.write(frames)
-        except GenerationCancelled:  # the stop a signal asked for (STOP), seen between steps
-            raise KeyboardInterrupt() from None
+        except BaseException as err:
+            if state is not None and state.active and state.carry_entry:
+                print(f"The progress so far is kept in {state.folder}: the same command continues from there "
+                      "(--no-resume starts over).", file=sys.stderr)
+            if isinstance(err, GenerationCancelled):  # the stop a signal asked for (STOP), seen between steps
+                raise KeyboardInterrupt() from None
+            raise
     if state is not None:
         state.finish()
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")

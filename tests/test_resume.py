@@ -237,7 +237,7 @@ def test_the_same_inputs_resume_and_no_resume_ignores_the_state(hallo, kept_stat
     seen = stop_at(monkeypatch, STEPS + 1)
     assert main([*hallo["argv"], "--out", str(out)]) == 130
     assert seen[0].clip == 1  # clip 1 was kept
-    capsys.readouterr()
+    assert f"The progress so far is kept in {state_dir(out)}" in capsys.readouterr().err
     seen.clear()
     assert main([*hallo["argv"], "--out", str(out), "--no-resume"]) == 130
     assert seen[0].clip == 0 and "Resuming" not in capsys.readouterr().out
