@@ -119,6 +119,14 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
     up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
+    gen.add_argument("--no-resume", action="store_true",
+                     help="keep no progress: by default each finished clip is kept beside --out (in .<name>.emo-resume/) "
+                          "so that a stopped render continues where it was; removed once the MP4 is complete")
+    gen.add_argument("--resume-cap", type=float, default=20.0, metavar="GIB",
+                     help="the most disk the kept progress may take, in GiB (default: %(default)s); past it, or "
+                          "when the disk is short, the render goes on without keeping progress")
+    gen.add_argument("--resume-every", type=int, default=1, metavar="N",
+                     help="EchoMimic: keep the whole video's latents every N denoising steps (default: %(default)s)")
     ins = sub.add_parser("inspect", help="say what a checkpoint file (or model folder) is and what it lacks")
     ins.add_argument("checkpoint")
     conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
@@ -412,7 +420,10 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     from .demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from .media import VideoWriter, load_audio, load_image
     from .pipeline import Callbacks, GenerationCancelled, SamplingOptions
+    from .render_state import RenderState, fingerprint, resumed_frames, state_folder
 
+    state = None  # the render's kept progress (render_state.py), unless --no-resume
+    first: list[torch.Tensor] = []
     if args.image:
         image = load_image(args.image)
     else:
@@ -446,12 +457,13 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
             if portraits is not None:
                 portraits[key] = (face, prepared)
         face, portrait = portraits[key] if portraits is not None else (face, prepared)
-        if args.paste_back:
-            first: list[torch.Tensor] = []  # the video's first frame: one colour correction for all clips
+        if args.paste_back:  # `first`: the video's first frame, one colour correction for all clips
 
             def paste(frames: torch.Tensor) -> torch.Tensor:
                 if args.colour_match and not first:
                     first.append(frames[0])
+                    if state is not None:  # a resumed render no longer makes the first frame
+                        state.keep("colour_reference", frames[0])
                 return paste_back(frames, image[..., :3], face.box, args.feather, first[0] if first else None)
     else:
         portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
@@ -475,6 +487,19 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     height, width = (image.shape[0], image.shape[1]) if paste else (side, side)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    if upscaler is not None and not getattr(args, "no_resume", False):
+        print("--upscale: this render keeps no progress to resume (the upscaler's 16-frame chunks span clips).")
+    if not getattr(args, "no_resume", False) and upscaler is None:
+        state = RenderState(state_folder(out), fingerprint(
+            pipe, portrait, audio, options, sound=torch.as_tensor(waveform).float(),
+            image=image if paste else None, sample_rate=sample_rate, width=width, height=height,
+            paste=[args.paste_back, args.feather, args.colour_match, args.face_index, args.face_fraction,
+                   args.no_face_crop, args.separate_vocals is not None]),
+            cap_bytes=int(args.resume_cap * 2**30), every_steps=args.resume_every)
+        options.checkpoint = state
+        if "colour_reference" in state.kept:
+            first.append(state.kept["colour_reference"])
+    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}) as writer:
@@ -484,10 +509,17 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
                 from .upscale.video import batched
 
                 clips = batched(upscaler.stream(clips, settings))
-            for frames in clips:
-                writer.write(paste(frames) if paste else frames)
-        except GenerationCancelled:  # the stop a signal asked for (STOP), seen between steps
-            raise KeyboardInterrupt() from None
+            for frames in resumed_frames(state, clips, paste):
+                writer.write(frames)
+        except BaseException as err:
+            if state is not None and state.active and state.carry_entry:
+                print(f"The progress so far is kept in {state.folder}: the same command continues from there "
+                      "(--no-resume starts over).", file=sys.stderr)
+            if isinstance(err, GenerationCancelled):  # the stop a signal asked for (STOP), seen between steps
+                raise KeyboardInterrupt() from None
+            raise
+    if state is not None:
+        state.finish()
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")
     return audio.num_frames
 

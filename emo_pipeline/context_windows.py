@@ -22,6 +22,7 @@ from .audio.whisper import frame_tokens
 from .models import BackboneConditions
 from .models.spatial_transformer import ReferenceKV
 from .presets import step_plan
+from .render_state import restore_scheduler, scheduler_state
 from .schedulers import make_scheduler
 
 if TYPE_CHECKING:
@@ -110,7 +111,15 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     latents = latents * scheduler.init_noise_sigma
     calls, total_calls = 0, steps * len(windows)
+    first_step, checkpoint = 0, opts.checkpoint
+    carry = checkpoint.restore() if checkpoint is not None else None
+    if carry is not None:  # continue after the last kept step, exactly as if never stopped
+        first_step, calls, latents = carry["step"], carry["calls"], carry["latents"].to(device)
+        restore_scheduler(scheduler, carry["scheduler"], device)
+        generator.set_state(carry["rng"])
     for step, (t, (guided, _)) in enumerate(zip(scheduler.timesteps, plan)):
+        if step < first_step:
+            continue
         total = torch.zeros_like(latents)
         count = torch.zeros(num_frames, device=device, dtype=latents.dtype)
         model_input = scheduler.scale_model_input(latents, t)
@@ -132,11 +141,15 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
         if opts.callbacks.on_preview:
             estimate = getattr(out, "pred_original_sample", None)
             opts.callbacks.on_preview(estimate if estimate is not None else latents)
+        if checkpoint is not None and (checkpoint.due(step + 1) or step + 1 == steps):
+            checkpoint.save({"step": step + 1, "calls": calls, "latents": latents, "rng": generator.get_state(),
+                             "scheduler": scheduler_state(scheduler)})
         if opts.callbacks.on_step:
             opts.callbacks.on_step(StepInfo(calls, total_calls, len(windows) - 1, len(windows), int(t), "window"))
-    del total, count, conditions
+    total = count = conditions = None  # free them before decoding
     chunk = 1 if pipe.low_vram else opts.decode_chunk_size
     flat = latents[0].transpose(0, 1)  # [T, 4, h, w]
-    for start in range(0, num_frames, chunk):
+    decoded = checkpoint.frames_done if carry is not None else 0  # frames the caller already has
+    for start in range(decoded, num_frames, chunk):
         with pipe._stage("vae decode"):
             yield pipe.decode_latents(flat[start: start + chunk], chunk)

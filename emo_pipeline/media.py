@@ -167,6 +167,21 @@ def _to_uint8(frames: torch.Tensor) -> np.ndarray:
     return frames.cpu().numpy()
 
 
+def remove_stale_partials(path: Path) -> None:
+    """Delete partial files of `path` left by writers whose process is gone (killed, so it could not clean
+    up); a resumed render starts a new one. Another live process's partial file is left alone."""
+    for partial in path.parent.glob(f".{path.stem}.*-*.partial.mp4"):
+        try:
+            pid = int(partial.name[len(path.stem) + 2:].split("-", 1)[0])
+            os.kill(pid, 0)
+        except ValueError:
+            continue  # not a name this writer makes
+        except ProcessLookupError:
+            partial.unlink(missing_ok=True)
+        except PermissionError:
+            pass  # a live process of another user
+
+
 class VideoWriter:
     """Streams frames into an MP4; the file appears at `path` only after a successful `close()`."""
 
@@ -176,6 +191,7 @@ class VideoWriter:
         self.path = Path(path)
         # unique per writer: two runs writing the same path never share (and swap) a temporary file
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.mp4")
+        remove_stale_partials(self.path)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.size = (width, height)
         self.audio = audio

@@ -20,7 +20,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import torch
 import torch.nn.functional as F
@@ -115,6 +115,9 @@ class SamplingOptions:
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
     decode_chunk_size: int = 8
     callbacks: Callbacks = field(default_factory=Callbacks)
+    # Durable progress (render_state.RenderState, or anything with its restore/save/due/frames_done): the
+    # loop continues from what it restores and saves after each clip (context windows: every N steps).
+    checkpoint: Any = None
 
 
 def check_dtype_supported(device: torch.device, dtype: torch.dtype) -> None:
@@ -335,9 +338,16 @@ class EMOPipeline:
 
         previous: torch.Tensor | None = None  # last decoded frames, [n, H, W, 3] in 0..1
         memory = None  # MEMO: each temporal module's memory of the clips so far
-        done_steps = 0
+        done_steps = first_clip = 0
+        checkpoint = opts.checkpoint
+        carry = checkpoint.restore() if checkpoint is not None else None
+        if carry is not None:  # continue after the last kept clip, exactly as if never stopped
+            first_clip, done_steps, previous = carry["clip"], carry["done_steps"], carry["previous"]
+            memory = None if carry["memory"] is None else [
+                [TemporalMemory(kv.to(device), z.to(device)) for kv, z in blocks] for blocks in carry["memory"]]
+            generator.set_state(carry["rng"])
         backbone = self._compiled if self.compile else net.denoising_unet
-        for clip in range(total_clips):
+        for clip in range(first_clip, total_clips):
             cond = self.clip_conditions(portrait, ref_latent, conds, audio, clip, previous, opts, use_cfg, generator,
                                         memory)
             memory = cond.memory
@@ -370,6 +380,12 @@ class EMOPipeline:
             # the last n frames made so far (they can span clips when a clip is shorter than n)
             previous = (frames if previous is None else torch.cat([previous, frames]))[-n:] if n > 0 else None
             keep = min(f, audio.num_frames - clip * f)
+            if checkpoint is not None:  # kept together with this clip's frames, once the caller has them
+                checkpoint.save({"clip": clip + 1, "done_steps": done_steps, "previous": previous,
+                                 "rng": generator.get_state(),
+                                 "memory": None if memory is None else [[(m.kv, m.z) for m in blocks]
+                                                                        for blocks in memory]},
+                                with_next_frames=keep > 0)
             if keep > 0:
                 yield frames[:keep]
 

@@ -3,9 +3,16 @@ if one is given), so memory stays flat however long the audio is."""
 
 from __future__ import annotations
 
+import itertools
+import os
+import warnings
+
 import comfy.model_management as mm
+import folder_paths
+import torch
 
 from ..emo_pipeline.face import paste_back
+from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
@@ -52,6 +59,10 @@ class EMOSampleToVideo:
                 "upscale_fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,
                                                "tooltip": "Upscale: CodeFormer's w (0: its codebook's detail, "
                                                           "1: closer to the input)."}),
+                "resume": ("BOOLEAN", {"default": True,
+                           "tooltip": "Keep each finished clip beside the output (a hidden .<prefix>.emo-resume "
+                                      "folder), so that a cancelled or failed run continues on the next Queue with "
+                                      "the same inputs and settings. Removed once the MP4 is complete."}),
             },
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
@@ -59,7 +70,7 @@ class EMOSampleToVideo:
     @relays_warnings
     def render(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                filename_prefix, crf, soundtrack=None, original=None, face=None, feather=-1, colour_match=False,
-               prompt=None, extra_pnginfo=None, upscale=1, upscale_fidelity=0.5, **sampling):
+               resume=True, prompt=None, extra_pnginfo=None, upscale=1, upscale_fidelity=0.5, **sampling):
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
@@ -72,25 +83,55 @@ class EMOSampleToVideo:
                                  f"{face.box.width}×{face.box.height} image; connect the photo given to EMO Face Crop.")
         else:
             height = width = model.pipeline.config.sample_size * upscale
+        kept: dict[str, RenderState] = {}
+        colour: list[torch.Tensor] = []  # the video's first frame: one colour correction for all clips
+
+        def open_state(pipeline, options) -> RenderState:
+            # one folder per prefix (the MP4's own name gets a new counter on every run)
+            folder, name, _, _, _ = folder_paths.get_save_image_path(
+                filename_prefix, folder_paths.get_output_directory(), width, height)
+            sound = soundtrack["waveform"] if soundtrack is not None else None
+            state = RenderState(state_folder(os.path.join(folder, name + ".mp4")), fingerprint(
+                pipeline, reference, audio, options, sound=sound, image=photo, width=width, height=height, crf=crf,
+                paste=[None if face is None else list(vars(face.box).values()), feather, colour_match],
+                sample_rate=None if soundtrack is None else int(soundtrack["sample_rate"])),
+                say=lambda message: warnings.warn(message, stacklevel=2))
+            if "colour_reference" in state.kept:
+                colour.append(state.kept["colour_reference"])
+            kept["state"] = state
+            return state
+
+        def paste(clip: torch.Tensor) -> torch.Tensor:
+            if colour_match and not colour:
+                colour.append(clip[0])
+                if "state" in kept:  # a resumed run no longer makes the first frame
+                    kept["state"].keep("colour_reference", clip[0])
+            return paste_back(clip, photo, face.box, None if feather < 0 else feather, colour[0] if colour else None)
+
         settings = UpscaleSettings(scale=upscale, fidelity=upscale_fidelity)
         settings.check()
         net = upscaler(mm.get_torch_device()) if upscale > 1 else None  # before sampling: a missing file stops here
+        if net is not None and resume:  # its 16-frame chunks span clips: no per-clip progress to keep
+            warnings.warn("EMO Sample To Video: with upscale, progress is not kept for resuming.", stacklevel=2)
         clips = iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-                            **sampling)
+                            **sampling, resume=open_state if resume and net is None else None)
         if net is not None:  # streamed: one 16-frame chunk held at a time
             clips = batched(net.stream(clips, settings,
                                        on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))
-        colour_reference = None
+
+        def video_frames():
+            first = next(clips, None)  # the state opens once the model is loaded, before the first clip
+            yield from resumed_frames(kept.get("state"), itertools.chain([] if first is None else [first], clips),
+                                      paste if photo is not None else None)
+
         # the writer opens before sampling, so a bad prefix is refused before any work
         with open_video(filename_prefix, audio.fps, width, height, crf, soundtrack, prompt, extra_pnginfo) as writer:
-            for clip in clips:
-                if photo is not None:
-                    if colour_match and colour_reference is None:
-                        colour_reference = clip[0]
-                    clip = paste_back(clip, photo, face.box, None if feather < 0 else feather, colour_reference)
-                writer.write(clip)
+            for frames in video_frames():
+                writer.write(frames)
             if writer.frames != audio.num_frames:  # one frame per audio frame, or no file at all
                 raise RuntimeError(f"EMO Sample To Video made {writer.frames} frames for {audio.num_frames} audio "
                                    "frames.")
+        if "state" in kept:
+            kept["state"].finish()
         return saved_video(writer.path)
 

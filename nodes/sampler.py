@@ -138,9 +138,11 @@ def available_ram() -> int | None:
 
 def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
                 decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0, preset="custom",
-                guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral") -> Iterator[torch.Tensor]:
+                guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral",
+                resume=None) -> Iterator[torch.Tensor]:
     """The frames [f, S, S, 3] of EMO Sampler's widgets, clip by clip as they are decoded, with ComfyUI's
-    progress bar, previews and cancel."""
+    progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
+    (render_state.RenderState) for the loop to continue from and keep."""
     config = model.pipeline.config
     windows = config.spec.sampling == "context_windows"
     f = frames_per_clip or config.frames_per_clip
@@ -162,6 +164,8 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
     memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
                                                                             model.pipeline.dtype)
     pipeline = model.load("net", "vae", memory_required=memory)
+    if resume is not None:
+        options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // f)
     bar = comfy.utils.ProgressBar(total_clips * options.steps)  # on_step gives the exact total
     previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
