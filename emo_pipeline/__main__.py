@@ -118,6 +118,12 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def generate_actions() -> dict[str, argparse.Action]:
+    """generate's options by dest name, as argparse defines them (their types and choices)."""
+    generate = _parser()._subparsers._group_actions[0].choices["generate"]
+    return {action.dest: action for action in generate._actions if action.dest != "help"}
+
+
 def generate_defaults() -> dict:
     """generate's options with their defaults, by dest name (what a batch job may set)."""
     defaults = vars(_parser().parse_args(["generate"]))

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import torch
 
+from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
+
 RESULTS = "results.jsonl"
 PER_VIDEO = ("image", "audio", "out")
 
@@ -36,12 +38,21 @@ class Job:
 
 
 def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job]:
-    """Every line checked before anything runs (against generate's options and their `defaults`): one
-    message naming each bad line."""
+    """Every line checked before anything runs (against generate's options, their types and their
+    `defaults`): one message naming each bad line. Outputs must stay inside `out_dir`."""
+    from .__main__ import generate_actions
+
     path, out_dir = Path(path), Path(out_dir)
+    actions = generate_actions()
     path_options = {"image", "audio", "model", "wav2vec", "separate_vocals"}
     jobs, problems, outs = [], [], {}
-    for number, text in enumerate(path.read_text().splitlines(), 1):
+    with open(path, "rb") as file:
+        lines = list(numbered_lines(file))
+    for number, text in lines:
+        if text is None:
+            problems.append(f"line {number}: longer than {MAX_LINE_BYTES // 1024} KiB, not read (a job is one short "
+                            "JSON object per line)")
+            continue
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         try:
@@ -55,20 +66,24 @@ def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job
         options = {key.replace("-", "_"): value for key, value in entry.items()}
         unknown = sorted(set(options) - set(defaults))
         missing = [key for key in ("audio", "out") if not options.get(key)]
-        if unknown or missing:
+        wrong = [problem for key in sorted(set(options) - set(unknown))
+                 if (problem := option_problem(key, options[key], actions[key]))]
+        if unknown or missing or wrong:
             problems.append(f"line {number}: " + "; ".join(
-                ([f"unknown option(s) {', '.join(unknown)}"] if unknown else [])
-                + ([f"missing {', '.join(missing)}"] if missing else [])))
+                ([f"unknown option(s) {', '.join(cut(k) for k in unknown)}"] if unknown else [])
+                + ([f"missing {', '.join(missing)}"] if missing else []) + wrong))
             continue
+        options = {key: defaults[key] if value is None else value for key, value in options.items()}
         for key in path_options & set(options):
             if isinstance(options[key], str) and options[key] != "auto":
                 options[key] = str((path.parent / options[key]).resolve())
         for key in ("image", "audio"):
             if key in options and not Path(options[key]).is_file():
                 problems.append(f"line {number}: {key} {options[key]}: no such file")
-        out = (out_dir / options.pop("out")).resolve()
-        if out.suffix.lower() != ".mp4":
-            problems.append(f"line {number}: out {out.name}: the videos are MP4, name it {out.with_suffix('.mp4').name}")
+        out, problem = output_problem(out_dir, options.pop("out"))
+        if problem:
+            problems.append(f"line {number}: {problem}")
+            continue
         if out in outs:
             problems.append(f"line {number}: out {out.name} is also line {outs[out]}'s")
         outs[out] = number
