@@ -8,6 +8,7 @@ half-written behind.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import warnings
 from fractions import Fraction
@@ -121,29 +122,57 @@ MAX_IMAGE_SIDE = 4096
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Any image Pillow reads → [H, W, 3] float32 in 0..1 (transparency composited onto white;
-    16-bit and float images scaled, not clipped; huge photos reduced to MAX_IMAGE_SIDE)."""
+    16-bit and float images scaled, not clipped; huge photos reduced to MAX_IMAGE_SIDE). Refused: more
+    than MAX_IMAGE_PIXELS, a PNG failing its checksums; a JPEG with damaged data is used with a warning."""
     from PIL import Image, UnidentifiedImageError
 
+    from .image_checks import bomb_message, jpeg_damage, png_checksum_problem, size_problem
+
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give an image file (PNG or JPEG).")
     if not path.is_file():
         raise FileNotFoundError(f"Image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            if max(img.size) > MAX_IMAGE_SIDE and img.format == "JPEG":
-                scale = MAX_IMAGE_SIDE / max(img.size)
-                img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
-            img.load()
-            if max(img.size) > MAX_IMAGE_SIDE:
-                img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-            img = _eight_bit(img)
-            img = img.convert("RGBA")
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            rgb = Image.alpha_composite(background, img).convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns from 89 MP; the size is checked here, against MAX_IMAGE_PIXELS
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                problem = size_problem(path, *img.size)
+                if problem is None and img.format == "PNG":
+                    problem = png_checksum_problem(path)
+                    problem = problem and problem + ". Use another copy, or save it again from where it came from."
+                if problem:
+                    raise ImageRefused(problem)
+                damage = jpeg_damage(path) if img.format == "JPEG" else None
+                if max(img.size) > MAX_IMAGE_SIDE and img.format == "JPEG":
+                    scale = MAX_IMAGE_SIDE / max(img.size)
+                    img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+                img.load()
+                if max(img.size) > MAX_IMAGE_SIDE:
+                    img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+                img = _eight_bit(img)
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(background, img).convert("RGB")
+    except ImageRefused as err:
+        raise ValueError(f"Cannot use {path}: {err}") from None
+    except Image.DecompressionBombError as err:  # Pillow's own limit (2 × 89 MP), met as the header is read
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "too many pixels"
+        raise ValueError(f"Cannot use {path}: {bomb_message(path, pixels)}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"Cannot read {path} as an image ({type(err).__name__}: {str(err)[:200]}). The file may be "
                          "cut short, damaged or not an image: open it in an image viewer, or save it again as PNG "
                          "or JPEG.") from None
+    if damage:
+        warnings.warn(f"{damage}: parts of the picture may be wrong. Use another copy, or save it again.",
+                      stacklevel=2)
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+class ImageRefused(Exception):
+    """An image that is readable but must not be used (see image_checks)."""
 
 
 def _eight_bit(img):
