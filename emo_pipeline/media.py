@@ -63,11 +63,30 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     read = samples.shape[1]
     declared = max(declared or 0, wav_frames or 0) or None
     short = bool(declared) and declared - read > 0.05 * rate
+    samples = _within_unit_range(samples, path.name)
     if broken is not None or short:
         expected = f" of the {declared / rate:.2f} s its header declares" if short else ""
         warnings.warn(f"{path.name}: only {read / rate:.2f} s of audio could be read{expected} (the file seems cut "
                       "short or damaged); the video follows the audio that was read.", stacklevel=2)
     return torch.from_numpy(samples), int(rate)
+
+
+# Float files may hold any values; a peak past this is not a loud mix but an unscaled one (1e30 was seen),
+# which clipping would turn into a square wave.
+FAR_OUTSIDE_UNIT = 2.0
+
+
+def _within_unit_range(samples: np.ndarray, name: str) -> np.ndarray:
+    """Samples refused when not finite, scaled down (with a warning) when they reach far outside -1..1."""
+    if not np.isfinite(samples).all():
+        raise ValueError(f"{name} holds samples that are not numbers (NaN or infinity): the file is damaged or "
+                         "was written wrongly; export the audio again.")
+    peak = float(np.abs(samples).max())
+    if peak > FAR_OUTSIDE_UNIT:
+        warnings.warn(f"{name}: its samples reach {peak:.3g}, far outside -1..1 (float audio written unscaled?); "
+                      f"scaled down by {peak:.3g} so that the sound is not clipped.", stacklevel=3)
+        samples = samples / np.float32(peak)
+    return samples
 
 
 # kbit/s by bitrate index: MPEG-1 layers I, II, III; MPEG-2/2.5 layer I; MPEG-2/2.5 layers II and III

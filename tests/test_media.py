@@ -277,3 +277,28 @@ def test_a_header_over_the_limit_but_under_pillows_is_refused_by_its_size(tmp_pa
     (tmp_path / "tall.png").write_bytes(png_claiming(12000, 12000))  # 144 MP: over ours, under Pillow's 179
     with pytest.raises(ValueError, match=r"tall.png says it is 12000×12000 pixels \(144 megapixels\)"):
         load_image(tmp_path / "tall.png")
+
+
+def write_float_wav(path, samples: np.ndarray, rate: int = 16000):
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path
+
+
+def test_samples_far_outside_one_are_scaled_with_a_warning_and_not_numbers_refused(tmp_path):
+    wave = np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)
+    with pytest.warns(UserWarning, match=r"loud.wav: its samples reach 1e\+30, far outside -1..1.*scaled down"):
+        waveform, rate = load_audio(write_float_wav(tmp_path / "loud.wav", wave * 1e30))
+    assert rate == 16000 and float(waveform.abs().max()) == pytest.approx(1.0, abs=1e-3)
+    assert np.corrcoef(waveform[0].numpy(), wave)[0, 1] > 0.999  # the same sound, not a clipped square wave
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mix a little over full scale is kept as it is
+        assert float(load_audio(write_float_wav(tmp_path / "hot.wav", wave * 1.2))[0].abs().max()) > 1.19
+    broken = wave.copy()
+    broken[100] = np.nan
+    with pytest.raises(ValueError, match="nan.wav holds samples that are not numbers"):
+        load_audio(write_float_wav(tmp_path / "nan.wav", broken))
