@@ -55,6 +55,25 @@ class KeyReport:
         return "; ".join(parts) if parts else "all keys match"
 
 
+class ConfigFileError(CheckpointError):
+    """A model's config.json that is missing, unreadable or not a JSON object: the download is damaged."""
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in a model's config file; a missing file, broken JSON or another JSON type (a list, a
+    number) is a ConfigFileError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path} is missing: {what} comes with it; download the folder again.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigFileError(f"{path} is not readable JSON ({err}); download it again.") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} holds a JSON {type(data).__name__}, not the object of settings {what} needs; "
+                              "download it again.")
+    return data
+
+
 def folder_model_error(path: Path, what: str, err: Exception) -> CheckpointError:
     """A transformers/diffusers folder that its library could not load, said plainly (a pickle that
     carries code is refused by their weights_only loading; anything else is a damaged download)."""
@@ -251,14 +270,7 @@ def memo_folder(path: Path) -> Path | None:
 def memo_uses_joint_frame_norm(folder: Path) -> bool:
     """diffusion_net/config.json's use_inflated_groupnorm, read as MEMO's from_pretrained reads it (absent:
     its class default, false): false means the resnets normalise over all of a clip's frames together."""
-    config = folder / "diffusion_net" / "config.json"
-    try:
-        data = json.loads(config.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{config} is missing: MEMO's diffusion_net folder comes with its config.json; download "
-                              "the folder again.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{config} is not readable JSON ({err}); download it again.") from None
+    data = read_json_object(folder / "diffusion_net" / "config.json", "MEMO's diffusion_net folder")
     return not data.get("use_inflated_groupnorm", False)
 
 
@@ -498,6 +510,8 @@ def describe_checkpoint(path: str | Path) -> str:
         ]
         try:
             config = config_for(reader)
+        except ConfigFileError:
+            raise  # a damaged download, not an unknown file: inspect fails on it
         except CheckpointError as err:
             lines.append(f"family: unknown — {err}")
             return "\n".join(lines)
