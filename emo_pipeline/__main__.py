@@ -152,6 +152,11 @@ def check_generate_paths(args: argparse.Namespace) -> None:
                         ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals)):
         if value and not Path(value).exists():
             raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
+    for flag, value, example in (("--image", args.image, "portrait.png"), ("--audio", args.audio, "speech.wav"),
+                                 ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals,
+                                  "Kim_Vocal_2.onnx")):
+        if value and Path(value).is_dir():
+            raise ValueError(f"{flag} {value} is a folder: give a file, such as {Path(value) / example}.")
     if args.separate_vocals == "auto":
         args.separate_vocals = str(separator_beside(args.model))
     out = Path(args.out)

@@ -65,13 +65,57 @@ def read_json_object(path: Path, what: str) -> dict:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ConfigFileError(f"{path} is missing: {what} comes with it; download the folder again.") from None
+        raise ConfigFileError(f"{path} is missing: {what} comes with its {path.name}; download the folder again.") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ConfigFileError(f"{path} is not readable JSON ({err}); download it again.") from None
     if not isinstance(data, dict):
         raise ConfigFileError(f"{path} holds a JSON {type(data).__name__}, not the object of settings {what} needs; "
                               "download it again.")
     return data
+
+
+def text_file_head(path: Path) -> str | None:
+    """The first line of `path` when it is a text file (no NUL byte, UTF-8), else None. Weights files are
+    binary: a pickle starts with its protocol byte 0x80, a zip-format torch file with PK, safetensors with
+    an 8-byte length."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head or b"\0" in head or head.startswith((b"\x80", b"PK")):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut at the 512th byte
+            return None
+        text = head[: err.start].decode("utf-8")
+    return text.strip().splitlines()[0][:80] if text.strip() else None
+
+
+def unreadable_weights_error(path: Path, err: Exception, expected: str = "") -> CheckpointError:
+    """Why a weights file could not be opened, said as it is: a text file (a Git LFS pointer, notes), a
+    pickle carrying code (refused by weights_only), or a damaged file."""
+    kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch pickle"
+    expected = f" Expected {expected}." if expected else ""
+    line = text_file_head(path)
+    if line is not None and line.startswith("version https://git-lfs"):
+        return CheckpointError(f"{path} is a Git LFS pointer, not the weights: the download fetched the pointer "
+                               f"only. Download the file itself (git lfs pull, or from the model page).{expected}")
+    if line is not None:
+        return CheckpointError(f"{path} is a text file (it begins \"{line}\"), not a {kind} weights file: give "
+                               f"the model file itself.{expected}")
+    chain, cause = [], err
+    while cause is not None and len(chain) < 8:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    if kind != "safetensors" and any("weights_only" in t or "Unsupported global" in t for t in chain):
+        return CheckpointError(
+            f"Refused {path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
+            "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
+            f"model's official download, or a .safetensors version of it.{expected}")
+    text = str(err)
+    return CheckpointError(
+        f"Cannot read {path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200] if text else ''}). "
+        f"The file may be incomplete or damaged: download it again.{expected}")
 
 
 def folder_model_error(path: Path, what: str, err: Exception) -> CheckpointError:
@@ -145,17 +189,7 @@ class CheckpointReader:
             raise self._damaged(err) from None
 
     def _damaged(self, err: Exception) -> CheckpointError:
-        text = str(err)
-        if self.path.suffix != ".safetensors" and ("weights_only" in text or "Unsupported global" in text):
-            return CheckpointError(
-                f"Refused {self.path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
-                "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
-                "model's official download, or a .safetensors version of it.")
-        kind = "safetensors" if self.path.suffix == ".safetensors" else "PyTorch pickle"
-        return CheckpointError(
-            f"Cannot read {self.path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200]}). "
-            "The file may be incomplete or damaged: download it again."
-        )
+        return unreadable_weights_error(self.path, err)
 
     def _open_safetensors(self) -> None:
         self._file = open(self.path, "rb")

@@ -24,6 +24,8 @@ AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 1200
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """First audio stream of any file → (waveform [C, T] float32 in -1..1, sample rate)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give an audio file (WAV, MP3, a video with sound, ...).")
     if not path.is_file():
         raise FileNotFoundError(f"Audio file not found: {path}")
     try:

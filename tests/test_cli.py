@@ -179,3 +179,44 @@ def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch,
     assert main(["generate", "--random", "--steps", "50", "--out", str(out)]) == 130
     assert steps == [1] and "interrupted: no output written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_given_as_audio_or_image_is_named_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "voices").mkdir()
+    assert main(["generate", "--random", "--audio", str(tmp_path / "voices"), "--out", str(tmp_path / "a.mp4")]) == 2
+    out, err = capsys.readouterr()
+    assert f"--audio {tmp_path / 'voices'} is a folder: give a file, such as" in err, err
+    assert "No --model given" not in out and "not found" not in err
+    assert main(["generate", "--random", "--image", str(tmp_path / "voices"), "--out", str(tmp_path / "a.mp4")]) == 2
+    assert "--image" in (err := capsys.readouterr().err) and "is a folder" in err
+
+
+def test_weights_files_that_are_not_weights_are_called_what_they_are(tmp_path, capsys):
+    """A text file given as --wav2vec is a text file (not a malicious pickle); the whisper loader refuses a
+    pickle carrying code as such (not 'incomplete or damaged')."""
+    from emo_pipeline.audio.whisper import WhisperAudioEncoder
+    from emo_pipeline.loading import CheckpointError
+    from emo_pipeline.tiny import write_tiny_model_folder
+
+    write_tiny_model_folder(tmp_path / "models")
+    notes = tmp_path / "wav2vec.pth"
+    notes.write_text("copy the wav2vec2 weights here\nthen run generate\n")  # 'c' is pickle's GLOBAL opcode
+    assert main(["generate", "--model", str(tmp_path / "models" / "tiny"), "--wav2vec", str(notes),
+                 "--out", str(tmp_path / "o.mp4"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a text file (it begins \"copy the wav2vec2 weights here\")" in err and "carries code" not in err, err
+    pointer = tmp_path / "wav2vec.safetensors"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 377667514\n")
+    assert main(["generate", "--model", str(tmp_path / "models" / "tiny"), "--wav2vec", str(pointer),
+                 "--out", str(tmp_path / "o.mp4"), "--steps", "1"]) == 2
+    assert "is a Git LFS pointer, not the weights" in capsys.readouterr().err
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"dims": {}, "model_state_dict": {"w": torch.zeros(1)}, "extra": Payload()}, tmp_path / "tiny.pt")
+    with pytest.raises(CheckpointError, match="Refused .*tiny.pt: it is a pickle that carries code") as err:
+        WhisperAudioEncoder.from_file(tmp_path / "tiny.pt")
+    assert "incomplete or damaged" not in str(err.value)
+    assert not (tmp_path / "o.mp4").exists()
