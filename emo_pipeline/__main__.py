@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from .disk import DiskFullError
 from .presets import PRESETS
 from .families import EMOTIONS
 from .schedulers import SCHEDULERS
@@ -308,7 +309,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     out.parent.mkdir(parents=True, exist_ok=True)
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
-                     metadata={"comment": "made with emo_pipeline"}) as writer:
+                     metadata={"comment": "made with emo_pipeline"}, expected_frames=audio.num_frames) as writer:
         try:
             for frames in pipe.iter_clips(portrait, audio, options):
                 writer.write(paste(frames) if paste else frames)
@@ -402,8 +403,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Wrote {len(paths)} clips to {args.folder}")
             return 0
         return generate(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, DiskFullError) as err:
+        print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:
         terminated = isinstance(err, Terminated) or STOP["signal"] == signal.SIGTERM

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from .disk import DiskFullError, disk_full_error, is_disk_full
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
 
 RESULTS = "results.jsonl"
@@ -169,8 +170,8 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
                     pipelines[key] = cli.load_model(args)
                 frames = cli.render(pipelines[key], args, clock, portraits)
                 record.update(status="done", frames=frames)
-            except KeyboardInterrupt:
-                raise
+            except (KeyboardInterrupt, DiskFullError):
+                raise  # a full disk stops the batch: every job after this one would fail the same way
             except Exception as err:  # noqa: BLE001 - a bad job is recorded and the others go on
                 failed += 1
                 record.update(status="error", error=f"{type(err).__name__}: {err}")
@@ -192,5 +193,9 @@ def append_result(path: Path, record: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path.parent, path.name, len(data)) from None
+        raise
     finally:
         os.close(fd)

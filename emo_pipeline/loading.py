@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .disk import check_free_space, disk_full_error, is_disk_full
 from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
 from .models import EMONet
 
@@ -475,6 +476,8 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keep tensor data 8-byte aligned
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")  # unique per writer
+    needed = 8 + len(encoded) + offset
+    check_free_space(path.parent, path.name, needed)  # refused before a byte is written
     try:
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(encoded)) + encoded)
@@ -484,6 +487,10 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
                     raise ValueError(f"{key} has shape {tuple(data.shape)}, expected {tuple(shape)}")
                 f.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
         tmp.replace(path)
+    except OSError as err:
+        if is_disk_full(err):  # the space went while writing (another program)
+            raise disk_full_error(path.parent, path.name, needed) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

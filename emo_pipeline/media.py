@@ -18,6 +18,8 @@ import av
 import numpy as np
 import torch
 
+from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
+
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
@@ -221,8 +223,9 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int,
                  audio: tuple[torch.Tensor, int] | None = None, crf: int = 19,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, expected_frames: int | None = None) -> None:
         self.path = Path(path)
+        self.expected_frames = expected_frames  # for the space a full disk is short of
         # unique per writer: two runs writing the same path never share (and swap) a temporary file
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.mp4")
         self.fps = Fraction(fps).limit_denominator(1001)
@@ -257,10 +260,26 @@ class VideoWriter:
         pad_h, pad_w = self.video.height - array.shape[1], self.video.width - array.shape[2]
         if pad_h or pad_w:
             array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        for image in array:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            self.container.mux(self.video.encode(frame))
-            self.frames += 1
+        try:
+            for image in array:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                self.container.mux(self.video.encode(frame))
+                self.frames += 1
+        except OSError as err:
+            if is_disk_full(err):
+                raise self._disk_full(err) from None
+            raise
+
+    def _disk_full(self, err: OSError) -> DiskFullError:
+        """The partial file removed, and the space the whole video needs, from what it took so far."""
+        try:
+            written = self.tmp.stat().st_size
+        except OSError:
+            written = 0
+        self.abort()
+        total = max(self.expected_frames or 0, self.frames, 1)
+        needed = written * total / max(self.frames, 1) + MiB
+        return disk_full_error(self.path.parent, f"the video {self.path.name}", int(needed))
 
     def _write_audio(self) -> None:
         waveform, rate = self.audio
@@ -298,6 +317,11 @@ class VideoWriter:
             if self.audio is not None and self.frames:
                 self._write_audio()
             self.container.close()
+        except OSError as err:
+            if is_disk_full(err):
+                raise self._disk_full(err) from None
+            self.abort()
+            raise
         except BaseException:
             self.abort()
             raise
