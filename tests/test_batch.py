@@ -6,12 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, speech_like
+from conftest import ROOT, WatchedProcess, machine_slowness, speech_like
 from emo_pipeline.__main__ import generate_defaults, main
 from emo_pipeline.batch import Job, assign, read_jobs
 from emo_pipeline.media import read_video_info, write_video
@@ -94,7 +93,7 @@ def launch(jobs: Path, out_dir: Path, processes: int) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
          "127.0.0.1", "--master_port", str(port), "-m", "emo_pipeline", "batch", str(jobs), "--out-dir",
-         str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+         str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900 * machine_slowness())
 
 
 def test_two_processes_render_each_job_once_and_record_the_bad_one(tmp_path):
@@ -128,16 +127,14 @@ def test_a_stopped_batch_resumes_where_it_was(tmp_path):
     lines = [{"audio": str(write_wav(tmp_path / f"v{i}.wav", 0.6)), "out": f"v{i}.mp4", "random": True,
               "steps": 25} for i in range(3)]
     jobs, out_dir = write_jobs(tmp_path, lines), tmp_path / "renders"
-    proc = subprocess.Popen([sys.executable, "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # until the first video is finished
-        if any(r["status"] == "done" for r in results(out_dir)):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)  # into the second job
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    run = WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
+                         cwd=ROOT)
+    # waits on the events, not the clock: the first job's progress line, then the second job's sampling
+    assert run.wait_for(lambda line: "(line 1): done" in line), run.lines
+    assert run.wait_for(lambda line: line.startswith("  clip 1/")), run.lines
+    run.proc.send_signal(signal.SIGINT)
+    code, _, err = run.finish()
+    assert code == 130, err
     finished = [r["line"] for r in results(out_dir) if r["status"] == "done"]
     assert 1 <= len(finished) < 3
     assert not list(out_dir.glob(".*partial*")) and sorted(p.name for p in out_dir.glob("*.mp4")) == \
@@ -226,7 +223,8 @@ def test_an_overlong_line_is_refused_without_being_read_whole_or_echoed(tmp_path
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
              f"code = main(['batch', {str(jobs)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n"
              "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
-    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600 * machine_slowness())
     code, grown_kib = map(int, result.stdout.split()[-2:])
     assert code == 2
     assert "line 2: longer than 64 KiB, not read" in result.stderr and "line 3: seed" in result.stderr
