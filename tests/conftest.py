@@ -74,9 +74,10 @@ def machine_slowness() -> float:
 
 class WatchedProcess:
     """A child whose output lines are read as they come, so a test waits on the line it needs, not on the
-    clock; `stall` seconds (scaled by machine_slowness) without a line means it hung."""
+    clock; `stall` seconds (scaled by machine_slowness) without a line means it hung. Used as a context
+    manager: a child still running when the test ends (it failed) is killed, not left behind."""
 
-    def __init__(self, args: list[str], stall: float = 120.0, **kwargs) -> None:
+    def __init__(self, args: list[str], stall: float = 300.0, **kwargs) -> None:
         import queue
         import subprocess
         import threading
@@ -89,6 +90,14 @@ class WatchedProcess:
         threading.Thread(target=self._pump, daemon=True).start()
         self._err_reader = threading.Thread(target=lambda: self._err.append(self.proc.stderr.read()), daemon=True)
         self._err_reader.start()
+
+    def __enter__(self) -> "WatchedProcess":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
 
     def _pump(self) -> None:
         for line in self.proc.stdout:

@@ -127,13 +127,13 @@ def test_a_stopped_batch_resumes_where_it_was(tmp_path):
     lines = [{"audio": str(write_wav(tmp_path / f"v{i}.wav", 0.6)), "out": f"v{i}.mp4", "random": True,
               "steps": 25} for i in range(3)]
     jobs, out_dir = write_jobs(tmp_path, lines), tmp_path / "renders"
-    run = WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
-                         cwd=ROOT)
     # waits on the events, not the clock: the first job's progress line, then the second job's sampling
-    assert run.wait_for(lambda line: "(line 1): done" in line), run.lines
-    assert run.wait_for(lambda line: line.startswith("  clip 1/")), run.lines
-    run.proc.send_signal(signal.SIGINT)
-    code, _, err = run.finish()
+    with WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
+                        cwd=ROOT) as run:
+        assert run.wait_for(lambda line: "(line 1): done" in line), run.lines
+        assert run.wait_for(lambda line: line.startswith("  clip 1/")), run.lines
+        run.proc.send_signal(signal.SIGINT)
+        code, _, err = run.finish()
     assert code == 130, err
     finished = [r["line"] for r in results(out_dir) if r["status"] == "done"]
     assert 1 <= len(finished) < 3

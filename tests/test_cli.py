@@ -18,9 +18,9 @@ from emo_pipeline.tiny import tiny_net
 def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
     out = tmp_path / "demo.mp4"
     # no overall time limit: it fails only when no progress line comes for a (machine-scaled) while
-    run = WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--out", str(out),
-                          "--steps", "2"], cwd=ROOT)
-    code, printed, err = run.finish()
+    with WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--out", str(out),
+                         "--steps", "2"], cwd=ROOT) as run:
+        code, printed, err = run.finish()
     assert code == 0, err
     assert "RANDOM-WEIGHT" in printed and "clip 25/25" in printed
     info = read_video_info(out)
@@ -33,7 +33,8 @@ def test_the_main_command_gives_the_same_video_in_every_process(tmp_path):
     runs = [WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
                            cwd=ROOT) for out in outs]
     for run in runs:
-        code, _, err = run.finish()
+        with run:
+            code, _, err = run.finish()
         assert code == 0, err
     first, second = (decoded_frames(out) for out in outs)
     assert first.shape == (100, 64, 64, 3)
@@ -107,8 +108,9 @@ def test_bundled_demo_model_is_small_and_the_default(tmp_path):
     net = load_net(DEMO / "net.safetensors")
     assert net.config.has_speed_layers and net.config.name == "demo"
     out = tmp_path / "demo.mp4"
-    code, printed, err = WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out),
-                                         "--steps", "2"], cwd=ROOT).finish()
+    with WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                        cwd=ROOT) as run:
+        code, printed, err = run.finish()
     assert code == 0, err
     assert "bundled demo model" in printed and "not photographs" in printed.replace("\n", " ")
     assert read_video_info(out)["frame_count"] == 100
@@ -151,15 +153,17 @@ def test_generate_checks_paths_before_loading_anything(tmp_path, capsys):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
     out = tmp_path / "stopped.mp4"
-    run = WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "generate", "--random", "--steps", "500",
-                          "--out", str(out)], cwd=ROOT)
-    assert run.wait_for(lambda line: line.startswith("Generating")), run.lines
-    bound = time.monotonic() + 120 * machine_slowness()
-    while not list(tmp_path.glob(".*partial*")):  # the event: the video's partial file is there
-        assert time.monotonic() < bound and run.proc.poll() is None, run.lines
-        time.sleep(0.05)
-    run.proc.send_signal(sig)
-    code_seen, _, err = run.finish()
+    # PyAV creates the file with the first frames written: wait for clip 1's line, then for the partial file
+    # (the events), and stop it with 24 clips to go
+    with WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "generate", "--random", "--steps", "20",
+                         "--out", str(out)], cwd=ROOT) as run:
+        assert run.wait_for(lambda line: line.startswith("  clip 1/25")), run.lines
+        bound = time.monotonic() + 120 * machine_slowness()
+        while not list(tmp_path.glob(".*partial*")):
+            assert time.monotonic() < bound and run.proc.poll() is None, run.lines
+            time.sleep(0.05)
+        run.proc.send_signal(sig)
+        code_seen, _, err = run.finish()
     assert code_seen == code, err
     assert "no output written" in err
     assert list(tmp_path.iterdir()) == []
