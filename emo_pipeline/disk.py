@@ -18,23 +18,26 @@ def is_disk_full(err: BaseException) -> bool:
     return isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT)
 
 
-def free_bytes(folder: Path) -> int:
+def free_bytes(folder: Path) -> int | None:
+    """Free space where `folder` is (None when it cannot be told, e.g. the folder does not exist yet)."""
     try:
         return shutil.disk_usage(folder).free
     except OSError:
-        return 0
+        return None
 
 
 def disk_full_error(folder: Path, what: str, needed: int) -> DiskFullError:
     """The error for `what` (a file's description) needing about `needed` bytes in `folder`."""
+    free = free_bytes(folder)
     return DiskFullError(
         errno.ENOSPC,
         f"No space left in {folder} for {what}: it needs about {needed / MiB:.1f} MiB and "
-        f"{free_bytes(folder) / MiB:.1f} MiB are free there. Free some space or choose a folder on another disk; "
+        f"{(free or 0) / MiB:.1f} MiB are free there. Free some space or choose a folder on another disk; "
         "nothing written before was removed.")
 
 
 def check_free_space(folder: Path, what: str, needed: int) -> None:
     """Refuse up front when a file of known size (`needed` bytes) cannot fit in `folder`."""
-    if free_bytes(folder) < needed:
+    free = free_bytes(folder)
+    if free is not None and free < needed:
         raise disk_full_error(folder, what, needed)
