@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .download.catalogue import DOWNLOADS, human_size
+from .disk import DiskFullError
 from .presets import PRESETS
 from .families import EMOTIONS
 from .schedulers import SCHEDULERS
@@ -248,6 +249,12 @@ def upscale_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def generate_actions() -> dict[str, argparse.Action]:
+    """generate's options by dest name, as argparse defines them (their types and choices)."""
+    generate = _parser()._subparsers._group_actions[0].choices["generate"]
+    return {action.dest: action for action in generate._actions if action.dest != "help"}
+
+
 def generate_defaults() -> dict:
     """generate's options with their defaults, by dest name (what a batch job may set)."""
     defaults = vars(_parser().parse_args(["generate"]))
@@ -276,6 +283,11 @@ def check_generate_paths(args: argparse.Namespace) -> None:
                         ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals)):
         if value and not Path(value).exists():
             raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
+    for flag, value, example in (("--image", args.image, "portrait.png"), ("--audio", args.audio, "speech.wav"),
+                                 ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals,
+                                  "Kim_Vocal_2.onnx")):
+        if value and Path(value).is_dir():
+            raise ValueError(f"{flag} {value} is a folder: give a file, such as {Path(value) / example}.")
     if args.separate_vocals == "auto":
         args.separate_vocals = str(separator_beside(args.model))
     out = Path(args.out)
@@ -502,7 +514,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
-                     metadata={"comment": "made with emo_pipeline"}) as writer:
+                     metadata={"comment": "made with emo_pipeline"}, expected_frames=audio.num_frames) as writer:
         try:
             clips = pipe.iter_clips(portrait, audio, options)
             if upscaler is not None:  # chunked across clips: 16 frames at a time, whatever the clip length
@@ -623,8 +635,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"Wrote {len(paths)} clips to {args.folder}")
             return 0
         return generate(args)
-    except (ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
+    except (ValueError, FileNotFoundError, DiskFullError) as err:
+        print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2
     except Exception as err:
         from .download import DownloadError

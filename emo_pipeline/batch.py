@@ -23,6 +23,9 @@ from pathlib import Path
 
 import torch
 
+from .disk import DiskFullError, disk_full_error, is_disk_full
+from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
+
 RESULTS = "results.jsonl"
 PER_VIDEO = ("image", "audio", "out")
 
@@ -36,12 +39,21 @@ class Job:
 
 
 def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job]:
-    """Every line checked before anything runs (against generate's options and their `defaults`): one
-    message naming each bad line."""
+    """Every line checked before anything runs (against generate's options, their types and their
+    `defaults`): one message naming each bad line. Outputs must stay inside `out_dir`."""
+    from .__main__ import generate_actions
+
     path, out_dir = Path(path), Path(out_dir)
+    actions = generate_actions()
     path_options = {"image", "audio", "model", "wav2vec", "separate_vocals"}
     jobs, problems, outs = [], [], {}
-    for number, text in enumerate(path.read_text().splitlines(), 1):
+    with open(path, "rb") as file:
+        lines = list(numbered_lines(file))
+    for number, text in lines:
+        if text is None:
+            problems.append(f"line {number}: longer than {MAX_LINE_BYTES // 1024} KiB, not read (a job is one short "
+                            "JSON object per line)")
+            continue
         if not text.strip() or text.lstrip().startswith("#"):
             continue
         try:
@@ -55,20 +67,24 @@ def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job
         options = {key.replace("-", "_"): value for key, value in entry.items()}
         unknown = sorted(set(options) - set(defaults))
         missing = [key for key in ("audio", "out") if not options.get(key)]
-        if unknown or missing:
+        wrong = [problem for key in sorted(set(options) - set(unknown))
+                 if (problem := option_problem(key, options[key], actions[key]))]
+        if unknown or missing or wrong:
             problems.append(f"line {number}: " + "; ".join(
-                ([f"unknown option(s) {', '.join(unknown)}"] if unknown else [])
-                + ([f"missing {', '.join(missing)}"] if missing else [])))
+                ([f"unknown option(s) {', '.join(cut(k) for k in unknown)}"] if unknown else [])
+                + ([f"missing {', '.join(missing)}"] if missing else []) + wrong))
             continue
+        options = {key: defaults[key] if value is None else value for key, value in options.items()}
         for key in path_options & set(options):
             if isinstance(options[key], str) and options[key] != "auto":
                 options[key] = str((path.parent / options[key]).resolve())
         for key in ("image", "audio"):
             if key in options and not Path(options[key]).is_file():
                 problems.append(f"line {number}: {key} {options[key]}: no such file")
-        out = (out_dir / options.pop("out")).resolve()
-        if out.suffix.lower() != ".mp4":
-            problems.append(f"line {number}: out {out.name}: the videos are MP4, name it {out.with_suffix('.mp4').name}")
+        out, problem = output_problem(out_dir, options.pop("out"))
+        if problem:
+            problems.append(f"line {number}: {problem}")
+            continue
         if out in outs:
             problems.append(f"line {number}: out {out.name} is also line {outs[out]}'s")
         outs[out] = number
@@ -154,8 +170,8 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
                     pipelines[key] = cli.load_model(args)
                 frames = cli.render(pipelines[key], args, clock, portraits)
                 record.update(status="done", frames=frames)
-            except KeyboardInterrupt:
-                raise
+            except (KeyboardInterrupt, DiskFullError):
+                raise  # a full disk stops the batch: every job after this one would fail the same way
             except Exception as err:  # noqa: BLE001 - a bad job is recorded and the others go on
                 failed += 1
                 record.update(status="error", error=f"{type(err).__name__}: {err}")
@@ -177,5 +193,9 @@ def append_result(path: Path, record: dict) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:
         os.write(fd, data)
+    except OSError as err:
+        if is_disk_full(err):
+            raise disk_full_error(path.parent, path.name, len(data)) from None
+        raise
     finally:
         os.close(fd)

@@ -22,6 +22,7 @@ from typing import Callable
 
 import torch
 
+from .disk import check_free_space, disk_full_error, is_disk_full
 from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
 from .models import EMONet
 
@@ -53,6 +54,69 @@ class KeyReport:
             shown = ", ".join(f"{k} {tuple(got)} (expected {tuple(exp)})" for k, got, exp in self.wrong_shape[:first])
             parts.append(f"{len(self.wrong_shape)} tensor(s) of the wrong shape: {shown}")
         return "; ".join(parts) if parts else "all keys match"
+
+
+class ConfigFileError(CheckpointError):
+    """A model's config.json that is missing, unreadable or not a JSON object: the download is damaged."""
+
+
+def read_json_object(path: Path, what: str) -> dict:
+    """The JSON object in a model's config file; a missing file, broken JSON or another JSON type (a list, a
+    number) is a ConfigFileError naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigFileError(f"{path} is missing: {what} comes with its {path.name}; download the folder again.") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigFileError(f"{path} is not readable JSON ({err}); download it again.") from None
+    if not isinstance(data, dict):
+        raise ConfigFileError(f"{path} holds a JSON {type(data).__name__}, not the object of settings {what} needs; "
+                              "download it again.")
+    return data
+
+
+def text_file_head(path: Path) -> str | None:
+    """The first line of `path` when it is a text file (no NUL byte, UTF-8), else None. Weights files are
+    binary: a pickle starts with its protocol byte 0x80, a zip-format torch file with PK, safetensors with
+    an 8-byte length."""
+    with open(path, "rb") as f:
+        head = f.read(512)
+    if not head or b"\0" in head or head.startswith((b"\x80", b"PK")):
+        return None
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError as err:
+        if err.start < len(head) - 3:  # not merely a character cut at the 512th byte
+            return None
+        text = head[: err.start].decode("utf-8")
+    return text.strip().splitlines()[0][:80] if text.strip() else None
+
+
+def unreadable_weights_error(path: Path, err: Exception, expected: str = "") -> CheckpointError:
+    """Why a weights file could not be opened, said as it is: a text file (a Git LFS pointer, notes), a
+    pickle carrying code (refused by weights_only), or a damaged file."""
+    kind = "safetensors" if path.suffix == ".safetensors" else "PyTorch pickle"
+    expected = f" Expected {expected}." if expected else ""
+    line = text_file_head(path)
+    if line is not None and line.startswith("version https://git-lfs"):
+        return CheckpointError(f"{path} is a Git LFS pointer, not the weights: the download fetched the pointer "
+                               f"only. Download the file itself (git lfs pull, or from the model page).{expected}")
+    if line is not None:
+        return CheckpointError(f"{path} is a text file (it begins \"{line}\"), not a {kind} weights file: give "
+                               f"the model file itself.{expected}")
+    chain, cause = [], err
+    while cause is not None and len(chain) < 8:
+        chain.append(str(cause))
+        cause = cause.__cause__ or cause.__context__
+    if kind != "safetensors" and any("weights_only" in t or "Unsupported global" in t for t in chain):
+        return CheckpointError(
+            f"Refused {path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
+            "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
+            f"model's official download, or a .safetensors version of it.{expected}")
+    text = str(err)
+    return CheckpointError(
+        f"Cannot read {path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200] if text else ''}). "
+        f"The file may be incomplete or damaged: download it again.{expected}")
 
 
 def folder_model_error(path: Path, what: str, err: Exception) -> CheckpointError:
@@ -126,17 +190,7 @@ class CheckpointReader:
             raise self._damaged(err) from None
 
     def _damaged(self, err: Exception) -> CheckpointError:
-        text = str(err)
-        if self.path.suffix != ".safetensors" and ("weights_only" in text or "Unsupported global" in text):
-            return CheckpointError(
-                f"Refused {self.path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
-                "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
-                "model's official download, or a .safetensors version of it.")
-        kind = "safetensors" if self.path.suffix == ".safetensors" else "PyTorch pickle"
-        return CheckpointError(
-            f"Cannot read {self.path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200]}). "
-            "The file may be incomplete or damaged: download it again."
-        )
+        return unreadable_weights_error(self.path, err)
 
     def _open_safetensors(self) -> None:
         self._file = open(self.path, "rb")
@@ -251,14 +305,7 @@ def memo_folder(path: Path) -> Path | None:
 def memo_uses_joint_frame_norm(folder: Path) -> bool:
     """diffusion_net/config.json's use_inflated_groupnorm, read as MEMO's from_pretrained reads it (absent:
     its class default, false): false means the resnets normalise over all of a clip's frames together."""
-    config = folder / "diffusion_net" / "config.json"
-    try:
-        data = json.loads(config.read_text())
-    except FileNotFoundError:
-        raise CheckpointError(f"{config} is missing: MEMO's diffusion_net folder comes with its config.json; download "
-                              "the folder again.") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise CheckpointError(f"{config} is not readable JSON ({err}); download it again.") from None
+    data = read_json_object(folder / "diffusion_net" / "config.json", "MEMO's diffusion_net folder")
     return not data.get("use_inflated_groupnorm", False)
 
 
@@ -429,6 +476,8 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keep tensor data 8-byte aligned
     tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")  # unique per writer
+    needed = 8 + len(encoded) + offset
+    check_free_space(path.parent, path.name, needed)  # refused before a byte is written
     try:
         with open(tmp, "wb") as f:
             f.write(struct.pack("<Q", len(encoded)) + encoded)
@@ -438,6 +487,10 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
                     raise ValueError(f"{key} has shape {tuple(data.shape)}, expected {tuple(shape)}")
                 f.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
         tmp.replace(path)
+    except OSError as err:
+        if is_disk_full(err):  # the space went while writing (another program)
+            raise disk_full_error(path.parent, path.name, needed) from None
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path
@@ -498,6 +551,8 @@ def describe_checkpoint(path: str | Path) -> str:
         ]
         try:
             config = config_for(reader)
+        except ConfigFileError:
+            raise  # a damaged download, not an unknown file: inspect fails on it
         except CheckpointError as err:
             lines.append(f"family: unknown — {err}")
             return "\n".join(lines)

@@ -8,6 +8,7 @@ half-written behind.
 from __future__ import annotations
 
 import os
+import re
 import uuid
 import warnings
 from fractions import Fraction
@@ -18,12 +19,16 @@ import av
 import numpy as np
 import torch
 
+from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
+
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """First audio stream of any file → (waveform [C, T] float32 in -1..1, sample rate)."""
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give an audio file (WAV, MP3, a video with sound, ...).")
     if not path.is_file():
         raise FileNotFoundError(f"Audio file not found: {path}")
     try:
@@ -63,11 +68,30 @@ def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     read = samples.shape[1]
     declared = max(declared or 0, wav_frames or 0) or None
     short = bool(declared) and declared - read > 0.05 * rate
+    samples = _within_unit_range(samples, path.name)
     if broken is not None or short:
         expected = f" of the {declared / rate:.2f} s its header declares" if short else ""
         warnings.warn(f"{path.name}: only {read / rate:.2f} s of audio could be read{expected} (the file seems cut "
                       "short or damaged); the video follows the audio that was read.", stacklevel=2)
     return torch.from_numpy(samples), int(rate)
+
+
+# Float files may hold any values; a peak past this is not a loud mix but an unscaled one (1e30 was seen),
+# which clipping would turn into a square wave.
+FAR_OUTSIDE_UNIT = 2.0
+
+
+def _within_unit_range(samples: np.ndarray, name: str) -> np.ndarray:
+    """Samples refused when not finite, scaled down (with a warning) when they reach far outside -1..1."""
+    if not np.isfinite(samples).all():
+        raise ValueError(f"{name} holds samples that are not numbers (NaN or infinity): the file is damaged or "
+                         "was written wrongly; export the audio again.")
+    peak = float(np.abs(samples).max())
+    if peak > FAR_OUTSIDE_UNIT:
+        warnings.warn(f"{name}: its samples reach {peak:.3g}, far outside -1..1 (float audio written unscaled?); "
+                      f"scaled down by {peak:.3g} so that the sound is not clipped.", stacklevel=3)
+        samples = samples / np.float32(peak)
+    return samples
 
 
 # kbit/s by bitrate index: MPEG-1 layers I, II, III; MPEG-2/2.5 layer I; MPEG-2/2.5 layers II and III
@@ -122,29 +146,57 @@ MAX_IMAGE_SIDE = 4096
 
 def load_image(path: str | Path) -> torch.Tensor:
     """Any image Pillow reads → [H, W, 3] float32 in 0..1 (transparency composited onto white;
-    16-bit and float images scaled, not clipped; huge photos reduced to MAX_IMAGE_SIDE)."""
+    16-bit and float images scaled, not clipped; huge photos reduced to MAX_IMAGE_SIDE). Refused: more
+    than MAX_IMAGE_PIXELS, a PNG failing its checksums; a JPEG with damaged data is used with a warning."""
     from PIL import Image, UnidentifiedImageError
 
+    from .image_checks import bomb_message, jpeg_damage, png_checksum_problem, size_problem
+
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder: give an image file (PNG or JPEG).")
     if not path.is_file():
         raise FileNotFoundError(f"Image file not found: {path}")
     try:
-        with Image.open(path) as img:
-            if max(img.size) > MAX_IMAGE_SIDE and img.format == "JPEG":
-                scale = MAX_IMAGE_SIDE / max(img.size)
-                img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
-            img.load()
-            if max(img.size) > MAX_IMAGE_SIDE:
-                img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
-            img = _eight_bit(img)
-            img = img.convert("RGBA")
-            background = Image.new("RGBA", img.size, (255, 255, 255, 255))
-            rgb = Image.alpha_composite(background, img).convert("RGB")
+        with warnings.catch_warnings():
+            # Pillow's own bomb check warns from 89 MP; the size is checked here, against MAX_IMAGE_PIXELS
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                problem = size_problem(path, *img.size)
+                if problem is None and img.format == "PNG":
+                    problem = png_checksum_problem(path)
+                    problem = problem and problem + ". Use another copy, or save it again from where it came from."
+                if problem:
+                    raise ImageRefused(problem)
+                damage = jpeg_damage(path) if img.format == "JPEG" else None
+                if max(img.size) > MAX_IMAGE_SIDE and img.format == "JPEG":
+                    scale = MAX_IMAGE_SIDE / max(img.size)
+                    img.draft("RGB", (int(img.width * scale) + 1, int(img.height * scale) + 1))
+                img.load()
+                if max(img.size) > MAX_IMAGE_SIDE:
+                    img.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), Image.Resampling.LANCZOS)
+                img = _eight_bit(img)
+                img = img.convert("RGBA")
+                background = Image.new("RGBA", img.size, (255, 255, 255, 255))
+                rgb = Image.alpha_composite(background, img).convert("RGB")
+    except ImageRefused as err:
+        raise ValueError(f"Cannot use {path}: {err}") from None
+    except Image.DecompressionBombError as err:  # Pillow's own limit (2 × 89 MP), met as the header is read
+        claimed = re.search(r"\((\d+) pixels\)", str(err))
+        pixels = f"{int(claimed.group(1)) / 1e6:.0f} megapixels" if claimed else "too many pixels"
+        raise ValueError(f"Cannot use {path}: {bomb_message(path, pixels)}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"Cannot read {path} as an image ({type(err).__name__}: {str(err)[:200]}). The file may be "
                          "cut short, damaged or not an image: open it in an image viewer, or save it again as PNG "
                          "or JPEG.") from None
+    if damage:
+        warnings.warn(f"{damage}: parts of the picture may be wrong. Use another copy, or save it again.",
+                      stacklevel=2)
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
+
+
+class ImageRefused(Exception):
+    """An image that is readable but must not be used (see image_checks)."""
 
 
 def _eight_bit(img):
@@ -187,8 +239,9 @@ class VideoWriter:
 
     def __init__(self, path: str | Path, fps: float, width: int, height: int,
                  audio: tuple[torch.Tensor, int] | None = None, crf: int = 19,
-                 metadata: dict[str, str] | None = None) -> None:
+                 metadata: dict[str, str] | None = None, expected_frames: int | None = None) -> None:
         self.path = Path(path)
+        self.expected_frames = expected_frames  # for the space a full disk is short of
         # unique per writer: two runs writing the same path never share (and swap) a temporary file
         self.tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial.mp4")
         remove_stale_partials(self.path)
@@ -224,10 +277,26 @@ class VideoWriter:
         pad_h, pad_w = self.video.height - array.shape[1], self.video.width - array.shape[2]
         if pad_h or pad_w:
             array = np.pad(array, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")
-        for image in array:
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            self.container.mux(self.video.encode(frame))
-            self.frames += 1
+        try:
+            for image in array:
+                frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+                self.container.mux(self.video.encode(frame))
+                self.frames += 1
+        except OSError as err:
+            if is_disk_full(err):
+                raise self._disk_full(err) from None
+            raise
+
+    def _disk_full(self, err: OSError) -> DiskFullError:
+        """The partial file removed, and the space the whole video needs, from what it took so far."""
+        try:
+            written = self.tmp.stat().st_size
+        except OSError:
+            written = 0
+        self.abort()
+        total = max(self.expected_frames or 0, self.frames, 1)
+        needed = written * total / max(self.frames, 1) + MiB
+        return disk_full_error(self.path.parent, f"the video {self.path.name}", int(needed))
 
     def _write_audio(self) -> None:
         waveform, rate = self.audio
@@ -265,6 +334,11 @@ class VideoWriter:
             if self.audio is not None and self.frames:
                 self._write_audio()
             self.container.close()
+        except OSError as err:
+            if is_disk_full(err):
+                raise self._disk_full(err) from None
+            self.abort()
+            raise
         except BaseException:
             self.abort()
             raise

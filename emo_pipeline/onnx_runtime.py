@@ -11,6 +11,8 @@ def onnx_session(path: str | Path):
         import onnxruntime
     except ImportError:
         raise ImportError(f"{Path(path).name} needs onnxruntime: pip install onnxruntime (or onnxruntime-gpu).") from None
+    if hasattr(onnxruntime, "disable_telemetry_events"):  # when another package imported it first (see __init__)
+        onnxruntime.disable_telemetry_events()
     available = onnxruntime.get_available_providers()
     providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
     return onnxruntime.InferenceSession(str(path), providers=providers)

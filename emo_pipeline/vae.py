@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from .loading import CheckpointError, CheckpointReader, compare_keys, folder_model_error
+from .loading import CheckpointError, CheckpointReader, compare_keys, folder_model_error, read_json_object
 
 # stabilityai/sd-vae-ft-mse config.json (the SD1.5 VAE shape).
 SD_VAE_CONFIG = {
@@ -37,6 +37,7 @@ def load_vae(path: str | Path, config: dict | None = None, dtype: torch.dtype = 
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"{path} is not a diffusers VAE folder (no config.json).")
+        read_json_object(path / "config.json", "a diffusers VAE folder")  # diffusers' own errors mislead
         try:
             return AutoencoderKL.from_pretrained(path, local_files_only=True, torch_dtype=dtype)
         except (OSError, RuntimeError, ValueError, pickle.UnpicklingError) as err:

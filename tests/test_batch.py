@@ -6,12 +6,11 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, speech_like
+from conftest import ROOT, WatchedProcess, machine_slowness, speech_like
 from emo_pipeline.__main__ import generate_defaults, main
 from emo_pipeline.batch import Job, assign, read_jobs
 from emo_pipeline.media import read_video_info, write_video
@@ -94,7 +93,7 @@ def launch(jobs: Path, out_dir: Path, processes: int) -> subprocess.CompletedPro
     return subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
          "127.0.0.1", "--master_port", str(port), "-m", "emo_pipeline", "batch", str(jobs), "--out-dir",
-         str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+         str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900 * machine_slowness())
 
 
 def test_two_processes_render_each_job_once_and_record_the_bad_one(tmp_path):
@@ -128,16 +127,14 @@ def test_a_stopped_batch_resumes_where_it_was(tmp_path):
     lines = [{"audio": str(write_wav(tmp_path / f"v{i}.wav", 0.6)), "out": f"v{i}.mp4", "random": True,
               "steps": 25} for i in range(3)]
     jobs, out_dir = write_jobs(tmp_path, lines), tmp_path / "renders"
-    proc = subprocess.Popen([sys.executable, "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    for _ in range(600):  # until the first video is finished
-        if any(r["status"] == "done" for r in results(out_dir)):
-            break
-        time.sleep(0.2)
-    time.sleep(1.0)  # into the second job
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
+    # waits on the events, not the clock: the first job's progress line, then the second job's sampling
+    with WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(out_dir)],
+                        cwd=ROOT) as run:
+        assert run.wait_for(lambda line: "(line 1): done" in line), run.lines
+        assert run.wait_for(lambda line: line.startswith("  clip 1/")), run.lines
+        run.proc.send_signal(signal.SIGINT)
+        code, _, err = run.finish()
+    assert code == 130, err
     finished = [r["line"] for r in results(out_dir) if r["status"] == "done"]
     assert 1 <= len(finished) < 3
     assert not list(out_dir.glob(".*partial*")) and sorted(p.name for p in out_dir.glob("*.mp4")) == \
@@ -167,3 +164,70 @@ def test_one_model_load_and_one_portrait_preparation_per_photo(tmp_path, monkeyp
     assert main(["batch", str(write_jobs(tmp_path, lines)), "--out-dir", str(tmp_path / "out")]) == 0
     assert len(loads) == 1 and len(preparations) == 1
     assert "overall 3/3 videos written" in capsys.readouterr().out
+
+
+def test_outputs_outside_the_out_dir_are_refused_by_line_before_anything_runs(tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.2)
+    out_dir, elsewhere = tmp_path / "renders", tmp_path / "elsewhere"
+    (out_dir / "sub").mkdir(parents=True)
+    elsewhere.mkdir()
+    (out_dir / "link").symlink_to(elsewhere, target_is_directory=True)  # a folder inside that leads out
+    jobs = write_jobs(tmp_path, [
+        {"audio": "a.wav", "out": "sub/../fine.mp4", "random": True, "steps": 1},
+        {"audio": "a.wav", "out": "../../x.mp4", "random": True, "steps": 1},
+        {"audio": "a.wav", "out": str(elsewhere / "abs.mp4"), "random": True, "steps": 1},
+        {"audio": "a.wav", "out": "link/y.mp4", "random": True, "steps": 1},
+    ])
+    with pytest.raises(ValueError) as err:
+        read_jobs(jobs, out_dir, generate_defaults())
+    text = str(err.value)
+    for line in (2, 3, 4):
+        assert f"line {line}: out " in text and "is outside --out-dir" in text, text
+    assert "line 1" not in text  # `sub/../fine.mp4` stays inside
+    assert main(["batch", str(jobs), "--out-dir", str(out_dir)]) == 2
+    assert "line 2: out \"../../x.mp4\" is outside --out-dir" in capsys.readouterr().err
+    assert not list(tmp_path.parent.glob("*.mp4")) and not list(tmp_path.rglob("*.mp4"))  # nothing rendered
+    assert not (out_dir / "results.jsonl").exists()
+
+
+def test_option_values_are_type_checked(tmp_path, capsys):
+    write_wav(tmp_path / "a.wav", 0.2)
+    jobs = write_jobs(tmp_path, [
+        {"audio": "a.wav", "out": 5},
+        {"audio": "a.wav", "out": "b.mp4", "seed": "7", "steps": 2.5},
+        {"audio": "a.wav", "out": "c.mp4", "paste_back": "yes", "scheduler": "fastest"},
+        {"audio": ["a.wav"], "out": "d.mp4", "guidance_interval": [0]},
+        {"audio": "a.wav", "out": "e.mp4", "cfg": 4, "guidance_interval": [0, 0.5], "seed": None, "low_vram": False},
+    ])
+    with pytest.raises(ValueError) as err:
+        read_jobs(jobs, tmp_path / "out", generate_defaults())
+    text = str(err.value)
+    for expected in ("line 1: out must be a string, not 5", "line 2: seed must be a whole number, not \"7\"",
+                     "steps must be a whole number, not 2.5", "line 3: paste_back is true or false, not \"yes\"",
+                     "scheduler is one of ddim", "line 4: audio must be a string, not ['a.wav']",
+                     "guidance_interval is a list of 2 values"):
+        assert expected in text, text
+    assert "line 5" not in text  # an int where a float belongs, a pair, null for the default, false for a flag
+    assert main(["batch", str(jobs), "--out-dir", str(tmp_path / "out")]) == 2
+    assert "Traceback" not in capsys.readouterr().err and not (tmp_path / "out").exists()
+
+
+def test_an_overlong_line_is_refused_without_being_read_whole_or_echoed(tmp_path):
+    write_wav(tmp_path / "a.wav", 0.2)
+    jobs = tmp_path / "jobs.jsonl"
+    with open(jobs, "w") as f:  # a 100 MB line between two good ones
+        f.write(json.dumps({"audio": "a.wav", "out": "a.mp4"}) + "\n")
+        f.write('{"audio": "a.wav", "out": "' + "x" * (100 << 20) + '.mp4"}\n')
+        f.write(json.dumps({"audio": "a.wav", "out": "b.mp4", "seed": "one"}) + "\n")
+    child = ("import resource, sys\nfrom emo_pipeline.__main__ import main\n"
+             "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+             f"code = main(['batch', {str(jobs)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n"
+             "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
+    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
+                            timeout=600 * machine_slowness())
+    code, grown_kib = map(int, result.stdout.split()[-2:])
+    assert code == 2
+    assert "line 2: longer than 64 KiB, not read" in result.stderr and "line 3: seed" in result.stderr
+    assert len(result.stderr) < 2000 and "xxxx" not in result.stderr  # the long name is not echoed
+    assert grown_kib < 50 * 1024  # read in 64 KiB pieces: the 100 MB line is never held
+    assert not (tmp_path / "out").exists()

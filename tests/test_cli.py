@@ -2,14 +2,13 @@
 
 import math
 import signal
-import subprocess
 import sys
 import time
 
 import pytest
 import torch
 
-from conftest import ROOT, decoded_frames, speech_like
+from conftest import ROOT, WatchedProcess, decoded_frames, machine_slowness, speech_like
 from emo_pipeline.__main__ import main
 from emo_pipeline.loading import save_net
 from emo_pipeline.media import read_video_info, write_video
@@ -18,11 +17,12 @@ from emo_pipeline.tiny import tiny_net
 
 def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
     out = tmp_path / "demo.mp4"
-    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--out", str(out),
-                             "--steps", "2"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "RANDOM-WEIGHT" in result.stdout and "clip 25/25" in result.stdout
+    # no overall time limit: it fails only when no progress line comes for a (machine-scaled) while
+    with WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--out", str(out),
+                         "--steps", "2"], cwd=ROOT) as run:
+        code, printed, err = run.finish()
+    assert code == 0, err
+    assert "RANDOM-WEIGHT" in printed and "clip 25/25" in printed
     info = read_video_info(out)
     assert info["frame_count"] == 100 and abs(info["audio_duration"] - 4.0) < 1e-3
 
@@ -30,10 +30,12 @@ def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
 def test_the_main_command_gives_the_same_video_in_every_process(tmp_path):
     """Same seed, inputs and model in two processes: identical decoded frames, indeed an identical file."""
     outs = [tmp_path / "demo1.mp4", tmp_path / "demo2.mp4"]
-    runs = [subprocess.Popen([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for out in outs]
+    runs = [WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                           cwd=ROOT) for out in outs]
     for run in runs:
-        assert run.wait(timeout=300) == 0, run.stderr.read()
+        with run:
+            code, _, err = run.finish()
+        assert code == 0, err
     first, second = (decoded_frames(out) for out in outs)
     assert first.shape == (100, 64, 64, 3)
     assert torch.equal(first, second)
@@ -106,10 +108,11 @@ def test_bundled_demo_model_is_small_and_the_default(tmp_path):
     net = load_net(DEMO / "net.safetensors")
     assert net.config.has_speed_layers and net.config.name == "demo"
     out = tmp_path / "demo.mp4"
-    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr
-    assert "bundled demo model" in result.stdout and "not photographs" in result.stdout.replace("\n", " ")
+    with WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
+                        cwd=ROOT) as run:
+        code, printed, err = run.finish()
+    assert code == 0, err
+    assert "bundled demo model" in printed and "not photographs" in printed.replace("\n", " ")
     assert read_video_info(out)["frame_count"] == 100
 
 
@@ -150,15 +153,18 @@ def test_generate_checks_paths_before_loading_anything(tmp_path, capsys):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["SIGTERM", "SIGINT"])
 def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
     out = tmp_path / "stopped.mp4"
-    proc = subprocess.Popen([sys.executable, "-m", "emo_pipeline", "generate", "--random", "--steps", "500",
-                             "--out", str(out)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    for line in proc.stdout:  # wait until sampling (and so the video file) has started
-        if line.startswith("Generating"):
-            break
-    time.sleep(3)
-    proc.send_signal(sig)
-    _, err = proc.communicate(timeout=120)
-    assert proc.returncode == code, err
+    # PyAV creates the file with the first frames written: wait for clip 1's line, then for the partial file
+    # (the events), and stop it with 24 clips to go
+    with WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "generate", "--random", "--steps", "20",
+                         "--out", str(out)], cwd=ROOT) as run:
+        assert run.wait_for(lambda line: line.startswith("  clip 1/25")), run.lines
+        bound = time.monotonic() + 120 * machine_slowness()
+        while not list(tmp_path.glob(".*partial*")):
+            assert time.monotonic() < bound and run.proc.poll() is None, run.lines
+            time.sleep(0.05)
+        run.proc.send_signal(sig)
+        code_seen, _, err = run.finish()
+    assert code_seen == code, err
     assert "no output written" in err
     assert list(tmp_path.iterdir()) == []
 
@@ -179,3 +185,44 @@ def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch,
     assert main(["generate", "--random", "--steps", "50", "--out", str(out)]) == 130
     assert steps == [1] and "interrupted: no output written" in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_given_as_audio_or_image_is_named_before_the_model_loads(tmp_path, capsys):
+    (tmp_path / "voices").mkdir()
+    assert main(["generate", "--random", "--audio", str(tmp_path / "voices"), "--out", str(tmp_path / "a.mp4")]) == 2
+    out, err = capsys.readouterr()
+    assert f"--audio {tmp_path / 'voices'} is a folder: give a file, such as" in err, err
+    assert "No --model given" not in out and "not found" not in err
+    assert main(["generate", "--random", "--image", str(tmp_path / "voices"), "--out", str(tmp_path / "a.mp4")]) == 2
+    assert "--image" in (err := capsys.readouterr().err) and "is a folder" in err
+
+
+def test_weights_files_that_are_not_weights_are_called_what_they_are(tmp_path, capsys):
+    """A text file given as --wav2vec is a text file (not a malicious pickle); the whisper loader refuses a
+    pickle carrying code as such (not 'incomplete or damaged')."""
+    from emo_pipeline.audio.whisper import WhisperAudioEncoder
+    from emo_pipeline.loading import CheckpointError
+    from emo_pipeline.tiny import write_tiny_model_folder
+
+    write_tiny_model_folder(tmp_path / "models")
+    notes = tmp_path / "wav2vec.pth"
+    notes.write_text("copy the wav2vec2 weights here\nthen run generate\n")  # 'c' is pickle's GLOBAL opcode
+    assert main(["generate", "--model", str(tmp_path / "models" / "tiny"), "--wav2vec", str(notes),
+                 "--out", str(tmp_path / "o.mp4"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "is a text file (it begins \"copy the wav2vec2 weights here\")" in err and "carries code" not in err, err
+    pointer = tmp_path / "wav2vec.safetensors"
+    pointer.write_text("version https://git-lfs.github.com/spec/v1\noid sha256:0123\nsize 377667514\n")
+    assert main(["generate", "--model", str(tmp_path / "models" / "tiny"), "--wav2vec", str(pointer),
+                 "--out", str(tmp_path / "o.mp4"), "--steps", "1"]) == 2
+    assert "is a Git LFS pointer, not the weights" in capsys.readouterr().err
+
+    class Payload:
+        def __reduce__(self):
+            return (print, ("this ran",))
+
+    torch.save({"dims": {}, "model_state_dict": {"w": torch.zeros(1)}, "extra": Payload()}, tmp_path / "tiny.pt")
+    with pytest.raises(CheckpointError, match="Refused .*tiny.pt: it is a pickle that carries code") as err:
+        WhisperAudioEncoder.from_file(tmp_path / "tiny.pt")
+    assert "incomplete or damaged" not in str(err.value)
+    assert not (tmp_path / "o.mp4").exists()

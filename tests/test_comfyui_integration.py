@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 from PIL import Image
 
 from comfy_stubs import ROOT
-from conftest import speech_like
+from conftest import machine_slowness, speech_like
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
@@ -36,10 +37,29 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(url: str, data: bytes | None = None, headers: dict | None = None) -> dict:
+def request(url: str, data: bytes | None = None, headers: dict | None = None, timeout: float = 30) -> dict:
     req = urllib.request.Request(url, data=data, headers=headers or {})
-    with urllib.request.urlopen(req, timeout=30) as response:
+    with urllib.request.urlopen(req, timeout=timeout * machine_slowness()) as response:
         return json.loads(response.read())
+
+
+def wait_for(what: str, check, server: subprocess.Popen, log: Path, bound: float):
+    """check()'s first result that is not None, asked again as soon as the last answer came: the test waits
+    on the event itself. A request the busy server is slow to answer is asked again, not a failure; the
+    bound (scaled by the machine's measured speed) only catches a server that hangs or died."""
+    deadline = time.monotonic() + bound * machine_slowness()
+    slow_answers = 0
+    while True:
+        try:
+            result = check()
+            if result is not None:
+                return result
+        except (ConnectionError, urllib.error.URLError, TimeoutError) as err:
+            slow_answers += isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError)
+        assert server.poll() is None, f"ComfyUI ended while waiting for {what}: " + log.read_text()[-3000:]
+        assert time.monotonic() < deadline, (f"{what}: not within {bound * machine_slowness():.0f} s "
+                                             f"({slow_answers} requests timed out)\n" + log.read_text()[-3000:])
+        time.sleep(0.2)
 
 
 def upload(base: str, path: Path) -> str:
@@ -137,13 +157,8 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
-        for _ in range(240):
-            try:
-                request(f"{base}/object_info/EMOSampler")
-                break
-            except OSError:
-                assert server.poll() is None, (tmp_path / "comfyui.log").read_text()[-3000:]
-                time.sleep(0.5)
+        wait_for("ComfyUI to start", lambda: request(f"{base}/object_info/EMOSampler"), server,
+                 tmp_path / "comfyui.log", 600)
         log_text = (tmp_path / "comfyui.log").read_text()
         assert "IMPORT FAILED" not in log_text and "Cannot import" not in log_text, log_text[-3000:]
 
@@ -171,11 +186,13 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
             prompt[node]["inputs"].update(inputs)
         reply = request(f"{base}/prompt", json.dumps({"prompt": prompt}).encode(), {"Content-Type": "application/json"})
         prompt_id = reply["prompt_id"]
-        for _ in range(600):
+
+        def finished() -> dict | None:
             history = request(f"{base}/history/{prompt_id}").get(prompt_id)
-            if history and history["status"].get("completed") is not None and history["status"]["status_str"] != "running":
-                break
-            time.sleep(0.5)
+            done = history and history["status"].get("completed") is not None
+            return history if done and history["status"]["status_str"] != "running" else None
+
+        history = wait_for("the workflow to finish", finished, server, tmp_path / "comfyui.log", 1800)
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[-3000:]
         saver = "6" if workflow in ("emo_long_audio", "emo_singing") else "7"  # Sample To Video writes it
         video = history["outputs"][saver]["images"][0]

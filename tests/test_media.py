@@ -195,3 +195,110 @@ def test_truncated_mp3_is_read_with_a_warning(tmp_path, frame_count_header):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             load_audio(path)
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A small PNG whose header says width×height (its IHDR checksum made to match)."""
+    import io
+    import struct
+    import zlib
+
+    buf = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buf, "PNG")
+    data = bytearray(buf.getvalue())
+    data[16:24] = struct.pack(">II", width, height)  # IHDR's width and height
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def test_a_decompression_bomb_is_refused_plainly_and_a_big_photo_is_taken(tmp_path, capsys):
+    from emo_pipeline.__main__ import main
+
+    (tmp_path / "bomb.png").write_bytes(png_claiming(30000, 30000))
+    with pytest.raises(ValueError, match=r"bomb.png says it is 900 megapixels.*decompression bomb"):
+        load_image(tmp_path / "bomb.png")
+    assert main(["generate", "--random", "--image", str(tmp_path / "bomb.png"), "--out", str(tmp_path / "o.mp4")]) == 2
+    assert "decompression bomb" in capsys.readouterr().err and not (tmp_path / "o.mp4").exists()
+    Image.new("RGB", (10000, 8000), (90, 140, 200)).save(tmp_path / "photo.jpg", quality=85)  # an 80 MP photo
+    image = load_image(tmp_path / "photo.jpg")
+    assert image.shape[1] / image.shape[0] == pytest.approx(1.25, abs=0.01)
+    assert float(image[..., 2].mean()) == pytest.approx(200 / 255, abs=0.02)
+
+
+def test_a_png_failing_its_checksums_is_refused(tmp_path):
+    from skimage import data as samples
+
+    good = tmp_path / "good.png"
+    Image.fromarray(samples.astronaut()).save(good)
+    original = good.read_bytes()
+    # 200 zeroed bytes where Pillow still decodes the file, wrongly and without a word
+    for back in range(300, 20000, 50):
+        damaged = bytearray(original)
+        damaged[-back:-back + 200] = bytes(200)
+        try:
+            with Image.open(__import__("io").BytesIO(bytes(damaged))) as img:
+                decoded = np.asarray(img.convert("RGB"))
+            break
+        except OSError:
+            continue
+    else:
+        pytest.fail("no place where Pillow decodes the damaged PNG silently")
+    assert (decoded != samples.astronaut()).any()
+    (tmp_path / "photo.png").write_bytes(bytes(damaged))
+    with pytest.raises(ValueError, match=r"photo.png is damaged \(.*checksum.*IDAT.*\): its data no longer matches"):
+        load_image(tmp_path / "photo.png")
+    assert load_image(good).shape == (512, 512, 3)  # the whole file is taken
+
+
+def test_a_jpeg_with_damaged_data_is_used_with_a_warning(tmp_path):
+    import warnings as warning_module
+
+    from skimage import data as samples
+
+    # JPEG has no checksum: damage is found where a decoder trips on it (FFmpeg's, here at the middle; not
+    # every damage trips one)
+    Image.fromarray(samples.astronaut()).save(tmp_path / "good.jpg")
+    Image.fromarray(samples.astronaut()).save(tmp_path / "progressive.jpg", quality=90, progressive=True)
+    original = (tmp_path / "good.jpg").read_bytes()
+    damaged = bytearray(original)
+    middle = len(damaged) // 2
+    damaged[middle:middle + 200] = bytes(200)
+    (tmp_path / "photo.jpg").write_bytes(bytes(damaged))
+    with pytest.warns(UserWarning, match="photo.jpg: the JPEG decoder found damaged data in it: parts of the picture"):
+        image = load_image(tmp_path / "photo.jpg")
+    clean = load_image(tmp_path / "good.jpg")
+    assert (image - clean).abs().amax(-1).gt(0.1).float().mean() > 0.1  # indeed wrong, as the warning says
+    with warning_module.catch_warnings():
+        warning_module.simplefilter("error")  # whole files: no warning
+        load_image(tmp_path / "good.jpg"), load_image(tmp_path / "progressive.jpg")
+
+
+def test_a_header_over_the_limit_but_under_pillows_is_refused_by_its_size(tmp_path):
+    (tmp_path / "tall.png").write_bytes(png_claiming(12000, 12000))  # 144 MP: over ours, under Pillow's 179
+    with pytest.raises(ValueError, match=r"tall.png says it is 12000×12000 pixels \(144 megapixels\)"):
+        load_image(tmp_path / "tall.png")
+
+
+def write_float_wav(path, samples: np.ndarray, rate: int = 16000):
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("pcm_f32le", rate=rate, layout="mono")
+        frame = av.AudioFrame.from_ndarray(samples.astype(np.float32).reshape(1, -1), format="flt", layout="mono")
+        frame.sample_rate = rate
+        c.mux(stream.encode(frame))
+        c.mux(stream.encode(None))
+    return path
+
+
+def test_samples_far_outside_one_are_scaled_with_a_warning_and_not_numbers_refused(tmp_path):
+    wave = np.sin(2 * np.pi * 220 * np.arange(8000) / 16000)
+    with pytest.warns(UserWarning, match=r"loud.wav: its samples reach 1e\+30, far outside -1..1.*scaled down"):
+        waveform, rate = load_audio(write_float_wav(tmp_path / "loud.wav", wave * 1e30))
+    assert rate == 16000 and float(waveform.abs().max()) == pytest.approx(1.0, abs=1e-3)
+    assert np.corrcoef(waveform[0].numpy(), wave)[0, 1] > 0.999  # the same sound, not a clipped square wave
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a mix a little over full scale is kept as it is
+        assert float(load_audio(write_float_wav(tmp_path / "hot.wav", wave * 1.2))[0].abs().max()) > 1.19
+    broken = wave.copy()
+    broken[100] = np.nan
+    with pytest.raises(ValueError, match="nan.wav holds samples that are not numbers"):
+        load_audio(write_float_wav(tmp_path / "nan.wav", broken))

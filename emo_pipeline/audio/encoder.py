@@ -7,7 +7,6 @@ count *before* the transformer encoder, and every transformer layer's output is 
 
 from __future__ import annotations
 
-import json
 import math
 import pickle
 from fractions import Fraction
@@ -87,13 +86,14 @@ class AudioEncoder:
 
         path = Path(path)
         if path.is_file():
-            from ..loading import CheckpointError, CheckpointReader, compare_keys
+            from ..loading import CheckpointError, CheckpointReader, compare_keys, read_json_object
 
             with CheckpointReader(path) as reader:
                 state = {wav2vec2_key(k): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
             config_file = path.with_suffix(".json")
             # Without a config beside it (ComfyUI's models/audio_encoders files), the shapes tell it.
-            config = Wav2Vec2Config.from_json_file(config_file) if config_file.is_file() else \
+            config = Wav2Vec2Config.from_dict(read_json_object(config_file, "a wav2vec2 file")) \
+                if config_file.is_file() else \
                 wav2vec2_config_from_shapes({k: v.shape for k, v in state.items()}, path.name)
             model = Wav2Vec2Model(config)
             report = compare_keys({k: v.shape for k, v in model.state_dict().items()},
@@ -113,8 +113,9 @@ class AudioEncoder:
                 )
             from transformers.utils import logging as transformers_logging
 
-            from ..loading import folder_model_error
+            from ..loading import folder_model_error, read_json_object
 
+            read_json_object(path / "config.json", "a transformers wav2vec2 folder")  # else a TypeError deep inside
             bar = transformers_logging.is_progress_bar_enabled()
             transformers_logging.disable_progress_bar()  # no "Loading weights" bar on every run
             try:
@@ -125,7 +126,7 @@ class AudioEncoder:
                 if bar:
                     transformers_logging.enable_progress_bar()
             prep = path / "preprocessor_config.json"
-            normalize = bool(json.loads(prep.read_text()).get("do_normalize", True)) if prep.is_file() else True
+            normalize = bool(read_json_object(prep, "a wav2vec2 folder").get("do_normalize", True)) if prep.is_file() else True
         return cls(model.to(device), normalize)
 
     @property

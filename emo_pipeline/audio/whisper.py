@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..loading import CheckpointError, CheckpointReader, compare_keys, write_safetensors
+from ..loading import CheckpointError, CheckpointReader, compare_keys, unreadable_weights_error, write_safetensors
 
 if TYPE_CHECKING:
     from transformers import WhisperConfig
@@ -296,12 +296,8 @@ class _WhisperFile:
                 if "mmap" not in str(err):
                     raise
                 return torch.load(path, map_location="cpu", weights_only=True)  # legacy (non-zip) format
-        except Exception as err:  # truncated, corrupt or unsafe files all end here
-            raise CheckpointError(
-                f"Cannot read {path} as a PyTorch pickle ({type(err).__name__}: {str(err).splitlines()[0][:200]}). "
-                "The file may be incomplete or damaged: download it again. It is opened with weights_only=True, "
-                f"so files that carry code are refused. Expected {EXPECTED_FILE}."
-            ) from None
+        except Exception as err:  # truncated, corrupt, unsafe or not weights at all: said as it is
+            raise unreadable_weights_error(path, err, EXPECTED_FILE) from None
 
     def tensor(self, name: str) -> torch.Tensor:
         return self._reader.tensor(name) if self._reader is not None else self._state[name]
