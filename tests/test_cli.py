@@ -156,8 +156,9 @@ def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
     out = tmp_path / "stopped.mp4"
     # PyAV creates the file with the first frames written: wait for clip 1's line, then for the partial file
     # (the events), and stop it with 24 clips to go
+    # --no-resume: by default a stopped render keeps its finished clips (tests/test_resume.py)
     with WatchedProcess([sys.executable, "-u", "-m", "emo_pipeline", "generate", "--random", "--steps", "20",
-                         "--out", str(out)], cwd=ROOT) as run:
+                         "--no-resume", "--out", str(out)], cwd=ROOT) as run:
         assert run.wait_for(lambda line: line.startswith("  clip 1/25")), run.lines
         bound = time.monotonic() + 120 * machine_slowness()
         while not list(tmp_path.glob(".*partial*")):
