@@ -72,24 +72,55 @@ def machine_slowness() -> float:
     return _SLOWNESS[0]
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU seconds spent so far by a process and all its descendants; None once it is gone."""
+    import psutil
+
+    try:
+        family = [psutil.Process(pid)]
+        family += family[0].children(recursive=True)
+    except psutil.Error:
+        return None
+    total = 0.0
+    for proc in family:
+        try:
+            times = proc.cpu_times()
+        except psutil.Error:  # ended between the listing and the reading
+            continue
+        total += times.user + times.system
+    return total
+
+
 class WatchedProcess:
     """A child whose output lines are read as they come, so a test waits on the line it needs, not on the
-    clock; `stall` seconds (scaled by machine_slowness) without a line means it hung. Used as a context
-    manager: a child still running when the test ends (it failed) is killed, not left behind."""
+    clock. A hung child is told from a slow one by what it does: within every `stall` seconds (scaled by
+    machine_slowness) a working child prints a line or spends CPU time (itself or its children); one that
+    does neither has hung. On a loaded machine a child can be silent for many minutes while it works (its
+    threads wait for a core), so silence alone proves nothing. `limit` stall intervals in all is the
+    generous outer bound for a child that spins without end. Used as a context manager: a child still
+    running when the test ends (it failed) is killed, not left behind."""
 
-    def __init__(self, args: list[str], stall: float = 300.0, **kwargs) -> None:
+    def __init__(self, args: list[str], stall: float = 300.0, limit: int = 12, merge_stderr: bool = False,
+                 **kwargs) -> None:
         import queue
         import subprocess
         import threading
+        import time
 
         self.stall = stall * machine_slowness()
-        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+        self.deadline = time.monotonic() + limit * self.stall
+        self.proc = subprocess.Popen(args, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE, text=True,
+                                     **kwargs)
         self.lines: list[str] = []
         self._queue: "queue.Queue[str | None]" = queue.Queue()
         self._err: list[str] = []
         threading.Thread(target=self._pump, daemon=True).start()
-        self._err_reader = threading.Thread(target=lambda: self._err.append(self.proc.stderr.read()), daemon=True)
-        self._err_reader.start()
+        self._err_reader = None
+        if not merge_stderr:
+            self._err_reader = threading.Thread(target=lambda: self._err.append(self.proc.stderr.read()),
+                                                daemon=True)
+            self._err_reader.start()
 
     def __enter__(self) -> "WatchedProcess":
         return self
@@ -104,16 +135,27 @@ class WatchedProcess:
             self._queue.put(line)
         self._queue.put(None)
 
+    def _working(self, spent: float | None) -> bool:
+        """Whether the child spent CPU time since `spent` was read, within the outer bound."""
+        import time
+
+        now = cpu_seconds(self.proc.pid)
+        return spent is not None and now is not None and now > spent + 0.05 and time.monotonic() < self.deadline
+
     def wait_for(self, predicate) -> str | None:
         """The first new line for which predicate(line) holds; None when the output ended first."""
         import queue
 
         while True:
+            spent = cpu_seconds(self.proc.pid)
             try:
                 line = self._queue.get(timeout=self.stall)
             except queue.Empty:
+                if self._working(spent):
+                    continue  # silent but working: a busy machine, not a hang
                 self.proc.kill()
-                raise AssertionError(f"no output for {self.stall:.0f} s (hung?); last lines: {self.lines[-5:]}")
+                raise AssertionError(f"no output and no CPU time spent for {self.stall:.0f} s (hung?), or past the "
+                                     f"outer bound; last lines: {self.lines[-5:]}")
             if line is None:
                 return None
             self.lines.append(line)
@@ -121,8 +163,19 @@ class WatchedProcess:
                 return line
 
     def finish(self) -> tuple[int, str, str]:
-        """Exit code, all stdout and stderr, once the child ends (a stall bound between its lines)."""
+        """Exit code, all stdout and stderr, once the child ends (the same bounds as wait_for)."""
         self.wait_for(lambda line: False)
-        code = self.proc.wait(timeout=self.stall)
-        self._err_reader.join(timeout=self.stall)  # its last read ends with the child
+        code = self.proc.wait(timeout=self.stall)  # its output has ended: it is exiting
+        if self._err_reader is not None:
+            self._err_reader.join(timeout=self.stall)  # its last read ends with the child
         return code, "".join(self.lines), self._err[0] if self._err else ""
+
+
+def run_child(args: list[str], stall: float = 300.0, merge_stderr: bool = False, **kwargs):
+    """subprocess.run for the tests: the child's output captured as text, and WatchedProcess's bounds (a
+    child that stops working fails the test; a slow one is waited for) instead of a wall-clock timeout."""
+    import subprocess
+
+    with WatchedProcess(args, stall=stall, merge_stderr=merge_stderr, **kwargs) as child:
+        code, out, err = child.finish()
+    return subprocess.CompletedProcess(args, code, out, None if merge_stderr else err)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, WatchedProcess, machine_slowness, speech_like
+from conftest import ROOT, WatchedProcess, run_child, speech_like
 from emo_pipeline.__main__ import generate_defaults, main
 from emo_pipeline.batch import Job, assign, read_jobs
 from emo_pipeline.media import read_video_info, write_video
@@ -90,10 +90,10 @@ def launch(jobs: Path, out_dir: Path, processes: int) -> subprocess.CompletedPro
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    return subprocess.run(
+    return run_child(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes), "--master_addr",
          "127.0.0.1", "--master_port", str(port), "-m", "emo_pipeline", "batch", str(jobs), "--out-dir",
-         str(out_dir)], cwd=ROOT, capture_output=True, text=True, timeout=900 * machine_slowness())
+         str(out_dir)], cwd=ROOT)
 
 
 def test_two_processes_render_each_job_once_and_record_the_bad_one(tmp_path):
@@ -223,8 +223,7 @@ def test_an_overlong_line_is_refused_without_being_read_whole_or_echoed(tmp_path
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
              f"code = main(['batch', {str(jobs)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n"
              "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")
-    result = subprocess.run([sys.executable, "-c", child], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600 * machine_slowness())
+    result = run_child([sys.executable, "-c", child], cwd=ROOT)
     code, grown_kib = map(int, result.stdout.split()[-2:])
     assert code == 2
     assert "line 2: longer than 64 KiB, not read" in result.stderr and "line 3: seed" in result.stderr

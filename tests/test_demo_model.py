@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 
 DEMO = ROOT / "models" / "demo"
 
@@ -60,7 +60,6 @@ def test_photographs_are_told_from_the_demo_s_drawn_faces():
 
 
 def test_the_demo_model_says_before_rendering_that_it_cannot_animate_a_photograph(tmp_path):
-    import subprocess
     import sys
 
     from PIL import Image
@@ -72,9 +71,8 @@ def test_the_demo_model_says_before_rendering_that_it_cannot_animate_a_photograp
     audio = write_wav(tmp_path / "a.wav", 0.2)
 
     def generate(*extra: str) -> str:
-        run = subprocess.run([sys.executable, "-m", "emo_pipeline", "generate", "--audio", str(audio), "--steps", "1",
-                              "--out", str(tmp_path / "v.mp4"), *extra], cwd=ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True, timeout=1800)
+        run = run_child([sys.executable, "-m", "emo_pipeline", "generate", "--audio", str(audio), "--steps", "1",
+                         "--out", str(tmp_path / "v.mp4"), *extra], cwd=ROOT, merge_stderr=True)
         assert run.returncode == 0, run.stdout
         return run.stdout
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from conftest import ROOT, machine_slowness
+from conftest import ROOT, run_child
 from emo_pipeline.__main__ import main
 
 
@@ -61,8 +61,8 @@ def test_a_batch_stops_plainly_when_the_disk_fills(small_disk, tmp_path):
     folder, earlier = small_disk
     jobs = write_jobs(tmp_path, [{"audio": str(write_wav(tmp_path / f"v{i}.wav", 1.0)), "out": f"v{i}.mp4",
                                   "random": True, "steps": 1} for i in range(2)])
-    result = subprocess.run([sys.executable, "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(folder)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=900 * machine_slowness())
+    result = run_child([sys.executable, "-m", "emo_pipeline", "batch", str(jobs), "--out-dir", str(folder)],
+                       cwd=ROOT)
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr[-2000:]
     assert f"No space left in {folder}" in result.stderr
     assert (folder / "earlier.mp4").read_bytes() == earlier and not list(folder.glob(".*partial*"))

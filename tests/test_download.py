@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import tiny_families
+from conftest import run_child
 from local_hub import LocalHub
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
 from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
@@ -127,7 +128,7 @@ def _env(hub: LocalHub, **extra: str) -> dict[str, str]:
 
 
 def _cli(hub: LocalHub, *args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([*TINY_CLI, *args], capture_output=True, text=True, env=_env(hub, **env), timeout=1800)
+    return run_child([*TINY_CLI, *args], env=_env(hub, **env))
 
 
 def _expected(names: list[str], repositories) -> dict[str, bytes]:

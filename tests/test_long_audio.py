@@ -2,13 +2,12 @@
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 from emo_pipeline.media import read_video_info
 
 MARGIN_MIB = 16  # a 2-minute render may grow this much more than a 20-second one (its IMAGE batch: 141 MiB)
@@ -19,8 +18,8 @@ def render(seconds: float, mode: str, workdir: Path) -> dict:
     # growing heap, which made the 2-minute growth vary by ±15 MiB from run to run (38 to 65 MiB measured);
     # with it, 20 s and 2 min grow by 40 and 51 MiB run after run.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
-    result = subprocess.run([sys.executable, str(ROOT / "tests" / "render_long_audio.py"), str(seconds), mode,
-                             str(workdir), "16"], capture_output=True, text=True, timeout=600, env=env)
+    result = run_child([sys.executable, str(ROOT / "tests" / "render_long_audio.py"), str(seconds), mode,
+                        str(workdir), "16"], env=env)
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT, machine_slowness
+from conftest import ROOT, run_child
 
 pytest.importorskip("onnxruntime")
 if not sys.platform.startswith("linux"):
@@ -42,8 +42,7 @@ def run_guarded(guard: Path, folder: Path, args: list[str]) -> tuple[subprocess.
     home.mkdir()
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "LD_PRELOAD": str(guard), "NETWORK_GUARD_LOG": str(log),
            "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "2"}
-    result = subprocess.run([sys.executable, *args], cwd=folder, env=env, capture_output=True, text=True,
-                            timeout=900 * machine_slowness())
+    result = run_child([sys.executable, *args], cwd=folder, env=env)
     calls = log.read_text().splitlines() if log.exists() else []
     return result, calls, [p for p in home.rglob("*") if p.is_file()]
 

@@ -3,7 +3,6 @@ model on a synthetic voice and instrument, and flat memory over a 10-minute song
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 from emo_pipeline.audio.separation import KIM_VOCAL_2, VocalSeparator
 from emo_pipeline.tiny import write_mask_separator
 
@@ -163,8 +162,7 @@ def test_ten_minutes_are_separated_in_the_memory_of_one_minute(tmp_path):
     # minutes); what is left is what the separator itself holds.
     env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
     for seconds in (60, 600):
-        result = subprocess.run([sys.executable, "-c", MEMORY_CHILD, str(seconds), str(path)], cwd=ROOT, env=env,
-                                capture_output=True, text=True, timeout=600)
+        result = run_child([sys.executable, "-c", MEMORY_CHILD, str(seconds), str(path)], cwd=ROOT, env=env)
         assert result.returncode == 0, result.stderr[-3000:]
         runs[seconds] = json.loads(result.stdout.strip().splitlines()[-1])
     # beyond the output itself (the vocals, 202 MiB for 10 minutes), the work takes the same memory

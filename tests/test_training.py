@@ -5,14 +5,13 @@ import hashlib
 import json
 import math
 import socket
-import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, run_child
 from emo_pipeline.config import tiny_config, tiny_emo_config
 from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import tiny_components
@@ -103,10 +102,9 @@ def test_two_processes_end_with_the_same_weights(clips, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    result = subprocess.run(
+    result = run_child(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-         "--master_port", str(port), str(ROOT / "tests" / "distributed_train.py"), str(clips), str(tmp_path)],
-        capture_output=True, text=True, timeout=600)
+         "--master_port", str(port), str(ROOT / "tests" / "distributed_train.py"), str(clips), str(tmp_path)])
     assert result.returncode == 0, result.stderr[-3000:]
     ranks = [(tmp_path / f"rank{r}.sha256").read_text().split() for r in (0, 1)]
     assert ranks[0][0] == ranks[1][0] == "2"  # a real two-process group
