@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 EXACT = {"steps": 40}  # Hallo's sampling: DDIM, guidance on every step
 MODES = {

@@ -8,7 +8,8 @@ import torch
 from conftest import speech_like
 from emo_pipeline.config import tiny_config
 from emo_pipeline.loading import CheckpointError, describe_checkpoint, load_net, save_net
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_net
 
 
@@ -104,7 +105,7 @@ def test_inspect_describes_family_and_keys(tmp_path):
 
 
 def test_converted_pth_gives_bit_identical_frames(tiny_pipeline, tiny_portrait, tmp_path):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     torch.save(tiny_pipeline.net.state_dict(), tmp_path / "net.pth")
     out = tmp_path / "net.safetensors"

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import ROOT, WatchedProcess, decoded_frames, machine_slowness, speech_like
-from emo_pipeline.__main__ import main
+from emo_pipeline.cli import main
 from emo_pipeline.loading import save_net
 from emo_pipeline.media import read_video_info, write_video
 from emo_pipeline.tiny import tiny_net
@@ -174,7 +174,7 @@ def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
 def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch, capsys):
     """A signal whose exception lands in a __del__ or weakref callback is only printed by Python; the
     recorded signal still stops sampling at the next step, and nothing is written."""
-    import emo_pipeline.__main__ as cli
+    import emo_pipeline.cli.generate as cli
 
     steps = []
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT, machine_slowness
-from emo_pipeline.__main__ import main
+from emo_pipeline.cli import main
 
 
 @pytest.fixture

@@ -149,7 +149,7 @@ def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(famil
     assert not unread & set(hub.content_gets())
     assert not (models / STATE / "partial").exists() and not (models / STATE / "verified").exists()
 
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     assert main(["generate", "--model", str(result.models[0]), "--out", str(out), "--steps", "2",
@@ -297,7 +297,7 @@ def test_offline_mode_works_with_the_files_and_says_what_to_run_without(hub, tmp
     ("no network", r"Could not reach http://127\.0\.0\.1:\d+ .*Check the network connection"),
 ])
 def test_hub_faults_get_one_plain_sentence(fault, message, hub, tmp_path, monkeypatch):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     revision = "main"
     if fault == "gated":

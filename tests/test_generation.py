@@ -9,7 +9,8 @@ import torch
 from conftest import speech_like
 from emo_pipeline.audio.encoder import frame_count, normalize_speech
 from emo_pipeline.models.frame_windows import frame_windows
-from emo_pipeline.pipeline import Callbacks, EMOPipeline, GenerationCancelled, SamplingOptions
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
 
 def expected_frames(num_samples: int, sample_rate: int, fps: str) -> int:

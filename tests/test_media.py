@@ -212,7 +212,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_a_decompression_bomb_is_refused_plainly_and_a_big_photo_is_taken(tmp_path, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     (tmp_path / "bomb.png").write_bytes(png_claiming(30000, 30000))
     with pytest.raises(ValueError, match=r"bomb.png says it is 900 megapixels.*decompression bomb"):

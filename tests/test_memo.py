@@ -13,8 +13,9 @@ from emo_pipeline.families import EMOTIONS
 from emo_pipeline.loading import CheckpointError, MEMO_WEIGHTS, config_for, open_network, write_safetensors
 from emo_pipeline.models.backbone import Backbone
 from emo_pipeline.models.memory_attention import DECAY
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
-from emo_pipeline.schedulers import make_scheduler
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.schedulers import make_scheduler
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components, write_tiny_memo_folder
 
 
@@ -146,7 +147,7 @@ def test_ddpm_samplers_are_refused_for_a_flow_model_and_back():
         _pipeline().generate(None, None, SamplingOptions(scheduler="ddim"))
     with pytest.raises(ValueError, match="DDPM model"):
         from emo_pipeline.config import tiny_config
-        from emo_pipeline.presets import resolve_options
+        from emo_pipeline.sampling.presets import resolve_options
         resolve_options(SamplingOptions(scheduler="flow_euler"), tiny_config())
 
 
@@ -211,7 +212,7 @@ def test_memo_download_problems_name_the_file(tmp_path):
 def test_convert_and_inspect_a_memo_download(tmp_path, monkeypatch):
     """convert: the four folders → one safetensors file that carries the config (with the norm span read from
     diffusion_net/config.json) and gives the same frames; inspect names the family."""
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
     from emo_pipeline.loading import convert_checkpoint, describe_checkpoint
 
     config = tiny_memo_config(resnet_joint_frames=False)
@@ -252,7 +253,7 @@ def test_fp8_weights_and_precision_defaults():
 
 
 def test_cli_emotion_flag(capsys):
-    from emo_pipeline.__main__ import _parser, generate_defaults
+    from emo_pipeline.cli.parser import build_parser as _parser, generate_defaults
 
     assert _parser().parse_args(["generate", "--emotion", "happy"]).emotion == "happy"
     assert generate_defaults()["emotion"] is None  # a batch job may set it; unset means neutral

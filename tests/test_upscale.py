@@ -238,7 +238,7 @@ def test_loading_refuses_other_files_with_the_fix(tmp_path, tiny):
 # --- command line ----------------------------------------------------------------------------------
 
 def test_cli_upscale_streams_an_mp4(tmp_path, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
     from emo_pipeline.media import read_video_info, write_video
 
     source = tmp_path / "face.mp4"
@@ -255,7 +255,7 @@ def test_cli_upscale_streams_an_mp4(tmp_path, capsys):
 
 
 def test_generate_upscale_2_doubles_the_video(tmp_path):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
     from emo_pipeline.media import read_video_info
 
     from emo_pipeline.media import write_video

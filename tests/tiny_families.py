@@ -35,7 +35,7 @@ def install(monkeypatch=None, module=loading) -> None:
 
 if __name__ == "__main__":
     install()
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     sys.exit(main(sys.argv[1:]))
 

@@ -95,7 +95,7 @@ def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_
                        **options):
     """A held-out clip's video from its first frame and its audio; `options` go to SamplingOptions."""
     from ..media import load_audio
-    from ..pipeline import SamplingOptions
+    from ..sampling.steps import SamplingOptions
     from .dataset import read_frames
 
     meta = json.loads(clip.with_suffix(".json").read_text())
