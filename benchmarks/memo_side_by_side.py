@@ -44,7 +44,7 @@ from emo_pipeline.audio.encoder import AudioEncoder  # noqa: E402
 from emo_pipeline.audio.features import AudioFeatures  # noqa: E402
 from emo_pipeline.config import memo_config  # noqa: E402
 from emo_pipeline.families import EMOTIONS  # noqa: E402
-from emo_pipeline.loading import MEMO_PARTS  # noqa: E402
+from emo_pipeline.io.loading import MEMO_PARTS  # noqa: E402
 from emo_pipeline.models import EMONet  # noqa: E402
 from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
 from emo_pipeline.portrait import Portrait, region_masks  # noqa: E402

@@ -119,7 +119,7 @@ FAR_BELOW = 10
 
 def weight_bytes(config: EMOConfig, dtype: torch.dtype) -> int:
     """The network's weights in `dtype`, from its config's shapes (nothing is built)."""
-    from .loading import expected_shapes
+    from .io.loading import expected_shapes
 
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return sum(torch.Size(s).numel() for s in expected_shapes(config).values()) * itemsize
@@ -147,7 +147,7 @@ def plan_for_network(network: str | Path | None, device: torch.device, free: int
     loaded; None: the tiny random-weight model) on `device`; `dtype` None: the family's own there."""
     from .components import default_dtype, find_net
     from .config import tiny_config
-    from .loading import config_for, open_network
+    from .io.loading import config_for, open_network
 
     if network is None:
         config = tiny_config()

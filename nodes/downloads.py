@@ -16,8 +16,8 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..emo_pipeline.download import DOWNLOADS, Download, download, human_size, missing_files
-from ..emo_pipeline.download.catalogue import HubFile
+from ..emo_pipeline.io.download import DOWNLOADS, Download, download, human_size, missing_files
+from ..emo_pipeline.io.download.catalogue import HubFile
 
 PREFIX = "download: "
 BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack

@@ -14,7 +14,7 @@ from conftest import ROOT, WatchedProcess, machine_slowness, speech_like
 from emo_pipeline.cli import main
 from emo_pipeline.cli.batch import Job, assign, read_jobs
 from emo_pipeline.cli.parser import generate_defaults
-from emo_pipeline.media import read_video_info, write_video
+from emo_pipeline.io.media import read_video_info, write_video
 
 
 def write_wav(path: Path, seconds: float) -> Path:

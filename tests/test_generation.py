@@ -191,7 +191,7 @@ def test_family_detection_by_keys_metadata_and_path():
     from types import SimpleNamespace
 
     from emo_pipeline.config import hallo_config
-    from emo_pipeline.loading import CheckpointError, config_for, expected_shapes
+    from emo_pipeline.io.loading import CheckpointError, config_for, expected_shapes
 
     shapes = expected_shapes(hallo_config())
     reader = lambda path, meta={}, s=shapes: SimpleNamespace(path=Path(path), metadata=meta, shapes=s)  # noqa: E731

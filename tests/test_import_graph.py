@@ -121,6 +121,20 @@ def _circle(graph: dict[str, set[str]], group: set[str]) -> list[str]:
     raise AssertionError(f"{sorted(group)} is no circle")
 
 
+COMFYUI_MODULES = {"comfy", "comfy_extras", "folder_paths", "latent_preview", "server", "execution", "node_helpers"}
+
+
+def outside_imports(path: Path) -> set[str]:
+    """The top-level names of the absolute imports in a file (torch, comfy, ...)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
 def test_a_planted_circle_is_found_through_relative_and_function_level_imports(tmp_path):
     """engine/a imports b at the top; b imports a's parent package's c inside a function; c imports a
     with `from . import a`: one circle of three. d only imports a (no circle of its own)."""
@@ -149,3 +163,10 @@ def test_the_engine_and_the_nodes_have_no_import_circle():
     assert f"{PACK}.emo_pipeline.sampling.steps" in graph[f"{PACK}.nodes.sampler"]  # nodes reach the engine
     found = cycles(graph)
     assert found == [], "import circles:\n" + "\n".join(" -> ".join(c) for c in found)
+
+
+def test_the_engine_imports_no_comfyui_and_the_nodes_do():
+    engine = {name: outside_imports(path) & COMFYUI_MODULES for name, path in modules(ROOT, ("emo_pipeline",)).items()}
+    assert {name: found for name, found in engine.items() if found} == {}
+    nodes = set().union(*(outside_imports(path) for path in modules(ROOT, ("nodes",)).values()))
+    assert {"comfy", "folder_paths"} <= nodes  # the check reads the imports the nodes do make

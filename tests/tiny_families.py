@@ -51,12 +51,12 @@ def patch_when_imported() -> None:
             setattr(module, name, make)
 
     for name, module in list(sys.modules.items()):
-        if name.endswith(".emo_pipeline.loading") or name == "emo_pipeline.loading":
+        if name.endswith(".emo_pipeline.io.loading") or name == "emo_pipeline.io.loading":
             patch(module)
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, fullname, path, target=None):
-            if not fullname.endswith(".emo_pipeline.loading"):
+            if not fullname.endswith(".emo_pipeline.io.loading"):
                 return None
             sys.meta_path.remove(self)
             try:

@@ -27,7 +27,7 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    from ..disk import DiskFullError
+    from ..io.disk import DiskFullError
     from .parser import build_parser
 
     args = build_parser().parse_args(argv)
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from ..download import DownloadError
+        from ..io.download import DownloadError
 
         if not isinstance(err, DownloadError):
             raise

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ..disk import DiskFullError, disk_full_error, is_disk_full
+from ..io.disk import DiskFullError, disk_full_error, is_disk_full
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
 from .parser import generate_actions
 
@@ -123,7 +123,7 @@ def assign(jobs: list[Job], processes: int) -> list[list[Job]]:
 
 def is_complete(out: Path, seconds: float) -> bool:
     """The MP4 exists and holds one frame per audio frame of `seconds` of audio, with the whole sound."""
-    from ..media import read_video_info
+    from ..io.media import read_video_info
 
     if not out.is_file():
         return False

@@ -152,7 +152,7 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
     config = preset(family if gpu or model else TINY.get(family, family))
     if model:
         from ..components import find_net
-        from ..loading import config_for, open_network
+        from ..io.loading import config_for, open_network
 
         with open_network(find_net(Path(model))) as reader:
             config = config_for(reader)

@@ -10,7 +10,7 @@ from .parser import DTYPES
 
 def inspect_command(args: argparse.Namespace) -> int:
     from ..components import find_net
-    from ..loading import describe_checkpoint
+    from ..io.loading import describe_checkpoint
 
     print(describe_checkpoint(find_net(Path(args.checkpoint))))  # a model folder works too
     return 0
@@ -19,7 +19,7 @@ def inspect_command(args: argparse.Namespace) -> int:
 def convert_command(args: argparse.Namespace) -> int:
     from ..components import find_net
     from ..config import preset
-    from ..loading import convert_checkpoint, describe_checkpoint
+    from ..io.loading import convert_checkpoint, describe_checkpoint
 
     if Path(args.target).suffix != ".safetensors":
         raise ValueError(f"convert writes a .safetensors file: name the target like "

@@ -153,8 +153,8 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
-    from ..media import VideoWriter, load_audio, load_image
-    from ..render_state import RenderState, fingerprint, resumed_frames, state_folder
+    from ..io.media import VideoWriter, load_audio, load_image
+    from ..io.render_state import RenderState, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
     state = None  # the render's kept progress (render_state.py), unless --no-resume

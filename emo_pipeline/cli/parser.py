@@ -8,8 +8,8 @@ from pathlib import Path
 
 import torch
 
-from ..download.catalogue import DOWNLOADS, human_size
 from ..families import EMOTIONS
+from ..io.download.catalogue import DOWNLOADS, human_size
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
 

@@ -40,7 +40,7 @@ def upscale_settings(scale: int, fidelity: float, background: str, blend: str):
 
 def upscale_command(args: argparse.Namespace) -> int:
     """`upscale VIDEO --out OUT`: frames decoded, upscaled and written as they go (memory flat in length)."""
-    from ..media import VideoWriter, iter_video_frames, load_audio, probe_video
+    from ..io.media import VideoWriter, iter_video_frames, load_audio, probe_video
     from ..upscale.video import batched
 
     source, out = Path(args.video), Path(args.out)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import tiny_emo_config
-from ..loading import load_net, save_net
+from ..io.loading import load_net, save_net
 from ..tiny import tiny_wav2vec
 from .synthetic import head_motion, make_dataset, mouth_opening
 from .trainer import TrainSettings, train
@@ -94,7 +94,7 @@ def _frames(folder: Path, size: int) -> torch.Tensor:
 def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None,
                        **options):
     """A held-out clip's video from its first frame and its audio; `options` go to SamplingOptions."""
-    from ..media import load_audio
+    from ..io.media import load_audio
     from ..sampling.steps import SamplingOptions
     from .dataset import read_frames
 
