@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emo_pipeline import loading  # noqa: E402
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config  # noqa: E402
+from emo_pipeline.io import loading  # noqa: E402
 
 TINY = {
     "hallo_config": lambda: tiny_config(name="hallo"),
