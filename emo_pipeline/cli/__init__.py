@@ -28,9 +28,11 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     from ..io.disk import DiskFullError
-    from .parser import build_parser
+    from .parser import build_parser, chosen_device
 
     args = build_parser().parse_args(argv)
+    if getattr(args, "device", None) == "auto":
+        args.device = chosen_device(args.device)
     STOP["signal"] = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .parser import DTYPES
-
 
 def inspect_command(args: argparse.Namespace) -> int:
     from ..components import find_net
@@ -17,7 +15,7 @@ def inspect_command(args: argparse.Namespace) -> int:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    from ..components import find_net
+    from ..components import PRECISIONS, find_net
     from ..config import preset
     from ..io.loading import convert_checkpoint, describe_checkpoint
 
@@ -27,6 +25,6 @@ def convert_command(args: argparse.Namespace) -> int:
     source = find_net(Path(args.source))
     print(f"Converting {source} ...")
     config = preset(args.preset) if args.preset else None
-    path = convert_checkpoint(source, args.target, DTYPES[args.dtype] if args.dtype else None, config)
+    path = convert_checkpoint(source, args.target, PRECISIONS[args.dtype] if args.dtype else None, config)
     print(describe_checkpoint(path))
     return 0

@@ -10,23 +10,18 @@ from pathlib import Path
 
 import torch
 
-from .parser import DEMO_MODEL, DTYPES
+from ..sampling.steps import StepInfo
+from .parser import DEMO_MODEL
+from .progress import RenderProgress
 from .stop import stop_requested
 from .upscale import load_upscaler, upscale_settings
 
+PROGRESS = RenderProgress()  # the render in progress on the terminal
 
-def _progress(info) -> None:
-    if info.unit == "window":  # context windows: a line per denoising step (all windows done)
-        steps = info.total_steps // info.total_clips
-        text = (f"  step {-(-info.step // info.total_clips)}/{steps}  window {info.clip + 1}/{info.total_clips}")
-        done = info.clip == info.total_clips - 1
-    else:
-        text = f"  clip {info.clip + 1}/{info.total_clips}  step {info.step}/{info.total_steps}"
-        done = info.step % (info.total_steps // info.total_clips) == 0  # a line per clip
-    if sys.stdout.isatty():
-        print("\r" + text, end="\n" if info.step == info.total_steps else "", flush=True)
-    elif done:
-        print(text, flush=True)
+
+def _progress(info: StepInfo) -> None:
+    """Each denoising step of the render (tests and tools may stand in for this function)."""
+    PROGRESS(info)
 
 
 def check_generate_paths(args: argparse.Namespace) -> None:
@@ -97,11 +92,12 @@ MODEL_OPTIONS = ("model", "random", "device", "dtype", "memory_mode", "low_vram"
 
 def load_model(args: argparse.Namespace):
     """The pipeline generate's options ask for: --model, else the bundled demo model, else tiny random weights."""
+    from ..components import PRECISIONS
     from ..pipeline import EMOPipeline
 
     device = torch.device(args.device)
     # None: the model family's own on a GPU (fp16; bf16 for MEMO), fp32 on the CPU
-    dtype = DTYPES[args.dtype] if args.dtype else None
+    dtype = PRECISIONS[args.dtype] if args.dtype else None
     low_vram, fp8_weights = memory_mode(args, device, dtype)
     memory = dict(low_vram=low_vram, fp8_weights=fp8_weights, compile=args.compile, audio_encoder=args.wav2vec)
     if args.model:
@@ -239,6 +235,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}, expected_frames=audio.num_frames) as writer:
         try:
+            PROGRESS.start(audio.num_frames / audio.fps)
             clips = pipe.iter_clips(portrait, audio, options)
             if upscaler is not None:  # chunked across clips: 16 frames at a time, whatever the clip length
                 from ..upscale.video import batched
@@ -253,6 +250,8 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
             if isinstance(err, GenerationCancelled):  # the stop a signal asked for (STOP), seen between steps
                 raise KeyboardInterrupt() from None
             raise
+        finally:
+            PROGRESS.close()
     if state is not None:
         state.finish()
     print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")

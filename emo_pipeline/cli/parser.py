@@ -1,30 +1,32 @@
-"""The command line's arguments: every subcommand and its options, and generate's options as a batch job
-reads them."""
+"""The command line's arguments: every subcommand and its options (each with its default in --help), and
+generate's options as a batch job reads them. Nothing heavy is imported here: `--help` and a wrong option
+answer at once, before torch is loaded."""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-import torch
-
 from ..families import EMOTIONS
 from ..io.download.catalogue import DOWNLOADS, human_size
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
 
-DESCRIPTION = ("Command line: download, generate, upscale, batch, inspect, convert, train, train-demo, evaluate-demo, "
-               "synthetic (see --help).")
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+DESCRIPTION = "EMO talking portraits: a portrait and an audio clip in, a talking-head MP4 out."
+DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: components.PRECISIONS
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emo_pipeline", description=DESCRIPTION)
-    sub = parser.add_subparsers(dest="command", required=True)
-    dl = sub.add_parser("download", help="fetch a family's files from the hub into the model folder "
-                                         "(resumable, verified, only what the loaders read)")
+    parser = argparse.ArgumentParser(prog="python -m emo_pipeline", formatter_class=HelpWithDefaults)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpWithDefaults)
+
+    dl = add("download", "fetch a family's files from the hub into the model folder (resumable, verified, only "
+                         "what the loaders read)")
     dl.add_argument("names", nargs="+", metavar="NAME",
                     help="what to fetch: " + ", ".join(f"{d.name} (~{human_size(d.approx_bytes)})" for d in DOWNLOADS.values()))
     dl.add_argument("--to", default="models/emo",
@@ -33,20 +35,22 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--convert", action="store_true",
                     help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
     dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's")
-    bench = sub.add_parser("benchmark", help="time each preset and memory mode on this machine (random weights, "
-                                             "nothing to download) and compare the measured peak with the counted one")
-    bench.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                       help="cuda (full size, 512²) or cpu (the tiny size); default: %(default)s")
+    bench = add("benchmark", "time each preset and memory mode on this machine (random weights, nothing to "
+                             "download) and compare the measured peak with the counted one")
+    bench.add_argument("--device", default="auto",
+                       help="cuda runs the full size (512²), cpu the tiny size; auto: cuda when torch sees a GPU, "
+                            "else cpu (default: %(default)s)")
     bench.add_argument("--family", default="hallo", choices=["hallo", "hallo2", "emo", "echomimic", "echomimic-acc", "memo"],
                        help="which family's network (default: %(default)s)")
     bench.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: %(default)s)")
     bench.add_argument("--modes", default="normal,low_vram,low_vram_fp8", help="comma-separated (default: %(default)s)")
-    bench.add_argument("--model", help="real weights instead of random ones (a model folder or network file)")
+    bench.add_argument("--model", help="real weights instead of random ones, a model folder or network file "
+                                       "(default: random weights)")
     bench.add_argument("--budget-s", type=float, default=600.0,
                        help="the whole run's time; fewer steps are run and scaled when needed (default: %(default)s)")
     bench.add_argument("--out", default="benchmark-results", help="folder for benchmark.md and benchmark.json "
                                                                   "(default: %(default)s)")
-    gen = sub.add_parser("generate", help="portrait + audio → talking-head MP4")
+    gen = add("generate", "portrait + audio → talking-head MP4")
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
     gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
@@ -55,17 +59,23 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--separate-vocals", nargs="?", const="auto", metavar="ONNX",
                      help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
                           "(as Hallo does; the video keeps the full sound). Without a path: "
-                          "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up")
+                          "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up (default: off)")
     gen.add_argument("--wav2vec", help="audio encoder file or folder to use instead of the one beside the model "
-                                       "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors)")
-    gen.add_argument("--seed", type=int, default=0)
+                                       "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors; "
+                                       "default: the one beside the model)")
+    gen.add_argument("--seed", type=int, default=0,
+                     help="noise seed: the same seed, inputs and settings give the same video")
     gen.add_argument("--preset", choices=list(PRESETS),
                      help="sampling preset: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
                      + " (default: the model's own sampling, which for Hallo is quality)")
     gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's, else the model's: 40 for Hallo)")
     gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
-    gen.add_argument("--frames-per-clip", type=int, help="clip length; for EchoMimic the context window (12)")
-    gen.add_argument("--motion-frames", type=int)
+    gen.add_argument("--frames-per-clip", type=int,
+                     help="clip length; for EchoMimic the context window (default: the model's: 16 Hallo and MEMO, "
+                          "12 EMO and EchoMimic)")
+    gen.add_argument("--motion-frames", type=int,
+                     help="frames of the previous clip each clip continues from (default: the model's: 2 Hallo, "
+                          "4 EMO, 16 for MEMO's memory, none for EchoMimic)")
     gen.add_argument("--context-overlap", type=int,
                      help="EchoMimic: frames shared by neighbouring context windows (default: its own, 3)")
     gen.add_argument("--scheduler", choices=list(SCHEDULERS),
@@ -75,7 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                      help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
     gen.add_argument("--cache-interval", type=int,
-                     help="DeepCache: a full pass every N steps, the ones between reuse its deep features (1: off)")
+                     help="DeepCache: a full pass every N steps, the ones between reuse its deep features "
+                          "(default: the preset's, else 1: off)")
     gen.add_argument("--memory-mode", choices=["auto", "normal", "low_vram", "low_vram_fp8"], default="auto",
                      help="auto (default): the fastest mode whose counted peak fits the free device memory, said in "
                           "one line; normal; low_vram; low_vram_fp8 (low-VRAM with fp8 weights)")
@@ -85,8 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="store the network's weights in fp8 (half the memory; small quality loss)")
     gen.add_argument("--compile", action="store_true", help="torch.compile the denoiser (minutes to compile once)")
     gen.add_argument("--fps", type=float, help="video frame rate (default: the model's, 25)")
-    gen.add_argument("--head-speed", type=float, help="head rotation speed (EMO speed layers only)")
-    gen.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    gen.add_argument("--head-speed", type=float,
+                     help="head rotation speed in radians per frame, EMO speed layers only (default: 0, no turn)")
+    gen.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
+                                                      "(default: %(default)s)")
     gen.add_argument("--dtype", choices=list(DTYPES),
                      help="default: the model's own on CUDA (fp16; bf16 for MEMO), fp32 on CPU")
     gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
@@ -104,8 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "CodeFormer and the video upscaled xN (2: 512² to 1024²); needs hallo2/net_g.pth "
                           "(download hallo2-upscaler; S-Lab licence, non-commercial). Default 1: off")
     _upscale_options(gen, "--upscale-")
-    up = sub.add_parser("upscale", help="an existing MP4 through Hallo2's high-resolution stage (face restored by "
-                                        "its temporal CodeFormer, video upscaled xN); S-Lab licence, non-commercial")
+    up = add("upscale", "an existing MP4 through Hallo2's high-resolution stage (face restored by its temporal "
+                        "CodeFormer, video upscaled xN); S-Lab licence, non-commercial")
     up.add_argument("video", help="the MP4 (or any video PyAV reads), e.g. a generated face video")
     up.add_argument("--out", required=True, help="output MP4")
     up.add_argument("--scale", type=int, default=2, choices=(1, 2, 3, 4), help="upscale factor (default: %(default)s)")
@@ -114,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="folder holding hallo2/net_g.pth and realesrgan/RealESRGAN_x2plus.pth (and the face "
                          "detector); repeatable (default: models/emo)")
     up.add_argument("--random", action="store_true", help="tiny random-weight networks (a pipeline check)")
-    up.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    up.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
+                                                     "(default: %(default)s)")
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
     up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
     gen.add_argument("--no-resume", action="store_true",
@@ -125,48 +139,76 @@ def build_parser() -> argparse.ArgumentParser:
                           "when the disk is short, the render goes on without keeping progress")
     gen.add_argument("--resume-every", type=int, default=1, metavar="N",
                      help="EchoMimic: keep the whole video's latents every N denoising steps (default: %(default)s)")
-    ins = sub.add_parser("inspect", help="say what a checkpoint file (or model folder) is and what it lacks")
-    ins.add_argument("checkpoint")
-    conv = sub.add_parser("convert", help="net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
-    conv.add_argument("source")
-    conv.add_argument("target")
+    ins = add("inspect", "say what a checkpoint file (or model folder) is and what it lacks")
+    ins.add_argument("checkpoint", help="a network file or a model folder")
+    conv = add("convert", "net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
+    conv.add_argument("source", help="a network file or a model folder")
+    conv.add_argument("target", help="the .safetensors file to write")
     conv.add_argument("--dtype", choices=list(DTYPES), help="store in this precision (default: as the source)")
-    conv.add_argument("--preset", help="config preset when the source carries none and is not Hallo's")
-    tr = sub.add_parser("train", help="train one of EMO's three stages on a folder of videos")
+    conv.add_argument("--preset", help="config preset when the source carries none and is not Hallo's "
+                                       "(default: the one the files tell)")
+    tr = add("train", "train one of EMO's three stages on a folder of videos")
     tr.add_argument("--data", required=True, help="folder of video files with sound")
     tr.add_argument("--out", required=True, help="folder for network.safetensors and the resume state")
-    tr.add_argument("--stage", type=int, required=True, choices=[1, 2, 3])
-    tr.add_argument("--init", help="network to start from (ours, or Hallo's net.pth to fine-tune)")
+    tr.add_argument("--stage", type=int, required=True, choices=[1, 2, 3],
+                    help="1: ReferenceNet, Backbone and face locator on single frames; 2: the temporal and audio "
+                         "modules on clips; 3: the temporal modules and the speed layers")
+    tr.add_argument("--init", help="network to start from, ours or Hallo's net.pth to fine-tune (default: a new "
+                                   "network of --preset)")
     tr.add_argument("--preset", default="tiny", help="config of a network built from scratch")
-    tr.add_argument("--steps", type=int, default=1000)
-    tr.add_argument("--batch-size", type=int, default=2)
-    tr.add_argument("--lr", type=float, default=1e-5)
-    tr.add_argument("--seed", type=int, default=0)
-    tr.add_argument("--vae")
-    tr.add_argument("--wav2vec")
-    tr.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"])
-    tr.add_argument("--gradient-accumulation", type=int, default=1)
-    tr.add_argument("--gradient-checkpointing", action="store_true")
-    tr.add_argument("--save-every", type=int, default=500)
-    demo = sub.add_parser("train-demo", help="train the bundled demo model on the synthetic set (CPU)")
-    demo.add_argument("--out", default="models/demo")
-    demo.add_argument("--minutes", type=float, default=55.0)
-    demo.add_argument("--seed", type=int, default=0)
-    demo.add_argument("--clips", type=int, default=48)
-    batch = sub.add_parser("batch", help="many videos from a jobs file (JSON lines), resumable; on several "
-                                          "GPUs under `accelerate launch`")
+    tr.add_argument("--steps", type=int, default=1000, help="optimiser steps")
+    tr.add_argument("--batch-size", type=int, default=2, help="clips per step")
+    tr.add_argument("--lr", type=float, default=1e-5, help="learning rate")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the weights drawn and of the clips picked")
+    tr.add_argument("--vae", help="VAE folder or file (default: a tiny random VAE, for checks only)")
+    tr.add_argument("--wav2vec", help="wav2vec2 folder or file (default: a tiny random one, for checks only)")
+    tr.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate's mixed precision")
+    tr.add_argument("--gradient-accumulation", type=int, default=1, help="steps whose gradients add up before "
+                                                                         "one update")
+    tr.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward "
+                                                                          "pass (less memory, slower)")
+    tr.add_argument("--save-every", type=int, default=500, help="steps between saved networks and resume states")
+    demo = add("train-demo", "train the bundled demo model on the synthetic set (CPU)")
+    demo.add_argument("--out", default="models/demo", help="folder for the network and its training report")
+    demo.add_argument("--minutes", type=float, default=55.0, help="training time")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and the weights")
+    demo.add_argument("--clips", type=int, default=48, help="synthetic clips to train on")
+    batch = add("batch", "many videos from a jobs file (JSON lines), resumable; on several GPUs under "
+                         "`accelerate launch`")
     batch.add_argument("jobs", help="JSON lines: {\"image\": ..., \"audio\": ..., \"out\": ..., any generate option}")
     batch.add_argument("--out-dir", default="renders", help="where the videos and results.jsonl go (default: %(default)s)")
-    ev = sub.add_parser("evaluate-demo", help="lip sync, colour drift and head motion of a model on held-out drawn faces")
-    ev.add_argument("--model", default=str(DEMO_MODEL.parent))
-    ev.add_argument("--seed", type=int, default=0)
-    syn = sub.add_parser("synthetic", help="write the synthetic talking-face set")
-    syn.add_argument("folder")
-    syn.add_argument("--count", type=int, default=32)
-    syn.add_argument("--seed", type=int, default=0)
-    syn.add_argument("--seconds", type=float, default=4.0)
-    syn.add_argument("--size", type=int, default=64)
+    ev = add("evaluate-demo", "lip sync, colour drift and head motion of a model on held-out drawn faces")
+    ev.add_argument("--model", default=str(DEMO_MODEL.parent), help="model folder")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the sampling")
+    syn = add("synthetic", "write the synthetic talking-face set")
+    syn.add_argument("folder", help="where the clips go")
+    syn.add_argument("--count", type=int, default=32, help="clips")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the faces, voices and motions")
+    syn.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
+    syn.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    parser.description = (f"{DESCRIPTION} Commands: {', '.join(sub.choices)}. "
+                          "`python -m emo_pipeline COMMAND --help` gives a command's options and their defaults.")
     return parser
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it: "(default: off)" for a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or action.required \
+                or action.default is argparse.SUPPRESS:
+            return text
+        return text + (" (default: off)" if action.nargs == 0 else " (default: %(default)s)")
+
+
+def chosen_device(name: str) -> str:
+    """--device auto: cuda when torch sees a GPU, else cpu (torch is imported only here)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _upscale_options(parser: argparse.ArgumentParser, prefix: str) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import torch
 
-from .parser import DTYPES
 from .stop import stop_requested
 
 
@@ -40,6 +39,7 @@ def upscale_settings(scale: int, fidelity: float, background: str, blend: str):
 
 def upscale_command(args: argparse.Namespace) -> int:
     """`upscale VIDEO --out OUT`: frames decoded, upscaled and written as they go (memory flat in length)."""
+    from ..components import PRECISIONS
     from ..io.media import VideoWriter, iter_video_frames, load_audio, probe_video
     from ..upscale.video import batched
 
@@ -53,7 +53,7 @@ def upscale_command(args: argparse.Namespace) -> int:
     settings = upscale_settings(args.scale, args.fidelity, args.background, args.blend)
     info = probe_video(source)
     folders = [Path(f) for f in (args.models or ["models/emo"])]
-    upscaler = load_upscaler(folders, args.random, args.device, DTYPES[args.dtype],
+    upscaler = load_upscaler(folders, args.random, args.device, PRECISIONS[args.dtype],
                              args.background == "realesrgan" and args.scale > 1)
     sound = load_audio(source) if info["has_audio"] else None
     total = info["frames"]

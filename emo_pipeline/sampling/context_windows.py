@@ -25,7 +25,8 @@ from ..models.spatial_transformer import ReferenceKV
 from ..portrait import Portrait
 from .denoiser import Denoiser
 from .presets import step_plan
-from .schedulers import make_scheduler, restore_scheduler, scheduler_state
+from .scheduler_state import restore_scheduler, scheduler_state
+from .schedulers import make_scheduler
 from .steps import GenerationCancelled, SamplingOptions, SamplingPipeline, StepInfo
 
 

@@ -3,24 +3,18 @@ rectified-flow models (MEMO) the flow-matching Euler sampler and the multistep s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+# name → diffusers' class, by its name: diffusers is imported when a scheduler is made, not to list them
 SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "dpmpp_2m": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "flow_euler": FlowMatchEulerDiscreteScheduler,
+    "ddim": "DDIMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 FLOW_ONLY = ("flow_euler",)
 DDPM_ONLY = ("ddim", "euler")
@@ -49,8 +43,11 @@ def check_scheduler(name: str, settings: dict[str, Any]) -> None:
 
 def make_scheduler(name: str, settings: dict[str, Any]) -> SchedulerMixin:
     """A fresh scheduler (multistep ones keep state, so each clip gets its own)."""
+    import diffusers
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
     check_scheduler(name, settings)
-    cls = SCHEDULERS[name]
+    cls = getattr(diffusers, SCHEDULERS[name])
     if is_flow(settings):
         if cls is FlowMatchEulerDiscreteScheduler:
             return cls(**settings)
@@ -65,40 +62,3 @@ def make_scheduler(name: str, settings: dict[str, Any]) -> SchedulerMixin:
         # Zero terminal SNR makes the last sigma infinite; these samplers must end at sigma 0.
         extra["final_sigmas_type"] = "zero"
     return cls.from_config(base.config, **extra)
-
-
-# The state a resumed render puts back (render_state.py keeps it on disk).
-def scheduler_state(scheduler: Any) -> dict[str, Any]:
-    """A diffusers scheduler's own state (step index, multistep history, ...) as plain values and tensors."""
-    state = {}
-    for key, value in vars(scheduler).items():
-        if key != "_internal_dict" and _plain(value):
-            state[key] = value
-    return state
-
-
-def restore_scheduler(scheduler: Any, state: dict[str, Any], device: torch.device) -> None:
-    """Put a `scheduler_state` back on a scheduler that has had set_timesteps; each tensor goes where the
-    scheduler keeps it (some keep their sigmas on the CPU on purpose)."""
-    for key, value in state.items():
-        current = getattr(scheduler, key, None)
-        where = current.device if isinstance(current, torch.Tensor) else device
-        setattr(scheduler, key, _to_device(value, where))
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
-
-
-def _to_device(value: Any, device: torch.device | str) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value

@@ -7,9 +7,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-import torch
+if TYPE_CHECKING:  # annotations only: the command line reads these types before torch is imported
+    import torch
 
-if TYPE_CHECKING:
     from ..audio.features import AudioFeatures
     from ..config import EMOConfig
     from ..models import EMONet
