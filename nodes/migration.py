@@ -35,7 +35,7 @@ def convert_value(name: str, value: Any) -> Any:
     if value < rule["default_below"]:  # feather: -1 (the default band), else pixels → share of a crop
         return rule["default"]
     if value > rule["pixels_above"]:
-        return min(0.5, round(value / rule["pixels_of_side"], 4))
+        return min(0.5, value / rule["pixels_of_side"])
     return value
 
 

@@ -17,7 +17,7 @@ function convertValue(table, name, value) {
         return value < rule.model_default_below ? table.model_default : String(Math.round(value));
     }
     if (value < rule.default_below) return rule.default; // feather: -1 (the default band)
-    if (value > rule.pixels_above) return Math.min(0.5, Math.round((value / rule.pixels_of_side) * 1e4) / 1e4);
+    if (value > rule.pixels_above) return Math.min(0.5, value / rule.pixels_of_side);
     return value;
 }
 
