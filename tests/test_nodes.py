@@ -12,7 +12,8 @@ from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
-            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo"]
+            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo",
+            "EMOSamplerOptions", "EMOFamilyOptions"]
 
 
 @pytest.fixture(scope="module")
@@ -49,13 +50,64 @@ def test_node_contract(env):
         import inspect
 
         params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-        forwards = any(p.kind is p.VAR_KEYWORD for p in params.values())  # Sample To Video: the sampler's widgets
         for group in spec.values():
             for name in group:
-                assert name in params or forwards, f"{cls.__name__}.{name}"
+                assert name in params, f"{cls.__name__}.{name}"
     assert pack.NODE_CLASS_MAPPINGS["EMOVideoCombine"].OUTPUT_NODE is True
     assert pack.NODE_CLASS_MAPPINGS["EMOSampleToVideo"].OUTPUT_NODE is True
     assert pack.WEB_DIRECTORY == "./web"
+
+
+def test_every_widget_has_a_tooltip_and_a_real_default(env):
+    """Every widget of every node says what it does; none shows a magic 0 or -1 for "the model's own": that
+    is a "model default" (or "auto") entry of a list, and numbers have defaults inside their range."""
+    checked = 0
+    for node_id, cls in env[0].NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        for name, (kind, *opts) in {**spec.get("required", {}), **spec.get("optional", {})}.items():
+            options = opts[0] if opts else {}
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                checked += 1
+                assert len(options.get("tooltip", "")) > 10, f"{node_id}.{name}"
+                tooltip = options["tooltip"]
+                assert "-1:" not in tooltip and "0: the model's own" not in tooltip, f"{node_id}.{name}"
+            if kind in ("INT", "FLOAT"):
+                assert options["min"] <= options["default"] <= options["max"], f"{node_id}.{name}"
+    assert checked >= 45
+    types = {k: {**c.INPUT_TYPES()["required"], **c.INPUT_TYPES().get("optional", {})}
+             for k, c in env[0].NODE_CLASS_MAPPINGS.items()}
+    for node_id, name in (("EMOSamplerOptions", "frames_per_clip"), ("EMOSamplerOptions", "motion_frames"),
+                          ("EMOFamilyOptions", "context_overlap"), ("EMOEncodeAudio", "fps"), ("EMOSampler", "preset")):
+        choices, options = types[node_id][name]
+        assert choices[0] == options["default"] == "model default", (node_id, name)
+    assert types["EMOSampler"]["steps"][1]["min"] == 1 and types["EMOSampler"]["cfg"][1]["default"] > 0
+    assert types["EMOPasteBack"]["feather"][1]["default"] == 1 / 16 == types["EMOSampleToVideo"]["feather"][1]["default"]
+    assert types["EMODemoInputs"]["seed"][1]["control_after_generate"] is True
+
+
+def test_options_nodes_chain_and_reach_the_sampler(env, model):
+    """EMO Sampler Options and EMO Family Options give the settings they hold, over those of an options node
+    before them; the sampler then makes clips of the length given (the progress bar counts their steps)."""
+    _, state, _ = env
+    n = nodes(env)
+    general = n["EMOSamplerOptions"].make("2", "model default", 4, 1.0, 1, 1.0, 1.0, 1.0)[0]
+    assert general["frames_per_clip"] == 2 and general["motion_frames"] is None and general["decode_chunk"] == 4
+    family = n["EMOFamilyOptions"].make(0.05, "1", "happy", options=general)[0]
+    assert family == {**general, "head_speed": 0.05, "context_overlap": 1, "emotion": "happy"}
+    again = n["EMOSamplerOptions"].make("model default", "1", 8, 0.5, 2, 1.5, 1.0, 1.0, options=family)[0]
+    assert again["frames_per_clip"] is None and again["motion_frames"] == 1 and again["emotion"] == "happy"
+    emo_audio, count, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.32)[None], "sample_rate": 16000},
+                                                     "model default")
+    assert count == 8 and model.pipeline.config.frames_per_clip == 4  # whole clips of either length
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    for options, clip in ((None, model.pipeline.config.frames_per_clip), (family, 2)):
+        state.progress.clear()
+        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", options)
+        assert len(frames) == count and state.progress[-1][1] == -(-count // clip) * 1, clip
+    with pytest.raises(ValueError, match="unknown options"):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", {"steps": 3})
+    with pytest.raises(ValueError, match="unknown preset 'quality'"):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "quality", "ddim")
 
 
 def test_loader_lists_networks_not_vae_or_wav2vec(env):
