@@ -595,7 +595,7 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
         hook = module.register_forward_hook(lambda m, args, out: labels.append(args[2].tolist()))
         try:
             options = n["EMOFamilyOptions"].make(0.0, "model default", "surprised")[0]
-            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, "custom", "auto", options)
+            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 3.5, "custom", "auto", options)
         finally:
             hook.remove()
         assert frames.shape == (audio.num_frames, 64, 64, 3)
@@ -652,7 +652,7 @@ def test_memo_files_other_packs_keep(env, monkeypatch):
         assert memo.pipeline.config.family == "memo"
         audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, "model default")[0]
         reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
-        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 0.0, "custom", "auto")
+        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 3.5, "custom", "auto")
         assert frames.shape == (audio.num_frames, 64, 64, 3)
         choice = "[checkpoints] memo/misc/vocal_separator/Kim_Vocal_2.onnx"
         assert choice in n["EMOSeparateVocals"].INPUT_TYPES()["required"]["model"][0]
