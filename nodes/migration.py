@@ -129,7 +129,7 @@ def _migrate_graph(graph: dict) -> None:
             _fix_inputs(graph, node, spec)
         upstream = None
         for kind, option_values in options:
-            upstream = _add_options_node(graph, node, kind, option_values, upstream, len(options))
+            upstream = _add_options_node(graph, node, kind, option_values, upstream)
         if upstream is not None:
             slot = next(i for i, inp in enumerate(node["inputs"]) if inp["name"] == "options")
             _connect(graph, upstream, node, slot)
@@ -194,7 +194,7 @@ def _next_id(graph: dict, kind: str) -> int:
     return new
 
 
-def _add_options_node(graph: dict, target: dict, kind: str, values: list, upstream: dict | None, count: int) -> dict:
+def _add_options_node(graph: dict, target: dict, kind: str, values: list, upstream: dict | None) -> dict:
     """An options node placed to the left of `target`, fed by `upstream` (if any)."""
     width, height = OPTION_NODES[kind]["size"]
     x, y = target.get("pos", [0, 0])[0], target.get("pos", [0, 0])[1]

@@ -102,7 +102,8 @@ class EMOSampleToVideo:
                 colour.append(clip[0])
                 if "state" in kept:  # a resumed run no longer makes the first frame
                     kept["state"].keep("colour_reference", clip[0])
-            return paste_back(clip, photo, face.box, feather_pixels(feather, face.box.side), colour[0] if colour else None)
+            return paste_back(clip, photo, face.box, feather_pixels(feather, face.box.side),
+                              colour[0] if colour else None)
 
         settings = UpscaleSettings(scale=upscale, fidelity=upscale_fidelity)
         settings.check()
