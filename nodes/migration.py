@@ -61,9 +61,11 @@ def migrate_values(node_type: str, values: dict[str, Any]) -> tuple[dict[str, An
 
 
 def sampler_values(old: dict[str, Any]) -> dict[str, Any]:
-    """preset, steps and cfg: an old "custom" with steps and cfg 0 (the model's own) is "model default"; a
-    0 left in steps or cfg becomes the widget's default (the preset decides what is used)."""
-    preset = SAMPLER["presets"].get(old.get("preset"), old.get("preset", MODEL_DEFAULT))
+    """preset, steps and cfg: an old "custom" (or a sampler from before presets) with steps and cfg 0 (the
+    model's own) is "model default"; a 0 left in steps or cfg becomes the widget's default (the preset decides
+    what is used)."""
+    preset = old.get("preset", SAMPLER["custom"])
+    preset = SAMPLER["presets"].get(preset, preset)
     if preset == SAMPLER["custom"] and all(old.get(n) == 0 for n in SAMPLER["model_default_when_zero"]):
         preset = MODEL_DEFAULT
     out = {"preset": preset}

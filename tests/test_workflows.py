@@ -446,5 +446,49 @@ def test_migration_table_matches_the_nodes(pack):
     for kind, spec in table["options_nodes"].items():
         required = pack.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()["required"]
         assert spec["defaults"] == [required[n][1]["default"] for n in spec["widgets"]]
-    for kind, order in OLD_ORDER.items():  # the earlier layouts this test states are the table's
-        assert table["nodes"][kind]["old"] == ([order] if len(order) > 2 or kind == "EMODemoInputs" else [])
+    for kind, order in OLD_ORDER.items():  # the last layout before today's, as this test states it, comes first
+        assert table["nodes"][kind]["old"][:1] == ([order] if len(order) > 2 or kind == "EMODemoInputs" else [])
+
+
+# The first layouts of the two samplers (before head speed, presets, context overlap, emotion, resume, upscale).
+FIRST_SAMPLER = ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames", "scheduler",
+                 "decode_chunk", "pose_weight", "face_weight", "lip_weight"]
+FIRST_TO_VIDEO = ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames", "scheduler",
+                  "filename_prefix", "crf", "decode_chunk", "pose_weight", "face_weight", "lip_weight", "head_speed",
+                  "preset", "guidance_end", "cache_interval", "context_overlap", "feather", "colour_match"]
+
+
+@pytest.mark.parametrize("steps,cfg,preset", [(0, 0.0, "model default"), (30, 2.5, "custom")])
+def test_earliest_saved_samplers_land_too(pack, steps, cfg, preset):
+    """A sampler saved before presets existed (its widgets decided, 0 meaning the model's own) and a Sample To
+    Video saved before emotion, resume and upscale: each value lands where it should, the rest take defaults."""
+    workflow = json.loads((OLD / "emo_long_audio.json").read_text())
+    sampler = json.loads((OLD / "emo_basic.json").read_text())["nodes"][5]
+    assert sampler["type"] == "EMOSampler"
+    sampler.update(id=30, pos=[1200, 0], inputs=[])
+    sampler["outputs"][0]["links"] = []
+    sampler["widgets_values"] = [7, "fixed", steps, cfg, 12, 3, "euler", 2, 1.5, 0.5, 2.0]
+    workflow["nodes"].append(sampler)
+    to_video = next(n for n in workflow["nodes"] if n["type"] == "EMOSampleToVideo")
+    to_video["widgets_values"] = [7, "fixed", steps, cfg, 0, -1, "ddim", "EMO/old", 23, 4, 1.0, 1.0, 1.0, 0.05,
+                                  "fast", 1.0, 1, 5, 20, True]
+    new = migration(pack).migrate_workflow(workflow)
+    if shutil.which("node"):
+        assert node_migration(workflow) == new
+    check_widget_values(pack, new)
+    check_links(pack, new)
+    nodes = {n["id"]: n for n in new["nodes"]}
+    assert named(pack, nodes[30]) == {"seed": 7, "control_after_generate": "fixed", "steps": steps or 40,
+                                      "cfg": cfg or 3.5, "preset": preset, "scheduler": "euler"}
+    assert options_of(pack, new, nodes[30]) == {"EMOSamplerOptions": {
+        "frames_per_clip": "12", "motion_frames": "3", "decode_chunk": 2, "guidance_end": 1.0, "cache_interval": 1,
+        "pose_weight": 1.5, "face_weight": 0.5, "lip_weight": 2.0}}
+    assert named(pack, nodes[to_video["id"]]) == {
+        "seed": 7, "control_after_generate": "fixed", "steps": steps or 40, "cfg": cfg or 3.5, "preset": "fast",
+        "scheduler": "ddim", "filename_prefix": "EMO/old", "crf": 23, "feather": 20 / 512, "colour_match": True,
+        "upscale": 1, "upscale_fidelity": 0.5, "resume": True}
+    assert options_of(pack, new, nodes[to_video["id"]]) == {
+        "EMOFamilyOptions": {"head_speed": 0.05, "context_overlap": "5", "emotion": "neutral"},
+        "EMOSamplerOptions": {"frames_per_clip": "model default", "motion_frames": "model default", "decode_chunk": 4,
+                              "guidance_end": 1.0, "cache_interval": 1, "pose_weight": 1.0, "face_weight": 1.0,
+                              "lip_weight": 1.0}}

@@ -23,7 +23,7 @@ function convertValue(table, name, value) {
 
 function samplerValues(table, old) {
     const s = table.sampler;
-    let preset = old.preset ?? table.model_default;
+    let preset = old.preset ?? s.custom; // before presets, the widgets decided
     if (preset in s.presets) preset = s.presets[preset];
     if (preset === s.custom && s.model_default_when_zero.every((n) => old[n] === 0)) preset = table.model_default;
     const out = { preset };
