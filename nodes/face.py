@@ -22,10 +22,10 @@ FEATHER = ("FLOAT", {"default": DEFAULT_FEATHER, "min": 0.0, "max": 0.5, "step":
 
 
 def feather_pixels(share: float, side: int) -> int:
-    """The blend band in pixels for a crop of `side` pixels."""
+    """The blend band in whole pixels for a crop of `side` pixels (rounded down, as the engine's 1/16)."""
     if not 0.0 <= share <= 0.5:
         raise ValueError(f"EMO paste back: feather is a share of the crop's side from 0 to 0.5, not {share}.")
-    return round(share * side)
+    return int(share * side)
 
 
 _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}

@@ -296,6 +296,12 @@ def test_face_crop_reference_and_paste_back(env, model):
     frames = torch.rand(3, 64, 64, 3)
     (full,) = n["EMOPasteBack"].paste(frames, photo, face)
     assert full.shape == (3, 512, 512, 3)
+    from emo_pipeline.face import paste_back
+
+    assert side >= 32 and side % 16  # a side the 1/16 share does not divide evenly
+    assert torch.equal(full, paste_back(frames, photo[0], face.box))  # the default share: the engine's default band
+    (hard,) = n["EMOPasteBack"].paste(frames, photo, face, 0.0)
+    assert torch.equal(hard, paste_back(frames, photo[0], face.box, 0)) and not torch.equal(hard, full)
     assert torch.equal(full[:, -1, -1], photo[0, -1, -1].expand(3, 3))  # far from the face: unchanged
     # Without a face input the portrait is analysed as it is (the detector still finds the face).
     reference, _ = n["EMOReferenceNetEncode"].encode(model, photo)
