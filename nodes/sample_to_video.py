@@ -12,10 +12,10 @@ import folder_paths
 import torch
 
 from ..emo_pipeline.face import paste_back
-from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
+from ..emo_pipeline.io.render_state import RenderState, fingerprint, resumed_frames, state_folder
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
-from .notify import relays_warnings
 from .face import DEFAULT_FEATHER, FEATHER, feather_pixels
+from .notify import relays_warnings
 from .sampler import EMOSampler, iter_frames
 from .upscale import upscaler
 from .video import SAVE_INPUTS, open_video, saved_video
@@ -110,7 +110,8 @@ class EMOSampleToVideo:
         net = upscaler(mm.get_torch_device()) if upscale > 1 else None  # before sampling: a missing file stops here
         if net is not None and resume:  # its 16-frame chunks span clips: no per-clip progress to keep
             warnings.warn("EMO Sample To Video: with upscale, progress is not kept for resuming.", stacklevel=2)
-        clips = iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options, resume=open_state if resume and net is None else None)
+        clips = iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
+                            resume=open_state if resume and net is None else None)
         if net is not None:  # streamed: one 16-frame chunk held at a time
             clips = batched(net.stream(clips, settings,
                                        on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))
