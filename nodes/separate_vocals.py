@@ -53,8 +53,10 @@ class EMOSeparateVocals:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "audio": ("AUDIO",),
-                "model": (separator_choices(), {"default": DEFAULT}),
+                "audio": ("AUDIO", {"tooltip": "The song (any rate, mono or stereo)."}),
+                "model": (separator_choices(), {"default": DEFAULT,
+                          "tooltip": "The vocal separator: .onnx files in models/emo/audio_separator/ and in MEMO "
+                                     "downloads' misc/vocal_separator/."}),
             }
         }
 
