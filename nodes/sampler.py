@@ -6,10 +6,8 @@ from typing import Iterator
 
 import torch
 
-import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.utils
-import latent_preview
 
 from ..emo_pipeline.cost import clip_memory, video_latent_bytes
 from ..emo_pipeline.families import EMOTIONS
@@ -17,6 +15,7 @@ from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOpti
 from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
 from .notify import relays_warnings
+from .preview import step_previewer
 
 
 PRESET_CHOICES = ["custom", *PRESETS]
@@ -168,13 +167,13 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
         options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // f)
     bar = comfy.utils.ProgressBar(total_clips * options.steps)  # on_step gives the exact total
-    previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
+    previewer = step_previewer(pipeline)
     latest = {}
 
     def on_step(info):
         preview = None
         if previewer is not None and "x0" in latest:
-            preview = previewer.decode_latent_to_preview_image("JPEG", latest["x0"][:, :, 0])
+            preview = previewer(latest["x0"][:, :, 0])
         bar.update_absolute(info.step, info.total_steps, preview)  # also ComfyUI's cancel point
 
     def on_preview(x0):
