@@ -8,6 +8,7 @@ from .reference import EMOReferenceNetEncode
 from .sample_to_video import EMOSampleToVideo
 from .separate_vocals import EMOSeparateVocals
 from .sampler import EMOSampler
+from .sampler_options import EMOFamilyOptions, EMOSamplerOptions
 from .upscale import EMOUpscaleFaceVideo
 from .video import EMOVideoCombine
 
@@ -16,6 +17,8 @@ NODE_CLASS_MAPPINGS = {
     "EMOEncodeAudio": EMOEncodeAudio,
     "EMOReferenceNetEncode": EMOReferenceNetEncode,
     "EMOSampler": EMOSampler,
+    "EMOSamplerOptions": EMOSamplerOptions,
+    "EMOFamilyOptions": EMOFamilyOptions,
     "EMOSampleToVideo": EMOSampleToVideo,
     "EMOSeparateVocals": EMOSeparateVocals,
     "EMOVideoCombine": EMOVideoCombine,
@@ -30,6 +33,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOEncodeAudio": "EMO Encode Audio",
     "EMOReferenceNetEncode": "EMO ReferenceNet Encode",
     "EMOSampler": "EMO Sampler",
+    "EMOSamplerOptions": "EMO Sampler Options",
+    "EMOFamilyOptions": "EMO Family Options",
     "EMOSampleToVideo": "EMO Sample To Video",
     "EMOSeparateVocals": "EMO Separate Vocals",
     "EMOVideoCombine": "EMO Video Combine",

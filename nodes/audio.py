@@ -6,6 +6,10 @@ from __future__ import annotations
 import comfy.model_management as mm
 
 from .notify import relays_warnings
+from .sampler_options import MODEL_DEFAULT
+
+# Frame rates to pick from besides the model's own (Hallo 25, EchoMimic 24, MEMO 30)
+FRAME_RATES = [MODEL_DEFAULT, "12", "15", "23.976", "24", "25", "29.97", "30", "48", "50", "60"]
 
 
 class EMOEncodeAudio:
@@ -19,16 +23,17 @@ class EMOEncodeAudio:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("EMO_MODEL",),
-                "audio": ("AUDIO",),
-                "fps": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 120.0, "step": 0.01,
-                                  "tooltip": "Video frame rate. 0: the model's own (Hallo was trained at 25, "
-                                             "EchoMimic at 24)."}),
+                "model": ("EMO_MODEL", {"tooltip": "From Load EMO Model: its audio encoder is used."}),
+                "audio": ("AUDIO", {"tooltip": "Any rate, mono or stereo (the voice: EMO Separate Vocals' output "
+                                               "for songs)."}),
+                "fps": (FRAME_RATES, {"default": MODEL_DEFAULT,
+                        "tooltip": "Video frame rate. model default: the rate the model was trained at (Hallo 25, "
+                                   "EchoMimic 24, MEMO 30)."}),
             }
         }
 
     @relays_warnings
-    def encode(self, model, audio, fps: float):
+    def encode(self, model, audio, fps: str):
         # AUDIO may be a dict or a lazy Mapping (VideoHelperSuite): only index it.
         waveform, sample_rate = audio["waveform"], audio["sample_rate"]
         if waveform.ndim == 3 and waveform.shape[0] > 1:
@@ -36,5 +41,6 @@ class EMOEncodeAudio:
                              "Split the batch and encode each clip separately.")
         mm.throw_exception_if_processing_interrupted()
         pipeline = model.load("audio")
-        features = pipeline.encode_audio(waveform, int(sample_rate), fps=fps or None)
+        rate = None if fps == MODEL_DEFAULT else float(fps)
+        features = pipeline.encode_audio(waveform, int(sample_rate), fps=rate)
         return (features, features.num_frames, features.fps)

@@ -19,8 +19,13 @@ class EMODemoInputs:
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
-            "seconds": ("FLOAT", {"default": 4.0, "min": 0.5, "max": 60.0, "step": 0.5}),
-            "seed": ("INT", {"default": 123456, "min": 0, "max": 2**31 - 1}),
+            "seconds": ("FLOAT", {"default": 4.0, "min": 0.5, "max": 60.0, "step": 0.5,
+                                  "tooltip": "Length of the synthetic voice (the video gets one frame per audio "
+                                             "frame)."}),
+            # declared, so that saved workflows keep its "fixed" (the frontend adds the control to any "seed")
+            "seed": ("INT", {"default": 123456, "min": 0, "max": 2**31 - 1, "control_after_generate": True,
+                             "tooltip": "Which drawn face and voice: each seed draws another. Keep it fixed for the "
+                                        "same demo every run."}),
         }}
 
     def make(self, seconds: float, seed: int):

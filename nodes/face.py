@@ -14,6 +14,20 @@ from ..emo_pipeline.face.reference import crop_to_face
 from .model_loader import FOLDER, memo_downloads
 from .notify import relays_warnings
 
+# Paste back's blend band, as a share of the crop's side (1/16: 32 px of a 512-px crop, as the engine's default)
+DEFAULT_FEATHER = 0.0625
+FEATHER = ("FLOAT", {"default": DEFAULT_FEATHER, "min": 0.0, "max": 0.5, "step": 0.0025,
+                     "tooltip": "Paste back: the band over which the animated square blends into the photo, as a "
+                                "share of the crop's side (0.0625: 1/16, 32 px of a 512-px crop); 0: a hard edge."})
+
+
+def feather_pixels(share: float, side: int) -> int:
+    """The blend band in whole pixels for a crop of `side` pixels (rounded down, as the engine's 1/16)."""
+    if not 0.0 <= share <= 0.5:
+        raise ValueError(f"EMO paste back: feather is a share of the crop's side from 0 to 0.5, not {share}.")
+    return int(share * side)
+
+
 _analyzers: dict[tuple[str, ...], FaceAnalyzer] = {}
 
 
@@ -43,10 +57,11 @@ class EMOFaceCrop:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "image": ("IMAGE",),
+                "image": ("IMAGE", {"tooltip": "One photo with a face."}),
                 "face_fraction": ("FLOAT", {"default": 0.6, "min": 0.3, "max": 0.9, "step": 0.01,
                                             "tooltip": "Share of the crop the face takes (Hallo asks for 0.5-0.7; EchoMimic crops at 0.5)."}),
-                "face_index": ("INT", {"default": 0, "min": 0, "max": 16, "tooltip": "0 = the largest face."}),
+                "face_index": ("INT", {"default": 0, "min": 0, "max": 16,
+                                       "tooltip": "Which face, by size: 0 = the largest, 1 = the next, ..."}),
             }
         }
 
@@ -76,22 +91,23 @@ class EMOPasteBack:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"frames": ("IMAGE",), "original": ("IMAGE",), "face": ("EMO_FACE",)},
+            "required": {"frames": ("IMAGE", {"tooltip": "The generated frames (of the face crop)."}),
+                         "original": ("IMAGE", {"tooltip": "The whole photo given to EMO Face Crop."}),
+                         "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop: where the frames go."})},
             "optional": {
-                "feather": ("INT", {"default": -1, "min": -1, "max": 256,
-                                    "tooltip": "Pixels over which the animated square blends into the photo at its "
-                                               "edge. -1: 1/16 of the crop's side; 0: a hard edge."}),
+                "feather": FEATHER,
                 "colour_match": ("BOOLEAN", {"default": False,
                                              "tooltip": "Match the animated square's colours to the photo's."}),
             },
         }
 
     @relays_warnings
-    def paste(self, frames: torch.Tensor, original: torch.Tensor, face, feather: int = -1, colour_match: bool = False):
+    def paste(self, frames: torch.Tensor, original: torch.Tensor, face, feather: float = DEFAULT_FEATHER,
+              colour_match: bool = False):
         photo = original[0] if original.ndim == 4 else original
         out = torch.empty(len(frames), photo.shape[0], photo.shape[1], 3)
         reference = frames[0] if colour_match and len(frames) else None
         for start in range(0, len(frames), 32):  # a chunk at a time: long videos stay within memory
             out[start: start + 32] = paste_back(frames[start: start + 32], photo[..., :3], face.box,
-                                                None if feather < 0 else feather, reference)
+                                                feather_pixels(feather, face.box.side), reference)
         return (out,)

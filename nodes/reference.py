@@ -24,7 +24,9 @@ class EMOReferenceNetEncode:
     @classmethod
     def INPUT_TYPES(cls):
         return {
-            "required": {"model": ("EMO_MODEL",), "image": ("IMAGE",)},
+            "required": {"model": ("EMO_MODEL", {"tooltip": "From Load EMO Model."}),
+                         "image": ("IMAGE", {"tooltip": "The portrait: square and face-centred works best (EMO Face "
+                                                        "Crop's portrait)."})},
             "optional": {
                 "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop: face box, lips and identity of this portrait."}),
                 "face_mask": ("MASK", {"tooltip": "White where the face is; overrides detection."}),

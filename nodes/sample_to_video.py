@@ -15,6 +15,7 @@ from ..emo_pipeline.face import paste_back
 from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .notify import relays_warnings
+from .face import DEFAULT_FEATHER, FEATHER, feather_pixels
 from .sampler import EMOSampler, iter_frames
 from .upscale import upscaler
 from .video import SAVE_INPUTS, open_video, saved_video
@@ -34,8 +35,6 @@ class EMOSampleToVideo:
     @classmethod
     def INPUT_TYPES(cls):
         sampler = EMOSampler.INPUT_TYPES()
-        sampling = dict(sampler["optional"])
-        emotion = sampling.pop("emotion")  # added after feather and colour_match: saved widget orders stay valid
         return {
             "required": {
                 **sampler["required"],
@@ -45,13 +44,10 @@ class EMOSampleToVideo:
                 "soundtrack": ("AUDIO", {"tooltip": "The audio to put in the MP4 (usually the one encoded)."}),
                 "original": ("IMAGE", {"tooltip": "The whole photo, to paste the frames back into (with face)."}),
                 "face": ("EMO_FACE", {"tooltip": "From EMO Face Crop on that photo: where the frames go."}),
-                **sampling,
-                "feather": ("INT", {"default": -1, "min": -1, "max": 256,
-                                    "tooltip": "Paste back: pixels over which the frames blend into the photo. "
-                                               "-1: 1/16 of the crop's side; 0: a hard edge."}),
+                **sampler["optional"],
+                "feather": FEATHER,
                 "colour_match": ("BOOLEAN", {"default": False,
                                              "tooltip": "Paste back: match the frames' colours to the photo's."}),
-                "emotion": emotion,
                 "upscale": ("INT", {"default": 1, "min": 1, "max": 4,
                                     "tooltip": "Hallo2's high-resolution stage on each chunk of frames before any "
                                                "paste-back, as EMO Upscale Face Video (1: off; needs "
@@ -68,9 +64,9 @@ class EMOSampleToVideo:
         }
 
     @relays_warnings
-    def render(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-               filename_prefix, crf, soundtrack=None, original=None, face=None, feather=-1, colour_match=False,
-               resume=True, prompt=None, extra_pnginfo=None, upscale=1, upscale_fidelity=0.5, **sampling):
+    def render(self, model, reference, audio, seed, steps, cfg, preset, scheduler, filename_prefix, crf,
+               soundtrack=None, original=None, face=None, options=None, feather=DEFAULT_FEATHER, colour_match=False,
+               upscale=1, upscale_fidelity=0.5, resume=True, prompt=None, extra_pnginfo=None):
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
@@ -106,15 +102,15 @@ class EMOSampleToVideo:
                 colour.append(clip[0])
                 if "state" in kept:  # a resumed run no longer makes the first frame
                     kept["state"].keep("colour_reference", clip[0])
-            return paste_back(clip, photo, face.box, None if feather < 0 else feather, colour[0] if colour else None)
+            return paste_back(clip, photo, face.box, feather_pixels(feather, face.box.side),
+                              colour[0] if colour else None)
 
         settings = UpscaleSettings(scale=upscale, fidelity=upscale_fidelity)
         settings.check()
         net = upscaler(mm.get_torch_device()) if upscale > 1 else None  # before sampling: a missing file stops here
         if net is not None and resume:  # its 16-frame chunks span clips: no per-clip progress to keep
             warnings.warn("EMO Sample To Video: with upscale, progress is not kept for resuming.", stacklevel=2)
-        clips = iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-                            **sampling, resume=open_state if resume and net is None else None)
+        clips = iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options, resume=open_state if resume and net is None else None)
         if net is not None:  # streamed: one 16-frame chunk held at a time
             clips = batched(net.stream(clips, settings,
                                        on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))

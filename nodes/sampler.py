@@ -10,16 +10,18 @@ import comfy.model_management as mm
 import comfy.utils
 
 from ..emo_pipeline.cost import clip_memory, video_latent_bytes
-from ..emo_pipeline.families import EMOTIONS
 from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
 from ..emo_pipeline.presets import PRESETS, resolve_options
 from ..emo_pipeline.schedulers import SCHEDULERS
 from .notify import relays_warnings
 from .preview import step_previewer
+from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
 
 
-PRESET_CHOICES = ["custom", *PRESETS]
 AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
+CUSTOM = "custom"
+# "model default" is the engine's exact default (its preset "quality", with the scheduler widget's choice)
+PRESET_CHOICES = [MODEL_DEFAULT, *(name for name in PRESETS if name != "quality"), CUSTOM]
 _activations: dict[tuple, int] = {}
 
 
@@ -49,67 +51,42 @@ class EMOSampler:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "model": ("EMO_MODEL",),
-                "reference": ("EMO_REFERENCE",),
-                "audio": ("EMO_AUDIO",),
-                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True}),
-                "steps": ("INT", {"default": 0, "min": 0, "max": 200,
-                                  "tooltip": "0: the model's own (40 Hallo, 30 EchoMimic, 6 EchoMimic acc, 20 MEMO)."}),
-                "cfg": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Guidance scale; 1 turns guidance off (twice as fast). 0: the model's "
-                                             "own (3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc, 3.5 MEMO)."}),
-                "frames_per_clip": ("INT", {"default": 0, "min": 0, "max": 30,
-                                            "tooltip": "0: the model's own (16 for Hallo and MEMO, 12 for EMO; for "
-                                                       "EchoMimic the context window, 12)."}),
-                "motion_frames": ("INT", {"default": -1, "min": -1, "max": 16,
-                                          "tooltip": "-1: the model's own (2 for Hallo, 4 for EMO, 16 past frames "
-                                                     "for MEMO's memory, none for EchoMimic)."}),
+                "model": ("EMO_MODEL", {"tooltip": "From Load EMO Model."}),
+                "reference": ("EMO_REFERENCE", {"tooltip": "From EMO ReferenceNet Encode: the prepared portrait."}),
+                "audio": ("EMO_AUDIO", {"tooltip": "From EMO Encode Audio: one video frame per audio frame."}),
+                "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
+                                 "tooltip": "The noise seed: the same seed and settings give the same video."}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": 200,
+                                  "tooltip": "Denoising steps, used when preset is custom (the model's own: 40 Hallo, "
+                                             "30 EchoMimic, 6 EchoMimic acc, 20 MEMO)."}),
+                "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1,
+                                  "tooltip": "Guidance scale, used when preset is custom; 1 turns guidance off (twice "
+                                             "as fast). The model's own: 3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc, "
+                                             "3.5 MEMO."}),
+                "preset": (PRESET_CHOICES, {"default": MODEL_DEFAULT,
+                           "tooltip": "model default: the model's own steps and cfg (the steps and cfg widgets are "
+                                      "not used). custom: the steps, cfg and scheduler widgets decide. "
+                                      + "; ".join(f"{k}: {v.summary}, the model's cfg (steps, cfg and scheduler "
+                                                  "widgets not used)" for k, v in PRESETS.items() if k != "quality")
+                                      + "."}),
                 "scheduler": ([AUTO, *SCHEDULERS], {"default": AUTO,
-                              "tooltip": "auto: the model's own (DDIM; flow_euler for MEMO, a rectified-flow model "
-                                         "that also takes dpmpp_2m and unipc)."}),
+                              "tooltip": "Used with model default and custom. auto: the model's own (DDIM; "
+                                         "flow_euler for MEMO, a rectified-flow model that also takes dpmpp_2m and "
+                                         "unipc)."}),
             },
-            "optional": {
-                "decode_chunk": ("INT", {"default": 8, "min": 1, "max": 64,
-                                         "tooltip": "Frames the VAE decodes at once; lower it if memory runs out."}),
-                "pose_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
-                "face_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
-                "lip_weight": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 3.0, "step": 0.05}),
-                "head_speed": ("FLOAT", {"default": 0.0, "min": -0.2, "max": 0.2, "step": 0.005,
-                                         "tooltip": "Head turn per frame (radians of yaw, the sign is the direction; "
-                                                    "0.05 is brisk). EMO models' speed layers only; Hallo weights "
-                                                    "ignore it."}),
-                "preset": (PRESET_CHOICES, {"default": "custom",
-                           "tooltip": "custom: the widgets decide. Otherwise the preset sets steps, scheduler, "
-                                      "guidance end and cache interval (those widgets are ignored): "
-                                      + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())}),
-                "guidance_end": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
-                                 "tooltip": "Share of the steps that use guidance (from the start); the later "
-                                            "steps run the conditional half only. 1: every step, as Hallo."}),
-                "cache_interval": ("INT", {"default": 1, "min": 1, "max": 8,
-                                   "tooltip": "DeepCache: a full pass every N steps; the steps between reuse its "
-                                              "low-resolution features (about half the work). 1: off. Hallo/EMO "
-                                              "models only."}),
-                "context_overlap": ("INT", {"default": -1, "min": -1, "max": 29,
-                                    "tooltip": "EchoMimic models: frames shared by neighbouring context windows. "
-                                               "-1: the model's own (3)."}),
-                "emotion": (list(EMOTIONS), {"default": "neutral",
-                            "tooltip": "MEMO models: the emotion its audio modules express (MEMO's own pipeline "
-                                       "detects it from the voice with emotion2vec; here it is chosen). Other "
-                                       "models ignore it."}),
-            },
+            "optional": {"options": (OPTIONS, {
+                "tooltip": "Optional: EMO Sampler Options (clip length, motion frames, decode chunk, guidance "
+                           "interval, DeepCache, region weights) and/or EMO Family Options (EMO head speed, "
+                           "EchoMimic overlap, MEMO emotion). Without it: the model's own."})},
         }
 
     @relays_warnings
-    def sample(self, model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-               decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0,
-               preset="custom", guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral"):
+    def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None):
         size = model.pipeline.config.sample_size
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
-        for clip in iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-                                decode_chunk, pose_weight, face_weight, lip_weight, head_speed, preset, guidance_end,
-                                cache_interval, context_overlap, emotion):
+        for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options):
             frames[done: done + len(clip)] = clip
             done += len(clip)
         return (frames,)
@@ -135,30 +112,33 @@ def available_ram() -> int | None:
     return psutil.virtual_memory().available
 
 
-def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, motion_frames, scheduler,
-                decode_chunk=8, pose_weight=1.0, face_weight=1.0, lip_weight=1.0, head_speed=0.0, preset="custom",
-                guidance_end=1.0, cache_interval=1, context_overlap=-1, emotion="neutral",
-                resume=None) -> Iterator[torch.Tensor]:
-    """The frames [f, S, S, 3] of EMO Sampler's widgets, clip by clip as they are decoded, with ComfyUI's
-    progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
+def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
+                options: dict | None = None, resume=None) -> Iterator[torch.Tensor]:
+    """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
+    ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
     (render_state.RenderState) for the loop to continue from and keep."""
     config = model.pipeline.config
     windows = config.spec.sampling == "context_windows"
-    f = frames_per_clip or config.frames_per_clip
-    n = config.motion_frames if motion_frames < 0 or windows else motion_frames
-    if preset == "custom":
-        knobs = dict(preset=None, steps=steps or None, scheduler=None if scheduler == AUTO else scheduler,
-                     guidance_interval=(0.0, guidance_end),
-                     cache_interval=1 if windows else cache_interval)
+    s = settings(options)
+    if preset not in PRESET_CHOICES:
+        raise ValueError(f"EMO Sampler: unknown preset {preset!r}; choose one of {', '.join(PRESET_CHOICES)}.")
+    f = s["frames_per_clip"] or config.frames_per_clip
+    n = config.motion_frames if s["motion_frames"] is None or windows else s["motion_frames"]
+    own = dict(preset=None, scheduler=None if scheduler == AUTO else scheduler,
+               guidance_interval=(0.0, s["guidance_end"]), cache_interval=1 if windows else s["cache_interval"])
+    if preset == CUSTOM:
+        knobs = dict(own, steps=steps, guidance_scale=cfg)
+    elif preset == MODEL_DEFAULT:
+        knobs = dict(own, steps=None, guidance_scale=None)
     else:
-        knobs = dict(preset=preset)
+        knobs = dict(preset=preset, guidance_scale=None)
+    decode_chunk = s["decode_chunk"]
     options = resolve_options(SamplingOptions(
-        seed=seed, guidance_scale=cfg or None, frames_per_clip=f, motion_frames=n,
-        context_overlap=None if context_overlap < 0 else context_overlap,
-        region_weights=(pose_weight, face_weight, lip_weight),
+        seed=seed, frames_per_clip=f, motion_frames=n, context_overlap=s["context_overlap"],
+        region_weights=(s["pose_weight"], s["face_weight"], s["lip_weight"]),
         # memory_mode auto may have found that only a smaller VAE decode chunk fits
         decode_chunk_size=min(decode_chunk, model.plan.decode_chunk) if getattr(model, "plan", None) else decode_chunk,
-        head_speed=head_speed if config.has_speed_layers else None, emotion=emotion, **knobs), config)
+        head_speed=s["head_speed"] if config.has_speed_layers else None, emotion=s["emotion"], **knobs), config)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
     memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
                                                                             model.pipeline.dtype)

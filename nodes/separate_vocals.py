@@ -59,10 +59,11 @@ class EMOSeparateVocals:
         choices = separator_choices()
         return {
             "required": {
-                "audio": ("AUDIO",),
+                "audio": ("AUDIO", {"tooltip": "The song (any rate, mono or stereo)."}),
                 "model": (choices, {"default": choices[0], "tooltip":
-                          f"The separator's .onnx file. '{entry(DOWNLOAD)}' (listed while {SEPARATOR_FILE} is "
-                          "absent) fetches Hallo's into models/emo/audio_separator/ when queued, once."}),
+                          "The vocal separator: .onnx files in models/emo/audio_separator/ and in MEMO downloads' "
+                          f"misc/vocal_separator/. '{entry(DOWNLOAD)}' (listed while {SEPARATOR_FILE} is absent) "
+                          "fetches Hallo's into models/emo/audio_separator/ when queued, once."}),
             }
         }
 

@@ -15,7 +15,9 @@ from .notify import relays_warnings
 
 # the widgets of every node that writes an MP4
 SAVE_INPUTS = {
-    "filename_prefix": ("STRING", {"default": "EMO/emo"}),
+    "filename_prefix": ("STRING", {"default": "EMO/emo",
+                                   "tooltip": "Where the MP4 goes in ComfyUI's output folder: EMO/emo gives "
+                                              "output/EMO/emo_00001_.mp4, the number counting up."}),
     "crf": ("INT", {"default": 19, "min": 0, "max": 51,
                     "tooltip": "H.264 quality: lower is better and larger; 17-23 is typical."}),
 }
@@ -33,11 +35,13 @@ class EMOVideoCombine:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "images": ("IMAGE",),
-                "frame_rate": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01}),
+                "images": ("IMAGE", {"tooltip": "The frames to save, in order."}),
+                "frame_rate": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                               "tooltip": "Frames per second of the MP4: connect EMO Encode Audio's fps so that "
+                                          "picture and sound stay in step."}),
                 **SAVE_INPUTS,
             },
-            "optional": {"audio": ("AUDIO",)},
+            "optional": {"audio": ("AUDIO", {"tooltip": "The sound track (usually the audio that was encoded)."})},
             "hidden": {"prompt": "PROMPT", "extra_pnginfo": "EXTRA_PNGINFO"},
         }
 

@@ -142,11 +142,22 @@ def install(models_dir: Path, output_dir: Path) -> State:
         def __init__(self, file):
             self.file = file
 
-    class PromptServer:  # core's server.PromptServer: only what the nodes use
+    class PromptServer:  # core's server.PromptServer: only what the pack uses
+        on_prompt_handlers: list = []
+
         def send_sync(self, event, data, sid=None):
             state.messages.append((event, data))
 
+        def add_on_prompt_handler(self, handler):
+            self.on_prompt_handlers.append(handler)
+
+        def trigger_on_prompt(self, json_data):  # as core: each handler in turn
+            for handler in self.on_prompt_handlers:
+                json_data = handler(json_data)
+            return json_data
+
     PromptServer.instance = PromptServer()
+    PromptServer.instance.on_prompt_handlers = []
     _module("server", PromptServer=PromptServer)
 
     api = _module("comfy_api")

@@ -42,17 +42,19 @@ def main() -> None:
     nodes = {k: cls() for k, cls in comfy_stubs.load_pack().NODE_CLASS_MAPPINGS.items()}
     model = nodes["LoadEMOModel"].load("tiny/net.safetensors", "auto", "auto")[0]
     audio = {"waveform": speech_like(seconds)[None], "sample_rate": 16000}
-    emo_audio, count, fps = nodes["EMOEncodeAudio"].encode(model, audio, 0.0)
+    emo_audio, count, fps = nodes["EMOEncodeAudio"].encode(model, audio, "model default")
     reference, _ = nodes["EMOReferenceNetEncode"].encode(model, torch.rand(1, size, size, 3))
-    sampling = (model, reference, emo_audio, 0, 1, 1.0, frames_per_clip, -1, "ddim")
+    sampling = (model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim")
+    clips = "model default" if frames_per_clip == 0 else str(frames_per_clip)
+    options = nodes["EMOSamplerOptions"].make(clips, "model default", 8, 1.0, 1, 1.0, 1.0, 1.0)[0]
 
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the present size
     before = status_kib("VmRSS")
     started = time.perf_counter()
     if mode == "stream":
-        path = nodes["EMOSampleToVideo"].render(*sampling, "EMO/long", 19, soundtrack=audio)["result"][1]
+        path = nodes["EMOSampleToVideo"].render(*sampling, "EMO/long", 19, soundtrack=audio, options=options)["result"][1]
     else:
-        (frames,) = nodes["EMOSampler"].sample(*sampling)
+        (frames,) = nodes["EMOSampler"].sample(*sampling, options)
         path = nodes["EMOVideoCombine"].combine(frames, fps, "EMO/long", 19, audio=audio)["result"][1]
     growth = status_kib("VmHWM") - before
     print(json.dumps({"seconds": seconds, "mode": mode, "frames": count, "fps": fps, "size": size, "path": path,

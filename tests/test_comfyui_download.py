@@ -126,10 +126,10 @@ def test_download_in_real_comfyui(tmp_path, repositories):
 
         Image.fromarray(data.astronaut()).save(tmp_path / "p.png")
         wav = test_download._speech(tmp_path, 0.5)
-        prompt = json.loads((ROOT / "workflows" / "api" / "emo_basic.api.json").read_text())
+        prompt = json.loads((ROOT / "example_workflows" / "api" / "emo_basic.api.json").read_text())
         prompt["1"]["inputs"]["image"], prompt["2"]["inputs"]["audio"] = upload(base, tmp_path / "p.png"), upload(base, wav)
         prompt["3"]["inputs"]["checkpoint"] = entry
-        prompt["6"]["inputs"]["steps"] = 2
+        prompt["6"]["inputs"].update(steps=2, preset="custom")  # 2 steps: the widgets decide
         client = uuid.uuid4().hex
         messages = Messages(port, client)
 

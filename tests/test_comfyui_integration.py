@@ -77,8 +77,11 @@ LOW_VRAM_FAST = {"3": {"memory_mode": "low_vram", "weight_storage": "fp8_e4m3fn"
 # wav2vec2 from ComfyUI's models/audio_encoders, as a core-style single file (see write_core_wav2vec).
 CORE_WAV2VEC = {"3": {"audio_encoder": "wav2vec2-core.safetensors"}}
 
-# A MEMO network in the singing workflow, with an emotion picked on the sampler.
-MEMO = {"6": {"emotion": "happy"}}
+# The basic workflow as an earlier version saved it (today's pack brings it up to date when it is posted).
+OLD_API = {}
+
+# A MEMO network in the singing workflow, with an emotion picked on its EMO Family Options node.
+MEMO = {"11": {"emotion": "happy"}}
 
 
 def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
@@ -99,9 +102,9 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
                                                ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {}),
-                                               ("emo_singing", MEMO)],
+                                               ("emo_singing", MEMO), ("emo_basic", OLD_API)],
                          ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio",
-                              "singing", "memo-singing"])
+                              "singing", "memo-singing", "old-saved-api-prompt"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.loading import convert_checkpoint
@@ -177,11 +180,13 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
             c.mux(stream.encode(None))
         image_name, audio_name = upload(base, tmp_path / "p.png"), upload(base, wav)
 
-        prompt = json.loads((ROOT / "workflows" / "api" / f"{workflow}.api.json").read_text())
+        folder = ROOT / "tests" / "data" / "old_workflows" / "api" if settings is OLD_API else \
+            ROOT / "example_workflows" / "api"
+        prompt = json.loads((folder / f"{workflow}.api.json").read_text())
         prompt["1"]["inputs"]["image"] = image_name
         prompt["2"]["inputs"]["audio"] = audio_name
         prompt["3"]["inputs"]["checkpoint"] = checkpoint
-        prompt["6"]["inputs"]["steps"] = 2
+        prompt["6"]["inputs"].update(steps=2, preset="custom")  # 2 steps: the widgets decide
         for node, inputs in settings.items():
             prompt[node]["inputs"].update(inputs)
         reply = request(f"{base}/prompt", json.dumps({"prompt": prompt}).encode(), {"Content-Type": "application/json"})

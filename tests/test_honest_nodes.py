@@ -76,7 +76,7 @@ def test_the_demo_workflow_graph_warns_about_nothing(env):
     portrait, audio, mask = n["EMODemoInputs"].make(1.0, 123456)
     state.messages.clear()
     n["EMOReferenceNetEncode"].encode(model, portrait, face_mask=mask)
-    n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    n["EMOEncodeAudio"].encode(model, audio, "25")
     assert sent(state) == []
 
 

@@ -13,7 +13,8 @@ from emo_pipeline.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
-            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo"]
+            "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo",
+            "EMOSamplerOptions", "EMOFamilyOptions"]
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +51,64 @@ def test_node_contract(env):
         import inspect
 
         params = inspect.signature(getattr(cls, cls.FUNCTION)).parameters
-        forwards = any(p.kind is p.VAR_KEYWORD for p in params.values())  # Sample To Video: the sampler's widgets
         for group in spec.values():
             for name in group:
-                assert name in params or forwards, f"{cls.__name__}.{name}"
+                assert name in params, f"{cls.__name__}.{name}"
     assert pack.NODE_CLASS_MAPPINGS["EMOVideoCombine"].OUTPUT_NODE is True
     assert pack.NODE_CLASS_MAPPINGS["EMOSampleToVideo"].OUTPUT_NODE is True
     assert pack.WEB_DIRECTORY == "./web"
+
+
+def test_every_widget_has_a_tooltip_and_a_real_default(env):
+    """Every widget of every node says what it does; none shows a magic 0 or -1 for "the model's own": that
+    is a "model default" (or "auto") entry of a list, and numbers have defaults inside their range."""
+    checked = 0
+    for node_id, cls in env[0].NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        for name, (kind, *opts) in {**spec.get("required", {}), **spec.get("optional", {})}.items():
+            options = opts[0] if opts else {}
+            if isinstance(kind, list) or kind in ("INT", "FLOAT", "STRING", "BOOLEAN"):
+                checked += 1
+                assert len(options.get("tooltip", "")) > 10, f"{node_id}.{name}"
+                tooltip = options["tooltip"]
+                assert "-1:" not in tooltip and "0: the model's own" not in tooltip, f"{node_id}.{name}"
+            if kind in ("INT", "FLOAT"):
+                assert options["min"] <= options["default"] <= options["max"], f"{node_id}.{name}"
+    assert checked >= 45
+    types = {k: {**c.INPUT_TYPES()["required"], **c.INPUT_TYPES().get("optional", {})}
+             for k, c in env[0].NODE_CLASS_MAPPINGS.items()}
+    for node_id, name in (("EMOSamplerOptions", "frames_per_clip"), ("EMOSamplerOptions", "motion_frames"),
+                          ("EMOFamilyOptions", "context_overlap"), ("EMOEncodeAudio", "fps"), ("EMOSampler", "preset")):
+        choices, options = types[node_id][name]
+        assert choices[0] == options["default"] == "model default", (node_id, name)
+    assert types["EMOSampler"]["steps"][1]["min"] == 1 and types["EMOSampler"]["cfg"][1]["default"] > 0
+    assert types["EMOPasteBack"]["feather"][1]["default"] == 1 / 16 == types["EMOSampleToVideo"]["feather"][1]["default"]
+    assert types["EMODemoInputs"]["seed"][1]["control_after_generate"] is True
+
+
+def test_options_nodes_chain_and_reach_the_sampler(env, model):
+    """EMO Sampler Options and EMO Family Options give the settings they hold, over those of an options node
+    before them; the sampler then makes clips of the length given (the progress bar counts their steps)."""
+    _, state, _ = env
+    n = nodes(env)
+    general = n["EMOSamplerOptions"].make("2", "model default", 4, 1.0, 1, 1.0, 1.0, 1.0)[0]
+    assert general["frames_per_clip"] == 2 and general["motion_frames"] is None and general["decode_chunk"] == 4
+    family = n["EMOFamilyOptions"].make(0.05, "1", "happy", options=general)[0]
+    assert family == {**general, "head_speed": 0.05, "context_overlap": 1, "emotion": "happy"}
+    again = n["EMOSamplerOptions"].make("model default", "1", 8, 0.5, 2, 1.5, 1.0, 1.0, options=family)[0]
+    assert again["frames_per_clip"] is None and again["motion_frames"] == 1 and again["emotion"] == "happy"
+    emo_audio, count, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.32)[None], "sample_rate": 16000},
+                                                     "model default")
+    assert count == 8 and model.pipeline.config.frames_per_clip == 4  # whole clips of either length
+    reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
+    for options, clip in ((None, model.pipeline.config.frames_per_clip), (family, 2)):
+        state.progress.clear()
+        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", options)
+        assert len(frames) == count and state.progress[-1][1] == -(-count // clip) * 1, clip
+    with pytest.raises(ValueError, match="unknown options"):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", {"steps": 3})
+    with pytest.raises(ValueError, match="unknown preset 'quality'"):
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "quality", "ddim")
 
 
 def test_loader_lists_networks_not_vae_or_wav2vec(env):
@@ -78,13 +130,13 @@ def test_five_nodes_make_an_mp4_with_sound(env, model):
     _, state, output = env
     n = nodes(env)
     audio = {"waveform": speech_like(0.5, 44100, channels=2)[None], "sample_rate": 44100}
-    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, "25")
     assert fps == 25.0
     assert count == 13
     reference, portrait = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 72, 96, 3))
     assert portrait.shape == (1, 64, 64, 3)
     state.progress.clear()
-    (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 1, 2, 3.5, 0, -1, "ddim")
+    (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 1, 2, 3.5, "custom", "ddim")
     assert frames.shape == (13, 64, 64, 3) and frames.dtype == torch.float32
     assert [p[0] for p in state.progress] == list(range(1, 9)) and state.progress[-1][1] == 8  # 4 clips × 2
     assert state.loads[-1][2] is True  # force_full_load
@@ -104,9 +156,9 @@ def test_audio_variants_and_batches(env, model):
     n = nodes(env)
     for rate, channels, seconds, frames in ((8000, 1, 0.4, 10), (44100, 2, 0.1, 3)):
         audio = {"waveform": speech_like(seconds, rate, channels)[None], "sample_rate": rate}
-        assert n["EMOEncodeAudio"].encode(model, audio, 25.0)[1] == frames
+        assert n["EMOEncodeAudio"].encode(model, audio, "25")[1] == frames
     with pytest.raises(ValueError, match="batch of 2 audio clips"):
-        n["EMOEncodeAudio"].encode(model, {"waveform": torch.zeros(2, 1, 1600), "sample_rate": 16000}, 25.0)
+        n["EMOEncodeAudio"].encode(model, {"waveform": torch.zeros(2, 1, 1600), "sample_rate": 16000}, "25")
     with pytest.raises(ValueError, match="batch of 2 images"):
         n["EMOReferenceNetEncode"].encode(model, torch.rand(2, 64, 64, 3))
 
@@ -125,18 +177,18 @@ def test_cancel_leaves_no_output(env, model):
     _, state, output = env
     n = nodes(env)
     audio = {"waveform": speech_like(0.3)[None], "sample_rate": 16000}
-    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, audio, 25.0)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, audio, "25")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     state.interrupted = True
     with pytest.raises(comfy_stubs.InterruptProcessingException):
-        n["EMOSampler"].sample(model, reference, emo_audio, 0, 3, 3.5, 0, -1, "ddim")
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 3, 3.5, "custom", "ddim")
     assert not state.interrupted
 
 
 def test_previews_when_enabled(env, model):
     _, state, _ = env
     n = nodes(env)
-    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 25.0)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, "25")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     from emo_pipeline.preview import FILE, drawn_faces, fit_latent_rgb
 
@@ -144,12 +196,12 @@ def test_previews_when_enabled(env, model):
     state.preview, state.progress = True, []
     try:
         # the tiny VAE has no fitted factors (and is not SD's): no meaningless picture
-        n["EMOSampler"].sample(model, reference, emo_audio, 0, 2, 3.5, 0, -1, "ddim")
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 2, 3.5, "custom", "ddim")
         assert [p[2] for p in state.progress] == [False, False]
         fit_latent_rgb(model.pipeline.vae, drawn_faces(8, 64), model.pipeline.config.vae_scaling_factor).save(
             vae_folder / FILE)
         state.progress, state.previews = [], []
-        n["EMOSampler"].sample(model, reference, emo_audio, 0, 2, 3.5, 0, -1, "ddim")
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 2, 3.5, "custom", "ddim")
     finally:
         state.preview = False
         (vae_folder / FILE).unlink(missing_ok=True)
@@ -180,12 +232,13 @@ def test_head_speed_reaches_emo_speed_layers_and_is_ignored_by_hallo(env, model)
         save_net(net, folder / "net.safetensors")
         emo = n["LoadEMOModel"].load("tiny-emo/net.safetensors", "auto", "auto")[0]
         for label, m in (("emo", emo), ("hallo", model)):
-            emo_audio, _, _ = n["EMOEncodeAudio"].encode(m, audio, 25.0)
+            emo_audio, _, _ = n["EMOEncodeAudio"].encode(m, audio, "25")
             image = torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(1))
             reference, _ = n["EMOReferenceNetEncode"].encode(m, image)
             for speed in (0.0, 0.05):
-                runs[label, speed] = n["EMOSampler"].sample(m, reference, emo_audio, 3, 2, 1.0, 0, -1, "ddim",
-                                                           head_speed=speed)[0]
+                options = n["EMOFamilyOptions"].make(speed, "model default", "neutral")[0]
+                runs[label, speed] = n["EMOSampler"].sample(m, reference, emo_audio, 3, 2, 1.0, "custom", "ddim",
+                                                           options)[0]
     finally:
         shutil.rmtree(folder)
     assert (runs["emo", 0.0] - runs["emo", 0.05]).abs().max() > 1e-3
@@ -255,6 +308,12 @@ def test_face_crop_reference_and_paste_back(env, model):
     frames = torch.rand(3, 64, 64, 3)
     (full,) = n["EMOPasteBack"].paste(frames, photo, face)
     assert full.shape == (3, 512, 512, 3)
+    from emo_pipeline.face import paste_back
+
+    assert side >= 32 and side % 16  # a side the 1/16 share does not divide evenly
+    assert torch.equal(full, paste_back(frames, photo[0], face.box))  # the default share: the engine's default band
+    (hard,) = n["EMOPasteBack"].paste(frames, photo, face, 0.0)
+    assert torch.equal(hard, paste_back(frames, photo[0], face.box, 0)) and not torch.equal(hard, full)
     assert torch.equal(full[:, -1, -1], photo[0, -1, -1].expand(3, 3))  # far from the face: unchanged
     # Without a face input the portrait is analysed as it is (the detector still finds the face).
     reference, _ = n["EMOReferenceNetEncode"].encode(model, photo)
@@ -270,22 +329,23 @@ def test_sample_to_video_writes_what_sampler_and_combine_write(env, model):
     _, state, output = env
     n = nodes(env)
     audio = {"waveform": speech_like(0.7, 22050)[None], "sample_rate": 22050}
-    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 0.0)
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, "model default")
     photo = torch.from_numpy(data.astronaut()[::2, ::2].copy()).float()[None] / 255
     portrait, face, _ = n["EMOFaceCrop"].crop(photo, 0.6, 0)
     reference, _ = n["EMOReferenceNetEncode"].encode(model, portrait, face=face)
-    sampling = (model, reference, emo_audio, 5, 2, 2.0, 0, -1, "ddim")
+    sampling = (model, reference, emo_audio, 5, 2, 2.0, "custom", "ddim")
+    defaults = {k: v[1]["default"] for k, v in type(n["EMOSamplerOptions"]).INPUT_TYPES()["required"].items()}
+    options = n["EMOSamplerOptions"].make(**defaults)[0]  # every setting given, as the defaults
     for paste in (False, True):
         state.progress.clear()
-        (frames,) = n["EMOSampler"].sample(*sampling)
+        (frames,) = n["EMOSampler"].sample(*sampling, options=options)
         expected_progress, state.progress = state.progress, []
         if paste:
-            (frames,) = n["EMOPasteBack"].paste(frames, photo, face, 8, True)
+            (frames,) = n["EMOPasteBack"].paste(frames, photo, face, 0.03125, True)
         combined = n["EMOVideoCombine"].combine(frames, fps, "EMO/pair", 19, audio=audio, prompt={"1": {}})
-        extra = dict(original=photo, face=face, feather=8, colour_match=True) if paste else {}
-        widgets = {k: v[1]["default"] for k, v in type(n["EMOSampler"]).INPUT_TYPES()["optional"].items()}
+        extra = dict(original=photo, face=face, feather=0.03125, colour_match=True) if paste else {}
         streamed = n["EMOSampleToVideo"].render(*sampling, "EMO/stream", 19, soundtrack=audio, prompt={"1": {}},
-                                                **extra, **widgets)  # every sampler widget is taken
+                                                options=options, **extra)
         assert state.progress == expected_progress  # the same bar: every step of every clip
         assert streamed["ui"]["animated"] == (True,)
         path = output / streamed["ui"]["images"][0]["subfolder"] / streamed["ui"]["images"][0]["filename"]
@@ -300,9 +360,9 @@ def test_sample_to_video_writes_what_sampler_and_combine_write(env, model):
 def test_sample_to_video_errors_and_cancel(env, model):
     _, state, output = env
     n = nodes(env)
-    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.3)[None], "sample_rate": 16000}, 0)
+    emo_audio, _, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(0.3)[None], "sample_rate": 16000}, "model default")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
-    sampling = (model, reference, emo_audio, 0, 3, 2.0, 0, -1, "ddim")
+    sampling = (model, reference, emo_audio, 0, 3, 2.0, "custom", "ddim")
     with pytest.raises(ValueError, match="connect both or neither"):
         n["EMOSampleToVideo"].render(*sampling, "EMO/half", 19, original=torch.rand(1, 64, 64, 3))
     before = sorted(output.rglob("*"))
@@ -317,13 +377,13 @@ def test_sampler_refuses_an_image_batch_that_cannot_fit(env, model, monkeypatch)
     """Before any step, EMO Sampler says when the frames cannot be held as an IMAGE, and what to use."""
     _, state, _ = env
     n = nodes(env)
-    emo_audio, count, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(2.0)[None], "sample_rate": 16000}, 0)
+    emo_audio, count, _ = n["EMOEncodeAudio"].encode(model, {"waveform": speech_like(2.0)[None], "sample_rate": 16000}, "model default")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     sampler = __import__(type(n["EMOSampler"]).__module__, fromlist=["available_ram"])
     monkeypatch.setattr(sampler, "available_ram", lambda: count * 64 * 64 * 3 * 4)  # just too little
     state.progress.clear()
     with pytest.raises(ValueError, match="EMO Sample To Video"):
-        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 2.0, 0, -1, "ddim")
+        n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 2.0, "custom", "ddim")
     assert state.progress == []
 
 
@@ -364,27 +424,28 @@ def test_bad_node_inputs_get_plain_errors(env, model):
     assert reference.face_box == (0.25, 0.25, 0.75, 0.75)
     sound = {"waveform": speech_like(0.2)[None], "sample_rate": 16000}
     with pytest.raises(ValueError, match="fps must be a positive number"):
-        n["EMOEncodeAudio"].encode(model, sound, float("nan"))
-    audio = n["EMOEncodeAudio"].encode(model, sound, 0.0)[0]
+        n["EMOEncodeAudio"].encode(model, sound, "nan")
+    audio = n["EMOEncodeAudio"].encode(model, sound, "model default")[0]
     with pytest.raises(ValueError, match="guidance scale"):
-        n["EMOSampler"].sample(model, reference, audio, 0, 1, float("inf"), 0, -1, "ddim")
+        n["EMOSampler"].sample(model, reference, audio, 0, 1, float("inf"), "custom", "ddim")
 
 
 def test_sampler_steps_and_cfg_follow_the_model_unless_set(env):
-    """The bundled demo model records 10 steps and cfg 2.0 in its file; 0 means 'the model's own'."""
+    """The bundled demo model records 10 steps and cfg 2.0 in its file; preset "model default" takes them
+    whatever the steps and cfg widgets show, "custom" takes the widgets."""
     n = nodes(env)
     demo = n["LoadEMOModel"].load("demo/net.safetensors", "auto", "auto")[0]
     config = demo.pipeline.config
     assert (config.steps, config.guidance_scale) == (10, 2.0)
-    audio = n["EMOEncodeAudio"].encode(demo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, 0.0)[0]
+    audio = n["EMOEncodeAudio"].encode(demo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, "model default")[0]
     reference, _ = n["EMOReferenceNetEncode"].encode(demo, torch.rand(1, 64, 64, 3))
     rows = []
     hook = demo.pipeline.net.denoising_unet.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     try:
-        n["EMOSampler"].sample(demo, reference, audio, 0, 0, 0.0, 0, -1, "ddim")
+        n["EMOSampler"].sample(demo, reference, audio, 0, 40, 3.5, "model default", "ddim")
         own = list(rows)
         rows.clear()
-        n["EMOSampler"].sample(demo, reference, audio, 0, 3, 1.0, 0, -1, "ddim")
+        n["EMOSampler"].sample(demo, reference, audio, 0, 3, 1.0, "custom", "ddim")
     finally:
         hook.remove()
     clips = -(-audio.num_frames // config.frames_per_clip)
@@ -542,20 +603,21 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
                     name="memo", resnet_joint_frames=resnet_joint_frames))
         memo = n["LoadEMOModel"].load(entry, "auto", "auto")[0]
         assert memo.pipeline.config.family == "memo" and memo.pipeline.dtype == torch.float32  # CPU
-        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, 0.0)[0]
+        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.2)[None], "sample_rate": 16000}, "model default")[0]
         assert audio.fps == 30.0
         reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
         labels = []
         module = memo.pipeline.net.denoising_unet.down_blocks[0].audio_modules[0]
         hook = module.register_forward_hook(lambda m, args, out: labels.append(args[2].tolist()))
         try:
-            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, 0, -1, "auto", emotion="surprised")
+            options = n["EMOFamilyOptions"].make(0.0, "model default", "surprised")[0]
+            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 3.5, "custom", "auto", options)
         finally:
             hook.remove()
         assert frames.shape == (audio.num_frames, 64, 64, 3)
         assert labels and all(row == [len(EMOTIONS), EMOTIONS.index("surprised")] for row in labels)
         with pytest.raises(ValueError, match="rectified-flow model.*flow_euler"):
-            n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, 0, -1, "ddim")
+            n["EMOSampler"].sample(memo, reference, audio, 0, 2, 0.0, "custom", "ddim")
         # its misc/ folder: the vocal separator is offered, the face models are searched
         (emo / "memo" / "misc" / "vocal_separator").mkdir(parents=True)
         (emo / "memo" / "misc" / "vocal_separator" / "Kim_Vocal_2.onnx").write_bytes(b"")
@@ -604,9 +666,9 @@ def test_memo_files_other_packs_keep(env, monkeypatch):
         assert entry in n["LoadEMOModel"].INPUT_TYPES()["required"]["checkpoint"][0]
         memo = n["LoadEMOModel"].load(entry, "auto", "auto")[0]
         assert memo.pipeline.config.family == "memo"
-        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, 0.0)[0]
+        audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, "model default")[0]
         reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
-        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 0.0, 0, -1, "auto")
+        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 3.5, "custom", "auto")
         assert frames.shape == (audio.num_frames, 64, 64, 3)
         choice = "[checkpoints] memo/misc/vocal_separator/Kim_Vocal_2.onnx"
         assert choice in n["EMOSeparateVocals"].INPUT_TYPES()["required"]["model"][0]

@@ -130,11 +130,11 @@ def test_demo_previews_show_the_face_at_64_pixels(env):
     n = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
     model = n["LoadEMOModel"].load("demo/net.safetensors", "auto", "auto")[0]
     portrait, audio, mask = n["EMODemoInputs"].make(0.5, 123456)
-    emo_audio = n["EMOEncodeAudio"].encode(model, audio, 25.0)[0]
+    emo_audio = n["EMOEncodeAudio"].encode(model, audio, "25")[0]
     reference, _ = n["EMOReferenceNetEncode"].encode(model, portrait, face_mask=mask)
     state.preview, state.previews = True, []
     try:
-        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 4, 0.0, 0, -1, "auto")
+        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 4, 2.0, "custom", "auto")
     finally:
         state.preview = False
     assert state.previews and all((fmt, image.size, side) == ("JPEG", (64, 64), 64)

@@ -31,9 +31,9 @@ def test_cancel_then_queue_again_continues_with_the_same_frames(tmp_path):
     calls = []
     model.pipeline.net.denoising_unet.register_forward_hook(lambda *_: calls.append(1))
     audio = {"waveform": speech_like(0.5)[None], "sample_rate": 16000}
-    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 0.0)
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, "model default")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
-    sampling = (model, reference, emo_audio, 0, 2, 3.5, 0, -1, "ddim")  # 13 frames: 4 clips of 2 steps
+    sampling = (model, reference, emo_audio, 0, 2, 3.5, "custom", "ddim")  # 13 frames: 4 clips of 2 steps
     full = n["EMOSampleToVideo"].render(*sampling, "EMO/full", 19, soundtrack=audio)["result"][1]
     assert len(calls) == 8 and not (tmp_path / "output" / "EMO" / ".full.emo-resume").exists()
 

@@ -77,9 +77,9 @@ def test_sample_to_video_upscales_as_the_node_does(env, node):
     n = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
     model = n["LoadEMOModel"].load("tiny/net.safetensors", "auto", "auto")[0]
     audio = {"waveform": speech_like(0.8)[None], "sample_rate": 16000}
-    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, 0.0)
+    emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, "model default")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5)))
-    sampling = (model, reference, emo_audio, 3, 1, 2.0, 0, -1, "ddim")
+    sampling = (model, reference, emo_audio, 3, 1, 2.0, "custom", "ddim")
     (frames,) = n["EMOSampler"].sample(*sampling)
     (big,) = upscale.upscale(frames, 2, 0.7)
     combined = n["EMOVideoCombine"].combine(big, fps, "EMO/pair", 19, audio=audio)

@@ -1,13 +1,22 @@
-"""Shipped workflows agree with the nodes: widget values, link types, and the API-format twins."""
+"""Shipped workflows agree with the nodes: widget values, link types, the API-format twins, a layout
+without overlaps; and workflows saved by earlier versions (tests/data/old_workflows: the shipped ones
+as they were before EMO Sampler was split) land on today's widgets, through the Python migration
+(API prompts) and the frontend's (web/emo_migrate.js, run with node.js), which read one table."""
 
+import copy
 import json
-from pathlib import Path
+import shutil
+import subprocess
 
 import pytest
 
 import comfy_stubs
 
-WORKFLOWS = sorted((comfy_stubs.ROOT / "workflows").glob("*.json"))
+TEMPLATES = comfy_stubs.ROOT / "example_workflows"  # the folder ComfyUI's template browser looks in first
+WORKFLOWS = sorted(TEMPLATES.glob("*.json"))
+OLD = comfy_stubs.ROOT / "tests" / "data" / "old_workflows"
+OLD_WORKFLOWS = sorted(OLD.glob("*.json"))
+TITLE_BAR = 30  # the frontend draws a node's title above its pos
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # Core nodes used by the workflows: their widget names, as ComfyUI 0.3.64 defines them.
 CORE_WIDGETS = {"LoadImage": ["image", None], "LoadAudio": ["audio", None, None], "Note": [None]}
@@ -40,7 +49,10 @@ def test_workflows_exist():
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_widget_values_match_node_inputs(pack, path):
-    workflow = json.loads(path.read_text())
+    check_widget_values(pack, json.loads(path.read_text()))
+
+
+def check_widget_values(pack, workflow):
     for node in workflow["nodes"]:
         cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
         if cls is None:
@@ -62,8 +74,12 @@ def test_widget_values_match_node_inputs(pack, path):
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_links_connect_matching_types(pack, path):
-    workflow = json.loads(path.read_text())
+    check_links(pack, json.loads(path.read_text()))
+
+
+def check_links(pack, workflow):
     nodes = {n["id"]: n for n in workflow["nodes"]}
+    assert len(workflow["links"]) == len({link[0] for link in workflow["links"]})
     for link_id, src, src_slot, dst, dst_slot, kind in workflow["links"]:
         out = nodes[src]["outputs"][src_slot]
         inp = nodes[dst]["inputs"][dst_slot]
@@ -71,6 +87,16 @@ def test_links_connect_matching_types(pack, path):
         cls = pack.NODE_CLASS_MAPPINGS.get(nodes[src]["type"])
         if cls is not None:
             assert cls.RETURN_TYPES[src_slot] == kind
+        cls = pack.NODE_CLASS_MAPPINGS.get(nodes[dst]["type"])
+        if cls is not None:  # the slot is an input of that name and type
+            spec = cls.INPUT_TYPES()
+            declared = {**spec.get("required", {}), **spec.get("optional", {})}
+            assert inp["name"] in declared, (nodes[dst]["type"], inp["name"])
+            assert declared[inp["name"]][0] == kind or inp.get("widget"), (nodes[dst]["type"], inp["name"])
+    for node in nodes.values():  # every link a node names is in the list, and the other way round
+        for slot, inp in enumerate(node.get("inputs", [])):
+            if inp.get("link") is not None:
+                assert [l for l in workflow["links"] if l[0] == inp["link"]][0][3:5] == [node["id"], slot]
 
 
 def to_api(pack, workflow) -> dict:
@@ -103,7 +129,7 @@ def to_api(pack, workflow) -> dict:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_api_twin_matches_ui_workflow(pack, path):
-    twin = comfy_stubs.ROOT / "workflows" / "api" / f"{path.stem}.api.json"
+    twin = TEMPLATES / "api" / f"{path.stem}.api.json"
     shipped = json.loads(twin.read_text())
     for node in shipped.values():
         node.pop("_meta", None)
@@ -136,3 +162,333 @@ def test_every_downloadable_file_carries_the_metadata_the_frontend_reads(path):
         assert entry["url"].startswith("https://huggingface.co/") and entry["name"].endswith((".pth", ".safetensors"))
     uses_hallo = any(n["type"] == "LoadEMOModel" and n["widgets_values"][0] == "hallo/net.pth" for n in workflow["nodes"])
     assert uses_hallo == any(e["name"] == "hallo/net.pth" for e in workflow["models"])
+
+
+# ---- templates folder, layout, demo seeds -----------------------------------------------------------------------
+
+def test_templates_live_in_one_folder_that_comfyui_reads_first():
+    """ComfyUI (app/custom_node_manager.py) serves a pack's templates from example_workflows, example, examples,
+    workflow or workflows, and prefers the first; the pack keeps them in that one only."""
+    others = [name for name in ("example", "examples", "workflow", "workflows") if (comfy_stubs.ROOT / name).exists()]
+    assert TEMPLATES.is_dir() and len(WORKFLOWS) >= 6 and others == []
+
+
+def rectangles(workflow) -> dict:
+    """Each node's area on the canvas as (x0, y0, x1, y1), its title bar included."""
+    return {n["id"]: (n["pos"][0], n["pos"][1] - TITLE_BAR, n["pos"][0] + n["size"][0], n["pos"][1] + n["size"][1])
+            for n in workflow["nodes"]}
+
+
+def overlaps(workflow) -> list[tuple[int, int]]:
+    boxes = sorted(rectangles(workflow).items())
+    return [(a, b) for i, (a, ra) in enumerate(boxes) for b, rb in boxes[i + 1:]
+            if min(ra[2], rb[2]) > max(ra[0], rb[0]) and min(ra[3], rb[3]) > max(ra[1], rb[1])]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_nodes_do_not_overlap_and_fit_their_widgets(pack, path):
+    workflow = json.loads(path.read_text())
+    assert overlaps(workflow) == []
+    for node in workflow["nodes"]:  # the frontend's rows: 20 px per slot, 24 per widget
+        cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
+        if cls is not None:
+            slots = max(len([i for i in node["inputs"] if not i.get("widget")]), len(cls.RETURN_TYPES))
+            assert node["size"][1] >= 20 * slots + 24 * len(widgets(cls)), node["type"]
+
+
+def test_overlap_check_finds_a_planted_overlap():
+    workflow = json.loads((TEMPLATES / "emo_demo.json").read_text())
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    assert overlaps(workflow) == []
+    below = copy.deepcopy(workflow)  # Load EMO Model reaching down over EMO Demo Inputs' title bar only
+    top, under = {n["id"]: n for n in below["nodes"]}[3], nodes[1]
+    top["size"][1] = under["pos"][1] - top["pos"][1] - TITLE_BAR + 5
+    assert overlaps(below) == [(1, 3)]
+    top["size"][1] -= 10
+    assert overlaps(below) == []
+    onto = copy.deepcopy(workflow)  # a node dropped onto another
+    {n["id"]: n for n in onto["nodes"]}[7]["pos"] = [nodes[6]["pos"][0] + 50, nodes[6]["pos"][1] + 50]
+    assert overlaps(onto) == [(6, 7)]
+
+
+def test_demo_keeps_its_seeds():
+    """The frontend randomises a seed after each run unless its control says fixed: the demo's two seeds do
+    not change (EMO Demo Inputs declares the control, so its saved value is read back in every frontend)."""
+    workflow = json.loads((TEMPLATES / "emo_demo.json").read_text())
+    values = {n["type"]: n["widgets_values"] for n in workflow["nodes"]}
+    assert values["EMODemoInputs"][1:] == [123456, "fixed"] and values["EMOSampler"][:2] == [0, "fixed"]
+
+
+# ---- earlier versions' workflows ---------------------------------------------------------------------------------
+
+# Today's widget order before the sampler was split (the frontend's order, with the seed's control).
+OLD_ORDER = {
+    "EMOSampler": ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames", "scheduler",
+                   "decode_chunk", "pose_weight", "face_weight", "lip_weight", "head_speed", "preset", "guidance_end",
+                   "cache_interval", "context_overlap", "emotion"],
+    "EMOSampleToVideo": ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames",
+                         "scheduler", "filename_prefix", "crf", "decode_chunk", "pose_weight", "face_weight",
+                         "lip_weight", "head_speed", "preset", "guidance_end", "cache_interval", "context_overlap",
+                         "feather", "colour_match", "emotion", "upscale", "upscale_fidelity", "resume"],
+    "EMOEncodeAudio": ["fps"], "EMOPasteBack": ["feather", "colour_match"], "EMODemoInputs": ["seconds", "seed"],
+}
+# Where each setting that left the sampler goes, and its old "the model's own" value.
+MOVED = {"frames_per_clip": ("EMOSamplerOptions", 0), "motion_frames": ("EMOSamplerOptions", -1),
+         "decode_chunk": ("EMOSamplerOptions", 8), "guidance_end": ("EMOSamplerOptions", 1.0),
+         "cache_interval": ("EMOSamplerOptions", 1), "pose_weight": ("EMOSamplerOptions", 1.0),
+         "face_weight": ("EMOSamplerOptions", 1.0), "lip_weight": ("EMOSamplerOptions", 1.0),
+         "head_speed": ("EMOFamilyOptions", 0.0), "context_overlap": ("EMOFamilyOptions", -1),
+         "emotion": ("EMOFamilyOptions", "neutral")}
+
+
+def migration(pack):
+    import importlib
+
+    return importlib.import_module(pack.__name__ + ".nodes.migration")
+
+
+def named(pack, node) -> dict:
+    names = [name or "control_after_generate" for name, _ in widgets(pack.NODE_CLASS_MAPPINGS[node["type"]])]
+    assert len(names) == len(node["widgets_values"]), node["type"]
+    return dict(zip(names, node["widgets_values"]))
+
+
+def options_of(pack, workflow, node) -> dict[str, dict]:
+    """The options nodes feeding `node`'s options input (through any chain): {type: named values}."""
+    nodes = {n["id"]: n for n in workflow["nodes"]}
+    links = {l[0]: l for l in workflow["links"]}
+    found = {}
+    while True:
+        inp = next((i for i in node["inputs"] if i["name"] == "options"), None)
+        if inp is None or inp.get("link") is None:
+            return found
+        node = nodes[links[inp["link"]][1]]
+        assert node["type"] not in found
+        found[node["type"]] = named(pack, node)
+
+
+def expected_setting(name, value):
+    """What an old value of a moved or changed widget reads as today (stated here, apart from the table)."""
+    if name in ("frames_per_clip", "motion_frames", "context_overlap"):
+        return "model default" if value == MOVED[name][1] else str(value)
+    if name == "fps":
+        return "model default" if value == 0 else f"{value:g}"
+    if name == "feather":
+        return 0.0625 if value == -1 else value / 512
+    return value
+
+
+def check_landed(pack, old, new):
+    """Each widget value of each EMO node of `old` (an earlier version's workflow) is where it should be in `new`."""
+    nodes = {n["id"]: n for n in new["nodes"]}
+    for before in old["nodes"]:
+        if before["type"] not in OLD_ORDER:
+            continue
+        old_values = dict(zip(OLD_ORDER[before["type"]], before["widgets_values"]))
+        after = nodes[before["id"]]
+        now = named(pack, after)
+        options = options_of(pack, new, after)
+        for name, value in old_values.items():
+            if name in MOVED and before["type"] in ("EMOSampler", "EMOSampleToVideo"):
+                kind, magic = MOVED[name]
+                if value != magic:
+                    assert options[kind][name] == expected_setting(name, value), (before["type"], name)
+                else:
+                    assert options.get(kind, {}).get(name, expected_setting(name, value)) == expected_setting(name, value)
+            elif name in ("steps", "cfg", "preset"):
+                zeros = old_values["steps"] == 0 and old_values["cfg"] == 0
+                if old_values["preset"] == "custom" and not zeros:
+                    assert now["preset"] == "custom" and now[name] == (value or {"steps": 40, "cfg": 3.5}.get(name))
+                else:
+                    assert now["preset"] == {"custom": "model default", "quality": "model default"}.get(
+                        old_values["preset"], old_values["preset"])
+            else:
+                assert now[name] == pytest.approx(expected_setting(name, value)), (before["type"], name)
+        if before["type"] == "EMODemoInputs":
+            assert now["control_after_generate"] == "fixed"
+        for kind, values in options.items():  # an options node only where a setting differs from its default
+            defaults = {k: v[1]["default"] for k, v in pack.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()["required"].items()}
+            assert values != defaults
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.name)
+def test_old_saved_workflow_lands_on_todays_widgets(pack, path):
+    old = json.loads(path.read_text())
+    new = migration(pack).migrate_workflow(old)
+    check_widget_values(pack, new)
+    check_links(pack, new)
+    check_landed(pack, old, new)
+    shipped = json.loads((TEMPLATES / path.name).read_text())
+    # the same nodes, values and wiring as today's template (which adds layout and, for songs, a family node)
+    for node in new["nodes"]:
+        if node["type"] == "Note":  # its text was edited
+            continue
+        twin = next(n for n in shipped["nodes"] if n["id"] == node["id"])
+        assert (twin["type"], twin["widgets_values"]) == (node["type"], node["widgets_values"])
+
+
+def planted_old_workflow() -> dict:
+    """An earlier version's workflow with every moved setting away from its default: EMO Sampler, EMO Sample
+    To Video, EMO Paste Back and EMO Encode Audio in one graph."""
+    workflow = json.loads((OLD / "emo_echomimic.json").read_text())
+    long = json.loads((OLD / "emo_long_audio.json").read_text())
+    to_video = copy.deepcopy(next(n for n in long["nodes"] if n["type"] == "EMOSampleToVideo"))
+    to_video.update(id=20, pos=[1100, 800])
+    for out in to_video["outputs"]:
+        out["links"] = []
+    for inp in to_video["inputs"]:
+        inp["link"] = None
+    workflow["nodes"].append(to_video)
+    workflow["last_node_id"] = 20
+    settings = {"steps": 25, "cfg": 2.0, "frames_per_clip": 12, "motion_frames": 3, "scheduler": "ddim",
+                "decode_chunk": 2, "pose_weight": 1.5, "face_weight": 0.5, "lip_weight": 2.0, "head_speed": 0.05,
+                "guidance_end": 0.5, "cache_interval": 2, "context_overlap": 4, "emotion": "happy", "feather": 16}
+    for node in workflow["nodes"]:
+        order = OLD_ORDER.get(node["type"])
+        if node["type"] in ("EMOSampler", "EMOSampleToVideo", "EMOPasteBack"):
+            node["widgets_values"] = [settings.get(name, value) for name, value in zip(order, node["widgets_values"])]
+        if node["type"] == "EMOEncodeAudio":
+            node["widgets_values"] = [24.0]
+    return workflow
+
+
+def test_every_moved_setting_lands_on_its_options_node(pack):
+    old = planted_old_workflow()
+    new = migration(pack).migrate_workflow(old)
+    check_widget_values(pack, new)
+    check_links(pack, new)
+    check_landed(pack, old, new)
+    nodes = {n["type"]: n for n in new["nodes"]}
+    sampler = nodes["EMOSampler"]
+    assert named(pack, sampler)["preset"] == "custom" and named(pack, sampler)["steps"] == 25
+    assert options_of(pack, new, sampler) == {
+        "EMOFamilyOptions": {"head_speed": 0.05, "context_overlap": "4", "emotion": "happy"},
+        "EMOSamplerOptions": {"frames_per_clip": "12", "motion_frames": "3", "decode_chunk": 2, "guidance_end": 0.5,
+                              "cache_interval": 2, "pose_weight": 1.5, "face_weight": 0.5, "lip_weight": 2.0}}
+    assert named(pack, nodes["EMOPasteBack"])["feather"] == 16 / 512 and named(pack, nodes["EMOEncodeAudio"]) == {"fps": "24"}
+    assert overlaps({"nodes": [n for n in new["nodes"] if n["type"].endswith("Options")]}) == []
+
+
+def node_migration(workflow: dict) -> dict:
+    """web/emo_migrate.js run by node.js on a workflow, as the frontend runs it when the workflow is opened."""
+    script = ("import { migrateWorkflow } from './web/emo_migrate.js'; import fs from 'fs';"
+              "const table = JSON.parse(fs.readFileSync('web/emo_migrations.json', 'utf8'));"
+              "process.stdout.write(JSON.stringify(migrateWorkflow(JSON.parse(fs.readFileSync(0, 'utf8')), table)));")
+    done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(workflow), text=True,
+                          capture_output=True, cwd=comfy_stubs.ROOT, check=True)
+    return json.loads(done.stdout)
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node.js runs the frontend's migration")
+def test_frontend_migration_does_what_the_python_one_does(pack):
+    cases = [json.loads(p.read_text()) for p in OLD_WORKFLOWS + WORKFLOWS] + [planted_old_workflow()]
+    subgraph = json.loads((OLD / "emo_basic.json").read_text())  # a subgraph's nodes are migrated too
+    subgraph["definitions"] = {"subgraphs": [{"id": "s", "nodes": copy.deepcopy(subgraph["nodes"]),
+                                              "links": [], "state": {"lastNodeId": 8, "lastLinkId": 0}}]}
+    for case in cases + [subgraph]:
+        assert node_migration(case) == migration(pack).migrate_workflow(case)
+    for path in WORKFLOWS:  # today's workflows are left as they are
+        assert node_migration(json.loads(path.read_text())) == json.loads(path.read_text())
+    migrated = node_migration(subgraph)["definitions"]["subgraphs"][0]["nodes"]
+    assert [n["widgets_values"] for n in migrated if n["type"] == "EMOSampler"] == [[0, "randomize", 40, 3.5,
+                                                                                     "model default", "auto"]]
+
+
+def inline_options(prompt: dict) -> dict:
+    """An API prompt with the options nodes written into the inputs that use them (their ids vary)."""
+    def value(v):
+        if isinstance(v, list) and len(v) == 2 and prompt[v[0]]["class_type"].endswith("Options"):
+            node = prompt[v[0]]
+            return {"class_type": node["class_type"], **{k: value(x) for k, x in node["inputs"].items()}}
+        return v
+
+    return {k: {"class_type": n["class_type"], "inputs": {i: value(x) for i, x in n["inputs"].items()}}
+            for k, n in prompt.items() if not n["class_type"].endswith("Options")}
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.name)
+def test_old_api_prompt_is_migrated_when_posted(pack, path):
+    """An earlier version's API prompt posted to ComfyUI passes the pack's on_prompt handler: it then equals
+    the frontend's conversion of the same workflow migrated (and today's API twin unchanged stays so)."""
+    import server
+
+    old_api = json.loads((OLD / "api" / f"{path.stem}.api.json").read_text())
+    for node in old_api.values():
+        node.pop("_meta", None)
+    posted = server.PromptServer.instance.trigger_on_prompt({"prompt": copy.deepcopy(old_api)})["prompt"]
+    assert posted == migration(pack).migrate_api_prompt(old_api) != old_api
+    ui = to_api(pack, migration(pack).migrate_workflow(json.loads(path.read_text())))
+    assert inline_options(posted) == inline_options(ui)
+    for node_id, node in posted.items():  # every input is one of today's, in its range
+        cls = pack.NODE_CLASS_MAPPINGS.get(node["class_type"])
+        if cls is None:
+            continue
+        spec = cls.INPUT_TYPES()
+        declared = {**spec["required"], **spec.get("optional", {})}
+        assert set(spec["required"]) <= set(node["inputs"]) <= set(declared), node_id
+        for name, value in node["inputs"].items():
+            kind = declared[name][0]
+            if isinstance(kind, list) and name not in ("checkpoint", "model"):  # files: what this machine has
+                assert value in kind, (node_id, name, value)
+    today = json.loads((TEMPLATES / "api" / path.name.replace(".json", ".api.json")).read_text())
+    assert migration(pack).migrate_api_prompt(today) == today
+
+
+def test_migration_table_matches_the_nodes(pack):
+    """The shared table states today's widget order of each node it migrates and its options nodes' defaults
+    exactly as INPUT_TYPES does, and tells every earlier layout apart from today's by its length."""
+    table = json.loads((comfy_stubs.ROOT / "web" / "emo_migrations.json").read_text())
+    for kind, spec in {**table["nodes"], **table["options_nodes"]}.items():
+        cls = pack.NODE_CLASS_MAPPINGS[kind]
+        assert spec["widgets"] == [n or "control_after_generate" for n, _ in widgets(cls)], kind
+        lengths = [len(old) for old in spec.get("old", [])]
+        assert len(spec["widgets"]) not in lengths and len(set(lengths)) == len(lengths), kind
+    for kind, spec in table["options_nodes"].items():
+        required = pack.NODE_CLASS_MAPPINGS[kind].INPUT_TYPES()["required"]
+        assert spec["defaults"] == [required[n][1]["default"] for n in spec["widgets"]]
+    for kind, order in OLD_ORDER.items():  # the last layout before today's, as this test states it, comes first
+        assert table["nodes"][kind]["old"][:1] == ([order] if len(order) > 2 or kind == "EMODemoInputs" else [])
+
+
+# The first layouts of the two samplers (before head speed, presets, context overlap, emotion, resume, upscale).
+FIRST_SAMPLER = ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames", "scheduler",
+                 "decode_chunk", "pose_weight", "face_weight", "lip_weight"]
+FIRST_TO_VIDEO = ["seed", "control_after_generate", "steps", "cfg", "frames_per_clip", "motion_frames", "scheduler",
+                  "filename_prefix", "crf", "decode_chunk", "pose_weight", "face_weight", "lip_weight", "head_speed",
+                  "preset", "guidance_end", "cache_interval", "context_overlap", "feather", "colour_match"]
+
+
+@pytest.mark.parametrize("steps,cfg,preset", [(0, 0.0, "model default"), (30, 2.5, "custom")])
+def test_earliest_saved_samplers_land_too(pack, steps, cfg, preset):
+    """A sampler saved before presets existed (its widgets decided, 0 meaning the model's own) and a Sample To
+    Video saved before emotion, resume and upscale: each value lands where it should, the rest take defaults."""
+    workflow = json.loads((OLD / "emo_long_audio.json").read_text())
+    sampler = json.loads((OLD / "emo_basic.json").read_text())["nodes"][5]
+    assert sampler["type"] == "EMOSampler"
+    sampler.update(id=30, pos=[1200, 0], inputs=[])
+    sampler["outputs"][0]["links"] = []
+    sampler["widgets_values"] = [7, "fixed", steps, cfg, 12, 3, "euler", 2, 1.5, 0.5, 2.0]
+    workflow["nodes"].append(sampler)
+    to_video = next(n for n in workflow["nodes"] if n["type"] == "EMOSampleToVideo")
+    to_video["widgets_values"] = [7, "fixed", steps, cfg, 0, -1, "ddim", "EMO/old", 23, 4, 1.0, 1.0, 1.0, 0.05,
+                                  "fast", 1.0, 1, 5, 20, True]
+    new = migration(pack).migrate_workflow(workflow)
+    if shutil.which("node"):
+        assert node_migration(workflow) == new
+    check_widget_values(pack, new)
+    check_links(pack, new)
+    nodes = {n["id"]: n for n in new["nodes"]}
+    assert named(pack, nodes[30]) == {"seed": 7, "control_after_generate": "fixed", "steps": steps or 40,
+                                      "cfg": cfg or 3.5, "preset": preset, "scheduler": "euler"}
+    assert options_of(pack, new, nodes[30]) == {"EMOSamplerOptions": {
+        "frames_per_clip": "12", "motion_frames": "3", "decode_chunk": 2, "guidance_end": 1.0, "cache_interval": 1,
+        "pose_weight": 1.5, "face_weight": 0.5, "lip_weight": 2.0}}
+    assert named(pack, nodes[to_video["id"]]) == {
+        "seed": 7, "control_after_generate": "fixed", "steps": steps or 40, "cfg": cfg or 3.5, "preset": "fast",
+        "scheduler": "ddim", "filename_prefix": "EMO/old", "crf": 23, "feather": 20 / 512, "colour_match": True,
+        "upscale": 1, "upscale_fidelity": 0.5, "resume": True}
+    assert options_of(pack, new, nodes[to_video["id"]]) == {
+        "EMOFamilyOptions": {"head_speed": 0.05, "context_overlap": "5", "emotion": "neutral"},
+        "EMOSamplerOptions": {"frames_per_clip": "model default", "motion_frames": "model default", "decode_chunk": 4,
+                              "guidance_end": 1.0, "cache_interval": 1, "pose_weight": 1.0, "face_weight": 1.0,
+                              "lip_weight": 1.0}}

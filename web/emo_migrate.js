@@ -1,0 +1,170 @@
+// Saved EMO nodes of earlier versions, brought to today's widgets as a workflow is opened (see
+// emo_workflow_migration.js). The table is emo_migrations.json; nodes/migration.py does the same for
+// API prompts and is tested against this file. No imports: it also runs under node.js in the tests.
+
+function convertValue(table, name, value) {
+    const rule = table.values[name];
+    if (!rule || typeof value === "string" || typeof value === "boolean" || value === null || value === undefined) {
+        return value;
+    }
+    if (rule.choices) { // a number → the nearest listed rate
+        if (value < rule.model_default_below) return table.model_default;
+        let best = rule.choices[0];
+        for (const c of rule.choices) if (Math.abs(Number(c) - value) < Math.abs(Number(best) - value)) best = c;
+        return best;
+    }
+    if ("model_default_below" in rule) { // a number, with a magic value for the model's own
+        return value < rule.model_default_below ? table.model_default : String(Math.round(value));
+    }
+    if (value < rule.default_below) return rule.default; // feather: -1 (the default band)
+    if (value > rule.pixels_above) return Math.min(0.5, value / rule.pixels_of_side);
+    return value;
+}
+
+function samplerValues(table, old) {
+    const s = table.sampler;
+    let preset = old.preset ?? s.custom; // before presets, the widgets decided
+    if (preset in s.presets) preset = s.presets[preset];
+    if (preset === s.custom && s.model_default_when_zero.every((n) => old[n] === 0)) preset = table.model_default;
+    const out = { preset };
+    for (const [name, def] of Object.entries(s.widget_defaults)) {
+        if (name in old) out[name] = old[name] || def;
+    }
+    return out;
+}
+
+// Named values of a saved node → [today's named values, [[options node type, widgets_values], ...]]
+export function migrateValues(table, type, values) {
+    const spec = table.nodes[type];
+    if (!spec) return [values, []];
+    const known = new Set([...spec.widgets, "control_after_generate"]);
+    const moved = Object.keys(values).some((k) => !known.has(k));
+    const out = {};
+    for (const name of spec.widgets) if (name in values) out[name] = convertValue(table, name, values[name]);
+    for (const [name, value] of Object.entries(spec.added ?? {})) if (!(name in out)) out[name] = value;
+    const options = [];
+    if (moved && spec.options_input) {
+        Object.assign(out, samplerValues(table, values));
+        for (const [kind, option] of Object.entries(table.options_nodes)) {
+            const given = option.widgets.map((n, i) => (n in values ? convertValue(table, n, values[n]) : option.defaults[i]));
+            if (given.some((v, i) => v !== option.defaults[i])) options.push([kind, given]);
+        }
+    }
+    return [out, options];
+}
+
+function linkFields(link) {
+    if (!Array.isArray(link)) return link;
+    const [id, origin_id, origin_slot, target_id, target_slot, type] = link;
+    return { id, origin_id, origin_slot, target_id, target_slot, type };
+}
+
+function setLinkTarget(graph, linkId, slot) {
+    (graph.links ?? []).forEach((link, i) => {
+        if (linkFields(link).id !== linkId) return;
+        if (Array.isArray(link)) graph.links[i][4] = slot;
+        else link.target_slot = slot;
+    });
+}
+
+function removeLink(graph, linkId) {
+    graph.links = (graph.links ?? []).filter((l) => linkFields(l).id !== linkId);
+    for (const node of graph.nodes ?? []) {
+        for (const out of node.outputs ?? []) {
+            if (out.links?.includes(linkId)) out.links.splice(out.links.indexOf(linkId), 1);
+        }
+    }
+}
+
+function nextId(graph, kind) {
+    const [stateKey, flatKey] = kind === "node" ? ["lastNodeId", "last_node_id"] : ["lastLinkId", "last_link_id"];
+    const items = kind === "node" ? graph.nodes ?? [] : graph.links ?? [];
+    const used = Math.max(0, ...items.map((n) => (kind === "node" ? n.id : linkFields(n).id)));
+    let id;
+    if (graph.state && typeof graph.state === "object") {
+        id = Math.max(used, graph.state[stateKey] ?? 0) + 1;
+        graph.state[stateKey] = id;
+    } else {
+        id = Math.max(used, graph[flatKey] ?? 0) + 1;
+        graph[flatKey] = id;
+    }
+    return id;
+}
+
+function fixInputs(table, graph, node, spec) {
+    const kept = [];
+    const gone = [];
+    for (const inp of node.inputs ?? []) {
+        const widget = inp.widget?.name;
+        if (widget !== undefined && !spec.widgets.includes(widget)) {
+            gone.push(inp.link);
+            continue;
+        }
+        if (widget in table.widget_types) inp.type = table.widget_types[widget];
+        kept.push(inp);
+    }
+    if (spec.options_input && !kept.some((inp) => inp.name === "options")) {
+        kept.push({ name: "options", type: table.options_type, link: null });
+    }
+    node.inputs = kept;
+    for (const linkId of gone) if (linkId !== null && linkId !== undefined) removeLink(graph, linkId);
+    kept.forEach((inp, slot) => {
+        if (inp.link !== null && inp.link !== undefined) setLinkTarget(graph, inp.link, slot);
+    });
+}
+
+function connect(table, graph, origin, target, slot) {
+    const id = nextId(graph, "link");
+    const fields = { id, origin_id: origin.id, origin_slot: 0, target_id: target.id, target_slot: slot, type: table.options_type };
+    graph.links = graph.links ?? [];
+    const objects = (graph.links.length > 0 && !Array.isArray(graph.links[0])) || (graph.state && typeof graph.state === "object");
+    graph.links.push(objects ? fields : Object.values(fields));
+    origin.outputs[0].links = origin.outputs[0].links ?? [];
+    origin.outputs[0].links.push(id);
+    target.inputs[slot].link = id;
+}
+
+function addOptionsNode(table, graph, target, kind, values, upstream) {
+    const [width, height] = table.options_nodes[kind].size;
+    const [x, y] = target.pos ?? [0, 0];
+    const kinds = Object.keys(table.options_nodes);
+    let below = 0;
+    for (const k of kinds.slice(0, kinds.indexOf(kind))) below += table.options_nodes[k].size[1] + 40;
+    const node = {
+        id: nextId(graph, "node"), type: kind, pos: [x - width - 40, y + below], size: [width, height],
+        flags: {}, order: 0, mode: 0,
+        inputs: [{ name: "options", type: table.options_type, link: null }],
+        outputs: [{ name: "options", type: table.options_type, links: [], slot_index: 0 }],
+        properties: { "Node name for S&R": kind }, widgets_values: values,
+    };
+    graph.nodes.push(node);
+    if (upstream) connect(table, graph, upstream, node, 0);
+    return node;
+}
+
+function migrateGraph(table, graph) {
+    for (const node of [...(graph.nodes ?? [])]) {
+        const spec = table.nodes[node.type];
+        const values = node.widgets_values;
+        if (!spec || !Array.isArray(values)) continue;
+        const layout = spec.old.find((old) => old.length === values.length);
+        if (!layout && values.length !== spec.widgets.length) {
+            console.warn(`EMO: ${node.type} node ${node.id} has ${values.length} widget values, a layout this version does not know; left as it is.`);
+            continue;
+        }
+        const names = layout ?? spec.widgets;
+        const [out, options] = migrateValues(table, node.type, Object.fromEntries(names.map((n, i) => [n, values[i]])));
+        node.widgets_values = spec.widgets.map((n) => out[n]);
+        if (layout) fixInputs(table, graph, node, spec);
+        let upstream = null;
+        for (const [kind, optionValues] of options) upstream = addOptionsNode(table, graph, node, kind, optionValues, upstream);
+        if (upstream) connect(table, graph, upstream, node, node.inputs.findIndex((inp) => inp.name === "options"));
+    }
+}
+
+// A workflow as saved by the frontend (root graph and subgraph definitions), migrated in place.
+export function migrateWorkflow(workflow, table) {
+    migrateGraph(table, workflow);
+    for (const subgraph of workflow.definitions?.subgraphs ?? []) migrateGraph(table, subgraph);
+    return workflow;
+}
