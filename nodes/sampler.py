@@ -9,10 +9,10 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
-from ..emo_pipeline.cost import clip_memory, video_latent_bytes
-from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
-from ..emo_pipeline.presets import PRESETS, resolve_options
-from ..emo_pipeline.schedulers import SCHEDULERS
+from ..emo_pipeline.memory_plan import memory_required
+from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
+from ..emo_pipeline.sampling.schedulers import SCHEDULERS
+from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .notify import relays_warnings
 from .preview import step_previewer
 from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
@@ -22,19 +22,6 @@ AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matchin
 CUSTOM = "custom"
 # "model default" is the engine's exact default (its preset "quality", with the scheduler widget's choice)
 PRESET_CHOICES = [MODEL_DEFAULT, *(name for name in PRESETS if name != "quality"), CUSTOM]
-_activations: dict[tuple, int] = {}
-
-
-def activation_bytes(pipeline, options: SamplingOptions) -> int:
-    """Peak memory of one clip besides the weights (ReferenceNet, a denoising step, a VAE decode
-    chunk), counted on fake tensors of this model and these settings, for ComfyUI's memory
-    planning. Counted once per model and settings (a few seconds at full size)."""
-    key = (pipeline.config.to_json(), pipeline.dtype, pipeline.low_vram, options.steps, options.guidance_scale,
-           options.frames_per_clip, options.motion_frames, options.guidance_interval, options.cache_interval,
-           options.decode_chunk_size, options.preset)
-    if key not in _activations:
-        _activations[key] = clip_memory(pipeline, options).activations
-    return _activations[key]
 
 
 class EMOSampler:
@@ -140,9 +127,7 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
         decode_chunk_size=min(decode_chunk, model.plan.decode_chunk) if getattr(model, "plan", None) else decode_chunk,
         head_speed=s["head_speed"] if config.has_speed_layers else None, emotion=s["emotion"], **knobs), config)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
-    memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
-                                                                            model.pipeline.dtype)
-    pipeline = model.load("net", "vae", memory_required=memory)
+    pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options, audio.num_frames))
     if resume is not None:
         options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // f)
