@@ -30,6 +30,9 @@ HALLO_SCHEDULER = {
     "num_train_timesteps": 1000,
 }
 
+# The identity embedding Hallo, EMO and MEMO feed their identity projection: ArcFace (glintr100), 512 values.
+ARCFACE_EMBEDDING_DIM = 512
+
 # MEMO's rectified flow: diffusers' FlowMatchEulerDiscreteScheduler() defaults (inference.py).
 FLOW_SCHEDULER = {"num_train_timesteps": 1000, "shift": 1.0}
 
@@ -117,6 +120,12 @@ class EMOConfig:
     @property
     def has_speed_layers(self) -> bool:
         return len(self.speed_bucket_centers) > 0
+
+    @property
+    def uses_identity_embedding(self) -> bool:
+        """Whether the portrait's ArcFace embedding reaches the network (Hallo, EMO, MEMO). EchoMimic has no
+        identity tokens; the demo's take 16 values and were trained on a zero embedding only."""
+        return self.identity_tokens > 0 and self.identity_dim == ARCFACE_EMBEDDING_DIM
 
     @property
     def audio_window(self) -> int:

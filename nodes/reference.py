@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..emo_pipeline.face.reference import crop_to_face
+from .downloads import target_folder
 from .face import face_analyzer
 from .notify import relays_warnings
 
@@ -38,14 +39,18 @@ class EMOReferenceNetEncode:
             raise ValueError(f"EMO ReferenceNet Encode got a batch of {image.shape[0]} images; it takes one "
                              "portrait. Pick one image (for example with an image-from-batch node).")
         image = image[0] if image.ndim == 4 else image
-        if face is None:  # analyse the portrait as it is (no crop)
-            face = crop_to_face(image, face_analyzer(), crop=False)
-        elif tuple(face.image.shape[:2]) != tuple(image.shape[:2]):
+        if face is not None and tuple(face.image.shape[:2]) != tuple(image.shape[:2]):
             raise ValueError("The 'face' input describes another image: connect EMO Face Crop's portrait output "
                              "as this node's image.")
         mask = self._face_mask(face_mask, image.shape[0], image.shape[1])
+        uses_identity = model.pipeline.config.uses_identity_embedding
+        if uses_identity:
+            face_analyzer().notice_missing_identity(target_folder())
+        if face is None and (mask is None or uses_identity):  # analyse the portrait as it is (no crop)
+            face = crop_to_face(image, face_analyzer(), crop=False, region_given=mask is not None)
         kwargs = {"face_mask": mask} if mask is not None else {"face_box": face.face_box, "lip_box": face.lip_box}
-        portrait = model.pipeline.prepare_portrait(image, identity=face.identity, **kwargs)
+        identity = face.identity if uses_identity else None  # another model's identity has another size
+        portrait = model.pipeline.prepare_portrait(image, identity=identity, **kwargs)
         return (portrait, portrait.image[None])
 
     @staticmethod

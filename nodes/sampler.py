@@ -6,16 +6,15 @@ from typing import Iterator
 
 import torch
 
-import comfy.latent_formats
 import comfy.model_management as mm
 import comfy.utils
-import latent_preview
 
 from ..emo_pipeline.memory_plan import memory_required
 from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
 from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .notify import relays_warnings
+from .preview import step_previewer
 from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
 
 
@@ -133,13 +132,13 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
         options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // f)
     bar = comfy.utils.ProgressBar(total_clips * options.steps)  # on_step gives the exact total
-    previewer = latent_preview.get_previewer(pipeline.device, comfy.latent_formats.SD15())
+    previewer = step_previewer(pipeline)
     latest = {}
 
     def on_step(info):
         preview = None
         if previewer is not None and "x0" in latest:
-            preview = previewer.decode_latent_to_preview_image("JPEG", latest["x0"][:, :, 0])
+            preview = previewer(latest["x0"][:, :, 0])
         bar.update_absolute(info.step, info.total_steps, preview)  # also ComfyUI's cancel point
 
     def on_preview(x0):

@@ -24,9 +24,20 @@ CODEFORMER_CONFIG, RRDB_CONFIG = HALLO2_SR, REALESRGAN_X2PLUS
 _loaded: dict[tuple, FaceUpscaler] = {}  # one set of networks kept between runs (files and device unchanged)
 
 
+def model_files() -> tuple[Path | None, Path | None]:
+    """net_g.pth and RealESRGAN_x2plus.pth in models/emo (None for each that is not there)."""
+    folders = [Path(f) for f in folder_paths.get_folder_paths(FOLDER)]
+    return find_file(folders, CODEFORMER_FILE), find_file(folders, REALESRGAN_FILE)
+
+
+def background_choices() -> list[str]:
+    """'realesrgan' only while its file is there (auto uses it then, bicubic otherwise)."""
+    return ["auto", *(["realesrgan"] if model_files()[1] is not None else []), "bicubic"]
+
+
 def upscaler(device: torch.device) -> FaceUpscaler:
     folders = [Path(f) for f in folder_paths.get_folder_paths(FOLDER)]
-    net_g, bg = find_file(folders, CODEFORMER_FILE), find_file(folders, REALESRGAN_FILE)
+    net_g, bg = model_files()
     if net_g is None:
         raise FileNotFoundError(f"EMO Upscale Face Video needs {CODEFORMER_FILE} (Hallo2's) in models/emo/: "
                                 f"{FETCH_HINT}.")
@@ -61,14 +72,28 @@ class EMOUpscaleFaceVideo:
                                                   "(closer to it). Hallo2's default: 0.5."}),
             },
             "optional": {
-                "background": (["auto", "realesrgan", "bicubic"], {
-                    "default": "auto", "tooltip": "The rest of the frame: RealESRGAN x2 (Hallo2's), bicubic, or auto: "
-                                                  "RealESRGAN when its file is in models/emo."}),
+                "background": (background_choices(), {
+                    "default": "auto", "tooltip": "The rest of the frame: RealESRGAN x2 (Hallo2's; listed when "
+                                                  f"{REALESRGAN_FILE} is in models/emo), bicubic, or auto: "
+                                                  "RealESRGAN when its file is there."}),
                 "blend": (["linear", "hallo2"], {
                     "default": "linear", "tooltip": "The 4 frames neighbouring chunks share: cross-faded, or as "
                                                     "Hallo2 (the earlier chunk's kept)."}),
             },
         }
+
+    @classmethod
+    def VALIDATE_INPUTS(cls, background: str = "auto"):
+        """Missing files are named before the graph runs, not after the sampler's hour."""
+        net_g, bg = model_files()
+        if net_g is None:
+            return f"EMO Upscale Face Video needs {CODEFORMER_FILE} (Hallo2's) in models/emo/: {FETCH_HINT}."
+        if background == "realesrgan" and bg is None:
+            return (f"EMO Upscale Face Video: background 'realesrgan' needs {REALESRGAN_FILE} in models/emo/: "
+                    f"{FETCH_HINT}; or choose auto or bicubic.")
+        if background not in ("auto", "realesrgan", "bicubic"):
+            return f"EMO Upscale Face Video: background must be auto, realesrgan or bicubic, not {background!r}."
+        return True
 
     @relays_warnings
     def upscale(self, frames: torch.Tensor, upscale: int, fidelity: float, background: str = "auto",

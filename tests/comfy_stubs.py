@@ -23,6 +23,7 @@ class State:
     progress: list = []
     loads: list = []
     preview: bool = False
+    previews: list = []  # the preview tuples sent with progress updates
     messages: list = []  # (event, data) sent to the frontend through PromptServer.send_sync
     free_memory: int = 16 * 2**30  # what core's get_free_memory reports
 
@@ -83,7 +84,7 @@ def install(models_dir: Path, output_dir: Path) -> State:
 
     # comfy.* -------------------------------------------------------------------
     state = State()
-    state.progress, state.loads, state.messages = [], [], []
+    state.progress, state.loads, state.messages, state.previews = [], [], [], []
     comfy = _module("comfy")
 
     def throw_if_interrupted():
@@ -118,18 +119,24 @@ def install(models_dir: Path, output_dir: Path) -> State:
             self.total = total or self.total
             self.current = value
             state.progress.append((value, self.total, preview is not None))
+            if preview is not None:
+                state.previews.append(preview)
             throw_if_interrupted()  # ComfyUI's progress hook is a cancel point
 
     comfy.utils = _module("comfy.utils", ProgressBar=ProgressBar)
     comfy.latent_formats = _module("comfy.latent_formats", SD15=type("SD15", (), {"scale_factor": 0.18215}))
     comfy.cli_args = _module("comfy.cli_args", args=types.SimpleNamespace(disable_metadata=False))
 
-    class Previewer:
+    class Previewer:  # core's Latent2RGB previewer (SD's factors, the picture at most --preview-size)
         def decode_latent_to_preview_image(self, fmt, x0):
             assert x0.ndim == 4
             return (fmt, None, 512)
 
-    _module("latent_preview", get_previewer=lambda device, fmt: Previewer() if state.preview else None)
+    class TAESDPreviewerImpl(Previewer):
+        pass
+
+    _module("latent_preview", get_previewer=lambda device, fmt: Previewer() if state.preview else None,
+            TAESDPreviewerImpl=TAESDPreviewerImpl, MAX_PREVIEW_RESOLUTION=512)
 
     class VideoFromFile:
         def __init__(self, file):

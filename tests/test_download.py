@@ -409,3 +409,21 @@ def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypat
     hub.requests.clear()
     assert loader().load(entry, "auto", "auto")[0].pipeline.config.name == "hallo"  # a saved workflow's entry
     assert hub.requests == []
+
+
+def test_the_separator_download_entry_from_inside_comfyui(hub, repositories, tmp_path):
+    """EMO Separate Vocals without Kim_Vocal_2.onnx lists 'download: separator'; queued, the entry fetches
+    Hallo's file into models/emo/audio_separator/, after which the list offers the file itself and the entry
+    finds it without asking the hub."""
+    import comfy_stubs
+
+    comfy_stubs.install(tmp_path / "models", tmp_path / "output")
+    node = comfy_stubs.load_pack().NODE_CLASS_MAPPINGS["EMOSeparateVocals"]
+    (entry,) = node.INPUT_TYPES()["required"]["model"][0]
+    assert entry.startswith("download: separator (~")
+    path = Path(node._path(entry))
+    assert path == tmp_path / "models" / "emo" / "audio_separator" / "Kim_Vocal_2.onnx"
+    assert path.read_bytes() == repositories[HALLO]["audio_separator/Kim_Vocal_2.onnx"]
+    assert node.INPUT_TYPES()["required"]["model"][0] == ["audio_separator/Kim_Vocal_2.onnx"]
+    hub.requests.clear()
+    assert node._path(entry) == str(path) and hub.requests == []

@@ -309,15 +309,30 @@ def test_buffalo_l_detector_is_used_but_not_its_other_arcface(tmp_path):
     assert analyzer.uses_onnx and analyzer.embedder is None
 
 
-def test_fallback_warning_comes_from_the_package_logger_and_names_the_folders(caplog):
+def test_face_models_notice_is_one_line_from_the_package_logger_once(caplog, tmp_path):
+    """Without the face models the analyzer finds faces silently; a caller whose model uses the identity
+    embedding asks for the notice: one line naming the command that fetches them, once per analyzer."""
     import logging
 
     analyzer = FaceAnalyzer([])
     with caplog.at_level(logging.WARNING):
         analyzer.faces(np.zeros((64, 64, 3), dtype=np.uint8))
-    record = next(r for r in caplog.records if "cascade detector" in r.getMessage())
-    assert record.name.endswith("face.analysis") and record.name != "root"
-    assert "models/insightface/models/antelopev2/" in record.getMessage() and "beside the model" in record.getMessage()
+        assert caplog.records == []
+        analyzer.notice_missing_identity("models/emo")
+        analyzer.notice_missing_identity("models/emo")
+    (record,) = caplog.records
+    message = record.getMessage()
+    assert record.name.endswith("face.analysis") and "\n" not in message and len(message) < 160
+    assert message.endswith("python -m emo_pipeline download face --to models/emo")
+    # with the face models there is nothing to say
+    folder = tmp_path / "face_analysis" / "models"
+    folder.mkdir(parents=True)
+    scrfd_model(folder / "scrfd_10g_bnkps.onnx")
+    arcface_model(folder / "glintr100.onnx", np.random.default_rng(0).standard_normal((3, 512)).astype(np.float32))
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        FaceAnalyzer([tmp_path]).notice_missing_identity("models/emo")
+    assert caplog.records == []
 
 
 def test_cascade_drops_skinless_extra_detections_but_not_faces():

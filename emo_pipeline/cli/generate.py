@@ -180,11 +180,15 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         key = (str(Path(args.image).resolve()), args.face_index, fraction, args.no_face_crop, id(pipe))
         if portraits is None or key not in portraits:
             folders = [Path(args.model), Path(args.model).parent] if args.model else []
-            face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, fraction, crop=not args.no_face_crop)
+            analyzer = FaceAnalyzer(folders)
+            uses_identity = pipe.config.uses_identity_embedding
+            if uses_identity:
+                analyzer.notice_missing_identity(folders[-1] if folders else "models/emo")
+            face = crop_to_face(image, analyzer, args.face_index, fraction, crop=not args.no_face_crop)
             print(f"Faces found: {face.faces_found}; identity embedding: "
-                  f"{'yes' if face.identity is not None else 'no'}")
+                  f"{'yes' if face.identity is not None and uses_identity else 'no'}")
             prepared = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
-                                             identity=face.identity)
+                                             identity=face.identity if uses_identity else None)
             if portraits is not None:
                 portraits[key] = (face, prepared)
         face, portrait = portraits[key] if portraits is not None else (face, prepared)

@@ -3,7 +3,8 @@
 With insightface's ONNX models (found in Hallo's download: face_analysis/models/scrfd_10g_bnkps.onnx
 and glintr100.onnx) it detects with SCRFD and embeds with ArcFace, as Hallo does. Without them it
 falls back to the LBP frontal-face cascade that ships inside scikit-image: a box only, no landmarks,
-and a zero identity embedding (Hallo's own no-face behaviour), with a warning that says what is lost.
+and a zero identity embedding (Hallo's own no-face behaviour). Callers whose model uses the identity
+embedding say so in one line (`notice_missing_identity`); for the others nothing is lost.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ ARCFACE_FILE = "glintr100.onnx"
 SEARCH_SUBDIRS = (".", "face_analysis/models", "face_analysis", "models", "models/antelopev2", "antelopev2",
                   "models/buffalo_l", "buffalo_l", "misc/face_analysis/models")
 SCRFD_FILES = (SCRFD_FILE, "det_10g.onnx")
-FALLBACK_WARNING = (
-    "Face analysis is using the built-in cascade detector: no landmarks and no identity embedding "
-    "(the model gets a zero embedding, so likeness is weaker, and lip masks are estimated from the face box). "
-    f"Put Hallo's face_analysis/models/{SCRFD_FILE} and {ARCFACE_FILE} in models/emo/ (ComfyUI) or beside the model "
-    "(command line) to restore them; in ComfyUI, insightface's antelopev2 set in models/insightface/models/antelopev2/ "
-    "(as identity packs keep it) is found too."
-)
 
 log = logging.getLogger(__name__)  # "emo_pipeline.face...": hosts can route it; not the root logger
+
+
+def face_models_notice(folder: str | Path) -> str:
+    """The one line for a model that uses the identity embedding when no ArcFace model is found."""
+    return (f"EMO: no face models ({SCRFD_FILE}, {ARCFACE_FILE}), so no identity embedding and weaker likeness; "
+            f"to fix: python -m emo_pipeline download face --to {folder}")
 
 
 @dataclass
@@ -86,7 +86,8 @@ class FaceAnalyzer:
         folders = [Path(f) for f in folders]
         self.detector = self.embedder = None
         scrfd, arcface = find_onnx(folders, *SCRFD_FILES), find_onnx(folders, ARCFACE_FILE)
-        if (scrfd or arcface) and importlib.util.find_spec("onnxruntime") is None:
+        self.runtime_missing = bool(scrfd or arcface) and importlib.util.find_spec("onnxruntime") is None
+        if self.runtime_missing:
             log.warning("Found insightface's face models but onnxruntime is not installed, so the built-in "
                             "detector is used: pip install onnxruntime (or onnxruntime-gpu) to use them.")
             scrfd = arcface = None
@@ -104,15 +105,19 @@ class FaceAnalyzer:
     def uses_onnx(self) -> bool:
         return self.detector is not None
 
+    def notice_missing_identity(self, folder: str | Path) -> None:
+        """Once per analyzer, for a caller whose model uses the identity embedding: the face models are
+        missing (when they are there but onnxruntime is not, the warning above already said so)."""
+        if self.embedder is None and not self.runtime_missing and not self.warned:
+            log.warning(face_models_notice(folder))
+            self.warned = True
+
     def faces(self, image: np.ndarray) -> list[FaceInfo]:
         """RGB uint8 [H, W, 3] → faces, largest first."""
         if self.detector is not None:
             boxes, scores, landmarks = self.detector.detect(image)
             faces = [FaceInfo(tuple(map(float, b)), float(s), k) for b, s, k in zip(boxes, scores, landmarks)]
         else:
-            if not self.warned:
-                log.warning(FALLBACK_WARNING)
-                self.warned = True
             faces = cascade_faces(image)
         faces.sort(key=lambda f: f.area, reverse=True)
         if self.embedder is not None:

@@ -36,11 +36,12 @@ def _to_crop(box: Box, crop: CropBox) -> Box:
 
 
 def crop_to_face(photo: torch.Tensor, analyzer: FaceAnalyzer, face_index: int = 0, face_fraction: float = 0.6,
-                 crop: bool = True) -> FaceCrop:
+                 crop: bool = True, region_given: bool = False) -> FaceCrop:
     """Find the faces (largest first), pick one, and crop the square around it.
 
     No face: the centred square of the photo, the whole of it as the face region and no identity,
-    which is what Hallo does. `crop=False` keeps the whole (square) photo and only analyses it.
+    which is what Hallo does, with a warning unless `region_given` (a face mask sets the region; the
+    analysis is only for the identity). `crop=False` keeps the whole (square) photo and only analyses it.
     """
     rgb = as_rgb(photo)
     h, w = rgb.shape[:2]
@@ -50,7 +51,8 @@ def crop_to_face(photo: torch.Tensor, analyzer: FaceAnalyzer, face_index: int = 
         raise ValueError(f"face_index {face_index} asks for face {face_index + 1}, but {len(faces)} face(s) were "
                          "found (0 is the largest).")
     if not faces:
-        log.warning("EMO: no face found in the portrait; using the whole image as the face region.")
+        if not region_given:
+            log.warning("EMO: no face found in the portrait; using the whole image as the face region.")
         side = min(h, w)
         box = CropBox((w - side) // 2, (h - side) // 2, side, w, h) if crop else CropBox(0, 0, max(h, w), w, h)
         return FaceCrop(crop_square(rgb, box), box, None, None, None, 0)
