@@ -50,6 +50,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import importlib
 import io
 import os
@@ -453,7 +454,7 @@ def compare_clips(config: EMOConfig, presets: list[str], rounds: int) -> None:
     runs.update({name: our_clip(pipe, inputs, portrait, name, weights) for name in presets})
     with torch.no_grad():
         for name, run in runs.items():
-            seconds, _ = timed(lambda: run(1))
+            seconds, _ = timed(functools.partial(run, 1))
             print(f"  warm-up (1 step) {name:8s} {seconds:8.1f} s", flush=True)
         times: dict[str, list[float]] = {name: [] for name in runs}
         frames: dict[str, torch.Tensor] = {}

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import ROOT, WatchedProcess
 
 ENVIRONMENT = ("torch", "python", "machine", "cpu", "threads", "cores", "load_average", "attention", "fp8",
