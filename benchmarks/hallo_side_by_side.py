@@ -21,6 +21,20 @@ predictions, max|ours - hallo| / max|hallo|, is printed with the times.
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --size 512 --frames 16 --repeats 3
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --flops        # 512², 16+2 frames, fp16
 
+`--whole-clip` times whole clips instead: Hallo's own FaceAnimatePipeline at its default.yaml
+(40 DDIM steps with its zero-SNR settings, cfg 3.5), called as scripts/inference.py calls it for a
+first clip (its audio projection, the portrait and two copies of it as motion frames), against our
+EMOPipeline.generate at each preset, on the same random weights, the same inputs and one random
+full-size VAE (the sd-vae-ft-mse layout) shared by both. After a one-step warm-up of each side, every
+round runs each side once (the order turning each round); the medians give the wall-time ratio per
+preset, printed beside the FLOP ratio of the same clips counted on meta tensors (emo_pipeline/cost.py;
+Hallo's clip is our quality clip with its denoising replaced by 40 of Hallo's own guided steps and two
+more VAE encodings). The relative difference of the quality preset's decoded frames from Hallo's is
+printed too (Hallo's reference features are kept in the network's precision, as in the one-step
+comparison). wav2vec is run by neither side (the features are given).
+
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --whole-clip --size 64 --frames 2 --rounds 3
+
 The network always has its full channel widths (SD1.5's 320/640/1280/1280): its fp32 weights
 take about 9.7 GB, held once. `--size` and `--frames` shrink only the inputs; the defaults finish
 in a few minutes on a small CPU. `--flops` counts one guided step of each network at the
@@ -426,10 +440,27 @@ def clip_flops(config: EMOConfig, presets: list[str], steps: int) -> dict[str, i
     return flops
 
 
-def compare_clips(config: EMOConfig, presets: list[str], rounds: int) -> None:
+class NetworkClock:
+    """Seconds spent inside a module's forward calls (forward hooks), summed until reset."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.seconds, self._start = 0.0, 0.0
+        module.register_forward_pre_hook(self._enter)
+        module.register_forward_hook(self._leave)
+
+    def _enter(self, *_) -> None:
+        self._start = time.perf_counter()
+
+    def _leave(self, *_) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
+def compare_clips(config: EMOConfig, presets: list[str], rounds: int, steps_run: int | None = None) -> None:
     """Whole clips: Hallo's own pipeline at its default (default.yaml: 40 DDIM steps, cfg 3.5) and ours at
     each preset, on the same random weights and inputs, in rounds that run every side once (the order
-    turning each round), after a one-step warm-up of each; medians of the wall times beside the FLOPs."""
+    turning each round), after a one-step warm-up of each; medians of the wall times beside the FLOPs.
+    `steps_run`: run that many steps of each clip (a whole number of DeepCache cycles for fast) and scale the
+    time spent in the denoising network to the clip's own steps, the rest of the clip counted as measured."""
     path = hallo_checkout()
     hallo, settings = import_hallo(path), hallo_inference_settings(path)
     weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
@@ -452,6 +483,16 @@ def compare_clips(config: EMOConfig, presets: list[str], rounds: int) -> None:
     portrait = make_portrait(inputs)
     runs = {"hallo": hallo_clip(hallo_net, vae, settings, inputs, portrait)}
     runs.update({name: our_clip(pipe, inputs, portrait, name, weights) for name in presets})
+    clocks = {"hallo": NetworkClock(hallo_net.denoising_unet)}
+    clocks.update(dict.fromkeys(presets, NetworkClock(pipe.net.denoising_unet)))
+    steps = {"hallo": settings["inference_steps"]}
+    steps.update({name: resolve_options(SamplingOptions(preset=name), config).steps for name in presets})
+    cycle = {name: resolve_options(SamplingOptions(preset=name), config).cache_interval for name in presets}
+    run_steps = {name: min(n, -(-steps_run // cycle.get(name, 1)) * cycle.get(name, 1)) if steps_run else n
+                 for name, n in steps.items()}
+    if steps_run:
+        print("steps run, the denoising network's time scaled to the clip's steps: " + ", ".join(
+            f"{name} {run_steps[name]} of {n}" for name, n in steps.items()), flush=True)
     with torch.no_grad():
         for name, run in runs.items():
             seconds, _ = timed(functools.partial(run, 1))
@@ -461,25 +502,34 @@ def compare_clips(config: EMOConfig, presets: list[str], rounds: int) -> None:
         names = list(runs)
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
-                seconds, out = timed(runs[name])
-                times[name].append(seconds)
+                clocks[name].seconds = 0.0
+                seconds, out = timed(functools.partial(runs[name], run_steps[name]))
+                network = clocks[name].seconds
+                scaled = seconds + network * (steps[name] / run_steps[name] - 1)
+                times[name].append(scaled)
                 frames.setdefault(name, out)
-                print(f"  round {r + 1} {name:8s} {seconds:8.1f} s  (load average {os.getloadavg()[0]:.1f})",
+                print(f"  round {r + 1} {name:8s} {seconds:8.1f} s, of which {network:.1f} s in the denoising "
+                      f"network; {steps[name]} steps: {scaled:8.1f} s  (load average {os.getloadavg()[0]:.1f})",
                       flush=True)
+            print_clip_table(times, flops, steps, r + 1)
     if "quality" in frames:
         a, b = frames["hallo"], frames["quality"]
-        print(f"quality preset vs Hallo, decoded frames {list(b.shape)}: max|ours - hallo| / max|hallo| = "
-              f"{(b - a).abs().max() / a.abs().max():.2e}")
+        print(f"quality preset vs Hallo ({run_steps['quality']} DDIM steps each), decoded frames {list(b.shape)}: "
+              f"max|ours - hallo| / max|hallo| = {(b - a).abs().max() / a.abs().max():.2e}")
+    print(f"machine at the end: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def print_clip_table(times: dict[str, list[float]], flops: dict[str, int], steps: dict[str, int], runs: int) -> None:
     hallo_s = statistics.median(times["hallo"])
-    print(f"\nmedians of {rounds} run(s) per side; ratios are ours / Hallo's own code (below 1: ours is faster)")
+    print(f"\nmedians of {runs} run(s) per side; ratios are ours / Hallo's own code (below 1: ours is faster)")
     print("| ours | steps | Hallo s | ours s | wall-time ratio | FLOP ratio |")
     print("|---|---|---|---|---|---|")
-    for name in presets:
-        steps = resolve_options(SamplingOptions(preset=name), config).steps
-        ours_s = statistics.median(times[name])
-        print(f"| {name} | {steps} | {hallo_s:.1f} | {ours_s:.1f} | {ours_s / hallo_s:.3f} | "
-              f"{flops[name] / flops['hallo']:.3f} |")
-    print(f"machine at the end: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+    for name, values in times.items():
+        if name != "hallo":
+            ours_s = statistics.median(values)
+            print(f"| {name} | {steps[name]} | {hallo_s:.1f} | {ours_s:.1f} | {ours_s / hallo_s:.3f} | "
+                  f"{flops[name] / flops['hallo']:.3f} |")
+    print(flush=True)
 
 
 # ---------------------------------------------------------------------------- FLOPs
@@ -610,13 +660,15 @@ def main() -> None:
                              "(fp32; --size and --frames as above)")
     parser.add_argument("--presets", default=",".join(PRESETS), help="--whole-clip: ours, comma-separated")
     parser.add_argument("--rounds", type=int, default=3, help="--whole-clip: timed runs of each side")
+    parser.add_argument("--steps-run", type=int, help="--whole-clip: run this many steps per clip and scale the "
+                                                      "denoising network's time to the clip's steps (default: all)")
     args = parser.parse_args()
     if args.flops:
         print_flops(hallo_config())
         return
     config = hallo_config().with_overrides(sample_size=args.size, frames_per_clip=args.frames)
     if args.whole_clip:
-        compare_clips(config, args.presets.split(","), args.rounds)
+        compare_clips(config, args.presets.split(","), args.rounds, args.steps_run)
     else:
         compare(config, DTYPES[args.dtype], args.repeats)
 
