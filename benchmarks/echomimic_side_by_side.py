@@ -37,11 +37,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from echomimic_reference import build_networks, load_echomimic, run_pipeline, state_dicts, tiny_vae  # noqa: E402
 from reference_common import relative  # noqa: E402
 
+from emo_pipeline.audio.features import AudioFeatures  # noqa: E402
 from emo_pipeline.audio.whisper import frame_tokens  # noqa: E402
 from emo_pipeline.config import echomimic_acc_config, echomimic_config  # noqa: E402
-from emo_pipeline.context_windows import WindowConditions  # noqa: E402
 from emo_pipeline.models import EMONet  # noqa: E402
-from emo_pipeline.pipeline import AudioFeatures, Denoiser, EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
+from emo_pipeline.sampling.context_windows import WindowConditions  # noqa: E402
+from emo_pipeline.sampling.denoiser import Denoiser  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 from emo_pipeline.tiny import tiny_whisper  # noqa: E402
 
 

@@ -25,7 +25,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 EXACT = {"steps": 40}  # Hallo's sampling: DDIM, guidance on every step
 MODES = {
@@ -49,7 +49,7 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def demo_fidelity(modes: list[str], model: Path, seed: int) -> list[dict]:
     from emo_pipeline.components import load_pipeline
-    from emo_pipeline.training.demo import _generate_held_out
+    from emo_pipeline.training.demo import generate_held_out
     from emo_pipeline.training.synthetic import make_dataset, mouth_opening
 
     results, exact_video = [], None
@@ -62,7 +62,7 @@ def demo_fidelity(modes: list[str], model: Path, seed: int) -> list[dict]:
             started = time.perf_counter()
             videos, measured, labels = [], [], []
             for clip in clips:
-                video, meta, _ = _generate_held_out(pipe, clip, seed=seed, head_speed=0.0, **mode)
+                video, meta, _ = generate_held_out(pipe, clip, seed=seed, head_speed=0.0, **mode)
                 videos.append(video)
                 measured.append(mouth_opening(video, meta["face_box"]).numpy())
                 labels.append(np.array(meta["mouth_open"][: len(video)]))

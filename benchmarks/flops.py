@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import preset  # noqa: E402
 from emo_pipeline.cost import STAGES, full_size_pipeline, video_flops  # noqa: E402
-from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 MODES = {
     "quality (Hallo's default)": (SamplingOptions(preset="quality"), False),

@@ -83,10 +83,14 @@ from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from emo_pipeline.audio.features import AudioFeatures  # noqa: E402
 from emo_pipeline.config import EMOConfig, hallo_config  # noqa: E402
-from emo_pipeline.pipeline import AudioFeatures, Denoiser, EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
 from emo_pipeline.portrait import Portrait, prepare_portrait  # noqa: E402
-from emo_pipeline.presets import PRESETS, resolve_options  # noqa: E402
+from emo_pipeline.sampling.denoiser import Denoiser  # noqa: E402
+from emo_pipeline.sampling.motion_frames import MotionFrameConditions  # noqa: E402
+from emo_pipeline.sampling.presets import PRESETS, resolve_options  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 SEED = 0
 WEIGHT_STD = 0.02
@@ -319,15 +323,14 @@ def our_guided_step(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, r
     opts = resolve_options(SamplingOptions(frames_per_clip=inputs.frames, motion_frames=cfg.motion_frames,
                                            guidance_scale=guidance, region_weights=tuple(region_weights)), cfg)
     audio = AudioFeatures(torch.zeros(1), inputs.audio, inputs.frames, cfg.fps, inputs.frames)
-    conds = pipe.static_conditions(portrait, True)
+    conditions = MotionFrameConditions(pipe, portrait, inputs.ref_latents[:1], opts, True)
     # Motion frames are given as latents: the previous frames' pixels only stand in for them, and
     # encode_images (the VAE) hands out the given motion latents instead.
     n = cfg.motion_frames
     previous = torch.zeros(n, cfg.sample_size, cfg.sample_size, 3, device=pipe.device, dtype=pipe.dtype) if n else None
     pipe.encode_images = lambda pixels: inputs.ref_latents[1:1 + len(pixels)]
     try:
-        cond = pipe.clip_conditions(portrait, inputs.ref_latents[:1], conds, audio, 0, previous, opts, True,
-                                    torch.Generator().manual_seed(SEED))
+        cond = conditions(audio, 0, previous, torch.Generator().manual_seed(SEED))
     finally:
         del pipe.encode_images
     denoise = Denoiser(pipe.net.denoising_unet, cond, True, guidance, False, None)

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import hallo_config  # noqa: E402
-from emo_pipeline.loading import expected_shapes, network_metadata, write_safetensors  # noqa: E402
+from emo_pipeline.io.loading import expected_shapes, network_metadata, write_safetensors  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -51,7 +51,7 @@ def peak_rss() -> int:
 
 
 def child(path: str, dtype: str) -> None:
-    from emo_pipeline.loading import load_net
+    from emo_pipeline.io.loading import load_net
 
     base = peak_rss()
     start = time.perf_counter()

@@ -40,14 +40,16 @@ sys.path.insert(0, str(ROOT / "tests"))
 from make_memo_keys import MEMO_DIFFUSION_NET_CONFIG, MEMO_REFERENCE_NET_CONFIG, load_memo  # noqa: E402
 from reference_common import quiet, relative  # noqa: E402
 
+from emo_pipeline.audio.encoder import AudioEncoder  # noqa: E402
+from emo_pipeline.audio.features import AudioFeatures  # noqa: E402
 from emo_pipeline.config import memo_config  # noqa: E402
 from emo_pipeline.families import EMOTIONS  # noqa: E402
-from emo_pipeline.loading import MEMO_PARTS  # noqa: E402
+from emo_pipeline.io.loading import MEMO_PARTS  # noqa: E402
 from emo_pipeline.models import EMONet  # noqa: E402
-from emo_pipeline.pipeline import AudioFeatures, EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
 from emo_pipeline.portrait import Portrait, region_masks  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 from emo_pipeline.tiny import randomize_, tiny_vae, tiny_wav2vec  # noqa: E402
-from emo_pipeline.audio.encoder import AudioEncoder  # noqa: E402
 
 
 def build_memo(memo, inflated: bool):

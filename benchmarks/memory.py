@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import preset  # noqa: E402
 from emo_pipeline.cost import clip_memory  # noqa: E402
-from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 # name → (sampling options, low_vram, fp8 weights)
 MODES = {

@@ -1,4 +1,4 @@
-"""What a render's kept progress (emo_pipeline/render_state.py) weighs at 512², computed from the
+"""What a render's kept progress (emo_pipeline/io/render_state.py) weighs at 512², computed from the
 shapes (nothing is rendered): the frames' bound and each family's carry, per minute of video.
 
     python benchmarks/resume_state_size.py
@@ -19,8 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import echomimic_config, hallo_config, memo_config  # noqa: E402
 from emo_pipeline.cost import full_size_pipeline  # noqa: E402
-from emo_pipeline.pipeline import SamplingOptions  # noqa: E402
-from emo_pipeline.presets import resolve_options  # noqa: E402
+from emo_pipeline.sampling.memo_memory import MemoryConditions  # noqa: E402
+from emo_pipeline.sampling.presets import resolve_options  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 MIB = 2**20
 
@@ -34,11 +35,10 @@ def memo_memory_bytes(dtype: torch.dtype) -> int:
     portrait = pipe.prepare_portrait(torch.rand(size, size, 3), face_box=(0.25, 0.2, 0.75, 0.8)).to("meta", dtype)
     ref_latent = torch.empty(1, 4, size // 8, size // 8, device="meta", dtype=dtype)
     use_cfg = opts.guidance_scale > 1
-    conds = pipe.static_conditions(portrait, use_cfg)
+    conditions = MemoryConditions(pipe, portrait, ref_latent, opts, use_cfg)
     previous = torch.empty(opts.motion_frames, size, size, 3, device="meta")
     pipe.encode_images = lambda pixels: torch.empty(len(pixels), 4, size // 8, size // 8, device="meta", dtype=dtype)
-    _, memory = pipe._reference_features(portrait, ref_latent, previous, opts.motion_frames, conds["identity"],
-                                         use_cfg, opts.frames_per_clip, torch.Generator(), None)
+    _, _, memory = conditions.reference_features(previous, torch.Generator())
     return sum(m.kv.numel() * m.kv.element_size() + m.z.numel() * m.z.element_size() for ms in memory for m in ms)
 
 

@@ -25,7 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import preset  # noqa: E402
 from emo_pipeline.demo_inputs import drawn_portrait, speech_like_audio  # noqa: E402
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 # mode → (sampling preset, low_vram, fp8 weights)

@@ -35,7 +35,7 @@ import torch
 
 from .audio.encoder import AudioEncoder
 from .config import EMOConfig
-from .loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, memo_folder, open_network
+from .io.loading import PICKLE_SUFFIXES, config_for, is_echomimic_entry, load_net, memo_folder, open_network
 from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
 

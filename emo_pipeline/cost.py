@@ -23,8 +23,12 @@ from torch.utils.weak import WeakIdKeyDictionary
 from .audio.encoder import frame_count
 from .config import EMOConfig
 from .models.deep_cache import DeepFeatureCache
-from .pipeline import Denoiser, EMOPipeline, SamplingOptions
-from .presets import resolve_options, step_plan
+from .pipeline import EMOPipeline
+from .sampling.context_windows import WindowConditions, context_windows
+from .sampling.denoiser import LOW_VRAM_SCORE_BUDGET, Denoiser
+from .sampling.loops import loop_for
+from .sampling.presets import resolve_options, step_plan
+from .sampling.steps import SamplingOptions
 
 STAGES = ("audio encoder", "portrait", "audio projection", "reference net", "vae encode",
           "denoiser, conditional rows", "denoiser, unconditional rows", "vae decode")
@@ -136,21 +140,20 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
     generator = torch.Generator().manual_seed(0)
 
     speech = torch.zeros(round(seconds * rate), device=pipe.device)
-    stages["audio encoder"], _, audio = count_flops(pipe._encode_speech, speech, fps, f)
+    stages["audio encoder"], _, audio = count_flops(pipe.encode_speech, speech, fps, f)
     portrait = _probe_portrait(cfg).to(pipe.device, pipe.dtype)
 
-    def static():
+    def static():  # the conditions' identity tokens and face-locator features are made once per video
         ref_latent = pipe.encode_images(portrait.pixels[None])
-        return ref_latent, pipe.static_conditions(portrait, use_cfg)
+        return loop_for(cfg.spec.sampling).conditions(pipe, portrait, ref_latent, opts, use_cfg)
 
-    stages["portrait"], _, (ref_latent, conds) = count_flops(static)
+    stages["portrait"], _, conditions = count_flops(static)
     size = cfg.sample_size
     later = torch.zeros(max(n, 1), size, size, 3, device=pipe.device, dtype=pipe.dtype)
     for clip, previous, repeats in ((0, None, 1), (1, later if n else None, clips - 1)):
         if repeats <= 0:
             continue
-        _, by_module, cond = count_flops(pipe.clip_conditions, portrait, ref_latent, conds, audio, clip, previous,
-                                         opts, use_cfg, generator)
+        _, by_module, cond = count_flops(conditions, audio, clip, previous, generator)
         for name, value in by_module.items():
             stages[_PREPARATION_STAGES[name]] += value * repeats
 
@@ -194,8 +197,6 @@ def video_flops(pipe: EMOPipeline, options: SamplingOptions, seconds: float, fps
 def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: float, fps: float) -> VideoFlops:
     """video_flops for context-window sampling: one ReferenceNet pass and one portrait per video;
     every step runs the Backbone on each window."""
-    from .context_windows import WindowConditions, context_windows
-
     cfg = pipe.config
     rate = cfg.audio_sample_rate
     frames = frame_count(round(seconds * rate), rate, fps)
@@ -336,7 +337,6 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
     from torch._subclasses.fake_tensor import FakeTensorMode
 
     from .models.attention import attention_score_budget
-    from .pipeline import LOW_VRAM_SCORE_BUDGET
 
     config = pipe_or_config if isinstance(pipe_or_config, EMOConfig) else pipe_or_config.config
     probe = _probe_portrait(config)
@@ -359,15 +359,14 @@ def clip_memory(pipe_or_config: EMOPipeline | EMOConfig, options: SamplingOption
             with tracker, torch.no_grad(), attention_score_budget(budget):
                 return _window_memory(pipe, probe, opts, plan, tracker, weights)
         with tracker, torch.no_grad(), attention_score_budget(budget):
-            audio = pipe._encode_speech(torch.zeros(round(cfg.audio_sample_rate * f / cfg.fps)), cfg.fps, f)
+            audio = pipe.encode_speech(torch.zeros(round(cfg.audio_sample_rate * f / cfg.fps)), cfg.fps, f)
             portrait = probe.to(pipe.device, dtype)
             ref_latent = pipe.encode_images(portrait.pixels[None])
-            conds = pipe.static_conditions(portrait, use_cfg)
+            conditions = loop_for(cfg.spec.sampling).conditions(pipe, portrait, ref_latent, opts, use_cfg)
             previous = torch.zeros(max(opts.motion_frames, 1), cfg.sample_size, cfg.sample_size, 3)
             baseline = tracker.live
             tracker.reset()
-            cond = pipe.clip_conditions(portrait, ref_latent, conds, audio, 1, previous, opts, use_cfg,
-                                        torch.Generator().manual_seed(0))
+            cond = conditions(audio, 1, previous, torch.Generator().manual_seed(0))
             reference_peak = tracker.peak
             denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, low_vram,
                                DeepFeatureCache() if opts.cache_interval > 1 else None)
@@ -400,8 +399,6 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
                    weights: int) -> ClipMemory:
     """clip_memory for context-window sampling: the per-video preparation (ReferenceNet), one window's
     Backbone call and one decode chunk. The whole video's latents come on top (see `video_latent_bytes`)."""
-    from .context_windows import WindowConditions
-
     cfg, dtype, f = pipe.config, pipe.dtype, opts.frames_per_clip
     use_cfg = opts.guidance_scale > 1.0
     portrait = probe.to(pipe.device, dtype)

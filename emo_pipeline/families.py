@@ -39,7 +39,8 @@ class Family:
     cross_attention_scale: float
     reference_cross_attention: bool  # whether the ReferenceNet's blocks have attn2 (and its norm2) at all
     face_locator_in_channels: int  # 0: no face locator (MEMO)
-    sampling: str  # "motion_frames" | "context_windows"
+    # the sampling loop (sampling/loops.py): "motion_frames" | "memory" (MEMO) | "context_windows" (EchoMimic)
+    sampling: str
     # "joined": motion-frame features join each temporal module's sequence (Hallo, EMO);
     # "memory": they only feed a decayed memory of past frames (MEMO)
     motion_route: str = "joined"
@@ -72,7 +73,7 @@ FAMILIES: dict[str, Family] = {
     "memo": Family(
         name="memo", title="MEMO", audio_encoder="wav2vec2", audio_route="joint_audio",
         cross_attention_scale=1.0, reference_cross_attention=True,
-        face_locator_in_channels=0, sampling="motion_frames", motion_route="memory", noise="flow",
+        face_locator_in_channels=0, sampling="memory", motion_route="memory", noise="flow",
         gpu_precision="bf16",
     ),
 }

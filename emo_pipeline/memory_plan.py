@@ -11,11 +11,16 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .config import EMOConfig
-from .pipeline import Callbacks, SamplingOptions
+from .sampling.steps import Callbacks, SamplingOptions
+
+if TYPE_CHECKING:
+    from .pipeline import EMOPipeline
 
 MODES = ("normal", "low_vram", "low_vram_fp8")
 MARGIN = 0.15  # of the counted peak
@@ -48,6 +53,22 @@ def needed(counted: int) -> int:
 
 _clips: dict[tuple, object] = {}  # counts take seconds at full size: once per model, settings and mode
 _decodes: dict[tuple, int] = {}
+_activations: dict[tuple, int] = {}
+
+
+def memory_required(pipe: "EMOPipeline", options: SamplingOptions, num_frames: int = 0) -> int:
+    """Bytes a render of `num_frames` frames needs on the device besides the weights: the largest stage of one
+    clip (ReferenceNet, a denoising step, a VAE decode chunk) for this pipeline's architecture, precision and
+    memory mode and these (resolved) options, and for context-window models the whole video's latents. Counted on
+    fake tensors, once per model and settings (a few seconds at full size)."""
+    from .cost import clip_memory, video_latent_bytes
+
+    key = (pipe.config.to_json(), pipe.dtype, pipe.low_vram, options.steps, options.guidance_scale,
+           options.frames_per_clip, options.motion_frames, options.guidance_interval, options.cache_interval,
+           options.decode_chunk_size, options.preset)
+    if key not in _activations:
+        _activations[key] = clip_memory(pipe, options).activations
+    return _activations[key] + video_latent_bytes(pipe.config, num_frames, pipe.dtype)
 
 
 def counted_peak(config: EMOConfig, options: SamplingOptions, dtype: torch.dtype, mode: str, decode_chunk: int,
@@ -98,7 +119,7 @@ FAR_BELOW = 10
 
 def weight_bytes(config: EMOConfig, dtype: torch.dtype) -> int:
     """The network's weights in `dtype`, from its config's shapes (nothing is built)."""
-    from .loading import expected_shapes
+    from .io.loading import expected_shapes
 
     itemsize = torch.empty(0, dtype=dtype).element_size()
     return sum(torch.Size(s).numel() for s in expected_shapes(config).values()) * itemsize
@@ -118,6 +139,22 @@ def _reason(mode: str, chunk: int, peak: int, free: int, counted: dict[str, int]
     decode = f", VAE decode {chunk} frame{'s' if chunk > 1 else ''} at a time" if mode == "normal" else ""
     return (f"auto: {_label(mode)}{decode}: counted peak {_gib(peak)} +{MARGIN:.0%} margin fits in {_gib(free)} "
             f"free{why}")
+
+
+def plan_for_network(network: str | Path | None, device: torch.device, free: int, dtype: torch.dtype | None,
+                     options: SamplingOptions | None = None) -> MemoryPlan:
+    """`plan_memory` for the network file or model folder `network` (its config read from the file, no weights
+    loaded; None: the tiny random-weight model) on `device`; `dtype` None: the family's own there."""
+    from .components import default_dtype, find_net
+    from .config import tiny_config
+    from .io.loading import config_for, open_network
+
+    if network is None:
+        config = tiny_config()
+    else:
+        with open_network(find_net(Path(network))) as reader:
+            config = config_for(reader)
+    return plan_memory(config, free, dtype or default_dtype(config, device), options)
 
 
 def free_memory(device: torch.device | str) -> int:

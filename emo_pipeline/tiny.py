@@ -91,7 +91,7 @@ def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOCon
                             seed: int = 0) -> Path:
     """A complete tiny model on disk in the documented layout: <root>/<name>/net.safetensors,
     <root>/vae/ and <root>/wav2vec/. Returns the network file."""
-    from .loading import save_net
+    from .io.loading import save_net
 
     root = Path(root)
     net, vae, encoder = tiny_components(config, seed)
@@ -174,7 +174,7 @@ def write_tiny_memo_folder(root: str | Path, config: EMOConfig | None = None, se
     import json
 
     from .config import tiny_memo_config
-    from .loading import MEMO_PARTS, MEMO_WEIGHTS, write_safetensors
+    from .io.loading import MEMO_PARTS, MEMO_WEIGHTS, write_safetensors
 
     root = Path(root)
     config = config or tiny_memo_config()

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from diffusers import AutoencoderKL
 
-from .loading import CheckpointError, CheckpointReader, compare_keys, folder_model_error, read_json_object
+from .io.loading import CheckpointError, CheckpointReader, compare_keys, folder_model_error, read_json_object
 
 # stabilityai/sd-vae-ft-mse config.json (the SD1.5 VAE shape).
 SD_VAE_CONFIG = {

@@ -16,10 +16,11 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..emo_pipeline.download import DOWNLOADS, Download, download, human_size, missing_files
-from ..emo_pipeline.download.catalogue import HubFile
+from ..emo_pipeline.io.download import DOWNLOADS, Download, download, human_size, missing_files
+from ..emo_pipeline.io.download.catalogue import HubFile
 
 PREFIX = "download: "
+BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
 log = logging.getLogger(__name__)
 
 
@@ -37,8 +38,6 @@ def requested(choice: str) -> Download | None:
 
 def target_folder(folder: str = "emo") -> Path:
     """Where downloads go: the first configured `emo` folder that is not the pack's own bundled models."""
-    from .model_loader import BUNDLED
-
     for path in folder_paths.get_folder_paths(folder):
         if Path(path).resolve() != BUNDLED.resolve():
             return Path(path)

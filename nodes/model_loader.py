@@ -13,12 +13,12 @@ import comfy.model_management as mm
 import folder_paths
 from comfy.model_patcher import ModelPatcher
 
-from ..emo_pipeline.components import PRECISIONS, default_dtype, find_net, load_pipeline
-from ..emo_pipeline.download import FAMILIES
-from ..emo_pipeline.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES, config_for, open_network
-from ..emo_pipeline.memory_plan import MemoryPlan, plan_memory
+from ..emo_pipeline.components import PRECISIONS, load_pipeline
+from ..emo_pipeline.io.download import FAMILIES
+from ..emo_pipeline.io.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
+from ..emo_pipeline.memory_plan import MemoryPlan, plan_for_network
 from ..emo_pipeline.pipeline import EMOPipeline
-from .downloads import catalogue_file, choices, entry, fetch, requested, target_folder
+from .downloads import BUNDLED, catalogue_file, choices, entry, fetch, requested, target_folder
 from .notify import relays_warnings
 
 FOLDER = "emo"
@@ -36,8 +36,6 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
 ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
 SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers"}
 
-
-BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
 
 # MEMO downloads that other packs keep in ComfyUI's models/checkpoints (e.g. checkpoints/memo/, as
 # ComfyUI-IF_MemoAvatar does) are offered too, under this prefix.
@@ -165,10 +163,7 @@ class EMOModel:
 
 def plan_memory_for(path: str, device: torch.device, dtype: torch.dtype | None) -> MemoryPlan:
     """memory_mode auto: the model's family sampling fitted into the free memory ComfyUI reports for the device."""
-    net = find_net(Path(path))
-    with open_network(net) as reader:
-        config = config_for(reader)
-    return plan_memory(config, int(mm.get_free_memory(device)), dtype or default_dtype(config, device))
+    return plan_for_network(path, device, int(mm.get_free_memory(device)), dtype)
 
 
 class LoadEMOModel:

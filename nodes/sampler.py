@@ -11,29 +11,16 @@ import comfy.model_management as mm
 import comfy.utils
 import latent_preview
 
-from ..emo_pipeline.cost import clip_memory, video_latent_bytes
 from ..emo_pipeline.families import EMOTIONS
-from ..emo_pipeline.pipeline import Callbacks, GenerationCancelled, SamplingOptions
-from ..emo_pipeline.presets import PRESETS, resolve_options
-from ..emo_pipeline.schedulers import SCHEDULERS
+from ..emo_pipeline.memory_plan import memory_required
+from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
+from ..emo_pipeline.sampling.schedulers import SCHEDULERS
+from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .notify import relays_warnings
 
 
 PRESET_CHOICES = ["custom", *PRESETS]
 AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
-_activations: dict[tuple, int] = {}
-
-
-def activation_bytes(pipeline, options: SamplingOptions) -> int:
-    """Peak memory of one clip besides the weights (ReferenceNet, a denoising step, a VAE decode
-    chunk), counted on fake tensors of this model and these settings, for ComfyUI's memory
-    planning. Counted once per model and settings (a few seconds at full size)."""
-    key = (pipeline.config.to_json(), pipeline.dtype, pipeline.low_vram, options.steps, options.guidance_scale,
-           options.frames_per_clip, options.motion_frames, options.guidance_interval, options.cache_interval,
-           options.decode_chunk_size, options.preset)
-    if key not in _activations:
-        _activations[key] = clip_memory(pipeline, options).activations
-    return _activations[key]
 
 
 class EMOSampler:
@@ -161,9 +148,7 @@ def iter_frames(model, reference, audio, seed, steps, cfg, frames_per_clip, moti
         decode_chunk_size=min(decode_chunk, model.plan.decode_chunk) if getattr(model, "plan", None) else decode_chunk,
         head_speed=head_speed if config.has_speed_layers else None, emotion=emotion, **knobs), config)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
-    memory = activation_bytes(model.pipeline, options) + video_latent_bytes(config, audio.num_frames,
-                                                                            model.pipeline.dtype)
-    pipeline = model.load("net", "vae", memory_required=memory)
+    pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options, audio.num_frames))
     if resume is not None:
         options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // f)

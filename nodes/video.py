@@ -9,7 +9,7 @@ import os
 import folder_paths
 from comfy.cli_args import args
 
-from ..emo_pipeline.media import VideoWriter
+from ..emo_pipeline.io.media import VideoWriter
 from .notify import relays_warnings
 
 

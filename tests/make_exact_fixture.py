@@ -20,7 +20,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from conftest import speech_like  # noqa: E402
 from emo_pipeline.config import tiny_config, tiny_emo_config  # noqa: E402
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions  # noqa: E402
+from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
+from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 from emo_pipeline.tiny import tiny_components  # noqa: E402
 
 FIXTURE = ROOT / "tests" / "data" / "exact_frames.safetensors"

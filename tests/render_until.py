@@ -11,7 +11,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import emo_pipeline.__main__ as cli  # noqa: E402
+import emo_pipeline.cli.generate as cli  # noqa: E402
+from emo_pipeline.cli import main as cli_main  # noqa: E402
 
 
 def main() -> int:
@@ -25,7 +26,7 @@ def main() -> int:
             threading.Event().wait()  # until killed
 
     cli._progress = progress_until
-    return cli.main(sys.argv[2:])
+    return cli_main(sys.argv[2:])
 
 
 if __name__ == "__main__":

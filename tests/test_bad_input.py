@@ -7,7 +7,8 @@ import torch
 
 from conftest import speech_like
 from emo_pipeline.config import EMOConfig, tiny_config
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions, check_dtype_supported
+from emo_pipeline.pipeline import check_dtype_supported, EMOPipeline
+from emo_pipeline.sampling.steps import SamplingOptions
 
 
 def test_empty_audio_is_refused(tiny_pipeline):

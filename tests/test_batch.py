@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, WatchedProcess, machine_slowness, speech_like
-from emo_pipeline.__main__ import generate_defaults, main
-from emo_pipeline.batch import Job, assign, read_jobs
-from emo_pipeline.media import read_video_info, write_video
+from emo_pipeline.cli import main
+from emo_pipeline.cli.batch import Job, assign, read_jobs
+from emo_pipeline.cli.parser import generate_defaults
+from emo_pipeline.io.media import read_video_info, write_video
 
 
 def write_wav(path: Path, seconds: float) -> Path:
@@ -151,7 +152,7 @@ def test_one_model_load_and_one_portrait_preparation_per_photo(tmp_path, monkeyp
     import numpy as np
     from PIL import Image
 
-    import emo_pipeline.__main__ as cli
+    import emo_pipeline.cli.generate as cli
     from emo_pipeline.pipeline import EMOPipeline
 
     Image.fromarray((np.random.default_rng(0).random((80, 80, 3)) * 255).astype(np.uint8)).save(tmp_path / "p.png")
@@ -219,7 +220,7 @@ def test_an_overlong_line_is_refused_without_being_read_whole_or_echoed(tmp_path
         f.write(json.dumps({"audio": "a.wav", "out": "a.mp4"}) + "\n")
         f.write('{"audio": "a.wav", "out": "' + "x" * (100 << 20) + '.mp4"}\n')
         f.write(json.dumps({"audio": "a.wav", "out": "b.mp4", "seed": "one"}) + "\n")
-    child = ("import resource, sys\nfrom emo_pipeline.__main__ import main\n"
+    child = ("import resource, sys\nfrom emo_pipeline.cli import main\n"
              "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
              f"code = main(['batch', {str(jobs)!r}, '--out-dir', {str(tmp_path / 'out')!r}])\n"
              "print(code, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n")

@@ -79,11 +79,11 @@ def test_benchmark_table_on_the_cpu(tmp_path):
     for key in ENVIRONMENT:
         assert f"{key}: {env[key]}" in environment_line
     # the counted peak is what cost.clip_memory counts for that pipeline (activations: the weights were resident)
-    from emo_pipeline.benchmark import _pipeline
+    from emo_pipeline.cli.benchmark import _pipeline
     from emo_pipeline.config import preset
     from emo_pipeline.cost import clip_memory
-    from emo_pipeline.pipeline import SamplingOptions
-    from emo_pipeline.presets import resolve_options
+    from emo_pipeline.sampling.presets import resolve_options
+    from emo_pipeline.sampling.steps import SamplingOptions
 
     config = preset("tiny")
     pipe = _pipeline(config, torch.device("cpu"), torch.float32, "low_vram_fp8", None)

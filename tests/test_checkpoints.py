@@ -7,8 +7,9 @@ import torch
 
 from conftest import speech_like
 from emo_pipeline.config import tiny_config
-from emo_pipeline.loading import CheckpointError, describe_checkpoint, load_net, save_net
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
+from emo_pipeline.io.loading import CheckpointError, describe_checkpoint, load_net, save_net
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_net
 
 
@@ -104,7 +105,7 @@ def test_inspect_describes_family_and_keys(tmp_path):
 
 
 def test_converted_pth_gives_bit_identical_frames(tiny_pipeline, tiny_portrait, tmp_path):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     torch.save(tiny_pipeline.net.state_dict(), tmp_path / "net.pth")
     out = tmp_path / "net.safetensors"
@@ -117,7 +118,7 @@ def test_converted_pth_gives_bit_identical_frames(tiny_pipeline, tiny_portrait, 
 
 
 def test_convert_to_fp16_and_load_into_any_dtype(tmp_path):
-    from emo_pipeline.loading import CheckpointReader, convert_checkpoint
+    from emo_pipeline.io.loading import CheckpointReader, convert_checkpoint
 
     net = tiny_net(seed=1)
     torch.save(net.state_dict(), tmp_path / "net.pth")
@@ -134,7 +135,7 @@ def test_convert_to_fp16_and_load_into_any_dtype(tmp_path):
 
 
 def test_reader_gives_names_and_shapes_without_reading_data(tmp_path):
-    from emo_pipeline.loading import CheckpointReader
+    from emo_pipeline.io.loading import CheckpointReader
 
     path = save_net(tiny_net(), tmp_path / "n.safetensors")
     with CheckpointReader(path) as reader:
@@ -159,7 +160,7 @@ def test_unknown_layout_says_what_it_resembles():
     from types import SimpleNamespace
 
     from emo_pipeline.config import hallo_config
-    from emo_pipeline.loading import config_for, expected_shapes
+    from emo_pipeline.io.loading import config_for, expected_shapes
 
     shapes = expected_shapes(hallo_config())
     lone_unet = {k.removeprefix("denoising_unet."): v for k, v in shapes.items() if k.startswith("denoising_unet.")}
@@ -170,7 +171,7 @@ def test_unknown_layout_says_what_it_resembles():
 
 
 def test_pickle_reader_remaps_while_loading_and_values_survive(tmp_path, monkeypatch):
-    import emo_pipeline.loading as loading
+    import emo_pipeline.io.loading as loading
 
     net = tiny_net(seed=6)
     torch.save(net.state_dict(), tmp_path / "net.pth")

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from conftest import ROOT, WatchedProcess, decoded_frames, machine_slowness, speech_like
-from emo_pipeline.__main__ import main
-from emo_pipeline.loading import save_net
-from emo_pipeline.media import read_video_info, write_video
+from emo_pipeline.cli import main
+from emo_pipeline.io.loading import save_net
+from emo_pipeline.io.media import read_video_info, write_video
 from emo_pipeline.tiny import tiny_net
 
 
@@ -104,7 +104,7 @@ DEMO = ROOT / "models" / "demo"
 def test_bundled_demo_model_is_small_and_the_default(tmp_path):
     total = sum(p.stat().st_size for p in DEMO.rglob("*") if p.is_file())
     assert total < 30 * 2**20
-    from emo_pipeline.loading import load_net
+    from emo_pipeline.io.loading import load_net
 
     net = load_net(DEMO / "net.safetensors")
     assert net.config.has_speed_layers and net.config.name == "demo"
@@ -121,7 +121,7 @@ def test_echomimic_convert_inspect_and_generate(tmp_path, capsys):
     """EchoMimic's download layout → `convert` (our file, its tiny config recorded) → `inspect` →
     `generate` at its own 24 fps, with whisper_tiny.pt and the VAE found beside the file."""
     from emo_pipeline.config import tiny_echomimic_config
-    from emo_pipeline.loading import convert_checkpoint
+    from emo_pipeline.io.loading import convert_checkpoint
     from emo_pipeline.tiny import write_tiny_echomimic_folder
 
     folder = write_tiny_echomimic_folder(tmp_path / "echomimic")
@@ -174,7 +174,7 @@ def test_a_stopped_run_leaves_no_files(tmp_path, sig, code):
 def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch, capsys):
     """A signal whose exception lands in a __del__ or weakref callback is only printed by Python; the
     recorded signal still stops sampling at the next step, and nothing is written."""
-    import emo_pipeline.__main__ as cli
+    import emo_pipeline.cli.generate as cli
 
     steps = []
 
@@ -203,7 +203,7 @@ def test_weights_files_that_are_not_weights_are_called_what_they_are(tmp_path, c
     """A text file given as --wav2vec is a text file (not a malicious pickle); the whisper loader refuses a
     pickle carrying code as such (not 'incomplete or damaged')."""
     from emo_pipeline.audio.whisper import WhisperAudioEncoder
-    from emo_pipeline.loading import CheckpointError
+    from emo_pipeline.io.loading import CheckpointError
     from emo_pipeline.tiny import write_tiny_model_folder
 
     write_tiny_model_folder(tmp_path / "models")

@@ -104,8 +104,8 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
                               "singing", "memo-singing"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
-    from emo_pipeline.loading import convert_checkpoint
-    from emo_pipeline.media import read_video_info, write_video  # noqa: F401 (write_video used below)
+    from emo_pipeline.io.loading import convert_checkpoint
+    from emo_pipeline.io.media import read_video_info, write_video  # noqa: F401 (write_video used below)
     from emo_pipeline.tiny import write_tiny_echomimic_folder, write_tiny_model_folder
 
     models = tmp_path / "models"

@@ -3,7 +3,7 @@ generate and in inspect (which exits non-zero), never an AttributeError or TypeE
 
 import pytest
 
-from emo_pipeline.__main__ import main
+from emo_pipeline.cli import main
 from emo_pipeline.config import tiny_memo_config
 from emo_pipeline.tiny import write_tiny_memo_folder, write_tiny_model_folder
 

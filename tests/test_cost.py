@@ -7,8 +7,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from conftest import speech_like
 from emo_pipeline.config import tiny_config, tiny_emo_config
 from emo_pipeline.cost import full_size_pipeline, video_flops
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
-from emo_pipeline.presets import PRESETS, resolve_options, step_plan
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.presets import PRESETS, resolve_options, step_plan
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components
 
 

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import ROOT, machine_slowness
-from emo_pipeline.__main__ import main
+from emo_pipeline.cli import main
 
 
 @pytest.fixture
@@ -42,7 +42,7 @@ def test_generate_on_a_full_disk_says_so_and_keeps_what_was_there(small_disk, ca
 
 
 def test_convert_onto_a_full_disk_is_refused_before_writing(small_disk, tmp_path, capsys):
-    from emo_pipeline.loading import save_net
+    from emo_pipeline.io.loading import save_net
     from emo_pipeline.tiny import tiny_net
 
     folder, earlier = small_disk

@@ -24,8 +24,8 @@ import torch
 import tiny_families
 from local_hub import LocalHub
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
-from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
-from emo_pipeline.download.fetch import STATE
+from emo_pipeline.io.download import DOWNLOADS, DownloadError, download, missing_files
+from emo_pipeline.io.download.fetch import STATE
 from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
                                write_tiny_memo_folder)
 from test_face import arcface_model, scrfd_model
@@ -149,12 +149,12 @@ def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(famil
     assert not unread & set(hub.content_gets())
     assert not (models / STATE / "partial").exists() and not (models / STATE / "verified").exists()
 
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     assert main(["generate", "--model", str(result.models[0]), "--out", str(out), "--steps", "2",
                  "--audio", str(_speech(tmp_path, 0.5))]) == 0
-    from emo_pipeline.media import read_video_info
+    from emo_pipeline.io.media import read_video_info
 
     fps = {"echomimic": 24, "echomimic-acc": 24, "memo": 30}.get(family, 25)
     assert read_video_info(out)["frame_count"] == int(np.ceil(0.5 * fps))
@@ -297,7 +297,7 @@ def test_offline_mode_works_with_the_files_and_says_what_to_run_without(hub, tmp
     ("no network", r"Could not reach http://127\.0\.0\.1:\d+ .*Check the network connection"),
 ])
 def test_hub_faults_get_one_plain_sentence(fault, message, hub, tmp_path, monkeypatch):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     revision = "main"
     if fault == "gated":
@@ -343,7 +343,7 @@ def test_files_in_the_way_are_kept_unless_forced(hub, repositories, tmp_path):
 
 
 def test_convert_writes_our_single_file(hub, tmp_path):
-    from emo_pipeline.loading import config_for, open_network
+    from emo_pipeline.io.loading import config_for, open_network
 
     result = download(["hallo2"], tmp_path / "emo", convert=True)
     assert result.converted == [tmp_path / "emo" / "hallo2.safetensors"]
@@ -367,7 +367,7 @@ def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypat
     models = tmp_path / "models"
     state = comfy_stubs.install(models, tmp_path / "output")
     pack = comfy_stubs.load_pack()
-    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.loading"])
+    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"])
     loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
     choices = loader.INPUT_TYPES()["required"]["checkpoint"][0]
     entry = next(c for c in choices if c.startswith("download: hallo "))

@@ -7,10 +7,11 @@ import torch
 
 from emo_pipeline.components import load_pipeline
 from emo_pipeline.config import echomimic_acc_config, echomimic_config, tiny_echomimic_config
-from emo_pipeline.context_windows import context_windows, shifted
-from emo_pipeline.loading import (CheckpointError, config_for, convert_checkpoint, describe_checkpoint,
-                                  expected_shapes, open_network)
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
+from emo_pipeline.io.loading import (CheckpointError, config_for, convert_checkpoint, describe_checkpoint,
+                                     expected_shapes, open_network)
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.context_windows import context_windows, shifted
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components, write_tiny_echomimic_folder
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from emo_pipeline.config import echomimic_acc_config, echomimic_config
-from emo_pipeline.loading import expected_shapes
+from emo_pipeline.io.loading import expected_shapes
 
 KEYS = Path(__file__).parent / "data" / "echomimic_keys.tsv"
 

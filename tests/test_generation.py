@@ -9,7 +9,8 @@ import torch
 from conftest import speech_like
 from emo_pipeline.audio.encoder import frame_count, normalize_speech
 from emo_pipeline.models.frame_windows import frame_windows
-from emo_pipeline.pipeline import Callbacks, EMOPipeline, GenerationCancelled, SamplingOptions
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
 
 def expected_frames(num_samples: int, sample_rate: int, fps: str) -> int:
@@ -190,7 +191,7 @@ def test_family_detection_by_keys_metadata_and_path():
     from types import SimpleNamespace
 
     from emo_pipeline.config import hallo_config
-    from emo_pipeline.loading import CheckpointError, config_for, expected_shapes
+    from emo_pipeline.io.loading import CheckpointError, config_for, expected_shapes
 
     shapes = expected_shapes(hallo_config())
     reader = lambda path, meta={}, s=shapes: SimpleNamespace(path=Path(path), metadata=meta, shapes=s)  # noqa: E731

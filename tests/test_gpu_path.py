@@ -11,13 +11,15 @@ from contextlib import contextmanager
 
 import pytest
 import torch
+from conftest import speech_like
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from conftest import speech_like
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
 from emo_pipeline.models.fp8 import FP8, has_fp8_weights
-from emo_pipeline.pipeline import Denoiser, EMOPipeline, SamplingOptions
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.denoiser import Denoiser
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components
 
 FAMILIES = {"hallo": (tiny_config, torch.float16, 0.05), "echomimic": (tiny_echomimic_config, torch.float16, 0.05),

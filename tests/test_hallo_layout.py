@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 
 from emo_pipeline.config import emo_config, hallo_config
-from emo_pipeline.loading import expected_shapes
+from emo_pipeline.io.loading import expected_shapes
 
 KEYS = Path(__file__).parent / "data" / "hallo_keys.tsv"
 

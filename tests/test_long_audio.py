@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 
 MARGIN_MIB = 16  # a 2-minute render may grow this much more than a 20-second one (its IMAGE batch: 141 MiB)
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from emo_pipeline.media import VideoWriter, load_audio, load_image, read_video_info, write_video
+from emo_pipeline.io.media import VideoWriter, load_audio, load_image, read_video_info, write_video
 
 
 def sine(seconds, rate, channels=2, freq=440.0):
@@ -98,7 +98,7 @@ def test_missing_files():
 
 def test_two_writers_of_one_path_do_not_share_a_temporary_file(tmp_path):
     """Each run writes its own temporary file; the path ends up with one run's complete video."""
-    from emo_pipeline.media import VideoWriter
+    from emo_pipeline.io.media import VideoWriter
 
     out = tmp_path / "same.mp4"
     first = VideoWriter(out, 25, 64, 64)
@@ -137,7 +137,7 @@ def test_unreadable_images_get_a_plain_error(tmp_path, damage):
 
 
 def test_huge_jpeg_is_decoded_at_reduced_size(tmp_path):
-    from emo_pipeline.media import MAX_IMAGE_SIDE
+    from emo_pipeline.io.media import MAX_IMAGE_SIDE
 
     Image.new("RGB", (9000, 6000), (200, 120, 90)).save(tmp_path / "huge.jpg", quality=80)
     image = load_image(tmp_path / "huge.jpg")
@@ -212,7 +212,7 @@ def png_claiming(width: int, height: int) -> bytes:
 
 
 def test_a_decompression_bomb_is_refused_plainly_and_a_big_photo_is_taken(tmp_path, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     (tmp_path / "bomb.png").write_bytes(png_claiming(30000, 30000))
     with pytest.raises(ValueError, match=r"bomb.png says it is 900 megapixels.*decompression bomb"):

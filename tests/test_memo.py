@@ -10,11 +10,12 @@ import torch
 from emo_pipeline.components import find_net, load_pipeline
 from emo_pipeline.config import memo_config, tiny_memo_config
 from emo_pipeline.families import EMOTIONS
-from emo_pipeline.loading import CheckpointError, MEMO_WEIGHTS, config_for, open_network, write_safetensors
+from emo_pipeline.io.loading import CheckpointError, MEMO_WEIGHTS, config_for, open_network, write_safetensors
 from emo_pipeline.models.backbone import Backbone
 from emo_pipeline.models.memory_attention import DECAY
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
-from emo_pipeline.schedulers import make_scheduler
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.schedulers import make_scheduler
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components, write_tiny_memo_folder
 
 
@@ -146,7 +147,7 @@ def test_ddpm_samplers_are_refused_for_a_flow_model_and_back():
         _pipeline().generate(None, None, SamplingOptions(scheduler="ddim"))
     with pytest.raises(ValueError, match="DDPM model"):
         from emo_pipeline.config import tiny_config
-        from emo_pipeline.presets import resolve_options
+        from emo_pipeline.sampling.presets import resolve_options
         resolve_options(SamplingOptions(scheduler="flow_euler"), tiny_config())
 
 
@@ -169,7 +170,7 @@ def test_memo_folders_load_strictly_and_render_as_in_memory(tmp_path):
 def test_resnet_norms_follow_diffusion_net_config(tmp_path, inflated, joint, monkeypatch):
     """use_inflated_groupnorm false (or absent: the class default) → norms over all frames; true → per frame."""
     folder = write_tiny_memo_folder(tmp_path, use_inflated_groupnorm=inflated)
-    import emo_pipeline.loading as loading
+    import emo_pipeline.io.loading as loading
 
     monkeypatch.setattr(loading, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
         resnet_joint_frames=resnet_joint_frames))
@@ -211,8 +212,8 @@ def test_memo_download_problems_name_the_file(tmp_path):
 def test_convert_and_inspect_a_memo_download(tmp_path, monkeypatch):
     """convert: the four folders → one safetensors file that carries the config (with the norm span read from
     diffusion_net/config.json) and gives the same frames; inspect names the family."""
-    from emo_pipeline.__main__ import main
-    from emo_pipeline.loading import convert_checkpoint, describe_checkpoint
+    from emo_pipeline.cli import main
+    from emo_pipeline.io.loading import convert_checkpoint, describe_checkpoint
 
     config = tiny_memo_config(resnet_joint_frames=False)
     folder = write_tiny_memo_folder(tmp_path, config, use_inflated_groupnorm=True)
@@ -228,7 +229,7 @@ def test_convert_and_inspect_a_memo_download(tmp_path, monkeypatch):
     assert "reference_net/diffusion_pytorch_model.safetensors" in text and "safetensors" in text
     assert "does not fit the 'memo' model" in text  # tiny weights, checked against the full-size MEMO
     assert main(["inspect", str(folder / "diffusion_net")]) == 0
-    import emo_pipeline.loading as loading
+    import emo_pipeline.io.loading as loading
 
     monkeypatch.setattr(loading, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
         name="memo", resnet_joint_frames=resnet_joint_frames))
@@ -252,7 +253,7 @@ def test_fp8_weights_and_precision_defaults():
 
 
 def test_cli_emotion_flag(capsys):
-    from emo_pipeline.__main__ import _parser, generate_defaults
+    from emo_pipeline.cli.parser import build_parser as _parser, generate_defaults
 
     assert _parser().parse_args(["generate", "--emotion", "happy"]).emotion == "happy"
     assert generate_defaults()["emotion"] is None  # a batch job may set it; unset means neutral

@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from emo_pipeline.config import memo_config
-from emo_pipeline.loading import MEMO_PARTS, expected_shapes
+from emo_pipeline.io.loading import MEMO_PARTS, expected_shapes
 
 KEYS = Path(__file__).parent / "data" / "memo_keys.tsv"
 

@@ -5,7 +5,8 @@ import torch
 
 from emo_pipeline.config import hallo_config, tiny_config
 from emo_pipeline.cost import ActivationTracker, clip_memory, module_bytes
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components
 
 
@@ -28,8 +29,9 @@ def test_fake_copy_measures_what_a_real_run_allocates():
     """clip_memory on fake tensors gives the bytes the same steps allocate for real."""
     from emo_pipeline.cost import _probe_portrait
     from emo_pipeline.models.deep_cache import DeepFeatureCache
-    from emo_pipeline.pipeline import Denoiser
-    from emo_pipeline.presets import resolve_options
+    from emo_pipeline.sampling.denoiser import Denoiser
+    from emo_pipeline.sampling.motion_frames import MotionFrameConditions
+    from emo_pipeline.sampling.presets import resolve_options
 
     pipe = EMOPipeline(*tiny_components(tiny_config()))
     options = SamplingOptions(steps=2)
@@ -38,15 +40,14 @@ def test_fake_copy_measures_what_a_real_run_allocates():
     probe = _probe_portrait(pipe.config)
     tracker = ActivationTracker()
     with tracker, torch.no_grad():
-        audio = pipe._encode_speech(torch.zeros(round(16000 * 4 / 25)), 25.0, 4)
+        audio = pipe.encode_speech(torch.zeros(round(16000 * 4 / 25)), 25.0, 4)
         portrait = probe.to("cpu", torch.float32)
         ref_latent = pipe.encode_images(portrait.pixels[None])
-        conds = pipe.static_conditions(portrait, True)
+        conditions = MotionFrameConditions(pipe, portrait, ref_latent, opts, True)
         previous = torch.zeros(2, 64, 64, 3)
         baseline = tracker.live
         tracker.reset()
-        cond = pipe.clip_conditions(portrait, ref_latent, conds, audio, 1, previous, opts, True,
-                                    torch.Generator().manual_seed(0))
+        cond = conditions(audio, 1, previous, torch.Generator().manual_seed(0))
         reference = tracker.peak - baseline
         denoise = Denoiser(pipe.net.denoising_unet, cond, True, 2.0, False, None)
         del cond

@@ -6,7 +6,7 @@ import torch
 from emo_pipeline.config import hallo_config, tiny_config
 from emo_pipeline.cost import clip_memory
 from emo_pipeline.memory_plan import counted_peak, needed, plan_memory
-from emo_pipeline.pipeline import SamplingOptions
+from emo_pipeline.sampling.steps import SamplingOptions
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from safetensors.torch import save_file
 from conftest import speech_like
 from emo_pipeline.audio.encoder import AudioEncoder
 from emo_pipeline.components import load_pipeline
-from emo_pipeline.loading import CheckpointError
+from emo_pipeline.io.loading import CheckpointError
 from emo_pipeline.tiny import tiny_vae, tiny_wav2vec, write_tiny_model_folder
 from emo_pipeline.vae import load_vae
 

@@ -12,8 +12,9 @@ from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_emo_con
 from emo_pipeline.cost import module_bytes
 from emo_pipeline.models.attention import attention_score_budget
 from emo_pipeline.models.fp8 import FP8, has_fp8_weights
-from emo_pipeline.pipeline import EMOPipeline, SamplingOptions
-from emo_pipeline.presets import PRESETS, resolve_options
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.presets import PRESETS, resolve_options
+from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components
 
 FACE = (0.25, 0.2, 0.75, 0.8)

@@ -72,7 +72,7 @@ def test_a_render_with_the_separator_and_face_models_uses_no_network(guard, tmp_
 
     from test_face import arcface_model, scrfd_model
     from emo_pipeline.config import tiny_config
-    from emo_pipeline.media import read_video_info, write_video
+    from emo_pipeline.io.media import read_video_info, write_video
     from emo_pipeline.tiny import write_mask_separator, write_tiny_model_folder
 
     models = tmp_path / "models"  # models/tiny/net.safetensors (taking ArcFace's 512 values), vae/, wav2vec/

@@ -8,7 +8,7 @@ import torch
 
 import comfy_stubs
 from conftest import decoded_frames, speech_like
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
@@ -151,7 +151,7 @@ def test_head_speed_reaches_emo_speed_layers_and_is_ignored_by_hallo(env, model)
     from pathlib import Path
 
     from emo_pipeline.config import tiny_emo_config
-    from emo_pipeline.loading import save_net
+    from emo_pipeline.io.loading import save_net
     from emo_pipeline.models import EMONet
 
     n = nodes(env)
@@ -188,7 +188,7 @@ def test_missing_model_names_the_folder(env):
 
 def test_missing_vae_names_the_folder(env, tmp_path):
     import folder_paths
-    from emo_pipeline.loading import save_net
+    from emo_pipeline.io.loading import save_net
     from emo_pipeline.tiny import tiny_net
 
     emo = tmp_path / "emo"
@@ -527,7 +527,7 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
         assert listed == [entry]
         # the folder holds tiny weights: they are checked against the tiny config instead of the full-size one
         for name, module in list(sys.modules.items()):
-            if name.endswith("emo_pipeline.loading"):  # the pack's own copy, as ComfyUI imports it
+            if name.endswith("emo_pipeline.io.loading"):  # the pack's own copy, as ComfyUI imports it
                 monkeypatch.setattr(module, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
                     name="memo", resnet_joint_frames=resnet_joint_frames))
         memo = n["LoadEMOModel"].load(entry, "auto", "auto")[0]
@@ -585,7 +585,7 @@ def test_memo_files_other_packs_keep(env, monkeypatch):
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(str(source), str(target))
     for name, module in list(sys.modules.items()):
-        if name.endswith("emo_pipeline.loading"):
+        if name.endswith("emo_pipeline.io.loading"):
             monkeypatch.setattr(module, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
                 name="memo", resnet_joint_frames=resnet_joint_frames))
     n = nodes(env)

@@ -1,4 +1,4 @@
-"""Long renders resume from the last finished clip (emo_pipeline/render_state.py): killed with SIGKILL at a
+"""Long renders resume from the last finished clip (emo_pipeline/io/render_state.py): killed with SIGKILL at a
 known point, started again, they give the frames of an uninterrupted run without redoing finished work."""
 
 import json
@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from conftest import ROOT, decoded_frames, speech_like
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 
 STEPS = 2
 CLIPS = 4  # 0.5 s at 25 fps: 13 frames in clips of 4 (the tiny model's)
@@ -38,7 +38,7 @@ def state_dir(out: Path) -> Path:
 
 def counting_backbone(monkeypatch) -> list:
     """Each Backbone call of the models the command line loads in this process, counted."""
-    import emo_pipeline.__main__ as cli
+    import emo_pipeline.cli.generate as cli
 
     calls, load = [], cli.load_model
 
@@ -53,7 +53,7 @@ def counting_backbone(monkeypatch) -> list:
 
 def stop_at(monkeypatch, step: int) -> list:
     """Make the in-process command line stop (as Ctrl-C does) at progress step `step`; returns the steps seen."""
-    import emo_pipeline.__main__ as cli
+    import emo_pipeline.cli.generate as cli
 
     seen, progress = [], cli._progress
 
@@ -84,7 +84,7 @@ def kill_at(step: int, argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def hallo(tmp_path_factory):
     """The tiny model's uninterrupted render of 0.5 s: its file, frames and Backbone calls."""
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     folder = tmp_path_factory.mktemp("hallo")
     argv = ["generate", "--random", "--audio", str(write_wav(folder / "voice.wav", 0.5)), "--steps", str(STEPS)]
@@ -106,7 +106,7 @@ def check_complete(out: Path, frames: torch.Tensor, seconds: float) -> None:
 
 @pytest.mark.parametrize("clip", [2, CLIPS], ids=["middle clip", "last clip"])
 def test_a_killed_render_resumes_with_the_same_frames(hallo, clip, tmp_path, monkeypatch, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     kill_at((clip - 1) * STEPS + 1, [*hallo["argv"], "--out", str(out)])  # during clip `clip`'s steps
@@ -124,7 +124,7 @@ def test_a_killed_render_resumes_with_the_same_frames(hallo, clip, tmp_path, mon
 @pytest.fixture(scope="module")
 def echomimic(tmp_path_factory):
     from emo_pipeline.config import tiny_echomimic_config
-    from emo_pipeline.loading import convert_checkpoint
+    from emo_pipeline.io.loading import convert_checkpoint
     from emo_pipeline.tiny import write_tiny_echomimic_folder
 
     folder = tmp_path_factory.mktemp("echomimic")
@@ -135,7 +135,7 @@ def echomimic(tmp_path_factory):
 
 def test_a_killed_echomimic_render_resumes_midway_through_its_steps(echomimic, tmp_path, monkeypatch, capsys):
     """0.3 s at 24 fps: 8 frames, 3 windows of 4 per step, 4 steps; killed inside step 3."""
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     folder, model = echomimic
     argv = ["generate", "--model", str(model), "--audio", str(write_wav(tmp_path / "voice.wav", 0.3)), "--steps", "4",
@@ -166,7 +166,7 @@ def check_complete_at(out: Path, frames: torch.Tensor, fps: int) -> None:
 @pytest.fixture(scope="module")
 def kept_state(hallo):
     """A render of the tiny model stopped during clip 2: its state folder (clip 1 kept), to copy."""
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = hallo["folder"] / "stopped.mp4"
     with pytest.MonkeyPatch.context() as mp:
@@ -183,7 +183,7 @@ def with_state(kept_state: Path, out: Path) -> Path:
 
 @pytest.mark.parametrize("change", ["audio", "image", "seed", "steps"])
 def test_a_changed_input_or_setting_starts_afresh(hallo, kept_state, change, tmp_path, monkeypatch, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     argv = list(hallo["argv"])
     if change == "audio":
@@ -210,7 +210,7 @@ def test_a_changed_input_or_setting_starts_afresh(hallo, kept_state, change, tmp
 @pytest.mark.parametrize("damage", ["segment byte", "manifest", "carry missing"])
 def test_a_damaged_state_is_detected_and_the_render_starts_afresh(hallo, kept_state, damage, tmp_path,
                                                                   monkeypatch):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     folder = with_state(kept_state, out)
@@ -230,7 +230,7 @@ def test_a_damaged_state_is_detected_and_the_render_starts_afresh(hallo, kept_st
 
 
 def test_the_same_inputs_resume_and_no_resume_ignores_the_state(hallo, kept_state, tmp_path, monkeypatch, capsys):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     with_state(kept_state, out)
@@ -244,8 +244,8 @@ def test_the_same_inputs_resume_and_no_resume_ignores_the_state(hallo, kept_stat
 
 
 def test_a_cap_or_a_short_disk_stops_keeping_progress_with_a_plain_message(hallo, tmp_path, monkeypatch, capsys):
-    import emo_pipeline.render_state as render_state
-    from emo_pipeline.__main__ import main
+    import emo_pipeline.io.render_state as render_state
+    from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
     stop_at(monkeypatch, STEPS + 1)
@@ -260,7 +260,7 @@ def test_a_cap_or_a_short_disk_stops_keeping_progress_with_a_plain_message(hallo
 
 
 def test_a_killed_batch_continues_inside_its_video(hallo, tmp_path, monkeypatch):
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     jobs = tmp_path / "jobs.jsonl"
     jobs.write_text(json.dumps({"audio": str(hallo["folder"] / "voice.wav"), "out": "v.mp4", "random": True,
@@ -277,8 +277,9 @@ def test_memo_resumes_with_the_same_frames(tmp_path):
     """MEMO's temporal memory of every past clip carries over: stopped after clip 2 of 3, the rest equals
     the uninterrupted run (the engine through RenderState, as the command line and the node use it)."""
     from emo_pipeline.config import tiny_memo_config
-    from emo_pipeline.pipeline import Callbacks, EMOPipeline, SamplingOptions
-    from emo_pipeline.render_state import RenderState, fingerprint, resumed_frames
+    from emo_pipeline.io.render_state import RenderState, fingerprint, resumed_frames
+    from emo_pipeline.pipeline import EMOPipeline
+    from emo_pipeline.sampling.steps import Callbacks, SamplingOptions
     from emo_pipeline.tiny import tiny_components
 
     pipe = EMOPipeline(*tiny_components(tiny_memo_config()))

@@ -5,7 +5,7 @@ import torch
 
 import comfy_stubs
 from conftest import decoded_frames, speech_like
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 
 

@@ -202,8 +202,8 @@ def test_node_through_comfyui_stubs(tmp_path):
 
 
 def test_cli_separates_the_voice_for_the_features_and_keeps_the_song(tmp_path, capsys, monkeypatch):
-    from emo_pipeline import __main__ as cli
-    from emo_pipeline.media import read_video_info, write_video
+    from emo_pipeline import cli
+    from emo_pipeline.io.media import read_video_info, write_video
     from emo_pipeline.pipeline import EMOPipeline
     from emo_pipeline.tiny import write_tiny_model_folder
 

@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT
 from emo_pipeline.config import tiny_config, tiny_emo_config
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 from emo_pipeline.tiny import tiny_components
 from emo_pipeline.training.dataset import TalkingFaceDataset
 from emo_pipeline.training.stages import TrainingModule, trainable_names
@@ -86,7 +86,7 @@ def test_each_stage_reduces_the_loss_on_a_fixed_batch(clips, config, stage):
 
 
 def test_trainer_saves_and_resumes(clips, tmp_path):
-    from emo_pipeline.loading import load_net
+    from emo_pipeline.io.loading import load_net
     from emo_pipeline.training.trainer import TrainSettings, train
 
     settings = TrainSettings(data=str(clips), out=str(tmp_path / "run"), stage=1, steps=2, lr=1e-3, save_every=1)

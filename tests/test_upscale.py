@@ -238,8 +238,8 @@ def test_loading_refuses_other_files_with_the_fix(tmp_path, tiny):
 # --- command line ----------------------------------------------------------------------------------
 
 def test_cli_upscale_streams_an_mp4(tmp_path, capsys):
-    from emo_pipeline.__main__ import main
-    from emo_pipeline.media import read_video_info, write_video
+    from emo_pipeline.cli import main
+    from emo_pipeline.io.media import read_video_info, write_video
 
     source = tmp_path / "face.mp4"
     sound = torch.sin(torch.arange(16000 * 1.2) / 16000 * 2 * torch.pi * 220)[None] * 0.3
@@ -255,10 +255,10 @@ def test_cli_upscale_streams_an_mp4(tmp_path, capsys):
 
 
 def test_generate_upscale_2_doubles_the_video(tmp_path):
-    from emo_pipeline.__main__ import main
-    from emo_pipeline.media import read_video_info
+    from emo_pipeline.cli import main
+    from emo_pipeline.io.media import read_video_info
 
-    from emo_pipeline.media import write_video
+    from emo_pipeline.io.media import write_video
 
     voice = tmp_path / "voice.mp4"
     write_video(voice, torch.zeros(25, 16, 16, 3), 25, audio=(speech_like(1.0), 16000))

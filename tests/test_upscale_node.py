@@ -5,7 +5,7 @@ import torch
 
 import comfy_stubs
 from conftest import decoded_frames, speech_like
-from emo_pipeline.media import read_video_info
+from emo_pipeline.io.media import read_video_info
 from emo_pipeline.tiny import write_tiny_model_folder
 from emo_pipeline.upscale.codeformer import TemporalCodeFormer, tiny_codeformer_config
 from emo_pipeline.upscale.rrdbnet import RRDBNet, tiny_rrdb_config

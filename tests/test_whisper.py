@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from emo_pipeline.audio.whisper import WhisperAudioEncoder, frame_tokens, save_whisper
-from emo_pipeline.loading import CheckpointError, CheckpointReader
+from emo_pipeline.io.loading import CheckpointError, CheckpointReader
 
 DIMS = {"n_mels": 80, "n_audio_ctx": 1500, "n_audio_state": 384, "n_audio_head": 6, "n_audio_layer": 4,
         "n_vocab": 51865, "n_text_ctx": 448, "n_text_state": 384, "n_text_head": 6, "n_text_layer": 4}

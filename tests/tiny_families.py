@@ -12,8 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emo_pipeline import loading  # noqa: E402
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config  # noqa: E402
+from emo_pipeline.io import loading  # noqa: E402
 
 TINY = {
     "hallo_config": lambda: tiny_config(name="hallo"),
@@ -35,7 +35,7 @@ def install(monkeypatch=None, module=loading) -> None:
 
 if __name__ == "__main__":
     install()
-    from emo_pipeline.__main__ import main
+    from emo_pipeline.cli import main
 
     sys.exit(main(sys.argv[1:]))
 
@@ -51,12 +51,12 @@ def patch_when_imported() -> None:
             setattr(module, name, make)
 
     for name, module in list(sys.modules.items()):
-        if name.endswith(".emo_pipeline.loading") or name == "emo_pipeline.loading":
+        if name.endswith(".emo_pipeline.io.loading") or name == "emo_pipeline.io.loading":
             patch(module)
 
     class Finder(importlib.abc.MetaPathFinder):
         def find_spec(self, fullname, path, target=None):
-            if not fullname.endswith(".emo_pipeline.loading"):
+            if not fullname.endswith(".emo_pipeline.io.loading"):
                 return None
             sys.meta_path.remove(self)
             try:

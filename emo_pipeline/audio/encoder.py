@@ -42,7 +42,7 @@ def wav2vec2_config_from_shapes(shapes: dict[str, torch.Size], name: str = "the 
     24 layers, layer-normed convs with bias, stable layer norm), or anything between."""
     from transformers import Wav2Vec2Config
 
-    from ..loading import CheckpointError
+    from ..io.loading import CheckpointError
 
     if "encoder.layer_norm.bias" not in shapes or "feature_projection.projection.weight" not in shapes:
         raise CheckpointError(f"{name} is not a wav2vec2 model: it has no encoder.layer_norm / feature_projection "
@@ -86,7 +86,7 @@ class AudioEncoder:
 
         path = Path(path)
         if path.is_file():
-            from ..loading import CheckpointError, CheckpointReader, compare_keys, read_json_object
+            from ..io.loading import CheckpointError, CheckpointReader, compare_keys, read_json_object
 
             with CheckpointReader(path) as reader:
                 state = {wav2vec2_key(k): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
@@ -113,7 +113,7 @@ class AudioEncoder:
                 )
             from transformers.utils import logging as transformers_logging
 
-            from ..loading import folder_model_error, read_json_object
+            from ..io.loading import folder_model_error, read_json_object
 
             read_json_object(path / "config.json", "a transformers wav2vec2 folder")  # else a TypeError deep inside
             bar = transformers_logging.is_progress_bar_enabled()

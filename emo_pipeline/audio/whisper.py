@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
-from ..loading import CheckpointError, CheckpointReader, compare_keys, unreadable_weights_error, write_safetensors
+from ..io.loading import CheckpointError, CheckpointReader, compare_keys, unreadable_weights_error, write_safetensors
 
 if TYPE_CHECKING:
     from transformers import WhisperConfig

@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ..audio.encoder import AudioEncoder, normalize_speech
 from ..audio.resample import prepare_speech
 from ..config import EMOConfig
-from ..media import load_audio
+from ..io.media import load_audio
 from ..models.frame_windows import frame_windows
 
 VIDEO_SUFFIXES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")

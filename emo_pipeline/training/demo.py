@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..config import tiny_emo_config
-from ..loading import load_net, save_net
+from ..io.loading import load_net, save_net
 from ..tiny import tiny_wav2vec
 from .synthetic import head_motion, make_dataset, mouth_opening
 from .trainer import TrainSettings, train
@@ -91,11 +91,11 @@ def _frames(folder: Path, size: int) -> torch.Tensor:
     return torch.cat([read_frames(p, size)[0] for p in sorted(folder.iterdir()) if p.suffix in VIDEO_SUFFIXES])
 
 
-def _generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None,
-                       **options):
+def generate_held_out(pipe, clip: Path, seed: int, shuffle: bool = False, head_speed: float | None = None,
+                      **options):
     """A held-out clip's video from its first frame and its audio; `options` go to SamplingOptions."""
-    from ..media import load_audio
-    from ..pipeline import SamplingOptions
+    from ..io.media import load_audio
+    from ..sampling.steps import SamplingOptions
     from .dataset import read_frames
 
     meta = json.loads(clip.with_suffix(".json").read_text())
@@ -123,9 +123,9 @@ def evaluate(model_dir: Path, clips: list[Path], seed: int = 0, lip_sync_clips: 
 
     def generate(clip: Path, s: int, shuffle: bool = False, speed: float = 0.0):
         if shuffle or speed:
-            return _generate_held_out(pipe, clip, s, shuffle, speed)
+            return generate_held_out(pipe, clip, s, shuffle, speed)
         if (clip, s) not in still:
-            still[clip, s] = _generate_held_out(pipe, clip, s, head_speed=0.0)
+            still[clip, s] = generate_held_out(pipe, clip, s, head_speed=0.0)
         return still[clip, s]
 
     report = {}

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ..media import VideoWriter
+from ..io.media import VideoWriter
 
 SAMPLE_RATE = 16000
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..config import EMOConfig, preset
-from ..loading import load_net, save_net
+from ..io.loading import load_net, save_net
 from .dataset import TalkingFaceDataset
 from .stages import TrainingModule
 

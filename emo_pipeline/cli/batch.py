@@ -23,8 +23,9 @@ from pathlib import Path
 
 import torch
 
-from .disk import DiskFullError, disk_full_error, is_disk_full
+from ..io.disk import DiskFullError, disk_full_error, is_disk_full
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
+from .parser import generate_actions
 
 RESULTS = "results.jsonl"
 PER_VIDEO = ("image", "audio", "out")
@@ -41,8 +42,6 @@ class Job:
 def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job]:
     """Every line checked before anything runs (against generate's options, their types and their
     `defaults`): one message naming each bad line. Outputs must stay inside `out_dir`."""
-    from .__main__ import generate_actions
-
     path, out_dir = Path(path), Path(out_dir)
     actions = generate_actions()
     path_options = {"image", "audio", "model", "wav2vec", "separate_vocals"}
@@ -124,7 +123,7 @@ def assign(jobs: list[Job], processes: int) -> list[list[Job]]:
 
 def is_complete(out: Path, seconds: float) -> bool:
     """The MP4 exists and holds one frame per audio frame of `seconds` of audio, with the whole sound."""
-    from .media import read_video_info
+    from ..io.media import read_video_info
 
     if not out.is_file():
         return False
@@ -141,7 +140,7 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
     """Render this process's share; 0 when every job of the share is done, 1 when any failed."""
     from accelerate import PartialState
 
-    from . import __main__ as cli
+    from . import generate as cli  # looked up at call time: a test may stand in for load_model
 
     out_dir = Path(out_dir)
     jobs = read_jobs(jobs_file, out_dir, defaults)
@@ -199,3 +198,12 @@ def append_result(path: Path, record: dict) -> None:
         raise
     finally:
         os.close(fd)
+
+
+def batch_command(args: argparse.Namespace) -> int:
+    """`batch JOBS --out-dir DIR`: this process's share of the jobs file."""
+    from .parser import generate_defaults
+
+    if not Path(args.jobs).is_file():
+        raise FileNotFoundError(f"batch: no jobs file {args.jobs}.")
+    return run_batch(args.jobs, args.out_dir, generate_defaults())

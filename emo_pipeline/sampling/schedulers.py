@@ -3,23 +3,18 @@ rectified-flow models (MEMO) the flow-matching Euler sampler and the multistep s
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from diffusers import (
-    DDIMScheduler,
-    DPMSolverMultistepScheduler,
-    EulerDiscreteScheduler,
-    FlowMatchEulerDiscreteScheduler,
-    UniPCMultistepScheduler,
-)
-from diffusers.schedulers.scheduling_utils import SchedulerMixin
+if TYPE_CHECKING:
+    from diffusers.schedulers.scheduling_utils import SchedulerMixin
 
+# name → diffusers' class, by its name: diffusers is imported when a scheduler is made, not to list them
 SCHEDULERS = {
-    "ddim": DDIMScheduler,
-    "dpmpp_2m": DPMSolverMultistepScheduler,
-    "euler": EulerDiscreteScheduler,
-    "unipc": UniPCMultistepScheduler,
-    "flow_euler": FlowMatchEulerDiscreteScheduler,
+    "ddim": "DDIMScheduler",
+    "dpmpp_2m": "DPMSolverMultistepScheduler",
+    "euler": "EulerDiscreteScheduler",
+    "unipc": "UniPCMultistepScheduler",
+    "flow_euler": "FlowMatchEulerDiscreteScheduler",
 }
 FLOW_ONLY = ("flow_euler",)
 DDPM_ONLY = ("ddim", "euler")
@@ -48,8 +43,11 @@ def check_scheduler(name: str, settings: dict[str, Any]) -> None:
 
 def make_scheduler(name: str, settings: dict[str, Any]) -> SchedulerMixin:
     """A fresh scheduler (multistep ones keep state, so each clip gets its own)."""
+    import diffusers
+    from diffusers import DDIMScheduler, EulerDiscreteScheduler, FlowMatchEulerDiscreteScheduler
+
     check_scheduler(name, settings)
-    cls = SCHEDULERS[name]
+    cls = getattr(diffusers, SCHEDULERS[name])
     if is_flow(settings):
         if cls is FlowMatchEulerDiscreteScheduler:
             return cls(**settings)

@@ -14,20 +14,20 @@ audio's length.
 from __future__ import annotations
 
 import inspect
-from typing import TYPE_CHECKING, Iterator
+from typing import Iterator
 
 import torch
 
-from .audio.whisper import frame_tokens
-from .models import BackboneConditions
-from .models.spatial_transformer import ReferenceKV
+from ..audio.features import AudioFeatures
+from ..audio.whisper import frame_tokens
+from ..models import BackboneConditions
+from ..models.spatial_transformer import ReferenceKV
+from ..portrait import Portrait
+from .denoiser import Denoiser
 from .presets import step_plan
-from .render_state import restore_scheduler, scheduler_state
+from .scheduler_state import restore_scheduler, scheduler_state
 from .schedulers import make_scheduler
-
-if TYPE_CHECKING:
-    from .pipeline import AudioFeatures, EMOPipeline, SamplingOptions
-    from .portrait import Portrait
+from .steps import GenerationCancelled, SamplingOptions, SamplingPipeline, StepInfo
 
 
 def context_windows(num_frames: int, size: int, overlap: int) -> list[list[int]]:
@@ -49,7 +49,7 @@ class WindowConditions:
     """What every window shares (the portrait's reference keys/values and face-locator features),
     and the per-window audio tokens. Rows are [unconditional, conditional] under guidance."""
 
-    def __init__(self, pipe: "EMOPipeline", portrait: "Portrait", ref_latent: torch.Tensor, use_cfg: bool,
+    def __init__(self, pipe: SamplingPipeline, portrait: Portrait, ref_latent: torch.Tensor, use_cfg: bool,
                  window: int) -> None:
         cfg, net = pipe.config, pipe.net
         self.use_cfg, self.pipe = use_cfg, pipe
@@ -60,7 +60,7 @@ class WindowConditions:
             face = torch.cat([uncond_face, face])
         self.face = face
         # The ReferenceNet runs once per video; its reference keys/values serve every window and step.
-        with pipe._stage("reference net"):
+        with pipe.stage("reference net"):
             features = net.reference_unet(ref_latent, None)
             reference, _ = net.denoising_unet.prepare_reference(features, 1, window, [True])
         reads = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
@@ -78,11 +78,9 @@ class WindowConditions:
         )
 
 
-def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures",
-                        opts: "SamplingOptions") -> Iterator[torch.Tensor]:
+def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
+               opts: SamplingOptions) -> Iterator[torch.Tensor]:
     """Denoise the whole video's latents in context windows, then yield its frames chunk by chunk."""
-    from .pipeline import Denoiser, GenerationCancelled, StepInfo
-
     cfg, spec = pipe.config, pipe.config.spec
     device, dtype = pipe.device, pipe.dtype
     num_frames, size, steps = audio.num_frames, opts.frames_per_clip, opts.steps
@@ -95,7 +93,7 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
     use_cfg = opts.guidance_scale > 1.0
     plan = step_plan(steps, use_cfg, opts.guidance_interval, 1)
     generator = torch.Generator("cpu").manual_seed(int(opts.seed))
-    backbone = pipe._compiled if pipe.compile else pipe.net.denoising_unet
+    backbone = pipe.backbone
 
     portrait = portrait.to(device, dtype)
     ref_latent = pipe.encode_images(portrait.pixels[None])
@@ -130,7 +128,7 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
             tokens = frame_tokens(audio.features, index, audio.fps).view(len(index), cfg.audio_tokens, -1)
             denoise = Denoiser(backbone, conditions(tokens), use_cfg, opts.guidance_scale, pipe.low_vram, None)
             index = index.to(device)
-            with pipe._stage("denoising"):
+            with pipe.stage("denoising"):
                 total.index_add_(2, index, denoise(model_input.index_select(2, index), t, guided, False).to(total.dtype))
             count.index_add_(0, index, torch.ones_like(index, dtype=count.dtype))
             calls += 1
@@ -151,5 +149,5 @@ def iter_windowed_video(pipe: "EMOPipeline", portrait: "Portrait", audio: "Audio
     flat = latents[0].transpose(0, 1)  # [T, 4, h, w]
     decoded = checkpoint.frames_done if carry is not None else 0  # frames the caller already has
     for start in range(decoded, num_frames, chunk):
-        with pipe._stage("vae decode"):
+        with pipe.stage("vae decode"):
             yield pipe.decode_latents(flat[start: start + chunk], chunk)

@@ -22,9 +22,9 @@ from typing import Callable
 
 import torch
 
+from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
+from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
-from .config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
-from .models import EMONet
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 CONFIG_METADATA_KEY = "emo_config"
@@ -417,7 +417,7 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
 
 def resemblance(shapes: dict[str, torch.Size]) -> str:
     """Which known layout a file is closest to, to tell users what they have got."""
-    from .config import emo_config
+    from ..config import emo_config
 
     names = set(shapes)
     best = None

@@ -32,8 +32,10 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from .pipeline import AudioFeatures, EMOPipeline, SamplingOptions
-    from .portrait import Portrait
+    from ..audio.features import AudioFeatures
+    from ..pipeline import EMOPipeline
+    from ..portrait import Portrait
+    from ..sampling.steps import SamplingOptions
 
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -77,7 +79,7 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
                 sound: torch.Tensor | None = None, image: torch.Tensor | None = None, **settings: Any) -> dict[str, str]:
     """What a render's frames depend on, by the names a person knows them by. `sound`: the MP4's sound track;
     `image`: a photo the frames are pasted into; `settings`: anything else of the caller's (size, crf, ...)."""
-    from .presets import resolve_options
+    from ..sampling.presets import resolve_options
 
     opts = resolve_options(options, pipe.config)
     masks = [t for m in portrait.masks for t in (m.full, m.face, m.lip)]
@@ -96,43 +98,6 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
         "model": model_digest(pipe),
         "settings": _digest(sampling, settings),
     }
-
-
-# ------------------------------------------------------------------ scheduler state
-def scheduler_state(scheduler: Any) -> dict[str, Any]:
-    """A diffusers scheduler's own state (step index, multistep history, ...) as plain values and tensors."""
-    state = {}
-    for key, value in vars(scheduler).items():
-        if key != "_internal_dict" and _plain(value):
-            state[key] = value
-    return state
-
-
-def restore_scheduler(scheduler: Any, state: dict[str, Any], device: torch.device) -> None:
-    """Put a `scheduler_state` back on a scheduler that has had set_timesteps; each tensor goes where the
-    scheduler keeps it (some keep their sigmas on the CPU on purpose)."""
-    for key, value in state.items():
-        current = getattr(scheduler, key, None)
-        where = current.device if isinstance(current, torch.Tensor) else device
-        setattr(scheduler, key, _to_device(value, where))
-
-
-def _plain(value: Any) -> bool:
-    if value is None or isinstance(value, (bool, int, float, str, torch.Tensor)):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_plain(v) for v in value)
-    return False
-
-
-def _to_device(value: Any, device: torch.device | str) -> Any:
-    if isinstance(value, torch.Tensor):
-        return value.to(device)
-    if isinstance(value, (list, tuple)):
-        return type(value)(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
 
 
 # ------------------------------------------------------------------ frame segments

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import torch
 
-from .config import EMOConfig, preset
-from .cost import clip_memory
-from .pipeline import EMOPipeline, SamplingOptions
-from .presets import PRESETS, resolve_options
+from ..config import EMOConfig, preset
+from ..cost import clip_memory
+from ..pipeline import EMOPipeline
+from ..sampling.presets import PRESETS, resolve_options
+from ..sampling.steps import SamplingOptions
 
 MODES = ("normal", "low_vram", "low_vram_fp8")
 TINY = {"hallo": "tiny", "hallo2": "tiny", "emo": "tiny-emo", "echomimic": "tiny-echomimic",
@@ -155,15 +156,15 @@ class _PeakRSS:
 
 def _pipeline(config: EMOConfig, device: torch.device, dtype: torch.dtype, mode: str, model: str | None) -> EMOPipeline:
     if model:
-        from .components import load_pipeline
+        from ..components import load_pipeline
 
         return load_pipeline(model, device, dtype, low_vram=mode != "normal", fp8_weights=mode == "low_vram_fp8")
     if device.type == "cuda":
-        from .cost import full_size_pipeline
+        from ..cost import full_size_pipeline
 
         pipe = full_size_pipeline(config, device=device, dtype=dtype, low_vram=mode != "normal")
     else:
-        from .tiny import tiny_components
+        from ..tiny import tiny_components
 
         pipe = EMOPipeline(*tiny_components(config), device=device, dtype=dtype, low_vram=mode != "normal")
     if mode == "low_vram_fp8":
@@ -179,8 +180,8 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
     gpu = device.type == "cuda"
     config = preset(family if gpu or model else TINY.get(family, family))
     if model:
-        from .components import find_net
-        from .loading import config_for, open_network
+        from ..components import find_net
+        from ..io.loading import config_for, open_network
 
         with open_network(find_net(Path(model))) as reader:
             config = config_for(reader)
@@ -258,3 +259,15 @@ def write_report(report: Report, folder: str | Path) -> tuple[Path, Path]:
     md.write_text(report.markdown(), encoding="utf-8")
     js.write_text(report.to_json(), encoding="utf-8")
     return md, js
+
+
+def benchmark_command(args) -> int:
+    """`benchmark`: the report printed and written as benchmark.md and benchmark.json."""
+    report = run_benchmark(args.family, args.device, tuple(args.presets.split(",")), tuple(args.modes.split(",")),
+                           args.model, args.budget_s,
+                           on_row=lambda r: print(f"  {r.preset}/{r.mode}: {r.seconds_per_video_second:.2f} s per "
+                                                  "video second", flush=True))
+    print(report.markdown())
+    md, js = write_report(report, args.out)
+    print(f"Wrote {md} and {js}")
+    return 0

@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from .schedulers import check_scheduler, default_scheduler
+from .steps import SamplingOptions
 
 if TYPE_CHECKING:
-    from .config import EMOConfig
-    from .pipeline import SamplingOptions
+    from ..config import EMOConfig
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def resolve_options(options: "SamplingOptions", config: "EMOConfig") -> "SamplingOptions":
+def resolve_options(options: SamplingOptions, config: "EMOConfig") -> SamplingOptions:
     """Every field set: the options' own values first, then the preset's, then the exact default."""
     preset = None
     if options.preset is not None:
@@ -76,7 +76,7 @@ def resolve_options(options: "SamplingOptions", config: "EMOConfig") -> "Samplin
     return resolved
 
 
-def check_options(options: "SamplingOptions") -> None:
+def check_options(options: SamplingOptions) -> None:
     problems = []
     if options.steps < 1:
         problems.append(f"steps must be at least 1, not {options.steps}")

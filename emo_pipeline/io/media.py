@@ -310,7 +310,7 @@ class VideoWriter:
         samples = waveform.clamp(-1, 1).cpu().numpy()
         layout, out_rate, stream = self.audio_layout, self.audio_rate, self.audio_stream
         if out_rate != rate:
-            from .audio.resample import resample
+            from ..audio.resample import resample
 
             samples = resample(torch.from_numpy(samples), rate, out_rate).numpy()
         # The sound lasts exactly as long as the frames: trim or pad with silence.

@@ -1,0 +1,30 @@
+"""`inspect` and `convert`: what a checkpoint is and lacks, and any network as one safetensors file."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def inspect_command(args: argparse.Namespace) -> int:
+    from ..components import find_net
+    from ..io.loading import describe_checkpoint
+
+    print(describe_checkpoint(find_net(Path(args.checkpoint))))  # a model folder works too
+    return 0
+
+
+def convert_command(args: argparse.Namespace) -> int:
+    from ..components import PRECISIONS, find_net
+    from ..config import preset
+    from ..io.loading import convert_checkpoint, describe_checkpoint
+
+    if Path(args.target).suffix != ".safetensors":
+        raise ValueError(f"convert writes a .safetensors file: name the target like "
+                         f"{Path(args.target).with_suffix('.safetensors').name}, not {Path(args.target).name}.")
+    source = find_net(Path(args.source))
+    print(f"Converting {source} ...")
+    config = preset(args.preset) if args.preset else None
+    path = convert_checkpoint(source, args.target, PRECISIONS[args.dtype] if args.dtype else None, config)
+    print(describe_checkpoint(path))
+    return 0

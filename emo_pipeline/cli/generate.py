@@ -1,0 +1,258 @@
+"""`generate`: portrait + audio → talking-head MP4, and the model loading and rendering that `batch` shares."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ..sampling.steps import StepInfo
+from .parser import DEMO_MODEL
+from .progress import RenderProgress
+from .stop import stop_requested
+from .upscale import load_upscaler, upscale_settings
+
+PROGRESS = RenderProgress()  # the render in progress on the terminal
+
+
+def _progress(info: StepInfo) -> None:
+    """Each denoising step of the render (tests and tools may stand in for this function)."""
+    PROGRESS(info)
+
+
+def check_generate_paths(args: argparse.Namespace) -> None:
+    """Inputs that exist and an output that can be written, checked up front."""
+    for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model),
+                        ("--wav2vec", args.wav2vec),
+                        ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals)):
+        if value and not Path(value).exists():
+            raise FileNotFoundError(f"{flag} {value}: no such file or folder.")
+    for flag, value, example in (("--image", args.image, "portrait.png"), ("--audio", args.audio, "speech.wav"),
+                                 ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals,
+                                  "Kim_Vocal_2.onnx")):
+        if value and Path(value).is_dir():
+            raise ValueError(f"{flag} {value} is a folder: give a file, such as {Path(value) / example}.")
+    if args.separate_vocals == "auto":
+        args.separate_vocals = str(separator_beside(args.model))
+    out = Path(args.out)
+    if out.is_dir():
+        raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"--out {out}: the video is written as MP4 (H.264 + AAC); name it {out.with_suffix('.mp4').name}.")
+    parent = out.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent  # the folders to be made go under the first one that exists
+    if not os.access(parent, os.W_OK):
+        raise ValueError(f"--out {out}: cannot write in {parent} (no permission). Choose another folder.")
+
+
+def separator_beside(network: str | None) -> Path:
+    """Kim_Vocal_2.onnx in audio_separator/ beside the network or one folder up (Hallo's download)."""
+    from ..audio.separation import SEPARATOR_FILE, SEPARATOR_FOLDER, find_separator
+
+    base = (Path(network) if Path(network).is_dir() else Path(network).parent) if network else None
+    folders = [base, base.parent] if base else []
+    found = find_separator(folders)
+    if found is None:
+        where = " or ".join(str(f / SEPARATOR_FOLDER) for f in folders) or "a folder of your choice"
+        raise FileNotFoundError(f"--separate-vocals: no {SEPARATOR_FILE} found; put Hallo's "
+                                f"pretrained_models/audio_separator/{SEPARATOR_FILE} in {where}, or give its path.")
+    return found
+
+
+def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> torch.Tensor:
+    """The voice of the song, for the audio features only (the video keeps the whole sound)."""
+    from ..audio.separation import VocalSeparator
+
+    separator = VocalSeparator(model)
+
+    def chunk(done: int, total: int) -> None:
+        if stop_requested():
+            raise KeyboardInterrupt()
+        print(f"\r  separating vocals: chunk {done}/{total}", end="\n" if done == total else "", flush=True)
+
+    print(f"Separating the vocals with {Path(model).name} ...")
+    return separator.separate(waveform, sample_rate, on_chunk=chunk)
+
+
+def generate(args: argparse.Namespace) -> int:
+    check_generate_paths(args)  # before anything slow: a wrong path should not cost a model load
+    started = time.perf_counter()
+    render(load_model(args), args, started)
+    return 0
+
+
+# generate's options that choose and load the model (the rest are per video)
+MODEL_OPTIONS = ("model", "random", "device", "dtype", "memory_mode", "low_vram", "fp8_weights", "compile", "wav2vec")
+
+
+def load_model(args: argparse.Namespace):
+    """The pipeline generate's options ask for: --model, else the bundled demo model, else tiny random weights."""
+    from ..components import PRECISIONS
+    from ..pipeline import EMOPipeline
+
+    device = torch.device(args.device)
+    # None: the model family's own on a GPU (fp16; bf16 for MEMO), fp32 on the CPU
+    dtype = PRECISIONS[args.dtype] if args.dtype else None
+    low_vram, fp8_weights = memory_mode(args, device, dtype)
+    memory = dict(low_vram=low_vram, fp8_weights=fp8_weights, compile=args.compile, audio_encoder=args.wav2vec)
+    if args.model:
+        from ..components import load_pipeline
+
+        print(f"Loading model from {args.model} ...")
+        pipe = load_pipeline(args.model, device, dtype, **memory)
+    elif DEMO_MODEL.is_file() and not args.random:
+        from ..components import load_pipeline
+
+        print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
+              "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
+              "For photographs: `python -m emo_pipeline download hallo`, then --model models/emo/hallo.")
+        pipe = load_pipeline(DEMO_MODEL, device, dtype, **memory)
+    else:
+        from ..tiny import tiny_components
+
+        print("No --model given: using a tiny RANDOM-WEIGHT model. The video will be noise; this run only "
+              "checks that the pipeline works. Pass --model <folder> (e.g. Hallo's weights) for real output.")
+        pipe = EMOPipeline(*tiny_components(), device=device,
+                           dtype=dtype or (torch.float16 if device.type == "cuda" else torch.float32), low_vram=low_vram,
+                           compile=args.compile)
+        if fp8_weights:
+            pipe.store_weights_fp8()
+    return pipe
+
+
+def memory_mode(args: argparse.Namespace, device: torch.device, dtype: torch.dtype | None) -> tuple[bool, bool]:
+    """(low_vram, fp8_weights): as --low-vram / --fp8-weights or --memory-mode say; `auto` fits the counted peak of
+    the model's own sampling into the free device memory and says which mode it took and why."""
+    if args.low_vram or args.fp8_weights or args.memory_mode != "auto":
+        mode = args.memory_mode if args.memory_mode != "auto" else "normal"
+        return args.low_vram or mode != "normal", args.fp8_weights or mode == "low_vram_fp8"
+    from ..memory_plan import free_memory, plan_for_network
+    from ..sampling.steps import SamplingOptions
+
+    network = Path(args.model) if args.model else DEMO_MODEL if DEMO_MODEL.is_file() and not args.random else None
+    options = SamplingOptions(preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
+                              frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames,
+                              cache_interval=args.cache_interval, decode_chunk_size=args.decode_chunk)
+    plan = plan_for_network(network, device, free_memory(device), dtype, options)
+    print(f"Memory: {plan.reason}.")
+    if plan.mode == "normal" and plan.decode_chunk < args.decode_chunk:
+        args.decode_chunk = plan.decode_chunk
+    return plan.low_vram, plan.fp8_weights
+
+
+def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:
+    """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
+    reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
+    from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
+    from ..io.media import VideoWriter, load_audio, load_image
+    from ..io.render_state import RenderState, fingerprint, resumed_frames, state_folder
+    from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
+
+    state = None  # the render's kept progress (render_state.py), unless --no-resume
+    first: list[torch.Tensor] = []
+    if args.image:
+        image = load_image(args.image)
+    else:
+        print("No --image given: using the built-in drawn face.")
+        image = drawn_portrait()
+    if args.audio:
+        waveform, sample_rate = load_audio(args.audio)
+    else:
+        print("No --audio given: using 4 s of built-in synthetic voice.")
+        waveform, sample_rate = speech_like_audio(), 16000
+
+    speech = waveform
+    if args.separate_vocals:
+        speech = separate_vocals(waveform, sample_rate, args.separate_vocals)
+    print("Encoding audio ...")
+    audio = pipe.encode_audio(speech, sample_rate, fps=args.fps)
+    paste = None
+    if args.image:
+        from ..face import FaceAnalyzer, paste_back
+        from ..face.reference import crop_to_face
+
+        fraction = args.face_fraction or pipe.config.spec.face_fraction
+        key = (str(Path(args.image).resolve()), args.face_index, fraction, args.no_face_crop, id(pipe))
+        if portraits is None or key not in portraits:
+            folders = [Path(args.model), Path(args.model).parent] if args.model else []
+            face = crop_to_face(image, FaceAnalyzer(folders), args.face_index, fraction, crop=not args.no_face_crop)
+            print(f"Faces found: {face.faces_found}; identity embedding: "
+                  f"{'yes' if face.identity is not None else 'no'}")
+            prepared = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,
+                                             identity=face.identity)
+            if portraits is not None:
+                portraits[key] = (face, prepared)
+        face, portrait = portraits[key] if portraits is not None else (face, prepared)
+        if args.paste_back:  # `first`: the video's first frame, one colour correction for all clips
+
+            def paste(frames: torch.Tensor) -> torch.Tensor:
+                if args.colour_match and not first:
+                    first.append(frames[0])
+                    if state is not None:  # a resumed render no longer makes the first frame
+                        state.keep("colour_reference", frames[0])
+                return paste_back(frames, image[..., :3], face.box, args.feather, first[0] if first else None)
+    else:
+        portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
+    options = SamplingOptions(
+        seed=args.seed, preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
+        frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
+        context_overlap=args.context_overlap,
+        guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
+        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion,
+        decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=stop_requested),
+    )
+    upscaler = None
+    if args.upscale > 1:
+        folders = [Path(args.model), Path(args.model).parent] if args.model else []
+        folders = [f if f.is_dir() else f.parent for f in folders] + [Path("models/emo")]
+        settings = upscale_settings(args.upscale, args.upscale_fidelity, args.upscale_background, args.upscale_blend)
+        upscaler = load_upscaler(folders, args.random, args.device, torch.float32,
+                                 args.upscale_background == "realesrgan")
+    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
+    side = pipe.config.sample_size * args.upscale
+    height, width = (image.shape[0], image.shape[1]) if paste else (side, side)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if upscaler is not None and not getattr(args, "no_resume", False):
+        print("--upscale: this render keeps no progress to resume (the upscaler's 16-frame chunks span clips).")
+    if not getattr(args, "no_resume", False) and upscaler is None:
+        state = RenderState(state_folder(out), fingerprint(
+            pipe, portrait, audio, options, sound=torch.as_tensor(waveform).float(),
+            image=image if paste else None, sample_rate=sample_rate, width=width, height=height,
+            paste=[args.paste_back, args.feather, args.colour_match, args.face_index, args.face_fraction,
+                   args.no_face_crop, args.separate_vocals is not None]),
+            cap_bytes=int(args.resume_cap * 2**30), every_steps=args.resume_every)
+        options.checkpoint = state
+        if "colour_reference" in state.kept:
+            first.append(state.kept["colour_reference"])
+    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
+    # Frames are written clip by clip; the file appears only when complete.
+    with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
+                     metadata={"comment": "made with emo_pipeline"}, expected_frames=audio.num_frames) as writer:
+        try:
+            PROGRESS.start(audio.num_frames / audio.fps)
+            clips = pipe.iter_clips(portrait, audio, options)
+            if upscaler is not None:  # chunked across clips: 16 frames at a time, whatever the clip length
+                from ..upscale.video import batched
+
+                clips = batched(upscaler.stream(clips, settings))
+            for frames in resumed_frames(state, clips, paste):
+                writer.write(frames)
+        except BaseException as err:
+            if state is not None and state.active and state.carry_entry:
+                print(f"The progress so far is kept in {state.folder}: the same command continues from there "
+                      "(--no-resume starts over).", file=sys.stderr)
+            if isinstance(err, GenerationCancelled):  # the stop a signal asked for (STOP), seen between steps
+                raise KeyboardInterrupt() from None
+            raise
+        finally:
+            PROGRESS.close()
+    if state is not None:
+        state.finish()
+    print(f"Wrote {out} ({audio.num_frames} frames) in {time.perf_counter() - started:.1f} s")
+    return audio.num_frames

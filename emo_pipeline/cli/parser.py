@@ -1,0 +1,236 @@
+"""The command line's arguments: every subcommand and its options (each with its default in --help), and
+generate's options as a batch job reads them. Nothing heavy is imported here: `--help` and a wrong option
+answer at once, before torch is loaded."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ..families import EMOTIONS
+from ..io.download.catalogue import DOWNLOADS, human_size
+from ..sampling.presets import PRESETS
+from ..sampling.schedulers import SCHEDULERS
+
+DESCRIPTION = "EMO talking portraits: a portrait and an audio clip in, a talking-head MP4 out."
+DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: components.PRECISIONS
+# Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
+DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m emo_pipeline", formatter_class=HelpWithDefaults)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text, formatter_class=HelpWithDefaults)
+
+    dl = add("download", "fetch a family's files from the hub into the model folder (resumable, verified, only "
+                         "what the loaders read)")
+    dl.add_argument("names", nargs="+", metavar="NAME",
+                    help="what to fetch: " + ", ".join(f"{d.name} (~{human_size(d.approx_bytes)})" for d in DOWNLOADS.values()))
+    dl.add_argument("--to", default="models/emo",
+                    help="the model folder (default: %(default)s; in ComfyUI, ComfyUI/models/emo)")
+    dl.add_argument("--revision", default="main", help="branch, tag or commit of the hub repositories (default: %(default)s)")
+    dl.add_argument("--convert", action="store_true",
+                    help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
+    dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's")
+    bench = add("benchmark", "time each preset and memory mode on this machine (random weights, nothing to "
+                             "download) and compare the measured peak with the counted one")
+    bench.add_argument("--device", default="auto",
+                       help="cuda runs the full size (512²), cpu the tiny size; auto: cuda when torch sees a GPU, "
+                            "else cpu (default: %(default)s)")
+    bench.add_argument("--family", default="hallo", choices=["hallo", "hallo2", "emo", "echomimic", "echomimic-acc", "memo"],
+                       help="which family's network (default: %(default)s)")
+    bench.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: %(default)s)")
+    bench.add_argument("--modes", default="normal,low_vram,low_vram_fp8", help="comma-separated (default: %(default)s)")
+    bench.add_argument("--model", help="real weights instead of random ones, a model folder or network file "
+                                       "(default: random weights)")
+    bench.add_argument("--budget-s", type=float, default=600.0,
+                       help="the whole run's time; fewer steps are run and scaled when needed (default: %(default)s)")
+    bench.add_argument("--out", default="benchmark-results", help="folder for benchmark.md and benchmark.json "
+                                                                  "(default: %(default)s)")
+    gen = add("generate", "portrait + audio → talking-head MP4")
+    gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
+    gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
+    gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
+    gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
+    gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
+    gen.add_argument("--separate-vocals", nargs="?", const="auto", metavar="ONNX",
+                     help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
+                          "(as Hallo does; the video keeps the full sound). Without a path: "
+                          "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up (default: off)")
+    gen.add_argument("--wav2vec", help="audio encoder file or folder to use instead of the one beside the model "
+                                       "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors; "
+                                       "default: the one beside the model)")
+    gen.add_argument("--seed", type=int, default=0,
+                     help="noise seed: the same seed, inputs and settings give the same video")
+    gen.add_argument("--preset", choices=list(PRESETS),
+                     help="sampling preset: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
+                     + " (default: the model's own sampling, which for Hallo is quality)")
+    gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's, else the model's: 40 for Hallo)")
+    gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
+    gen.add_argument("--frames-per-clip", type=int,
+                     help="clip length; for EchoMimic the context window (default: the model's: 16 Hallo and MEMO, "
+                          "12 EMO and EchoMimic)")
+    gen.add_argument("--motion-frames", type=int,
+                     help="frames of the previous clip each clip continues from (default: the model's: 2 Hallo, "
+                          "4 EMO, 16 for MEMO's memory, none for EchoMimic)")
+    gen.add_argument("--context-overlap", type=int,
+                     help="EchoMimic: frames shared by neighbouring context windows (default: its own, 3)")
+    gen.add_argument("--scheduler", choices=list(SCHEDULERS),
+                     help="default: the preset's, else the model's own (ddim; flow_euler for MEMO)")
+    gen.add_argument("--emotion", choices=list(EMOTIONS),
+                     help="MEMO models: the emotion to express (default: neutral); other models ignore it")
+    gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
+                     help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
+    gen.add_argument("--cache-interval", type=int,
+                     help="DeepCache: a full pass every N steps, the ones between reuse its deep features "
+                          "(default: the preset's, else 1: off)")
+    gen.add_argument("--memory-mode", choices=["auto", "normal", "low_vram", "low_vram_fp8"], default="auto",
+                     help="auto (default): the fastest mode whose counted peak fits the free device memory, said in "
+                          "one line; normal; low_vram; low_vram_fp8 (low-VRAM with fp8 weights)")
+    gen.add_argument("--low-vram", action="store_true",
+                     help="for 8 GB cards: guided rows one after the other, VAE decodes frame by frame, chunked attention")
+    gen.add_argument("--fp8-weights", action="store_true",
+                     help="store the network's weights in fp8 (half the memory; small quality loss)")
+    gen.add_argument("--compile", action="store_true", help="torch.compile the denoiser (minutes to compile once)")
+    gen.add_argument("--fps", type=float, help="video frame rate (default: the model's, 25)")
+    gen.add_argument("--head-speed", type=float,
+                     help="head rotation speed in radians per frame, EMO speed layers only (default: 0, no turn)")
+    gen.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
+                                                      "(default: %(default)s)")
+    gen.add_argument("--dtype", choices=list(DTYPES),
+                     help="default: the model's own on CUDA (fp16; bf16 for MEMO), fp32 on CPU")
+    gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
+    gen.add_argument("--no-face-crop", action="store_true",
+                     help="use the image as it is (it should be square and face-centred)")
+    gen.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
+    gen.add_argument("--face-fraction", type=float,
+                     help="share of the crop the face takes (default: the model family's, 0.6 Hallo, 0.5 EchoMimic)")
+    gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
+    gen.add_argument("--feather", type=int,
+                     help="with --paste-back: pixels over which the crop blends into the photo (default 1/16 of its side, 0: hard edge)")
+    gen.add_argument("--colour-match", action="store_true", help="with --paste-back: match the crop's colours to the photo's")
+    gen.add_argument("--upscale", type=int, default=1, choices=(1, 2, 3, 4),
+                     help="Hallo2's high-resolution stage before any paste-back: the face restored by its temporal "
+                          "CodeFormer and the video upscaled xN (2: 512² to 1024²); needs hallo2/net_g.pth "
+                          "(download hallo2-upscaler; S-Lab licence, non-commercial). Default 1: off")
+    _upscale_options(gen, "--upscale-")
+    up = add("upscale", "an existing MP4 through Hallo2's high-resolution stage (face restored by its temporal "
+                        "CodeFormer, video upscaled xN); S-Lab licence, non-commercial")
+    up.add_argument("video", help="the MP4 (or any video PyAV reads), e.g. a generated face video")
+    up.add_argument("--out", required=True, help="output MP4")
+    up.add_argument("--scale", type=int, default=2, choices=(1, 2, 3, 4), help="upscale factor (default: %(default)s)")
+    _upscale_options(up, "--")
+    up.add_argument("--models", action="append",
+                    help="folder holding hallo2/net_g.pth and realesrgan/RealESRGAN_x2plus.pth (and the face "
+                         "detector); repeatable (default: models/emo)")
+    up.add_argument("--random", action="store_true", help="tiny random-weight networks (a pipeline check)")
+    up.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
+                                                     "(default: %(default)s)")
+    up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
+    up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
+    gen.add_argument("--no-resume", action="store_true",
+                     help="keep no progress: by default each finished clip is kept beside --out (in .<name>.emo-resume/) "
+                          "so that a stopped render continues where it was; removed once the MP4 is complete")
+    gen.add_argument("--resume-cap", type=float, default=20.0, metavar="GIB",
+                     help="the most disk the kept progress may take, in GiB (default: %(default)s); past it, or "
+                          "when the disk is short, the render goes on without keeping progress")
+    gen.add_argument("--resume-every", type=int, default=1, metavar="N",
+                     help="EchoMimic: keep the whole video's latents every N denoising steps (default: %(default)s)")
+    ins = add("inspect", "say what a checkpoint file (or model folder) is and what it lacks")
+    ins.add_argument("checkpoint", help="a network file or a model folder")
+    conv = add("convert", "net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
+    conv.add_argument("source", help="a network file or a model folder")
+    conv.add_argument("target", help="the .safetensors file to write")
+    conv.add_argument("--dtype", choices=list(DTYPES), help="store in this precision (default: as the source)")
+    conv.add_argument("--preset", help="config preset when the source carries none and is not Hallo's "
+                                       "(default: the one the files tell)")
+    tr = add("train", "train one of EMO's three stages on a folder of videos")
+    tr.add_argument("--data", required=True, help="folder of video files with sound")
+    tr.add_argument("--out", required=True, help="folder for network.safetensors and the resume state")
+    tr.add_argument("--stage", type=int, required=True, choices=[1, 2, 3],
+                    help="1: ReferenceNet, Backbone and face locator on single frames; 2: the temporal and audio "
+                         "modules on clips; 3: the temporal modules and the speed layers")
+    tr.add_argument("--init", help="network to start from, ours or Hallo's net.pth to fine-tune (default: a new "
+                                   "network of --preset)")
+    tr.add_argument("--preset", default="tiny", help="config of a network built from scratch")
+    tr.add_argument("--steps", type=int, default=1000, help="optimiser steps")
+    tr.add_argument("--batch-size", type=int, default=2, help="clips per step")
+    tr.add_argument("--lr", type=float, default=1e-5, help="learning rate")
+    tr.add_argument("--seed", type=int, default=0, help="seed of the weights drawn and of the clips picked")
+    tr.add_argument("--vae", help="VAE folder or file (default: a tiny random VAE, for checks only)")
+    tr.add_argument("--wav2vec", help="wav2vec2 folder or file (default: a tiny random one, for checks only)")
+    tr.add_argument("--mixed-precision", default="no", choices=["no", "fp16", "bf16"], help="accelerate's mixed precision")
+    tr.add_argument("--gradient-accumulation", type=int, default=1, help="steps whose gradients add up before "
+                                                                         "one update")
+    tr.add_argument("--gradient-checkpointing", action="store_true", help="recompute activations in the backward "
+                                                                          "pass (less memory, slower)")
+    tr.add_argument("--save-every", type=int, default=500, help="steps between saved networks and resume states")
+    demo = add("train-demo", "train the bundled demo model on the synthetic set (CPU)")
+    demo.add_argument("--out", default="models/demo", help="folder for the network and its training report")
+    demo.add_argument("--minutes", type=float, default=55.0, help="training time")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the synthetic set and the weights")
+    demo.add_argument("--clips", type=int, default=48, help="synthetic clips to train on")
+    batch = add("batch", "many videos from a jobs file (JSON lines), resumable; on several GPUs under "
+                         "`accelerate launch`")
+    batch.add_argument("jobs", help="JSON lines: {\"image\": ..., \"audio\": ..., \"out\": ..., any generate option}")
+    batch.add_argument("--out-dir", default="renders", help="where the videos and results.jsonl go (default: %(default)s)")
+    ev = add("evaluate-demo", "lip sync, colour drift and head motion of a model on held-out drawn faces")
+    ev.add_argument("--model", default=str(DEMO_MODEL.parent), help="model folder")
+    ev.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the sampling")
+    syn = add("synthetic", "write the synthetic talking-face set")
+    syn.add_argument("folder", help="where the clips go")
+    syn.add_argument("--count", type=int, default=32, help="clips")
+    syn.add_argument("--seed", type=int, default=0, help="seed of the faces, voices and motions")
+    syn.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
+    syn.add_argument("--size", type=int, default=64, help="frame side in pixels")
+    parser.description = (f"{DESCRIPTION} Commands: {', '.join(sub.choices)}. "
+                          "`python -m emo_pipeline COMMAND --help` gives a command's options and their defaults.")
+    return parser
+
+
+class HelpWithDefaults(argparse.HelpFormatter):
+    """Every option's help ends with its default, unless the text already says it: "(default: off)" for a flag."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or not action.option_strings or action.required \
+                or action.default is argparse.SUPPRESS:
+            return text
+        return text + (" (default: off)" if action.nargs == 0 else " (default: %(default)s)")
+
+
+def chosen_device(name: str) -> str:
+    """--device auto: cuda when torch sees a GPU, else cpu (torch is imported only here)."""
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _upscale_options(parser: argparse.ArgumentParser, prefix: str) -> None:
+    parser.add_argument(prefix + "fidelity", type=float, default=0.5,
+                        help="CodeFormer's w: 0 trusts its codebook (more detail), 1 the input (closer to it); "
+                             "default %(default)s, Hallo2's")
+    parser.add_argument(prefix + "background", choices=("auto", "realesrgan", "bicubic"), default="auto",
+                        help="how the rest of the frame is upscaled: RealESRGAN x2 (Hallo2's), bicubic, or auto: "
+                             "RealESRGAN when realesrgan/RealESRGAN_x2plus.pth is there")
+    parser.add_argument(prefix + "blend", choices=("linear", "hallo2"), default="linear",
+                        help="the 4 frames shared by neighbouring 16-frame chunks: cross-faded, or as Hallo2 "
+                             "(the earlier chunk's kept)")
+
+
+def generate_actions() -> dict[str, argparse.Action]:
+    """generate's options by dest name, as argparse defines them (their types and choices)."""
+    generate = build_parser()._subparsers._group_actions[0].choices["generate"]
+    return {action.dest: action for action in generate._actions if action.dest != "help"}
+
+
+def generate_defaults() -> dict:
+    """generate's options with their defaults, by dest name (what a batch job may set)."""
+    defaults = vars(build_parser().parse_args(["generate"]))
+    defaults.pop("command")
+    return defaults
