@@ -21,6 +21,20 @@ predictions, max|ours - hallo| / max|hallo|, is printed with the times.
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --size 512 --frames 16 --repeats 3
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --flops        # 512², 16+2 frames, fp16
 
+`--whole-clip` times whole clips instead: Hallo's own FaceAnimatePipeline at its default.yaml
+(40 DDIM steps with its zero-SNR settings, cfg 3.5), called as scripts/inference.py calls it for a
+first clip (its audio projection, the portrait and two copies of it as motion frames), against our
+EMOPipeline.generate at each preset, on the same random weights, the same inputs and one random
+full-size VAE (the sd-vae-ft-mse layout) shared by both. After a one-step warm-up of each side, every
+round runs each side once (the order turning each round); the medians give the wall-time ratio per
+preset, printed beside the FLOP ratio of the same clips counted on meta tensors (emo_pipeline/cost.py;
+Hallo's clip is our quality clip with its denoising replaced by 40 of Hallo's own guided steps and two
+more VAE encodings). The relative difference of the quality preset's decoded frames from Hallo's is
+printed too (Hallo's reference features are kept in the network's precision, as in the one-step
+comparison). wav2vec is run by neither side (the features are given).
+
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --whole-clip --size 64 --frames 2 --rounds 3
+
 The network always has its full channel widths (SD1.5's 320/640/1280/1280): its fp32 weights
 take about 9.7 GB, held once. `--size` and `--frames` shrink only the inputs; the defaults finish
 in a few minutes on a small CPU. `--flops` counts one guided step of each network at the
@@ -49,7 +63,10 @@ both are applied here, at run time, and change nothing in Hallo's checkout or in
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import importlib
+import io
 import os
 import platform
 import statistics
@@ -72,7 +89,7 @@ from emo_pipeline.pipeline import EMOPipeline  # noqa: E402
 from emo_pipeline.portrait import Portrait, prepare_portrait  # noqa: E402
 from emo_pipeline.sampling.denoiser import Denoiser  # noqa: E402
 from emo_pipeline.sampling.motion_frames import MotionFrameConditions  # noqa: E402
-from emo_pipeline.sampling.presets import resolve_options  # noqa: E402
+from emo_pipeline.sampling.presets import PRESETS, resolve_options  # noqa: E402
 from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
 
 SEED = 0
@@ -282,8 +299,10 @@ def _audio_windows(inputs: StepInputs) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------- our step
-def build_our_pipeline(config: EMOConfig, hallo_net: nn.Module, dtype: torch.dtype) -> EMOPipeline:
-    """An EMOPipeline whose network holds Hallo's tensors (built on meta, then assigned)."""
+def build_our_pipeline(config: EMOConfig, hallo_net: nn.Module, dtype: torch.dtype,
+                       vae: nn.Module | None = None) -> EMOPipeline:
+    """An EMOPipeline whose network holds Hallo's tensors (built on meta, then assigned), with `vae`
+    (shared with Hallo's pipeline) or, for the one-step comparison, a tiny one that is never run."""
     from emo_pipeline.audio.encoder import AudioEncoder
     from emo_pipeline.models import EMONet
     from emo_pipeline.tiny import tiny_vae, tiny_wav2vec
@@ -291,9 +310,9 @@ def build_our_pipeline(config: EMOConfig, hallo_net: nn.Module, dtype: torch.dty
     with torch.device("meta"):
         net = EMONet(config)
     net.load_state_dict(hallo_net.state_dict(), strict=True, assign=True)
-    # the VAE and wav2vec are never run here (latents and audio features are given)
-    return EMOPipeline(net, tiny_vae(downscale=config.vae_downscale), AudioEncoder(tiny_wav2vec()),
-                       device=hallo_net.denoising_unet.device, dtype=dtype)
+    # wav2vec is never run here (audio features are given)
+    return EMOPipeline(net, vae if vae is not None else tiny_vae(downscale=config.vae_downscale),
+                       AudioEncoder(tiny_wav2vec()), device=hallo_net.denoising_unet.device, dtype=dtype)
 
 
 def our_guided_step(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, region_weights: list[float],
@@ -316,6 +335,204 @@ def our_guided_step(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, r
         del pipe.encode_images
     denoise = Denoiser(pipe.net.denoising_unet, cond, True, guidance, False, None)
     return lambda: denoise(inputs.latents, inputs.timestep, True, False)
+
+
+# ---------------------------------------------------------------------------- whole clips
+HALLO_CLIP_SEED = 42  # scripts/inference.py: generator = torch.manual_seed(42)
+
+
+def shared_vae(seed: int = SEED + 2) -> nn.Module:
+    """The sd-vae-ft-mse layout with random weights (as randomize_ draws them): one VAE for both sides."""
+    from diffusers import AutoencoderKL
+
+    vae = AutoencoderKL(down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=4)
+    return randomize_(vae.requires_grad_(False).eval(), seed)
+
+
+def hallo_scheduler(settings: dict):
+    """The DDIM scheduler scripts/inference.py makes from default.yaml (zero-SNR settings included)."""
+    from diffusers import DDIMScheduler
+
+    kwargs = dict(settings["noise_scheduler_kwargs"])
+    if settings.get("enable_zero_snr"):
+        kwargs.update(rescale_betas_zero_snr=True, timestep_spacing="trailing", prediction_type="v_prediction")
+    return DDIMScheduler(**kwargs)
+
+
+def hallo_clip(net: nn.Module, vae: nn.Module, settings: dict, inputs: StepInputs,
+               portrait: Portrait) -> Callable[[int | None], torch.Tensor]:
+    """One whole clip as scripts/inference.py makes its first one: the audio projection, then Hallo's
+    FaceAnimatePipeline (VAE encoding of the portrait and its stand-in motion frames, face locator,
+    ReferenceNet, the denoising loop with its DDIM scheduler, per-frame VAE decoding). Returns a function
+    of the step count (None: default.yaml's) giving the frames [F, S, S, 3] in 0..1."""
+    face_animate = importlib.import_module("hallo.animate.face_animate")
+
+    class ReferenceAttentionControl(face_animate.ReferenceAttentionControl):
+        """Hallo's, keeping the reference features in the network's precision (as the one-step comparison
+        does): its update() rounds them to fp16 by default, a no-op in its fp16 inference."""
+
+        def update(self, writer, dtype=None):
+            return super().update(writer, dtype=dtype or net.denoising_unet.dtype)
+
+    face_animate.ReferenceAttentionControl = ReferenceAttentionControl  # the name its pipeline looks up
+    pipeline = face_animate.FaceAnimatePipeline(
+        vae=vae, reference_unet=net.reference_unet, denoising_unet=net.denoising_unet,
+        face_locator=net.face_locator, image_proj=net.imageproj, scheduler=hallo_scheduler(settings))
+    pipeline.set_progress_bar_config(disable=True)
+    f, n, size = inputs.frames, settings["data"]["n_motion_frames"], inputs.config.sample_size
+    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
+    # the first clip: the portrait followed by n copies of it standing in for the motion frames
+    ref_image = portrait.pixels[None].repeat(1 + n, 1, 1, 1)[None]
+
+    def level_masks(kind: str) -> list[torch.Tensor]:  # inference.py repeats each level's mask over the clip
+        return [getattr(m, kind)[None].repeat(f, 1) for m in portrait.masks]
+
+    def run(steps: int | None = None) -> torch.Tensor:
+        with quiet(), contextlib.redirect_stderr(io.StringIO()):  # its per-frame decode's tqdm bar, notices
+            audio_tensor = net.audioproj(_audio_windows(inputs))
+            video = pipeline(ref_image=ref_image, audio_tensor=audio_tensor, face_emb=inputs.identity[None],
+                             face_mask=portrait.face_region[None], pixel_values_full_mask=level_masks("full"),
+                             pixel_values_face_mask=level_masks("face"), pixel_values_lip_mask=level_masks("lip"),
+                             width=size, height=size, video_length=f,
+                             num_inference_steps=steps or settings["inference_steps"],
+                             guidance_scale=settings["cfg_scale"], generator=torch.manual_seed(HALLO_CLIP_SEED),
+                             motion_scale=weights).videos
+        return video[0].permute(1, 2, 3, 0)  # [3, F, S, S] → [F, S, S, 3]
+
+    return run
+
+
+def our_clip(pipe: EMOPipeline, inputs: StepInputs, portrait: Portrait, preset_name: str,
+             region_weights: list[float]) -> Callable[[int | None], torch.Tensor]:
+    """One whole clip through EMOPipeline.generate with a preset (its steps unless given): VAE encoding,
+    ReferenceNet, audio projection, the sampling loop, VAE decoding; frames [F, S, S, 3] in 0..1."""
+    cfg = pipe.config
+    audio = AudioFeatures(torch.zeros(1), inputs.audio, inputs.frames, cfg.fps, inputs.frames)
+
+    def run(steps: int | None = None) -> torch.Tensor:
+        options = SamplingOptions(seed=HALLO_CLIP_SEED, preset=preset_name, steps=steps,
+                                  frames_per_clip=inputs.frames, motion_frames=cfg.motion_frames,
+                                  region_weights=tuple(region_weights))
+        return pipe.generate(portrait, audio, options)
+
+    return run
+
+
+def clip_flops(config: EMOConfig, presets: list[str], steps: int) -> dict[str, int]:
+    """FLOPs of one whole clip at `config`'s size, counted on meta tensors (emo_pipeline/cost.py), the
+    audio encoder left out (neither side runs it here): ours per preset, and Hallo's own code: our quality
+    clip with its denoising replaced by `steps` of Hallo's own guided step (hallo_step_flops) and two more
+    VAE encodings (Hallo encodes the portrait's stand-in motion frames too)."""
+    from emo_pipeline.cost import count_flops, full_size_pipeline, video_flops
+
+    pipe = full_size_pipeline(config)
+    seconds = config.frames_per_clip / config.fps
+    denoising = ("denoiser, conditional rows", "denoiser, unconditional rows")
+    flops = {}
+    with quiet():
+        for name in presets:
+            cost = video_flops(pipe, SamplingOptions(preset=name), seconds)
+            flops[name] = cost.total - cost.stages["audio encoder"]
+        quality = video_flops(pipe, SamplingOptions(preset="quality"), seconds)
+        pixels = torch.zeros(1, 3, config.sample_size, config.sample_size, device="meta", dtype=pipe.dtype)
+        encode = count_flops(pipe.encode_images, pixels)[0]
+    hallo_step = hallo_step_flops(config)
+    flops["hallo"] = (quality.total - quality.stages["audio encoder"] - sum(quality.stages[s] for s in denoising)
+                      + steps * hallo_step + 2 * encode)
+    return flops
+
+
+class NetworkClock:
+    """Seconds spent inside a module's forward calls (forward hooks), summed until reset."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self.seconds, self._start = 0.0, 0.0
+        module.register_forward_pre_hook(self._enter)
+        module.register_forward_hook(self._leave)
+
+    def _enter(self, *_) -> None:
+        self._start = time.perf_counter()
+
+    def _leave(self, *_) -> None:
+        self.seconds += time.perf_counter() - self._start
+
+
+def compare_clips(config: EMOConfig, presets: list[str], rounds: int, steps_run: int | None = None) -> None:
+    """Whole clips: Hallo's own pipeline at its default (default.yaml: 40 DDIM steps, cfg 3.5) and ours at
+    each preset, on the same random weights and inputs, in rounds that run every side once (the order
+    turning each round), after a one-step warm-up of each; medians of the wall times beside the FLOPs.
+    `steps_run`: run that many steps of each clip (a whole number of DeepCache cycles for fast) and scale the
+    time spent in the denoising network to the clip's own steps, the rest of the clip counted as measured."""
+    path = hallo_checkout()
+    hallo, settings = import_hallo(path), hallo_inference_settings(path)
+    weights = [settings["pose_weight"], settings["face_weight"], settings["lip_weight"]]
+    print(f"machine: {machine()}")
+    print(f"whole clip: {config.sample_size}² ({config.latent_size}² latents), {config.frames_per_clip} frames + "
+          f"{config.motion_frames} motion frames, fp32, channels {'/'.join(map(str, config.block_out_channels))}, "
+          f"full-size VAE (sd-vae-ft-mse layout); Hallo: {settings['inference_steps']} DDIM steps, cfg "
+          f"{settings['cfg_scale']:g}, its FaceAnimatePipeline; ours: presets {', '.join(presets)}", flush=True)
+    flops = clip_flops(config, presets, settings["inference_steps"])
+    print("FLOPs of one clip (meta tensors): " + ", ".join(f"{k} {v / 1e12:.3f} T" for k, v in flops.items()),
+          flush=True)
+
+    start = time.perf_counter()
+    with quiet():
+        hallo_net = randomize_(build_hallo_net(hallo, settings, config))
+    vae = shared_vae()
+    pipe = build_our_pipeline(config, hallo_net, torch.float32, vae)
+    print(f"weights built in {time.perf_counter() - start:.0f} s, shared by both pipelines", flush=True)
+    inputs = make_inputs(config)
+    portrait = make_portrait(inputs)
+    runs = {"hallo": hallo_clip(hallo_net, vae, settings, inputs, portrait)}
+    runs.update({name: our_clip(pipe, inputs, portrait, name, weights) for name in presets})
+    clocks = {"hallo": NetworkClock(hallo_net.denoising_unet)}
+    clocks.update(dict.fromkeys(presets, NetworkClock(pipe.net.denoising_unet)))
+    steps = {"hallo": settings["inference_steps"]}
+    steps.update({name: resolve_options(SamplingOptions(preset=name), config).steps for name in presets})
+    cycle = {name: resolve_options(SamplingOptions(preset=name), config).cache_interval for name in presets}
+    run_steps = {name: min(n, -(-steps_run // cycle.get(name, 1)) * cycle.get(name, 1)) if steps_run else n
+                 for name, n in steps.items()}
+    if steps_run:
+        print("steps run, the denoising network's time scaled to the clip's steps: " + ", ".join(
+            f"{name} {run_steps[name]} of {n}" for name, n in steps.items()), flush=True)
+    with torch.no_grad():
+        for name, run in runs.items():
+            seconds, _ = timed(functools.partial(run, 1))
+            print(f"  warm-up (1 step) {name:8s} {seconds:8.1f} s", flush=True)
+        times: dict[str, list[float]] = {name: [] for name in runs}
+        frames: dict[str, torch.Tensor] = {}
+        names = list(runs)
+        for r in range(rounds):
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                clocks[name].seconds = 0.0
+                seconds, out = timed(functools.partial(runs[name], run_steps[name]))
+                network = clocks[name].seconds
+                scaled = seconds + network * (steps[name] / run_steps[name] - 1)
+                times[name].append(scaled)
+                frames.setdefault(name, out)
+                print(f"  round {r + 1} {name:8s} {seconds:8.1f} s, of which {network:.1f} s in the denoising "
+                      f"network; {steps[name]} steps: {scaled:8.1f} s  (load average {os.getloadavg()[0]:.1f})",
+                      flush=True)
+            print_clip_table(times, flops, steps, r + 1)
+    if "quality" in frames:
+        a, b = frames["hallo"], frames["quality"]
+        print(f"quality preset vs Hallo ({run_steps['quality']} DDIM steps each), decoded frames {list(b.shape)}: "
+              f"max|ours - hallo| / max|hallo| = {(b - a).abs().max() / a.abs().max():.2e}")
+    print(f"machine at the end: load average {', '.join(f'{x:.1f}' for x in os.getloadavg())}")
+
+
+def print_clip_table(times: dict[str, list[float]], flops: dict[str, int], steps: dict[str, int], runs: int) -> None:
+    hallo_s = statistics.median(times["hallo"])
+    print(f"\nmedians of {runs} run(s) per side; ratios are ours / Hallo's own code (below 1: ours is faster)")
+    print("| ours | steps | Hallo s | ours s | wall-time ratio | FLOP ratio |")
+    print("|---|---|---|---|---|---|")
+    for name, values in times.items():
+        if name != "hallo":
+            ours_s = statistics.median(values)
+            print(f"| {name} | {steps[name]} | {hallo_s:.1f} | {ours_s:.1f} | {ours_s / hallo_s:.3f} | "
+                  f"{flops[name] / flops['hallo']:.3f} |")
+    print(flush=True)
 
 
 # ---------------------------------------------------------------------------- FLOPs
@@ -366,7 +583,9 @@ def machine() -> str:
                 break
     except OSError:
         pass
-    return f"{model}, torch {torch.__version__}, {torch.get_num_threads()} threads"
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"load average {load} (1, 5, 15 min)")
 
 
 def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
@@ -439,12 +658,22 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one guided step of each at full size (512², 16+2 frames) and exit")
+    parser.add_argument("--whole-clip", action="store_true",
+                        help="time whole clips instead: Hallo's pipeline at its default against ours per preset "
+                             "(fp32; --size and --frames as above)")
+    parser.add_argument("--presets", default=",".join(PRESETS), help="--whole-clip: ours, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="--whole-clip: timed runs of each side")
+    parser.add_argument("--steps-run", type=int, help="--whole-clip: run this many steps per clip and scale the "
+                                                      "denoising network's time to the clip's steps (default: all)")
     args = parser.parse_args()
     if args.flops:
         print_flops(hallo_config())
         return
     config = hallo_config().with_overrides(sample_size=args.size, frames_per_clip=args.frames)
-    compare(config, DTYPES[args.dtype], args.repeats)
+    if args.whole_clip:
+        compare_clips(config, args.presets.split(","), args.rounds, args.steps_run)
+    else:
+        compare(config, DTYPES[args.dtype], args.repeats)
 
 
 if __name__ == "__main__":

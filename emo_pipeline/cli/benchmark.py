@@ -4,7 +4,8 @@ On a GPU: the family's full-size network with random weights built on the device
 real weights with --model), one 512² clip per preset and mode, timed, with the device allocator's peak
 beside the peak counted by emo_pipeline/cost.py. On a CPU: the same code at the tiny size, the measured
 peak being the process's sampled RSS growth (labelled so). A budget bounds the whole run: when the clips
-would not fit in it, fewer steps are run and the time is scaled to the preset's steps (said in the notes).
+would not fit in it, fewer steps are run and the steps' time is scaled to the preset's steps, the rest of
+the clip (ReferenceNet, VAE) counted as measured (said in the notes).
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class Row:
     frames: int
     seconds: float  # scaled to the preset's steps
     seconds_per_video_second: float
+    measured_seconds: float  # the clip as run (steps_run steps)
+    step_seconds: float  # of which in the denoising steps
     measured_peak: int
     measured_reserved: int | None
     counted_peak: int
@@ -72,7 +75,9 @@ class Report:
 
 
 def _mib(n: int | None) -> str:
-    return "n/a" if n is None else f"{n / 2**20:,.0f} MiB"
+    if n is None:
+        return "n/a"
+    return f"{n / 2**20:,.0f} MiB" if abs(n) >= 100 * 2**20 else f"{n / 2**20:.1f} MiB"
 
 
 def environment(device: torch.device) -> dict:
@@ -93,9 +98,32 @@ def environment(device: torch.device) -> dict:
     else:
         import os
 
-        env.update(cpu=platform.processor() or "cpu", threads=torch.get_num_threads(), cores=os.cpu_count(),
+        env.update(cpu=cpu_name(), threads=torch.get_num_threads(), cores=os.cpu_count(),
+                   load_average=", ".join(f"{x:.1f}" for x in os.getloadavg()),
                    attention="SDPA (CPU)", fp8="stored, computed in fp32")
     return env
+
+
+def cpu_name() -> str:
+    """The CPU model as /proc/cpuinfo names it (platform.processor() is often empty on Linux)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _release_freed_heap() -> None:
+    """Give memory freed by earlier runs back to the system (glibc keeps it otherwise), so that the next
+    run's RSS growth is its own allocations rather than zero."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
 
 
 class _PeakRSS:
@@ -104,6 +132,7 @@ class _PeakRSS:
     def __enter__(self):
         import psutil
 
+        _release_freed_heap()
         self.process = psutil.Process()
         self.start = self.peak = self.process.memory_info().rss
         self.running = True
@@ -158,22 +187,25 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
             config = config_for(reader)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[config.spec.gpu_precision] if gpu else torch.float32
     report = Report(environment(device), "torch.cuda.max_memory_allocated, weights included" if gpu else
-                    "sampled process RSS growth; counted: activations")
+                    "process peak RSS growth, CPU, sampled every 5 ms; counted: activations")
     report.environment.update(family=config.name, size=f"{config.sample_size}²", precision=str(dtype)[6:])
     if not gpu:
         report.notes.append(f"CPU: the tiny '{config.name}' configuration at {config.sample_size}² (the same code as "
                             "the full size); the measured peak is the process's RSS growth, sampled every 5 ms.")
     started = time.perf_counter()
     runs = [(p, m) for m in modes for p in presets]
-    per_step: float | None = None
+    per_step: float | None = None  # seconds of one denoising step, from the last run
+    per_run = 0.0  # seconds of a run besides its steps: building, ReferenceNet, VAE, counting the peak
     for index, (name, mode) in enumerate(runs):
+        began_run = time.perf_counter()
         options = resolve_options(SamplingOptions(seed=0, preset=name), config)
-        left = budget_s - (time.perf_counter() - started)
+        left = budget_s - (began_run - started)
         remaining = len(runs) - index
         steps = options.steps
-        if per_step is not None and per_step * steps * remaining > left:
-            steps = max(1, min(steps, int(left / remaining / per_step)))
+        if per_step is not None and (per_run + per_step * steps) * remaining > left:
+            steps = max(1, min(steps, int((left / remaining - per_run) / per_step)))
         pipe = _pipeline(config, device, dtype, mode, model)
+        pipe.profile = True  # the steps' time apart from the rest of the clip (synchronised on a GPU)
         gen = torch.Generator().manual_seed(0)
         portrait = pipe.prepare_portrait(torch.rand(config.sample_size, config.sample_size, 3, generator=gen),
                                          face_box=(0.25, 0.2, 0.75, 0.8))
@@ -190,8 +222,9 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
             if gpu:
                 torch.cuda.synchronize(device)
             elapsed = time.perf_counter() - began
-        per_step = elapsed / steps
-        scaled = elapsed * options.steps / steps
+        in_steps = pipe.timings.get("denoising", 0.0)
+        per_step = in_steps / steps
+        scaled = elapsed - in_steps + in_steps * options.steps / steps
         measured = torch.cuda.max_memory_allocated(device) if gpu else rss.growth
         reserved = torch.cuda.max_memory_reserved(device) if gpu else None
         # the pipeline that ran, counted on fake tensors; on the CPU the weights were resident before the run, so its
@@ -199,17 +232,23 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
         memory = clip_memory(pipe, options)
         counted = memory.total if gpu else memory.activations
         row = Row(name, mode, steps, options.steps, len(video), scaled, scaled / (len(video) / config.fps),
-                  measured, reserved, counted)
+                  elapsed, in_steps, measured, reserved, counted)
         report.rows.append(row)
         if steps != options.steps:
-            report.notes.append(f"{name}/{mode}: {steps} of {options.steps} steps run within the budget; the time "
-                                "is scaled by the steps (the per-clip work outside the steps is counted once).")
+            report.notes.append(f"{name}/{mode}: {steps} of {options.steps} steps run within the budget; the steps' "
+                                f"{in_steps:.1f} s are scaled by {options.steps}/{steps}, the rest of the clip "
+                                f"({elapsed - in_steps:.1f} s) is counted as measured.")
         if on_row:
             on_row(row)
         del pipe, video
         if gpu:
             torch.cuda.empty_cache()
-    report.notes.append(f"whole run {time.perf_counter() - started:.0f} s (budget {budget_s:.0f} s)")
+        per_run = time.perf_counter() - began_run - in_steps
+    spent = time.perf_counter() - started
+    report.notes.append(f"whole run {spent:.0f} s (budget {budget_s:.0f} s)" + (
+        "; over the budget: the first run is measured whole, later ones with no fewer than one step, and what a "
+        "run does besides its steps (building, ReferenceNet, VAE, counting the peak) is not shortened"
+        if spent > budget_s else ""))
     return report
 
 
