@@ -34,8 +34,8 @@ log = logging.getLogger(__name__)  # "emo_pipeline.face...": hosts can route it;
 
 def face_models_notice(folder: str | Path) -> str:
     """The one line for a model that uses the identity embedding when no ArcFace model is found."""
-    return (f"EMO: no face models ({SCRFD_FILE}, {ARCFACE_FILE}), so no identity embedding and weaker likeness; "
-            f"to fix: python -m emo_pipeline download face --to {folder}")
+    return (f"EMO: no face models, so no identity embedding (weaker likeness). "
+            f"Fix: python -m emo_pipeline download face --to {folder}")
 
 
 @dataclass
