@@ -25,7 +25,7 @@ import torch
 from PIL import Image
 
 from comfy_stubs import ROOT
-from conftest import machine_slowness, speech_like
+from conftest import cpu_seconds, machine_slowness, speech_like
 
 COMFYUI = os.environ.get("COMFYUI_PATH")
 pytestmark = pytest.mark.skipif(not COMFYUI, reason="set COMFYUI_PATH to a ComfyUI checkout to run")
@@ -45,9 +45,12 @@ def request(url: str, data: bytes | None = None, headers: dict | None = None, ti
 
 def wait_for(what: str, check, server: subprocess.Popen, log: Path, bound: float):
     """check()'s first result that is not None, asked again as soon as the last answer came: the test waits
-    on the event itself. A request the busy server is slow to answer is asked again, not a failure; the
-    bound (scaled by the machine's measured speed) only catches a server that hangs or died."""
+    on the event itself. A request the busy server is slow to answer is asked again, not a failure. The
+    bound (scaled by the machine's measured speed) only catches a server that hangs or died: once it has
+    passed, a server still spending CPU time is working (a loaded machine) and gets the bound again, up to
+    12 times; one that spent none has hung."""
     deadline = time.monotonic() + bound * machine_slowness()
+    spent, extensions = cpu_seconds(server.pid), 0
     slow_answers = 0
     while True:
         try:
@@ -57,8 +60,13 @@ def wait_for(what: str, check, server: subprocess.Popen, log: Path, bound: float
         except (ConnectionError, urllib.error.URLError, TimeoutError) as err:
             slow_answers += isinstance(err, TimeoutError) or isinstance(getattr(err, "reason", None), TimeoutError)
         assert server.poll() is None, f"ComfyUI ended while waiting for {what}: " + log.read_text()[-3000:]
-        assert time.monotonic() < deadline, (f"{what}: not within {bound * machine_slowness():.0f} s "
-                                             f"({slow_answers} requests timed out)\n" + log.read_text()[-3000:])
+        if time.monotonic() >= deadline:
+            now = cpu_seconds(server.pid)
+            assert spent is not None and now is not None and now > spent + 0.05 and extensions < 12, (
+                f"{what}: not within {bound * machine_slowness():.0f} s, and the server "
+                f"{'spent no CPU time in it' if extensions < 12 else 'is past 12 such bounds'} "
+                f"({slow_answers} requests timed out)\n" + log.read_text()[-3000:])
+            spent, extensions, deadline = now, extensions + 1, time.monotonic() + bound * machine_slowness()
         time.sleep(0.2)
 
 
