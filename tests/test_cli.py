@@ -175,12 +175,13 @@ def test_a_stop_that_python_swallows_still_stops_sampling(tmp_path, monkeypatch,
     """A signal whose exception lands in a __del__ or weakref callback is only printed by Python; the
     recorded signal still stops sampling at the next step, and nothing is written."""
     import emo_pipeline.cli.generate as cli
+    from emo_pipeline.cli.stop import STOP
 
     steps = []
 
     def swallowed(info):  # as if SIGINT had arrived inside a finaliser during the first step
         steps.append(info.step)
-        cli.STOP["signal"] = signal.SIGINT
+        STOP["signal"] = signal.SIGINT
 
     monkeypatch.setattr(cli, "_progress", swallowed)
     out = tmp_path / "o.mp4"
