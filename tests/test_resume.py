@@ -54,6 +54,7 @@ def counting_backbone(monkeypatch) -> list:
 def stop_at(monkeypatch, step: int) -> list:
     """Make the in-process command line stop (as Ctrl-C does) at progress step `step`; returns the steps seen."""
     import emo_pipeline.cli.generate as cli
+    from emo_pipeline.cli.stop import STOP
 
     seen, progress = [], cli._progress
 
@@ -61,7 +62,7 @@ def stop_at(monkeypatch, step: int) -> list:
         seen.append(info)
         progress(info)
         if info.step == step:
-            cli.STOP["signal"] = signal.SIGINT
+            STOP["signal"] = signal.SIGINT
 
     monkeypatch.setattr(cli, "_progress", stopping)
     return seen
