@@ -234,9 +234,11 @@ def make_inputs(config: EMOConfig) -> StepInputs:
 
 def make_portrait(inputs: StepInputs) -> Portrait:
     """Our portrait conditions (face-region mask, background/face/lip masks, identity), on the CPU
-    in fp32: a grey image with a face box (the masks are computed from the box, not the pixels)."""
+    in fp32: a random image (fixed seed) with a face box (the masks are computed from the box, not the
+    pixels). Not a flat grey one: Hallo's pipeline re-normalises a [-1, 1] tensor with no negative value
+    (diffusers' VaeImageProcessor takes it for [0, 1]), which a real photo never triggers."""
     cfg = inputs.config
-    image = torch.full((cfg.sample_size, cfg.sample_size, 3), 0.5)
+    image = torch.rand((cfg.sample_size, cfg.sample_size, 3), generator=torch.Generator().manual_seed(SEED + 3))
     return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, face_box=FACE_BOX,
                             identity=inputs.identity)
 
