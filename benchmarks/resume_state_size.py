@@ -1,4 +1,4 @@
-"""What a render's kept progress (emo_pipeline/io/render_state.py) weighs at 512², computed from the
+"""What a render's kept progress (emo_pipeline/render_state.py) weighs at 512², computed from the
 shapes (nothing is rendered): the frames' bound and each family's carry, per minute of video.
 
     python benchmarks/resume_state_size.py

@@ -145,7 +145,8 @@ def plan_for_network(network: str | Path | None, device: torch.device, free: int
                      options: SamplingOptions | None = None) -> MemoryPlan:
     """`plan_memory` for the network file or model folder `network` (its config read from the file, no weights
     loaded; None: the tiny random-weight model) on `device`; `dtype` None: the family's own there."""
-    from .components import default_dtype, find_net
+    from .components import default_dtype
+    from .io.model_files import find_net
     from .config import tiny_config
     from .io.loading import config_for, open_network
 

@@ -13,7 +13,8 @@ import comfy.model_management as mm
 import folder_paths
 from comfy.model_patcher import ModelPatcher
 
-from ..emo_pipeline.components import PRECISIONS, load_pipeline
+from ..emo_pipeline.components import load_pipeline
+from ..emo_pipeline.io.loading import PRECISIONS
 from ..emo_pipeline.io.download import FAMILIES
 from ..emo_pipeline.io.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
 from ..emo_pipeline.memory_plan import MemoryPlan, plan_for_network

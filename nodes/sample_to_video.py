@@ -12,7 +12,7 @@ import folder_paths
 import torch
 
 from ..emo_pipeline.face import paste_back
-from ..emo_pipeline.io.render_state import RenderState, fingerprint, resumed_frames, state_folder
+from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .face import DEFAULT_FEATHER, FEATHER, feather_pixels
 from .notify import relays_warnings

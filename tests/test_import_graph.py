@@ -9,6 +9,7 @@ an arrow (it would make every package that re-exports its submodules a circle)."
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -170,3 +171,73 @@ def test_the_engine_imports_no_comfyui_and_the_nodes_do():
     assert {name: found for name, found in engine.items() if found} == {}
     nodes = set().union(*(outside_imports(path) for path in modules(ROOT, ("nodes",)).values()))
     assert {"comfy", "folder_paths"} <= nodes  # the check reads the imports the nodes do make
+
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+ALLOWED_UP = {("io.media", "audio.resample")}  # named on the page: a sound track resampled in plain torch
+
+
+def layer_order(page: str) -> list[str]:
+    """The engine's parts (`cli`, `pipeline`, `io`, ...) in the order the page's tree lists them: the lines
+    under `emo_pipeline/` indented by two, each naming one part or several (`a.py, b.py`)."""
+    tree = page.split("```")[1]
+    order = []
+    for line in tree.splitlines():
+        if not line.startswith("  ") or line.startswith("   "):
+            continue
+        names = re.split(r"\s{2,}", line.strip())[0]
+        order += [n.strip().rstrip("/").removesuffix(".py") for n in names.split(",")]
+    return order
+
+
+def arrows_up(graph: dict[str, set[str]], order: list[str]) -> tuple[list[str], set[str]]:
+    """Imports from an engine part to one listed above it (`a.b -> c.d`, without the pack's prefix), and the
+    engine parts the order leaves out."""
+    rank = {name: i for i, name in enumerate(order)}
+    engine = f"{PACK}.emo_pipeline."
+
+    def part(module: str) -> str | None:
+        return module.removeprefix(engine).split(".")[0] if module.startswith(engine) else None
+
+    up, unlisted = [], set()
+    for module, targets in sorted(graph.items()):
+        source = part(module)
+        if source is None:
+            continue
+        if source not in rank:
+            unlisted.add(source)
+            continue
+        for target in sorted(targets):
+            dest = part(target)
+            if dest is None or dest == source:
+                continue
+            if dest not in rank:
+                unlisted.add(dest)
+            elif rank[dest] < rank[source] and (module.removeprefix(engine), target.removeprefix(engine)) \
+                    not in ALLOWED_UP:
+                up.append(f"{module.removeprefix(engine)} -> {target.removeprefix(engine)}")
+    return up, unlisted
+
+
+def test_imports_run_down_the_architecture_page_s_list():
+    order = layer_order(ARCHITECTURE.read_text(encoding="utf-8"))
+    assert order[:2] == ["__main__", "cli"] and {"pipeline", "sampling", "io", "models", "config"} <= set(order)
+    up, unlisted = arrows_up(import_graph(ROOT), order)
+    assert unlisted == set(), f"engine parts missing from docs/architecture.md's tree: {sorted(unlisted)}"
+    assert up == [], "imports up the list of docs/architecture.md:\n" + "\n".join(up)
+
+
+def test_an_arrow_up_the_list_is_found(tmp_path):
+    """A planted import from io/ up to the pipeline facade, inside a function, is reported; so is a part the
+    page does not list."""
+    package = tmp_path / "emo_pipeline"
+    (package / "io").mkdir(parents=True)
+    (package / "__init__.py").write_text("")
+    (package / "io" / "__init__.py").write_text("")
+    (package / "pipeline.py").write_text("from .io.media import read\n")
+    (package / "io" / "media.py").write_text("def read():\n    from ..pipeline import EMOPipeline\n")
+    (package / "extra.py").write_text("from .pipeline import read\n")
+    order = layer_order("```\nemo_pipeline/\n  pipeline.py   the facade\n  io/\n    media.py   files\n```")
+    assert order == ["pipeline", "io"]
+    up, unlisted = arrows_up(import_graph(tmp_path, ("emo_pipeline",)), order)
+    assert up == ["io.media -> pipeline"] and unlisted == {"extra"}

@@ -7,7 +7,8 @@ import math
 import pytest
 import torch
 
-from emo_pipeline.components import find_net, load_pipeline
+from emo_pipeline.components import load_pipeline
+from emo_pipeline.io.model_files import find_net
 from emo_pipeline.config import memo_config, tiny_memo_config
 from emo_pipeline.families import EMOTIONS
 from emo_pipeline.io.loading import CheckpointError, MEMO_WEIGHTS, config_for, open_network, write_safetensors

@@ -1,4 +1,4 @@
-"""Long renders resume from the last finished clip (emo_pipeline/io/render_state.py): killed with SIGKILL at a
+"""Long renders resume from the last finished clip (emo_pipeline/render_state.py): killed with SIGKILL at a
 known point, started again, they give the frames of an uninterrupted run without redoing finished work."""
 
 import json
@@ -245,7 +245,7 @@ def test_the_same_inputs_resume_and_no_resume_ignores_the_state(hallo, kept_stat
 
 
 def test_a_cap_or_a_short_disk_stops_keeping_progress_with_a_plain_message(hallo, tmp_path, monkeypatch, capsys):
-    import emo_pipeline.io.render_state as render_state
+    import emo_pipeline.render_state as render_state
     from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
@@ -278,7 +278,7 @@ def test_memo_resumes_with_the_same_frames(tmp_path):
     """MEMO's temporal memory of every past clip carries over: stopped after clip 2 of 3, the rest equals
     the uninterrupted run (the engine through RenderState, as the command line and the node use it)."""
     from emo_pipeline.config import tiny_memo_config
-    from emo_pipeline.io.render_state import RenderState, fingerprint, resumed_frames
+    from emo_pipeline.render_state import RenderState, fingerprint, resumed_frames
     from emo_pipeline.pipeline import EMOPipeline
     from emo_pipeline.sampling.steps import Callbacks, SamplingOptions
     from emo_pipeline.tiny import tiny_components

@@ -180,7 +180,7 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
     gpu = device.type == "cuda"
     config = preset(family if gpu or model else TINY.get(family, family))
     if model:
-        from ..components import find_net
+        from ..io.model_files import find_net
         from ..io.loading import config_for, open_network
 
         with open_network(find_net(Path(model))) as reader:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 
 def inspect_command(args: argparse.Namespace) -> int:
-    from ..components import find_net
+    from ..io.model_files import find_net
     from ..io.loading import describe_checkpoint
 
     print(describe_checkpoint(find_net(Path(args.checkpoint))))  # a model folder works too
@@ -15,7 +15,8 @@ def inspect_command(args: argparse.Namespace) -> int:
 
 
 def convert_command(args: argparse.Namespace) -> int:
-    from ..components import PRECISIONS, find_net
+    from ..io.loading import PRECISIONS
+    from ..io.model_files import find_net
     from ..config import preset
     from ..io.loading import convert_checkpoint, describe_checkpoint
 

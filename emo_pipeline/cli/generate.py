@@ -92,7 +92,7 @@ MODEL_OPTIONS = ("model", "random", "device", "dtype", "memory_mode", "low_vram"
 
 def load_model(args: argparse.Namespace):
     """The pipeline generate's options ask for: --model, else the bundled demo model, else tiny random weights."""
-    from ..components import PRECISIONS
+    from ..io.loading import PRECISIONS
     from ..pipeline import EMOPipeline
 
     device = torch.device(args.device)
@@ -150,7 +150,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
-    from ..io.render_state import RenderState, fingerprint, resumed_frames, state_folder
+    from ..render_state import RenderState, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
     state = None  # the render's kept progress (render_state.py), unless --no-resume

@@ -13,7 +13,7 @@ from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
 
 DESCRIPTION = "EMO talking portraits: a portrait and an audio clip in, a talking-head MP4 out."
-DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: components.PRECISIONS
+DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: io.loading.PRECISIONS
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
 

@@ -39,7 +39,7 @@ def upscale_settings(scale: int, fidelity: float, background: str, blend: str):
 
 def upscale_command(args: argparse.Namespace) -> int:
     """`upscale VIDEO --out OUT`: frames decoded, upscaled and written as they go (memory flat in length)."""
-    from ..components import PRECISIONS
+    from ..io.loading import PRECISIONS
     from ..io.media import VideoWriter, iter_video_frames, load_audio, probe_video
     from ..upscale.video import batched
 

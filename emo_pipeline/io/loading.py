@@ -27,6 +27,8 @@ from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
+# the precisions a network is loaded or written in, by the names options and the family record use
+PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 CONFIG_METADATA_KEY = "emo_config"
 
 

@@ -1,5 +1,5 @@
 """A scheduler's own state (step index, multistep history, ...), kept by a resumable render after a denoising step
-(io/render_state.py writes it) and put back on a fresh scheduler to continue exactly."""
+(render_state.py writes it) and put back on a fresh scheduler to continue exactly."""
 
 from __future__ import annotations
 

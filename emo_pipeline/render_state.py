@@ -32,10 +32,10 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from ..audio.features import AudioFeatures
-    from ..pipeline import EMOPipeline
-    from ..portrait import Portrait
-    from ..sampling.steps import SamplingOptions
+    from .audio.features import AudioFeatures
+    from .pipeline import EMOPipeline
+    from .portrait import Portrait
+    from .sampling.steps import SamplingOptions
 
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -79,7 +79,7 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
                 sound: torch.Tensor | None = None, image: torch.Tensor | None = None, **settings: Any) -> dict[str, str]:
     """What a render's frames depend on, by the names a person knows them by. `sound`: the MP4's sound track;
     `image`: a photo the frames are pasted into; `settings`: anything else of the caller's (size, crf, ...)."""
-    from ..sampling.presets import resolve_options
+    from .sampling.presets import resolve_options
 
     opts = resolve_options(options, pipe.config)
     masks = [t for m in portrait.masks for t in (m.full, m.face, m.lip)]
