@@ -68,7 +68,6 @@ import functools
 import importlib
 import io
 import os
-import platform
 import statistics
 import sys
 import time
@@ -577,14 +576,9 @@ def hallo_step_flops(config: EMOConfig) -> int:
 
 # ---------------------------------------------------------------------------- report
 def machine() -> str:
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from emo_pipeline.cli.benchmark import cpu_name
+
+    model = cpu_name()
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     return (f"{model}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
             f"load average {load} (1, 5, 15 min)")

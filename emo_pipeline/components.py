@@ -12,7 +12,7 @@ import torch
 
 from .audio.encoder import AudioEncoder
 from .config import EMOConfig
-from .io.loading import PRECISIONS, config_for, load_net, open_network
+from .io.loading import PRECISIONS, load_net, network_config
 from .io.model_files import audio_encoder_path, find_net, vae_path
 from .models.fp8 import store_weights_fp8
 from .pipeline import EMOPipeline
@@ -40,9 +40,7 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
     from .vae import load_vae
 
     net_path = find_net(Path(model))
-    if config is None:
-        with open_network(net_path) as reader:
-            config = config_for(reader)
+    config = config or network_config(net_path)
     dtype = dtype or default_dtype(config, compute_device or device)
     vae_file = Path(vae) if vae else vae_path(net_path, shared)
     audio_file = Path(audio_encoder) if audio_encoder else audio_encoder_path(net_path, config, shared)

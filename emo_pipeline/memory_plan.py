@@ -146,15 +146,11 @@ def plan_for_network(network: str | Path | None, device: torch.device, free: int
     """`plan_memory` for the network file or model folder `network` (its config read from the file, no weights
     loaded; None: the tiny random-weight model) on `device`; `dtype` None: the family's own there."""
     from .components import default_dtype
-    from .io.model_files import find_net
     from .config import tiny_config
-    from .io.loading import config_for, open_network
+    from .io.loading import network_config
+    from .io.model_files import find_net
 
-    if network is None:
-        config = tiny_config()
-    else:
-        with open_network(find_net(Path(network))) as reader:
-            config = config_for(reader)
+    config = tiny_config() if network is None else network_config(find_net(Path(network)))
     return plan_memory(config, free, dtype or default_dtype(config, device), options)
 
 

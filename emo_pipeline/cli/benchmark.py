@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from ..components import default_dtype
 from ..config import EMOConfig, preset
 from ..cost import clip_memory
 from ..pipeline import EMOPipeline
@@ -178,14 +179,14 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
     """One clip per preset and mode; see the module's docstring."""
     device = torch.device(device)
     gpu = device.type == "cuda"
-    config = preset(family if gpu or model else TINY.get(family, family))
     if model:
+        from ..io.loading import network_config
         from ..io.model_files import find_net
-        from ..io.loading import config_for, open_network
 
-        with open_network(find_net(Path(model))) as reader:
-            config = config_for(reader)
-    dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}[config.spec.gpu_precision] if gpu else torch.float32
+        config = network_config(find_net(Path(model)))
+    else:
+        config = preset(family if gpu else TINY.get(family, family))
+    dtype = default_dtype(config, device)
     report = Report(environment(device), "torch.cuda.max_memory_allocated, weights included" if gpu else
                     "process peak RSS growth, CPU, sampled every 5 ms; counted: activations")
     report.environment.update(family=config.name, size=f"{config.sample_size}²", precision=str(dtype)[6:])

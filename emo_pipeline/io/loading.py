@@ -417,6 +417,13 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     )
 
 
+def network_config(path: str | Path) -> EMOConfig:
+    """The config of the network at `path` (a file, or EchoMimic's or MEMO's folder: see `open_network`), read
+    from its metadata or keys; no weight is loaded."""
+    with open_network(path) as reader:
+        return config_for(reader)
+
+
 def resemblance(shapes: dict[str, torch.Size]) -> str:
     """Which known layout a file is closest to, to tell users what they have got."""
     from ..config import emo_config

@@ -24,20 +24,27 @@ from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
 
+def _open_for(path: Path, kind: str) -> av.container.InputContainer:
+    """`path` opened for reading its `kind` ("audio" or "video") stream, with errors that name the file and what
+    is wrong with it (missing, unreadable, no such stream)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{kind.capitalize()} file not found: {path}")
+    try:
+        container = av.open(str(path))
+    except av.FFmpegError as err:
+        raise ValueError(f"Cannot read {path.name} as {'audio' if kind == 'audio' else 'a video'}: {err}") from None
+    if not getattr(container.streams, kind):
+        container.close()
+        raise ValueError(f"{path.name} has no {kind} stream.")
+    return container
+
+
 def load_audio(path: str | Path) -> tuple[torch.Tensor, int]:
     """First audio stream of any file → (waveform [C, T] float32 in -1..1, sample rate)."""
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"{path} is a folder: give an audio file (WAV, MP3, a video with sound, ...).")
-    if not path.is_file():
-        raise FileNotFoundError(f"Audio file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise ValueError(f"Cannot read {path.name} as audio: {err}") from None
-    with container:
-        if not container.streams.audio:
-            raise ValueError(f"{path.name} has no audio stream.")
+    with _open_for(path, "audio") as container:
         stream = container.streams.audio[0]
         resampler = av.AudioResampler(format="fltp", layout=stream.layout.name, rate=stream.rate)
         chunks, broken, last_packet = [], None, b""
@@ -397,16 +404,7 @@ def read_video_info(path: str | Path) -> dict:
 def probe_video(path: str | Path) -> dict:
     """fps, width, height, the frame count the container declares (0 if it does not) and whether there is
     sound, without decoding."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Video file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise ValueError(f"Cannot read {path.name} as a video: {err}") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{path.name} has no video stream.")
+    with _open_for(Path(path), "video") as container:
         video = container.streams.video[0]
         return {"fps": float(video.average_rate or 25), "width": video.codec_context.width,
                 "height": video.codec_context.height, "frames": int(video.frames or 0),
@@ -416,16 +414,7 @@ def probe_video(path: str | Path) -> dict:
 def iter_video_frames(path: str | Path, batch: int = 16) -> Iterator[torch.Tensor]:
     """A video's frames, decoded as they are needed, in batches [≤batch, H, W, 3] float32 in 0..1: a long
     video is never held whole."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"Video file not found: {path}")
-    try:
-        container = av.open(str(path))
-    except av.FFmpegError as err:
-        raise ValueError(f"Cannot read {path.name} as a video: {err}") from None
-    with container:
-        if not container.streams.video:
-            raise ValueError(f"{path.name} has no video stream.")
+    with _open_for(Path(path), "video") as container:
         pending = []
         for frame in container.decode(container.streams.video[0]):
             pending.append(frame.to_ndarray(format="rgb24"))

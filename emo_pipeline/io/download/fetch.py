@@ -465,23 +465,21 @@ def _entry(remote: Remote, path: Path) -> dict:
 def check_model(model: Path) -> None:
     """Our loaders' strict check on a placed family: the network's keys and shapes, and its VAE and audio
     encoder found where the loader looks."""
-    from ..loading import config_for, open_network
+    from ..loading import network_config
     from ..model_files import audio_encoder_path, find_net, vae_path
 
     net = find_net(model)
-    with open_network(net) as reader:
-        config = config_for(reader)
+    config = network_config(net)
     vae_path(net)
     audio_encoder_path(net, config)
 
 
 def convert_download(folder: Path, download: Download) -> Path:
     """The family's network as our single safetensors file, <folder>/<name>.safetensors, in its GPU precision."""
-    from ..loading import PRECISIONS, config_for, convert_checkpoint, open_network
+    from ..loading import PRECISIONS, convert_checkpoint, network_config
     from ..model_files import find_net
 
     source = find_net(folder / download.model)
-    with open_network(source) as reader:
-        config = config_for(reader)
+    config = network_config(source)
     return convert_checkpoint(source, folder / f"{download.name}.safetensors", PRECISIONS[config.spec.gpu_precision],
                               config)
