@@ -20,6 +20,7 @@ predictions, max|ours - hallo| / max|hallo|, is printed with the times.
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py                # 128², 4 frames
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --size 512 --frames 16 --repeats 3
     HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --flops        # 512², 16+2 frames, fp16
+    HALLO_PATH=/path/to/hallo python benchmarks/hallo_side_by_side.py --profile      # and each side's operators
 
 `--whole-clip` times whole clips instead: Hallo's own FaceAnimatePipeline at its default.yaml
 (40 DDIM steps with its zero-SNR settings, cfg 3.5), called as scripts/inference.py calls it for a
@@ -590,7 +591,7 @@ def timed(fn: Callable[[], torch.Tensor]) -> tuple[float, torch.Tensor]:
     return time.perf_counter() - start, out
 
 
-def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
+def compare(config: EMOConfig, dtype: torch.dtype, repeats: int, profile: bool = False) -> None:
     """Build both networks on the same random weights, prepare the same clip, time one guided
     step of each (alternating, after one untimed call of each) and print the comparison."""
     path = hallo_checkout()
@@ -634,6 +635,39 @@ def compare(config: EMOConfig, dtype: torch.dtype, repeats: int) -> None:
     for label, stat in (("median", statistics.median), ("fastest", min)):
         hallo_s, ours_s = stat(times["hallo"]), stat(times["ours"])
         print(f"{label} of {repeats}: hallo {hallo_s:.2f} s, ours {ours_s:.2f} s, ours/hallo = {ours_s / hallo_s:.3f}")
+    if profile:
+        with torch.no_grad(), quiet():
+            profile_steps(steps, 2)
+
+
+PROFILED_OPS = {"addmm": "aten::addmm", "mm": "aten::mm", "bmm": "aten::bmm", "convolution": "convolution"}
+
+
+def profile_steps(steps: dict[str, Callable[[], torch.Tensor]], repeats: int) -> None:
+    """Each side's guided step under torch.profiler (`repeats` steps): its operator time (the sum of every
+    operator's own time) and, for the FLOP-heavy operators, FLOPs (counted on the same call), time and rate, so
+    that a gap between the wall-time and FLOP ratios can be told apart from the machine's noise."""
+    from torch.profiler import ProfilerActivity, profile
+
+    totals = {}
+    for name, step in steps.items():
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = {str(op).split(".")[-1]: n for op, n in counter.get_flop_counts()["Global"].items()}
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            for _ in range(repeats):
+                step()
+        own = {e.key: e.self_cpu_time_total / repeats / 1e6 for e in prof.key_averages()}
+        totals[name] = sum(own.values())
+        parts = []
+        for op, key in PROFILED_OPS.items():
+            seconds = sum(t for k, t in own.items() if (k == key if key.startswith("aten::") else key in k))
+            if op in flops and seconds > 0:
+                parts.append(f"{op} {flops[op] / 1e9:.0f} GFLOP in {seconds:.2f} s ({flops[op] / 1e9 / seconds:.0f} "
+                             "GFLOP/s)")
+        print(f"  profile {name:5s}: operator time {totals[name]:.2f} s per step; " + ", ".join(parts), flush=True)
+    print(f"operator time ours/hallo = {totals['ours'] / totals['hallo']:.3f} (mean of {repeats} profiled steps)")
 
 
 def print_flops(config: EMOConfig) -> None:
@@ -654,6 +688,9 @@ def main() -> None:
     parser.add_argument("--dtype", choices=DTYPES, default="fp32")
     parser.add_argument("--flops", action="store_true",
                         help="count FLOPs of one guided step of each at full size (512², 16+2 frames) and exit")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed steps, profile two more of each side: operator time, and FLOPs, time "
+                             "and GFLOP/s of the matrix products and convolutions")
     parser.add_argument("--whole-clip", action="store_true",
                         help="time whole clips instead: Hallo's pipeline at its default against ours per preset "
                              "(fp32; --size and --frames as above)")
@@ -669,7 +706,7 @@ def main() -> None:
     if args.whole_clip:
         compare_clips(config, args.presets.split(","), args.rounds, args.steps_run)
     else:
-        compare(config, DTYPES[args.dtype], args.repeats)
+        compare(config, DTYPES[args.dtype], args.repeats, args.profile)
 
 
 if __name__ == "__main__":

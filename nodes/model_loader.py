@@ -14,9 +14,8 @@ import folder_paths
 from comfy.model_patcher import ModelPatcher
 
 from ..emo_pipeline.components import load_pipeline
-from ..emo_pipeline.io.loading import PRECISIONS
 from ..emo_pipeline.io.download import FAMILIES
-from ..emo_pipeline.io.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES
+from ..emo_pipeline.io.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES, PRECISIONS
 from ..emo_pipeline.memory_plan import MemoryPlan, plan_for_network
 from ..emo_pipeline.pipeline import EMOPipeline
 from .downloads import BUNDLED, catalogue_file, choices, entry, fetch, requested, target_folder

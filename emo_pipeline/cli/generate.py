@@ -100,26 +100,26 @@ def load_model(args: argparse.Namespace):
     dtype = PRECISIONS[args.dtype] if args.dtype else None
     low_vram, fp8_weights = memory_mode(args, device, dtype)
     memory = dict(low_vram=low_vram, fp8_weights=fp8_weights, compile=args.compile, audio_encoder=args.wav2vec)
-    if args.model:
+    if args.model or (DEMO_MODEL.is_file() and not args.random):
         from ..components import load_pipeline
 
-        print(f"Loading model from {args.model} ...")
-        pipe = load_pipeline(args.model, device, dtype, **memory)
-    elif DEMO_MODEL.is_file() and not args.random:
-        from ..components import load_pipeline
-
-        print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
-              "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
-              "For photographs: `python -m emo_pipeline download hallo`, then --model models/emo/hallo.")
-        pipe = load_pipeline(DEMO_MODEL, device, dtype, **memory)
+        if args.model:
+            print(f"Loading model from {args.model} ...")
+        else:
+            print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
+                  "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
+                  "For photographs: `python -m emo_pipeline download hallo`, then --model models/emo/hallo.")
+        pipe = load_pipeline(args.model or DEMO_MODEL, device, dtype, **memory)
     else:
+        from ..components import default_dtype
+        from ..config import tiny_config
         from ..tiny import tiny_components
 
         print("No --model given: using a tiny RANDOM-WEIGHT model. The video will be noise; this run only "
               "checks that the pipeline works. Pass --model <folder> (e.g. Hallo's weights) for real output.")
-        pipe = EMOPipeline(*tiny_components(), device=device,
-                           dtype=dtype or (torch.float16 if device.type == "cuda" else torch.float32), low_vram=low_vram,
-                           compile=args.compile)
+        config = tiny_config()
+        pipe = EMOPipeline(*tiny_components(config), device=device, dtype=dtype or default_dtype(config, device),
+                           low_vram=low_vram, compile=args.compile)
         if fp8_weights:
             pipe.store_weights_fp8()
     return pipe
