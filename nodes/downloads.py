@@ -16,8 +16,8 @@ import comfy.model_management as mm
 import comfy.utils
 import folder_paths
 
-from ..emo_pipeline.io.download import DOWNLOADS, Download, download, human_size, missing_files
-from ..emo_pipeline.io.download.catalogue import HubFile
+from ..emo_pipeline.download import DOWNLOADS, Download, download, human_size, missing_files
+from ..emo_pipeline.download.catalogue import HubFile
 
 PREFIX = "download: "
 BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
@@ -94,7 +94,9 @@ def cancelled() -> bool:
 def fetch(d: Download, folder: Path | None = None) -> Path:
     """Fetch (or find) the download's files; returns the model path (the folder for the optional parts)."""
     folder = folder or target_folder()
-    result = download([d.name], folder, progress=ComfyProgress(), is_cancelled=cancelled)
+    # Picking the entry asks for this download: a part there that fails its content check is replaced (the
+    # loader could not use it); a working file of the user's own is left alone.
+    result = download([d.name], folder, replace_damaged=True, progress=ComfyProgress(), is_cancelled=cancelled)
     if result.placed:
         log.info("EMO: %s placed in %s", d.name, folder)
     return result.models[0] if result.models else folder

@@ -14,7 +14,7 @@ import folder_paths
 from comfy.model_patcher import ModelPatcher
 
 from ..emo_pipeline.components import load_pipeline
-from ..emo_pipeline.io.download import FAMILIES
+from ..emo_pipeline.download import FAMILIES
 from ..emo_pipeline.io.loading import MEMO_WEIGHTS, PICKLE_SUFFIXES, PRECISIONS
 from ..emo_pipeline.memory_plan import MemoryPlan, plan_for_network
 from ..emo_pipeline.pipeline import EMOPipeline

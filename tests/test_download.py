@@ -25,8 +25,8 @@ import tiny_families
 from conftest import run_child
 from local_hub import LocalHub
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
-from emo_pipeline.io.download import DOWNLOADS, DownloadError, download, missing_files
-from emo_pipeline.io.download.fetch import STATE
+from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
+from emo_pipeline.download.fetch import STATE
 from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
                                write_tiny_memo_folder)
 from test_face import arcface_model, scrfd_model
@@ -244,7 +244,7 @@ def test_a_full_disk_is_refused_before_and_during_the_download(hub, repositories
     try:
         run = _cli(hub, "download", "hallo", "--to", str(small / "emo"))
         assert run.returncode == 2 and "Traceback" not in run.stderr
-        assert "Not enough space in" in run.stderr and "more needed" in run.stderr and "--to" in run.stderr
+        assert "Not enough space in" in run.stderr and " needed, " in run.stderr and "--to" in run.stderr
         assert not (small / "emo" / "hallo").exists()
     finally:
         _unmount(small)

@@ -7,7 +7,7 @@ import torch
 import comfy_stubs
 from emo_pipeline.config import (echomimic_acc_config, echomimic_config, emo_config, hallo2_config, hallo_config,
                                  memo_config, tiny_config)
-from emo_pipeline.io.download import DOWNLOADS, human_size
+from emo_pipeline.download import DOWNLOADS, human_size
 from emo_pipeline.tiny import write_tiny_model_folder
 from emo_pipeline.training.demo import demo_config
 

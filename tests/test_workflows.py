@@ -150,7 +150,7 @@ def test_api_twin_matches_ui_workflow(pack, path):
 def test_every_downloadable_file_carries_the_metadata_the_frontend_reads(path):
     """The frontend's Missing Models panel offers a file when the workflow's `models` (and the node's
     properties.models) give its name (the widget value), an https://huggingface.co/ URL and a directory."""
-    from emo_pipeline.io.download.catalogue import DOWNLOADS
+    from emo_pipeline.download.catalogue import DOWNLOADS
 
     workflow = json.loads(path.read_text())
     targets = {f.target: f for d in DOWNLOADS.values() for f in d.files}

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err.strerror if isinstance(err, DiskFullError) else err}", file=sys.stderr)
         return 2
     except Exception as err:
-        from ..io.download import DownloadError
+        from ..download import DownloadError
 
         if not isinstance(err, DownloadError):
             raise

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from ..io.download.catalogue import human_size
+from ..download.catalogue import human_size
 from .stop import stop_requested
 
 
 def download_command(args: argparse.Namespace) -> int:
     """`download NAME ...`: fetch, verify and place; then say what to run."""
-    from ..io.download import DownloadCancelled, download
-    from ..io.download.terminal import TerminalProgress
+    from ..download import DownloadCancelled, download
+    from ..download.terminal import TerminalProgress
 
     try:
         result = download(args.names, args.to, args.revision, convert=args.convert, force=args.force,

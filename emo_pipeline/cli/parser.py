@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from ..families import EMOTIONS
-from ..io.download.catalogue import DOWNLOADS, human_size
+from ..download.catalogue import DOWNLOADS, human_size
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
 
@@ -31,10 +31,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="what to fetch: " + ", ".join(f"{d.name} (~{human_size(d.approx_bytes)})" for d in DOWNLOADS.values()))
     dl.add_argument("--to", default="models/emo",
                     help="the model folder (default: %(default)s; in ComfyUI, ComfyUI/models/emo)")
-    dl.add_argument("--revision", default="main", help="branch, tag or commit of the hub repositories (default: %(default)s)")
+    dl.add_argument("--revision", default=None, help="branch, tag or commit of the hub repositories; files placed "
+                    "from another one are fetched again where they differ (default: main, and files already placed "
+                    "from any revision are kept)")
     dl.add_argument("--convert", action="store_true",
                     help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
-    dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's")
+    dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's, "
+                    "damaged ones included (default: off: such files are named and left as they are)")
     bench = add("benchmark", "time each preset and memory mode on this machine (random weights, nothing to "
                              "download) and compare the measured peak with the counted one")
     bench.add_argument("--device", default="auto",

@@ -25,6 +25,7 @@ import torch
 from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
+from .pickle_scan import pickle_is_whole
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # the precisions a network is loaded or written in, by the names options and the family record use
@@ -110,15 +111,19 @@ def unreadable_weights_error(path: Path, err: Exception, expected: str = "") -> 
     while cause is not None and len(chain) < 8:
         chain.append(str(cause))
         cause = cause.__cause__ or cause.__context__
-    if kind != "safetensors" and any("weights_only" in t or "Unsupported global" in t for t in chain):
+    refused = any("weights_only" in t or "Unsupported global" in t for t in chain)
+    if kind != "safetensors" and refused and pickle_is_whole(path):
         return CheckpointError(
             f"Refused {path}: it is a pickle that carries code or Python objects besides tensors, and pickled "
             "files are opened with weights_only=True so that no code inside them can run. Use the file from the "
             f"model's official download, or a .safetensors version of it.{expected}")
+    if refused:  # random or garbled bytes: weights_only stumbles on them in the same words
+        return CheckpointError(f"{path} is damaged: its pickle does not parse (cut short or garbled bytes), so it "
+                               f"holds no usable weights. Download it again.{expected}")
     text = str(err)
     return CheckpointError(
-        f"Cannot read {path} as a {kind} file ({type(err).__name__}: {text.splitlines()[0][:200] if text else ''}). "
-        f"The file may be incomplete or damaged: download it again.{expected}")
+        f"{path} is damaged or incomplete: it cannot be read as a {kind} file ({type(err).__name__}: "
+        f"{text.splitlines()[0][:200] if text else ''}). Download it again.{expected}")
 
 
 def folder_model_error(path: Path, what: str, err: Exception) -> CheckpointError:

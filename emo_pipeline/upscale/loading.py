@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..io.loading import unreadable_weights_error
 from .codeformer import HALLO2_SR, CodeFormerConfig, TemporalCodeFormer
 from .rrdbnet import REALESRGAN_X2PLUS, RRDBConfig, RRDBNet
 
@@ -38,10 +39,8 @@ def read_state(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # an unpickling refusal, or a cut-short zip
-        raise ValueError(f"Cannot read {path.name} as a PyTorch weights file ({type(err).__name__}: "
-                         f"{str(err).splitlines()[0][:200]}). It is opened with weights_only=True, which refuses "
-                         f"anything but tensors; if it is damaged, fetch it again with {FETCH_HINT}.") from None
+    except Exception as err:  # an unpickling refusal, a cut-short zip or random bytes: said as it is
+        raise unreadable_weights_error(path, err, f"the file from {FETCH_HINT}") from None
     if isinstance(data, dict):
         for key in ("params_ema", "params"):
             if isinstance(data.get(key), dict):

@@ -27,6 +27,7 @@ class HubFile:
     path: str  # the file's path in the repository
     target: str  # where our loaders read it, relative to the model folder
     approx_bytes: int
+    part: str  # what it is part of, for the content check before placing (see checks.py's CHECKS)
 
 
 @dataclass(frozen=True)
@@ -48,22 +49,22 @@ class Download:
 
 def _vae(repo: str, folder: str = "") -> tuple[HubFile, ...]:
     """sd-vae-ft-mse as a diffusers folder, into the shared vae/."""
-    return (HubFile(repo, folder + "config.json", "vae/config.json", 547),
+    return (HubFile(repo, folder + "config.json", "vae/config.json", 547, "vae"),
             HubFile(repo, folder + "diffusion_pytorch_model.safetensors", "vae/diffusion_pytorch_model.safetensors",
-                    335 * MB))
+                    335 * MB, "vae"))
 
 
 def _wav2vec(repo: str, folder: str = "") -> tuple[HubFile, ...]:
     """wav2vec2-base-960h as a transformers folder, into the shared wav2vec/ (the tokenizer files are not read)."""
-    return (HubFile(repo, folder + "config.json", "wav2vec/config.json", 1_600),
-            HubFile(repo, folder + "preprocessor_config.json", "wav2vec/preprocessor_config.json", 159),
-            HubFile(repo, folder + "model.safetensors", "wav2vec/model.safetensors", 378 * MB))
+    return (HubFile(repo, folder + "config.json", "wav2vec/config.json", 1_600, "wav2vec"),
+            HubFile(repo, folder + "preprocessor_config.json", "wav2vec/preprocessor_config.json", 159, "wav2vec"),
+            HubFile(repo, folder + "model.safetensors", "wav2vec/model.safetensors", 378 * MB, "wav2vec"))
 
 
 def _face(repo: str, folder: str, target: str) -> tuple[HubFile, ...]:
     """insightface's SCRFD detector and the ArcFace (glintr100) Hallo's identity embedding comes from."""
-    return (HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB),
-            HubFile(repo, folder + "glintr100.onnx", target + "glintr100.onnx", 261 * MB))
+    return (HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB, "scrfd"),
+            HubFile(repo, folder + "glintr100.onnx", target + "glintr100.onnx", 261 * MB, "arcface"))
 
 
 def _hallo(name: str) -> Download:
@@ -71,7 +72,7 @@ def _hallo(name: str) -> Download:
     return Download(
         name=name,
         title=name.capitalize(),
-        files=(HubFile(repo, f"{name}/net.pth", f"{name}/net.pth", 4_850 * MB),
+        files=(HubFile(repo, f"{name}/net.pth", f"{name}/net.pth", 4_850 * MB, "network"),
                *_vae(repo, "sd-vae-ft-mse/"), *_wav2vec(repo, "wav2vec/wav2vec2-base-960h/"),
                *_face(repo, "face_analysis/models/", "face_analysis/models/")),
         model=name,
@@ -91,9 +92,9 @@ def _echomimic(variant: str) -> Download:
     return Download(
         name="echomimic" + variant.replace("_", "-"),
         title="EchoMimic" + (" (accelerated, 6 steps)" if variant else ""),
-        files=(*(HubFile(ECHOMIMIC, name, f"echomimic/{name}", size) for name, size in networks.items()),
+        files=(*(HubFile(ECHOMIMIC, name, f"echomimic/{name}", size, "network") for name, size in networks.items()),
                HubFile(ECHOMIMIC, "audio_processor/whisper_tiny.pt", "echomimic/audio_processor/whisper_tiny.pt",
-                       76 * MB),
+                       76 * MB, "whisper"),
                *_vae("stabilityai/sd-vae-ft-mse")),
         model=f"echomimic/denoising_unet{variant}.pth" if variant else "echomimic",
         licence="Apache-2.0",
@@ -108,7 +109,8 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
     Download(
         name="memo",
         title="MEMO",
-        files=(*(HubFile(MEMO, f"{folder}/{file}", f"memo/{folder}/{file}", size if file.endswith("safetensors") else 2_000)
+        files=(*(HubFile(MEMO, f"{folder}/{file}", f"memo/{folder}/{file}",
+                         size if file.endswith("safetensors") else 2_000, "network")
                  for folder, size in MEMO_FOLDERS.items()
                  for file in ("config.json", "diffusion_pytorch_model.safetensors")),
                *_face(MEMO, "misc/face_analysis/models/", "memo/misc/face_analysis/models/"),
@@ -129,9 +131,9 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         # the layout of Hallo2's README (pretrained_models/hallo2/net_g.pth, realesrgan/RealESRGAN_x2plus.pth);
         # facelib's detectors and parsing network are not fetched: our detector aligns, our mask pastes back.
         # Sizes here are estimates (net_g.pth: 113 M fp32 values of the key list), not the hub's listing.
-        files=(HubFile("fudan-generative-ai/hallo2", "hallo2/net_g.pth", "hallo2/net_g.pth", 452 * MB),
+        files=(HubFile("fudan-generative-ai/hallo2", "hallo2/net_g.pth", "hallo2/net_g.pth", 452 * MB, "codeformer"),
                HubFile("fudan-generative-ai/hallo2", "realesrgan/RealESRGAN_x2plus.pth",
-                       "realesrgan/RealESRGAN_x2plus.pth", 67 * MB)),
+                       "realesrgan/RealESRGAN_x2plus.pth", 67 * MB, "realesrgan")),
         model=None,
         licence="S-Lab License 1.0 (non-commercial) for net_g.pth (CodeFormer's); BSD-3-Clause for RealESRGAN",
     ),
@@ -139,7 +141,7 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         name="separator",
         title="vocal separator (Kim_Vocal_2, UVR MDX-Net)",
         files=(HubFile("fudan-generative-ai/hallo", "audio_separator/Kim_Vocal_2.onnx",
-                       "audio_separator/Kim_Vocal_2.onnx", 67 * MB),),
+                       "audio_separator/Kim_Vocal_2.onnx", 67 * MB, "separator"),),
         model=None,
         licence="see the model card of huangjackson/Kim_Vocal_2",
     ),

@@ -1,0 +1,225 @@
+"""The content check of each part before it is placed: what our loaders will read, read as they read it.
+
+A hash proves only that the bytes are the ones the server meant to send; a wrong or hostile mirror, a damaged
+upload or a file copied in by hand is caught only by looking inside. Each part is checked without loading its
+weights where its layout allows (key names and shapes against the network built on the meta device; an ONNX graph's
+inputs and outputs):
+
+    network     the family's strict key check (Hallo's net.pth; EchoMimic's four files; MEMO's four folders)
+    vae         config.json builds a diffusers AutoencoderKL whose keys and shapes are those of the safetensors
+    wav2vec     config.json builds a transformers Wav2Vec2Model, the same for model.safetensors; preprocessor JSON
+    whisper     openai-whisper's tiny.pt: the encoder's keys and shapes for its own dims
+    scrfd       one image input [N, 3, H, W]; nine outputs: scores, boxes and landmarks at three strides
+    arcface     one input [N, 3, 112, 112]; one output of 512 values
+    separator   Kim_Vocal_2's one input and output, [N, 4, 3072, 256]
+    codeformer  Hallo2's net_g.pth (params_ema): every key and shape of the temporal CodeFormer
+    realesrgan  RealESRGAN_x2plus.pth (params_ema): every key and shape of RRDBNet x2
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Callable
+
+from .catalogue import Download, HubFile
+
+MiB = 2**20
+
+
+class PartDamaged(Exception):
+    """A part that our loaders could not use, with what is wrong in a few words."""
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What one check reads: a part at `path` (relative to the model folder), made of the files `targets`."""
+    part: str
+    path: str
+    targets: tuple[str, ...]
+
+
+def units_of(download: Download) -> list[Unit]:
+    """The download's files grouped into what is checked together (a folder part as a whole, the network whole)."""
+    grouped: dict[tuple[str, str], list[str]] = {}
+    for f in download.files:
+        if f.part == "network":
+            path = download.model
+        elif f.part in ("vae", "wav2vec"):
+            path = str(PurePosixPath(f.target).parent)
+        else:
+            path = f.target
+        grouped.setdefault((f.part, path), []).append(f.target)
+    return [Unit(part, path, tuple(targets)) for (part, path), targets in grouped.items()]
+
+
+def check(unit: Unit, root: Path) -> None:
+    """Raise PartDamaged when the part at root/unit.path is not what our loader reads; never anything else."""
+    try:
+        CHECKS[unit.part](root / unit.path)
+    except PartDamaged:
+        raise
+    except Exception as error:  # noqa: BLE001  (any failure to read it is the finding)
+        text = str(error).replace(str(root) + "/", "")
+        raise PartDamaged(text.splitlines()[0][:400] if text else type(error).__name__) from None
+
+
+# ---------------------------------------------------------------------------- the checks
+def _network(path: Path) -> None:
+    from ..io.loading import network_config
+    from ..io.model_files import find_net
+
+    network_config(find_net(path))
+
+
+def _compare(expected: dict, found: dict, what: str, ignore_missing: tuple[str, ...] = (),
+             ignore_unexpected: tuple[str, ...] = ()) -> None:
+    from ..io.loading import compare_keys
+
+    report = compare_keys(expected, found)
+    report.missing = [k for k in report.missing if k not in ignore_missing]
+    report.unexpected = [k for k in report.unexpected if not k.startswith(ignore_unexpected)] \
+        if ignore_unexpected else report.unexpected
+    if not report.ok:
+        raise PartDamaged(f"{what}: {report.describe(3)}")
+
+
+def _vae(folder: Path) -> None:
+    from diffusers import AutoencoderKL
+    import torch
+
+    from ..io.loading import CheckpointReader, read_json_object
+
+    config = read_json_object(folder / "config.json", "the VAE")
+    try:
+        with torch.device("meta"):
+            vae = AutoencoderKL.from_config(config)
+    except Exception as error:  # noqa: BLE001
+        raise PartDamaged(f"config.json is no diffusers AutoencoderKL config ({type(error).__name__}: {error})") from None
+    with CheckpointReader(folder / "diffusion_pytorch_model.safetensors") as reader:
+        found = dict(reader.shapes)
+    _compare({k: v.shape for k, v in vae.state_dict().items()}, found,
+             "diffusion_pytorch_model.safetensors does not fit its config.json")
+
+
+def _wav2vec(folder: Path) -> None:
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from ..audio.encoder import wav2vec2_key
+    from ..io.loading import CheckpointReader, read_json_object
+
+    config = read_json_object(folder / "config.json", "wav2vec2")
+    read_json_object(folder / "preprocessor_config.json", "wav2vec2")
+    try:
+        with torch.device("meta"):
+            model = Wav2Vec2Model(Wav2Vec2Config.from_dict(config))
+    except Exception as error:  # noqa: BLE001
+        raise PartDamaged(f"config.json is no transformers Wav2Vec2 config ({type(error).__name__}: {error})") from None
+    with CheckpointReader(folder / "model.safetensors") as reader:
+        found = {wav2vec2_key(k): s for k, s in reader.shapes.items()}
+    # masked_spec_embed is for training and may be left out; a CTC head (lm_head) is not read.
+    _compare({k: v.shape for k, v in model.state_dict().items()}, found, "model.safetensors does not fit its config.json",
+             ignore_missing=("masked_spec_embed",), ignore_unexpected=("lm_head.",))
+
+
+def _whisper(path: Path) -> None:
+    import torch
+
+    from ..audio.whisper import WhisperAudioEncoder
+
+    WhisperAudioEncoder.from_file(path, dtype=torch.float16)  # 76 MB: its own strict load is the check
+
+
+def _onnx_io(path: Path) -> tuple[list[list], list[list]]:
+    """The graph's inputs (initializers left out, as old exporters list them) and outputs, as lists of dims
+    (an int, or None where the dimension is named or free)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as error:  # noqa: BLE001  (protobuf's DecodeError and friends)
+        raise PartDamaged(f"not a readable ONNX model ({type(error).__name__}): the file is damaged") from None
+    weights = {init.name for init in model.graph.initializer}
+
+    def dims(value) -> list:
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+    return ([dims(v) for v in model.graph.input if v.name not in weights], [dims(v) for v in model.graph.output])
+
+
+def _fits(shape: list, expected: list) -> bool:
+    return len(shape) == len(expected) and all(e is None or s is None or s == e for s, e in zip(shape, expected))
+
+
+def _scrfd(path: Path) -> None:
+    inputs, outputs = _onnx_io(path)
+    widths = [o[-1] if o else None for o in outputs]
+    if len(inputs) != 1 or not _fits(inputs[0], [None, 3, None, None]) or len(outputs) != 9 \
+            or any(w not in (None, e) for w, e in zip(widths, [1, 1, 1, 4, 4, 4, 10, 10, 10])):
+        raise PartDamaged(f"not an SCRFD detector with landmarks: inputs {inputs}, outputs {outputs} (expected one "
+                          "[N, 3, H, W] input and nine outputs: scores, boxes, landmarks at three strides)")
+
+
+def _arcface(path: Path) -> None:
+    inputs, outputs = _onnx_io(path)
+    if len(inputs) != 1 or not _fits(inputs[0], [None, 3, 112, 112]) or len(outputs) != 1 or \
+            not outputs[0] or outputs[0][-1] not in (None, 512):
+        raise PartDamaged(f"not an ArcFace embedder: inputs {inputs}, outputs {outputs} (expected [N, 3, 112, 112] "
+                          "in, 512 values out)")
+
+
+def _separator(path: Path) -> None:
+    from ..audio.separation import KIM_VOCAL_2
+
+    inputs, outputs = _onnx_io(path)
+    shape = [None, 4, KIM_VOCAL_2.dim_f, KIM_VOCAL_2.dim_t]
+    if len(inputs) != 1 or not _fits(inputs[0], shape) or len(outputs) != 1 or not _fits(outputs[0], shape):
+        raise PartDamaged(f"not a Kim_Vocal_2-style MDX separator: inputs {inputs}, outputs {outputs} (expected one "
+                          f"input and one output of [N, 4, {KIM_VOCAL_2.dim_f}, {KIM_VOCAL_2.dim_t}])")
+
+
+def codeformer_config():
+    from ..upscale.codeformer import HALLO2_SR
+
+    return HALLO2_SR
+
+
+def rrdb_config():
+    from ..upscale.rrdbnet import REALESRGAN_X2PLUS
+
+    return REALESRGAN_X2PLUS
+
+
+def _basicsr(path: Path, build: Callable[[], "object"], what: str) -> None:
+    import torch
+
+    from ..upscale.loading import read_state
+
+    state = read_state(path)
+    with torch.device("meta"):
+        net = build()
+    _compare({k: v.shape for k, v in net.state_dict().items()}, {k: v.shape for k, v in state.items()},
+             f"not {what}")
+
+
+def _codeformer(path: Path) -> None:
+    from ..upscale.codeformer import TemporalCodeFormer
+
+    _basicsr(path, lambda: TemporalCodeFormer(codeformer_config()), "Hallo2's temporal CodeFormer")
+
+
+def _realesrgan(path: Path) -> None:
+    from ..upscale.rrdbnet import RRDBNet
+
+    _basicsr(path, lambda: RRDBNet(rrdb_config()), "RealESRGAN x2 (RRDBNet)")
+
+
+CHECKS: dict[str, Callable[[Path], None]] = {
+    "network": _network, "vae": _vae, "wav2vec": _wav2vec, "whisper": _whisper, "scrfd": _scrfd, "arcface": _arcface,
+    "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
+}
+
+
+def parts_of(files: list[HubFile]) -> set[str]:
+    return {f.part for f in files}
