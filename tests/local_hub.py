@@ -10,9 +10,18 @@
   unknown file 404 `EntryNotFound`, an unknown revision 404 `RevisionNotFound`, a gated repository
   403 `GatedRepo`.
 
-Knobs for faults: `corrupt` (paths served with one byte flipped, under the true hash), `hold`
-(a path whose transfer stops after `hold_after` bytes until `release` is set), `gated` (repositories).
-Every request is logged in `requests` as (method, path, Range header).
+Knobs for the faults of a real network and a misbehaving hub or mirror (each keyed by (repo, path)):
+* `corrupt`: served with one byte flipped, under the true hash;
+* `hold`: the transfer stops after `hold_after` bytes until `release` is set (a stall, or a kill midway);
+* `lie_size` / `lie_hash`: the size or hash the metadata announces, not the file's;
+* `longer`: extra bytes after the file, with a Content-Length that counts them ("length") or with none, the
+  body ending when the connection closes ("unannounced");
+* `cut`: (byte, times): the connection is closed after that byte of the file, the next `times` transfers;
+* `rate`: bytes per second; `trickle`: (after, seconds): one byte every `seconds` after the first `after`;
+* `ignore_range`: a ranged request answered 200 with the whole file, as some mirrors and proxies do;
+* `revisions`: {name: {(repo, path): bytes}}: another revision whose files differ (the rest as on main);
+* `gated` (repositories).
+Every request is logged in `requests` as (method, path, Range header); `sent` counts the content bytes written.
 """
 
 from __future__ import annotations
@@ -40,6 +49,15 @@ class LocalHub:
     hold_after: int = 0
     release: threading.Event = field(default_factory=threading.Event)
     requests: list[tuple[str, str, str | None]] = field(default_factory=list)
+    lie_size: dict[tuple[str, str], int] = field(default_factory=dict)
+    lie_hash: set[tuple[str, str]] = field(default_factory=set)
+    longer: dict[tuple[str, str], str] = field(default_factory=dict)
+    cut: dict[tuple[str, str], list[int]] = field(default_factory=dict)  # (repo, path) → [byte, times left]
+    rate: dict[tuple[str, str], float] = field(default_factory=dict)
+    trickle: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)
+    ignore_range: set[tuple[str, str]] = field(default_factory=set)
+    revisions: dict[str, dict[tuple[str, str], bytes]] = field(default_factory=dict)
+    sent: int = 0
 
     def add(self, repo: str, path: str, data: bytes) -> None:
         self.files[(repo, path)] = data
@@ -58,13 +76,33 @@ class LocalHub:
 
     # ------------------------------------------------------------------ serving
     def start(self) -> "LocalHub":
-        self._by_sha = {hashlib.sha256(d).hexdigest(): key for key, d in self.files.items()}
+        self.refresh()
         self.cdn = _serve(self, cdn=True)
         self.hub = _serve(self, cdn=False)
         return self
 
     def refresh(self) -> None:
-        self._by_sha = {hashlib.sha256(d).hexdigest(): key for key, d in self.files.items()}
+        """After files changed: the CDN serves blobs by their sha256."""
+        self._blobs = {hashlib.sha256(d).hexdigest(): (key, d) for key, d in self.files.items()}
+        for files in self.revisions.values():
+            self._blobs |= {hashlib.sha256(d).hexdigest(): (key, d) for key, d in files.items()}
+
+    def commit(self, revision: str) -> str | None:
+        if revision in ("main", COMMIT):
+            return COMMIT
+        if revision in self.revisions:
+            return hashlib.sha1(revision.encode()).hexdigest()
+        return None
+
+    def knob(self, table, data: bytes):
+        """The fault set for this content (by content, as the CDN serves a blob for every repository holding it)."""
+        for key in table:
+            if self.files.get(key) == data:
+                return table[key] if isinstance(table, dict) else True
+        return None
+
+    def content(self, key: tuple[str, str], revision: str) -> bytes | None:
+        return self.revisions.get(revision, {}).get(key, self.files.get(key))
 
     @property
     def endpoint(self) -> str:
@@ -100,8 +138,8 @@ def _serve(hub: LocalHub, cdn: bool) -> ThreadingHTTPServer:
             path = unquote(urlparse(self.path).path)
             hub.requests.append((self.command, path, self.headers.get("Range")))
             if cdn:
-                key = hub._by_sha.get(path.removeprefix("/cdn/"))
-                return self._error(404, "EntryNotFound") if key is None else self._content(key, body)
+                found = hub._blobs.get(path.removeprefix("/cdn/"))
+                return self._error(404, "EntryNotFound") if found is None else self._content(*found, body)
             parts = path.lstrip("/").split("/")
             if len(parts) < 5 or parts[2] != "resolve":
                 return self._error(404, "EntryNotFound")
@@ -110,54 +148,96 @@ def _serve(hub: LocalHub, cdn: bool) -> ThreadingHTTPServer:
                 return self._error(401, "RepoNotFound")
             if repo in hub.gated:
                 return self._error(403, "GatedRepo")
-            if revision not in ("main", COMMIT):
+            commit = hub.commit(revision)
+            if commit is None:
                 return self._error(404, "RevisionNotFound")
-            data = hub.files.get((repo, filename))
+            key = (repo, filename)
+            data = hub.content(key, revision)
             if data is None:
                 return self._error(404, "EntryNotFound")
             if filename.endswith(LFS_SUFFIXES):
                 sha = hashlib.sha256(data).hexdigest()
+                announced = hashlib.sha256(data + b"lie").hexdigest() if key in hub.lie_hash else sha
                 self.send_response(302)
                 self.send_header("Location", f"http://127.0.0.1:{hub.cdn.server_address[1]}/cdn/{sha}")
-                self.send_header("X-Repo-Commit", COMMIT)
-                self.send_header("X-Linked-Etag", f'"{sha}"')
-                self.send_header("X-Linked-Size", str(len(data)))
+                self.send_header("X-Repo-Commit", commit)
+                self.send_header("X-Linked-Etag", f'"{announced}"')
+                self.send_header("X-Linked-Size", str(hub.lie_size.get(key, len(data))))
                 self.send_header("ETag", f'"{git_blob_hash(sha.encode())}"')
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return None
-            return self._content((repo, filename), body, etag=git_blob_hash(data))
+            etag = git_blob_hash(data + b"lie" if key in hub.lie_hash else data)
+            return self._content(key, data, body, etag=etag, commit=commit)
 
-        def _content(self, key: tuple[str, str], body: bool, etag: str | None = None) -> None:
-            data = hub.files[key]
-            # by content: the CDN serves a blob once for every repository that holds it, as the hub's does
-            if any(hub.files.get(k) == data for k in hub.corrupt):
+        def _content(self, key: tuple[str, str], data: bytes, body: bool, etag: str | None = None,
+                     commit: str = COMMIT) -> None:
+            # faults go by content: the CDN serves a blob once for every repository that holds it, as the hub's does
+            original = data
+            if hub.knob(hub.corrupt, data):
                 data = bytes([data[0] ^ 0xFF]) + data[1:]
             start = 0
             wanted = self.headers.get("Range")
-            if wanted and wanted.startswith("bytes="):
+            if wanted and wanted.startswith("bytes=") and not hub.knob(hub.ignore_range, original):
                 start = int(wanted[6:].split("-")[0])
+            size = len(data)
+            longer = hub.knob(hub.longer, original)
+            extra = b"appended junk " * 4096 if longer else b""
             self.send_response(206 if start else 200)
-            self.send_header("X-Repo-Commit", COMMIT)
+            self.send_header("X-Repo-Commit", commit)
             if etag:
                 self.send_header("ETag", f'"{etag}"')
             if start:
-                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
-            self.send_header("Content-Length", str(len(data) - start))
+                self.send_header("Content-Range", f"bytes {start}-{size - 1}/{size}")
+            if longer == "unannounced":
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            else:
+                self.send_header("Content-Length", str(len(data) + len(extra) - start))
             self.end_headers()
             if not body:
                 return
-            rest = data[start:]
-            if hub.hold is not None and hub.files.get(hub.hold) == data and not hub.release.is_set():
-                first = max(0, hub.hold_after - start)
-                self.wfile.write(rest[:first])
-                self.wfile.flush()
-                hub.release.wait(600)  # the test kills the client meanwhile, or releases the transfer
-                rest = rest[first:]
+            rest = data[start:] + extra
             try:
-                self.wfile.write(rest)
+                self._send(original, start, rest)
             except (BrokenPipeError, ConnectionResetError):
                 pass
+
+        def _send(self, data: bytes, start: int, rest: bytes) -> None:
+            cut = hub.knob(hub.cut, data)
+            if cut and cut[1] > 0:  # the connection breaks at that byte of the file (at once, for a resume past it)
+                cut[1] -= 1
+                rest = rest[: max(0, cut[0] - start)]
+                self.close_connection = True
+            if hub.hold is not None and hub.files.get(hub.hold) == data and not hub.release.is_set():
+                first = max(0, hub.hold_after - start)
+                self._write(rest[:first])
+                hub.release.wait(600)  # the test kills the client meanwhile, or releases the transfer
+                rest = rest[first:]
+            trickle = hub.knob(hub.trickle, data)
+            if trickle:
+                after, seconds = trickle
+                first = max(0, after - start)
+                self._write(rest[:first])
+                for i in range(first, len(rest)):
+                    if hub.release.wait(seconds):
+                        break
+                    self._write(rest[i:i + 1])
+                return
+            rate = hub.knob(hub.rate, data)
+            if rate:
+                piece = max(1, int(rate / 10))
+                for i in range(0, len(rest), piece):
+                    self._write(rest[i:i + piece])
+                    if hub.release.wait(0.1):
+                        break
+                return
+            self._write(rest)
+
+        def _write(self, data: bytes) -> None:
+            self.wfile.write(data)
+            self.wfile.flush()
+            hub.sent += len(data)
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

@@ -368,7 +368,8 @@ def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypat
     models = tmp_path / "models"
     state = comfy_stubs.install(models, tmp_path / "output")
     pack = comfy_stubs.load_pack()
-    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"])
+    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"],
+                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"])
     loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
     choices = loader.INPUT_TYPES()["required"]["checkpoint"][0]
     entry = next(c for c in choices if c.startswith("download: hallo "))

@@ -13,7 +13,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config  # noqa: E402
+from emo_pipeline.download import checks  # noqa: E402
 from emo_pipeline.io import loading  # noqa: E402
+from emo_pipeline.upscale.codeformer import tiny_codeformer_config  # noqa: E402
+from emo_pipeline.upscale.rrdbnet import tiny_rrdb_config  # noqa: E402
 
 TINY = {
     "hallo_config": lambda: tiny_config(name="hallo"),
@@ -24,13 +27,19 @@ TINY = {
 }
 
 
-def install(monkeypatch=None, module=loading) -> None:
-    """In `module` (the engine's loading module; the pack's own copy when ComfyUI loaded it)."""
-    for name, make in TINY.items():
-        if monkeypatch is not None:
-            monkeypatch.setattr(module, name, make)
-        else:
-            setattr(module, name, make)
+# What the download's content check holds Hallo2's upscaler files to.
+TINY_UPSCALER = {"codeformer_config": tiny_codeformer_config, "rrdb_config": tiny_rrdb_config}
+
+
+def install(monkeypatch=None, module=loading, check_module=checks) -> None:
+    """In `module` (the engine's loading module; the pack's own copy when ComfyUI loaded it) and `check_module`
+    (the download's checks, likewise)."""
+    for target, table in ((module, TINY), (check_module, TINY_UPSCALER)):
+        for name, make in table.items():
+            if monkeypatch is not None:
+                monkeypatch.setattr(target, name, make)
+            else:
+                setattr(target, name, make)
 
 
 if __name__ == "__main__":

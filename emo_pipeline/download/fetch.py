@@ -273,7 +273,7 @@ class _Job:
         self.fetch = fetch
 
         needed = sum(r.size - self._staged_bytes(r) for r in fetch)
-        if needed + disk_margin(needed) > shutil.disk_usage(self.folder).free:
+        if needed and needed + disk_margin(needed) > shutil.disk_usage(self.folder).free:
             raise _full_disk(self.folder, needed + disk_margin(needed))
 
         fetched = self._fetch_all(fetch)

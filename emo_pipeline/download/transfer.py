@@ -68,9 +68,9 @@ class Limits:
 class _Cut(Exception):
     """The body ended (or the connection broke) before the file was whole."""
 
-    def __init__(self, received: int, error: BaseException | None) -> None:
+    def __init__(self, received: int, error: BaseException | None, answered: bool) -> None:
         super().__init__()
-        self.received, self.error = received, error
+        self.received, self.error, self.answered = received, error, answered
 
 
 def fetch_into(remote: Remote, partial: Path, progress: Progress, is_cancelled: Callable[[], bool],
@@ -88,7 +88,7 @@ def fetch_into(remote: Remote, partial: Path, progress: Progress, is_cancelled: 
         except _Cut as cut:
             received += cut.received
             done = partial.stat().st_size if partial.is_file() else 0
-            if cut.received == 0 and cut.error is not None and isinstance(cut.error, network_errors()):
+            if not cut.answered and cut.error is not None and isinstance(cut.error, network_errors()):
                 raise explain(cut.error, remote.file, remote.commit, remote.url) from None
             if cut.received == 0 or resumes >= limits.resumes:
                 raise DownloadError(
@@ -110,6 +110,7 @@ def _attempt(remote: Remote, partial: Path, start: int, progress: Progress, is_c
     expected, got, pending = remote.size - start, 0, 0
     began = last_byte = last_report = time.monotonic()
     samples: deque[tuple[float, int]] = deque([(began, 0)])
+    answered = False  # the host sent its headers
     try:
         with _open_partial(partial) as out:
             while True:
@@ -122,6 +123,7 @@ def _attempt(remote: Remote, partial: Path, start: int, progress: Progress, is_c
                 now = time.monotonic()
                 if kind == "head":
                     status, head = payload
+                    answered = True
                     if status == 200 and start:  # the host ignored the range: the whole file comes again
                         out.flush()
                         out.truncate(0)
@@ -153,7 +155,7 @@ def _attempt(remote: Remote, partial: Path, start: int, progress: Progress, is_c
                     pending = 0
                     if kind == "end" and got == expected:
                         return got
-                    raise _Cut(got, payload)
+                    raise _Cut(got, payload, answered)
                 if pending and (pending >= limits.report_bytes or now - last_report >= limits.report_s):
                     out.flush()  # what arrived survives a kill: a resume continues from here
                     progress.advance(pending)
@@ -179,8 +181,10 @@ def _attempt(remote: Remote, partial: Path, start: int, progress: Progress, is_c
 
 
 def _size_error(partial: Path, remote: Remote, what: str) -> DownloadError:
-    """A host that disagrees with the size the hub announced: the partial can never complete, so it goes."""
+    """A host that disagrees with the size the hub announced: the partial can never complete, so it goes (with the
+    note of the hash it was for)."""
     partial.unlink(missing_ok=True)
+    partial.with_name(partial.name + ".json").unlink(missing_ok=True)
     return DownloadError(
         f"{host_of(remote.url)} announced {human_size(remote.size)} ({remote.size} B) for {remote.file.path} but "
         f"{what}: the file was not kept. Run the command again to fetch it afresh; if this repeats, the hub or "
