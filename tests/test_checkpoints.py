@@ -2,6 +2,7 @@
 
 import pickle
 
+import numpy as np
 import pytest
 import torch
 
@@ -211,3 +212,14 @@ def test_model_folder_whose_pickle_carries_code_is_refused_plainly(tmp_path, par
     load = AudioEncoder.from_pretrained if part == "wav2vec" else load_vae
     with pytest.raises(CheckpointError, match="carries code or Python objects"):
         load(folder)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_random_bytes_in_a_pickle_are_called_damaged_not_code(tmp_path, seed):
+    """weights_only refuses random bytes in the words it uses for a pickle carrying code: only a pickle that parses
+    to its end is reported as carrying code."""
+    path = tmp_path / "net.pth"
+    path.write_bytes(np.random.default_rng(seed).integers(0, 256, 50_000, dtype=np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="is damaged") as err:
+        load_net(path, config=tiny_config())
+    assert "carries code" not in str(err.value)

@@ -65,6 +65,9 @@ class Limits:
         return limits
 
 
+CHUNK = 64 * 1024
+
+
 class _Cut(Exception):
     """The body ended (or the connection broke) before the file was whole."""
 
@@ -212,16 +215,26 @@ def _read(url: str, headers: dict[str, str], pipe: queue.Queue, stop: threading.
         return False
 
     try:
-        with session().stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
-            head = {k.lower(): v for k, v in response.headers.items()}
-            if not put(("head", (response.status_code, head))):
-                return
-            if response.status_code not in (200, 206):
-                put(("end", None))
-                return
-            for chunk in response.iter_bytes():
-                if not put(("data", chunk)):
-                    return
+        client = session()
+        if callable(getattr(client, "stream", None)):  # httpx: huggingface_hub 1.0 and later (requests has a flag)
+            with client.stream("GET", url, headers=headers, timeout=timeout, follow_redirects=True) as response:
+                if _hand_over(response, put):
+                    for chunk in response.iter_bytes():
+                        if not put(("data", chunk)):
+                            return
+        else:  # requests: huggingface_hub 0.x (transformers 4 pins it)
+            with client.get(url, headers=headers, timeout=timeout, allow_redirects=True, stream=True) as response:
+                if _hand_over(response, put):
+                    read = getattr(response.raw, "read1", response.raw.read)  # read1: what has arrived, at once
+                    while chunk := read(CHUNK):
+                        if not put(("data", chunk)):
+                            return
         put(("end", None))
     except Exception as error:  # noqa: BLE001  (handed to the loop, which says it in words)
         put(("error", error))
+
+
+def _hand_over(response, put: Callable[[tuple], bool]) -> bool:
+    """The status and headers; whether a body follows that is the file's."""
+    head = {k.lower(): v for k, v in response.headers.items()}
+    return put(("head", (response.status_code, head))) and response.status_code in (200, 206)

@@ -32,6 +32,11 @@ def pickle_is_whole(path: str | Path) -> bool:
                 with archive.open(names[0]) as stream:
                     return _parses(stream)
         with open(path, "rb") as stream:
-            return all(_parses(stream) for _ in range(LEGACY_PICKLES))
+            for index in range(LEGACY_PICKLES):  # a plain pickle holds one; torch's legacy format four
+                if index and not stream.peek(1):
+                    break
+                if not _parses(stream):
+                    return False
+            return True
     except (OSError, zipfile.BadZipFile, ValueError, EOFError):
         return False
