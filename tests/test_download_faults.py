@@ -342,6 +342,15 @@ def test_a_host_that_ignores_ranges_is_read_from_the_start_and_counted_right(hub
     assert _placed(models)["audio_separator/Kim_Vocal_2.onnx"] == big_separator
 
 
+def test_a_large_file_host_that_is_down_is_named_not_the_hub(hub, tmp_path):
+    cdn = f"http://127.0.0.1:{hub.cdn.server_address[1]}"
+    hub.cdn.shutdown()
+    hub.cdn.server_close()
+    with pytest.raises(DownloadError, match=rf"Could not reach {cdn} \(where {hub.endpoint} sends large files\)"):
+        download(["face"], tmp_path / "emo")
+    assert _placed(tmp_path / "emo") == {}
+
+
 # ---------------------------------------------------------------------------- disks
 def test_a_full_disk_at_any_point_is_a_plain_error_and_the_next_call_recovers(hub, tmp_path):
     disk = tmp_path / "disk"
