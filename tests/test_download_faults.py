@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import shutil
 import subprocess
 import sys
 import threading
@@ -22,8 +21,8 @@ import torch
 
 import tiny_families
 from local_hub import LocalHub
-from test_download import (HALLO, TINY_CLI, _cli, _env, _mount_tmpfs, _speech, _tree, _unmount,  # noqa: F401
-                           repositories)
+from test_download import HALLO, _cli, _mount_tmpfs, _speech, _tree, _unmount
+from test_download import repositories  # noqa: F401  (the fixture: the tiny files under each repository's names)
 from emo_pipeline.download import DOWNLOADS, DownloadError, Limits, download, missing_files
 from emo_pipeline.download.fetch import STATE
 

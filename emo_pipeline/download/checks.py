@@ -22,10 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from .catalogue import Download, HubFile
-
-MiB = 2**20
-
+from .catalogue import Download
 
 class PartDamaged(Exception):
     """A part that our loaders could not use, with what is wrong in a few words."""
@@ -220,6 +217,3 @@ CHECKS: dict[str, Callable[[Path], None]] = {
     "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
 }
 
-
-def parts_of(files: list[HubFile]) -> set[str]:
-    return {f.part for f in files}

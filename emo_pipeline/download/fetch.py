@@ -168,13 +168,7 @@ class _Job:
     # ------------------------------------------------------------------ which files need what
     def _settled(self, f: HubFile) -> bool:
         """Recorded, unchanged since and of the revision asked: nothing to ask the hub."""
-        if not rec.unchanged(self.folder, f.target, self.record):
-            return False
-        if self.revision is None:
-            return True
-        entry = self.record[f.target]
-        commit = entry.get("commit") or ""
-        return entry.get("revision") == self.revision or (len(self.revision) >= 7 and commit.startswith(self.revision))
+        return rec.unchanged(self.folder, f.target, self.record) and self._of_revision(self.record[f.target])
 
     def run(self) -> tuple[list[str], list[str], int]:
         wanted = files_of(self.downloads)
@@ -205,7 +199,7 @@ class _Job:
         problems, hashes = [], {}
         for f in todo:
             entry = self.record.get(f.target)
-            if self.revision is not None and entry is not None and not self._settled_revision(entry):
+            if entry is not None and not self._of_revision(entry):
                 problems.append(f"{f.target} is of revision '{entry.get('revision')}', not '{self.revision}'")
             elif entry is not None and entry.get("etag"):
                 if rec.same_as(self.folder / f.target, entry["size"], entry["etag"]):
@@ -213,7 +207,7 @@ class _Job:
                 else:
                     problems.append(f"{f.target} changed since it was placed (its size or hash is no longer the hub's)")
         units = self._touched(todo)
-        for unit, reason in self._check(units, lambda t: self.folder / t, self.folder).items():
+        for unit, reason in self._check(units, self.folder).items():
             problems.append(f"{self._what(unit)} is damaged: {reason}")
         if problems:
             raise DownloadError(f"HF_HUB_OFFLINE is set and {'; '.join(problems)}. Run `python -m emo_pipeline "
@@ -226,9 +220,11 @@ class _Job:
         rec.write(self.record_path, self.record)
         return [f.target for f in todo]
 
-    def _settled_revision(self, entry: dict) -> bool:
-        commit = entry.get("commit") or ""
-        return entry.get("revision") == self.revision or (len(self.revision) >= 7 and commit.startswith(self.revision))
+    def _of_revision(self, entry: dict) -> bool:
+        """Whether a record entry is of the revision asked (any, when none was): by its name, or by its commit."""
+        if self.revision is None or entry.get("revision") == self.revision:
+            return True
+        return len(self.revision) >= 7 and (entry.get("commit") or "").startswith(self.revision.lower())
 
     def _touched(self, files: list[HubFile]) -> list[Unit]:
         targets = {f.target for f in files}
@@ -238,7 +234,7 @@ class _Job:
         files = ", ".join(unit.targets[:4]) + (", ..." if len(unit.targets) > 4 else "")
         return f"{unit.path} ({unit.part}: {files})" if unit.part == "network" else f"{unit.path} ({unit.part})"
 
-    def _check(self, units: list[Unit], source: Callable[[str], Path], root: Path) -> dict[Unit, str]:
+    def _check(self, units: list[Unit], root: Path) -> dict[Unit, str]:
         """Each unit's content check, on `root` laid out as the model folder; {unit: what is wrong} for failures."""
         failures = {}
         for unit in units:
@@ -279,7 +275,7 @@ class _Job:
         fetched = self._fetch_all(fetch)
         view = self._lay_out_view([r.file.target for r in fetch])
         try:
-            failures = self._check(self._touched([r.file for r in fetch + same]), lambda t: view / t, view)
+            failures = self._check(self._touched([r.file for r in fetch + same]), view)
         finally:
             shutil.rmtree(view, ignore_errors=True)
         if failures:
@@ -309,7 +305,7 @@ class _Job:
             return foreign
         units = self._touched([r.file for r in foreign])
         complete = [u for u in units if all((self.folder / t).is_file() for t in u.targets)]
-        failures = self._check(complete, lambda t: self.folder / t, self.folder)
+        failures = self._check(complete, self.folder)
         damaged = {t: reason for u, reason in failures.items() for t in u.targets}
         if self.replace_damaged and all(r.file.target in damaged for r in foreign):
             return foreign
