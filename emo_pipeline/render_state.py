@@ -23,13 +23,17 @@ import hashlib
 import io
 import json
 import os
+import re
 import shutil
+import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
+
+from .io.safe_files import NOFOLLOW, plain_name, private_folder, remove_file, remove_folder, write_atomic
 
 if TYPE_CHECKING:
     from .audio.features import AudioFeatures
@@ -100,6 +104,18 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
     }
 
 
+def carry_check(pipe: "EMOPipeline", audio: "AudioFeatures",
+                options: "SamplingOptions") -> Callable[[dict, int], str | None]:
+    """For RenderState: the render's sampling loop's view of a saved carry (does it continue exactly after the
+    frames kept?)."""
+    from .sampling.loops import loop_for
+    from .sampling.presets import resolve_options
+
+    opts = resolve_options(options, pipe.config)
+    problem = loop_for(pipe.config.spec.sampling).carry_problem
+    return lambda carry, kept: problem(carry, kept, audio.num_frames, opts)
+
+
 # ------------------------------------------------------------------ frame segments
 def encode_segment(frames: torch.Tensor) -> bytes:
     """uint8 frames [F, H, W, 3] → a lossless segment (raw bytes where this PyAV lacks libx264rgb)."""
@@ -137,8 +153,13 @@ class RenderState:
     with a warning. `say` prints the plain messages; `every_steps`: EchoMimic saves every N steps."""
 
     def __init__(self, folder: str | Path, fingerprint: dict[str, str], cap_bytes: int = DEFAULT_CAP_BYTES,
-                 every_steps: int = 1, say: Callable[[str], None] = print) -> None:
+                 every_steps: int = 1, say: Callable[[str], None] = print,
+                 check_carry: Callable[[dict, int], str | None] | None = None,
+                 frame_shape: tuple[int, int] | None = None) -> None:
+        """`check_carry(carry, frames kept)`: what is wrong with a saved carry for the frames kept (the sampling
+        loop's own view), or None; `frame_shape`: (height, width) of this render's frames."""
         self.folder, self.fingerprint, self.cap_bytes = Path(folder), dict(fingerprint), cap_bytes
+        self.check_carry, self.frame_shape = check_carry, frame_shape
         self.every_steps, self.say = max(1, int(every_steps)), say
         self.active = True
         self.segments: list[dict] = []
@@ -154,20 +175,30 @@ class RenderState:
 
     # ---- opening
     def _open(self) -> None:
-        path = self.folder / MANIFEST
-        if not path.is_file():
-            if self.folder.exists():  # stopped before its first clip was kept: nothing to resume
-                shutil.rmtree(self.folder, ignore_errors=True)
+        try:
+            info = self.folder.lstat()
+        except FileNotFoundError:
+            return
+        except OSError as err:
+            return self._refuse(f"it cannot be read ({err.strerror})")
+        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
+            return self._refuse("it is a link or a file, not the folder this pack makes")
+        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
+            return self._refuse("it belongs to another user")
+        if not (self.folder / MANIFEST).is_file():  # stopped before its first clip was kept: nothing to resume
+            remove_folder(self.folder)
             return
         try:
-            manifest = self._read(path)
-        except (ValueError, OSError, RuntimeError, KeyError, TypeError, EOFError) as err:
-            warnings.warn(f"The saved progress in {self.folder} is damaged ({err}); starting this render afresh.",
-                          stacklevel=3)
+            manifest = _valid_manifest(json.loads(_read_plain(self.folder / MANIFEST)))
+            changed = [k for k in sorted(set(self.fingerprint) | set(manifest["fingerprint"]))
+                       if self.fingerprint.get(k) != manifest["fingerprint"].get(k)]
+            if not changed:
+                self._load(manifest)
+        except Exception as err:  # noqa: BLE001  (anything wrong in it, or in the files it names, is damage)
+            warnings.warn(f"The saved progress in {self.folder} is damaged ({_short(err)}): starting this render "
+                          "afresh.", stacklevel=3)
             self._wipe()
             return
-        changed = [k for k in sorted(set(self.fingerprint) | set(manifest["fingerprint"]))
-                   if self.fingerprint.get(k) != manifest["fingerprint"].get(k)]
         if changed:
             self.say(f"The saved progress in {self.folder} was made with another {', '.join(changed)}; it does not "
                      "fit this render, so the render starts afresh (the old progress is removed).")
@@ -175,28 +206,46 @@ class RenderState:
             return
         self.say(f"Resuming: {self.frames_done} frames already made are taken from {self.folder}.")
 
-    def _read(self, path: Path) -> dict:
-        manifest = json.loads(path.read_text())
-        if manifest.get("version") != VERSION:
-            raise ValueError(f"state version {manifest.get('version')}, this code reads {VERSION}")
+    def _refuse(self, reason: str) -> None:
+        """A resume folder we did not make: neither read, written nor removed; this render keeps no progress."""
+        self.say(f"{self.folder} is not used to keep progress: {reason}. This render starts afresh and keeps no "
+                 "progress; remove that path to have progress kept.")
+        self.active = False
+
+    def _load(self, manifest: dict) -> None:
+        """The files a valid manifest names, each checked: size and hash, the frames really in each segment,
+        the carry as the sampling loop will read it."""
         carry, kept = manifest["carry"], manifest["kept"]
         for entry in [*manifest["segments"], *(e for e in (carry, kept) if e)]:
             self._check(entry)
+        shapes = set()
+        for entry in manifest["segments"]:  # the frames each segment really holds, decoded
+            frames = decode_segment(_read_plain(self.folder / entry["file"]))
+            if frames.ndim != 4 or frames.shape[-1] != 3 or len(frames) != entry["frames"]:
+                raise ValueError(f"{entry['file']} holds {len(frames)} frames, the manifest says {entry['frames']}")
+            shapes.add(tuple(frames.shape[1:]))
+        if self.frame_shape is not None:
+            shapes.add(tuple(self.frame_shape) + (3,))
+        if len(shapes) > 1:
+            raise ValueError(f"its frames are of different sizes ({', '.join(f'{w}x{h}' for h, w, _ in shapes)})")
         # mmap: a carry of gigabytes is read as the loop moves it to the device, not copied first
         if carry:
-            self._carry = torch.load(self.folder / carry["file"], weights_only=True, mmap=True, map_location="cpu")
+            self._carry = _plain_tensors(torch.load(self.folder / carry["file"], weights_only=True, mmap=True,
+                                                    map_location="cpu"), carry["file"])
+            problem = self.check_carry(self._carry, manifest["frames"]) if self.check_carry else None
+            if problem:
+                raise ValueError(problem)
         if kept:
-            self.kept = torch.load(self.folder / kept["file"], weights_only=True, map_location="cpu")
+            self.kept = _plain_tensors(torch.load(self.folder / kept["file"], weights_only=True, map_location="cpu"),
+                                       kept["file"])
         self.segments, self.carry_entry, self.kept_entry = manifest["segments"], carry, kept
-        self.frames_done = sum(s["frames"] for s in self.segments)
-        if self.frames_done != manifest["frames"]:
-            raise ValueError("the frame count does not add up")
+        self.frames_done = manifest["frames"]
         self._serial = manifest["serial"]
-        return manifest
 
     def _check(self, entry: dict) -> None:
-        path = self.folder / entry["file"]
-        if not path.is_file() or path.stat().st_size != entry["bytes"] or _sha256_of(path) != entry["sha256"]:
+        path = self.folder / entry["file"]  # a plain name (checked): inside the folder
+        if not path.is_file() or path.is_symlink() or path.stat().st_size != entry["bytes"] \
+                or _sha256_of(path) != entry["sha256"]:
             raise ValueError(f"{entry['file']} is missing or not what was written")
 
     # ---- the sampling loop's side
@@ -223,7 +272,7 @@ class RenderState:
     def stored_frames(self) -> Iterator[torch.Tensor]:
         """The frames kept so far, uint8 [f, H, W, 3], segment by segment."""
         for entry in self.segments:
-            yield decode_segment((self.folder / entry["file"]).read_bytes())
+            yield decode_segment(_read_plain(self.folder / entry["file"]))
 
     def keep(self, name: str, tensor: torch.Tensor) -> None:
         """A tensor of the caller's to keep with the next carry (e.g. the colour reference of paste-back)."""
@@ -251,11 +300,11 @@ class RenderState:
         if not self._room_for(needed):
             return
         try:
-            self.folder.mkdir(parents=True, exist_ok=True)
+            private_folder(self.folder)
             old = [e for e, new in ((self.carry_entry, carry), (self.kept_entry, kept)) if e and new is not None]
             if segment_data is not None:
                 name = f"frames_{self._serial:05d}.mkv"
-                _write_atomic(self.folder / name, segment_data)
+                write_atomic(self.folder / name, segment_data, mode=0o600)
                 self.segments.append(self._entry(name, len(segment_data), hashlib.sha256(segment_data).hexdigest(),
                                                  frames=len(frames)))
                 self.frames_done += len(frames)
@@ -267,23 +316,23 @@ class RenderState:
             manifest = {"version": VERSION, "fingerprint": self.fingerprint, "frames": self.frames_done,
                         "segments": self.segments, "carry": self.carry_entry, "kept": self.kept_entry,
                         "serial": self._serial}
-            _write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=1).encode())
-            for entry in old:  # replaced: the manifest no longer names them
-                (self.folder / entry["file"]).unlink(missing_ok=True)
+            write_atomic(self.folder / MANIFEST, json.dumps(manifest, indent=1).encode(), mode=0o600)
+            for entry in old:  # replaced: the manifest no longer names them (plain names: inside the folder)
+                remove_file(self.folder / entry["file"])
         except OSError as err:
             self._give_up(f"it could not be written ({err})")
 
     def _save_tensors(self, name: str, value: dict) -> dict:
         """torch.save straight to the file, hashed on the way: a carry can be gigabytes (MEMO's memory), so it is
         neither copied to the CPU whole nor held in memory as bytes (torch.save copies one tensor at a time)."""
-        tmp = self.folder / (name + ".tmp")
-        with open(tmp, "wb") as f:
-            writer = _HashingWriter(f)
-            torch.save(value, writer)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.folder / name)
-        return self._entry(name, writer.size, writer.sha256.hexdigest())
+        writers = []
+
+        def write(f) -> None:
+            writers.append(_HashingWriter(f))
+            torch.save(value, writers[0])
+
+        write_atomic(self.folder / name, write=write, mode=0o600)
+        return self._entry(name, writers[0].size, writers[0].sha256.hexdigest())
 
     def _entry(self, name: str, size: int, sha256: str, **extra: int) -> dict:
         return {"file": name, "bytes": size, "sha256": sha256, **extra}
@@ -309,7 +358,7 @@ class RenderState:
         self.active = False
 
     def _wipe(self) -> None:
-        shutil.rmtree(self.folder, ignore_errors=True)
+        remove_folder(self.folder)  # never through a link, inside it or at its name
         self.segments, self.carry_entry, self.kept_entry, self.frames_done = [], None, None, 0
         self._carry, self._pending, self.kept = None, None, {}
 
@@ -346,13 +395,82 @@ def _sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _read_plain(path: Path) -> bytes:
+    """A state file's bytes, never through a link."""
+    fd = os.open(path, os.O_RDONLY | NOFOLLOW)
+    with os.fdopen(fd, "rb") as f:
+        return f.read()
+
+
+def _short(err: Exception) -> str:
+    text = str(err).splitlines()[0] if str(err) else type(err).__name__
+    return text[:200]
+
+
+NAME_PATTERNS = {"segment": re.compile(r"frames_\d{5,}\.mkv"), "carry": re.compile(r"carry_\d{5,}\.pt"),
+                 "kept": re.compile(r"kept_\d{5,}\.pt")}
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_FRAMES = 10**8  # a manifest's numbers are held to what a render can make
+
+
+def _count(value: object, low: int, what: str) -> int:
+    if type(value) is not int or not low <= value <= MAX_FRAMES:
+        raise ValueError(f"{what} is {value!r}, not a whole number from {low} to {MAX_FRAMES}")
+    return value
+
+
+def _valid_entry(entry: object, kind: str) -> dict:
+    if not isinstance(entry, dict):
+        raise ValueError(f"a {kind} entry is {type(entry).__name__}, not an object")
+    name = entry.get("file")
+    if not plain_name(name) or not NAME_PATTERNS[kind].fullmatch(name):
+        raise ValueError(f"a {kind} entry names {str(name)[:60]!r}, not one of this pack's file names")
+    _count(entry.get("bytes"), 1, f"{name}'s size")
+    if not isinstance(entry.get("sha256"), str) or not SHA256.fullmatch(entry["sha256"]):
+        raise ValueError(f"{name}'s hash is not a sha256")
+    if kind == "segment":
+        _count(entry.get("frames"), 1, f"{name}'s frame count")
+    return entry
+
+
+def _valid_manifest(manifest: object) -> dict:
+    """The manifest as this code writes it, every name a plain file name of ours and every number in range; any
+    other form is damage (a file anyone with access to the folder may have changed is input like any other)."""
+    if not isinstance(manifest, dict):
+        raise ValueError("the manifest is not a JSON object")
+    if manifest.get("version") != VERSION:
+        raise ValueError(f"state version {str(manifest.get('version'))[:20]}, this code reads {VERSION}")
+    fp = manifest.get("fingerprint")
+    if not isinstance(fp, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in fp.items()):
+        raise ValueError("its fingerprint is not a set of named values")
+    segments = manifest.get("segments")
+    if not isinstance(segments, list):
+        raise ValueError("its segments are not a list")
+    segments = [_valid_entry(e, "segment") for e in segments]
+    carry = None if manifest.get("carry") is None else _valid_entry(manifest["carry"], "carry")
+    kept = None if manifest.get("kept") is None else _valid_entry(manifest["kept"], "kept")
+    frames = _count(manifest.get("frames"), 0, "its frame count")
+    serial = _count(manifest.get("serial"), 0, "its serial")
+    if sum(e["frames"] for e in segments) != frames:
+        raise ValueError("the frame count does not add up")
+    names = [e["file"] for e in [*segments, *(x for x in (carry, kept) if x)]]
+    if len(set(names)) != len(names) or any(int(re.sub(r"\D", "", n)) > serial for n in names):
+        raise ValueError("its file names repeat or run past its serial")
+    if segments and carry is None:
+        raise ValueError("it keeps frames without the state that continues them")
+    return {"version": VERSION, "fingerprint": fp, "frames": frames, "segments": segments, "carry": carry,
+            "kept": kept, "serial": serial}
+
+
+def _plain_tensors(value: object, name: str) -> Any:
+    """A carry as the loops save it: tensors, numbers, strings, None, in dicts, lists and tuples."""
+    if isinstance(value, dict):
+        return {k: _plain_tensors(v, name) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_tensors(v, name) for v in value)
+    if value is None or isinstance(value, (torch.Tensor, int, float, str, bool)):
+        return value
+    raise ValueError(f"{name} holds a {type(value).__name__}, not plain tensors")
 
 
 def to_uint8(frames: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import folder_paths
 import torch
 
 from ..emo_pipeline.face import paste_back
-from ..emo_pipeline.render_state import RenderState, fingerprint, resumed_frames, state_folder
+from ..emo_pipeline.render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .face import DEFAULT_FEATHER, FEATHER, feather_pixels
 from .notify import relays_warnings
@@ -91,7 +91,8 @@ class EMOSampleToVideo:
                 pipeline, reference, audio, options, sound=sound, image=photo, width=width, height=height, crf=crf,
                 paste=[None if face is None else list(vars(face.box).values()), feather, colour_match],
                 sample_rate=None if soundtrack is None else int(soundtrack["sample_rate"])),
-                say=lambda message: warnings.warn(message, stacklevel=2))
+                say=lambda message: warnings.warn(message, stacklevel=2),
+                check_carry=carry_check(pipeline, audio, options), frame_shape=(height, width))
             if "colour_reference" in state.kept:
                 colour.append(state.kept["colour_reference"])
             kept["state"] = state

@@ -150,7 +150,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
-    from ..render_state import RenderState, fingerprint, resumed_frames, state_folder
+    from ..render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
     state = None  # the render's kept progress (render_state.py), unless --no-resume
@@ -230,7 +230,8 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
             image=image if paste else None, sample_rate=sample_rate, width=width, height=height,
             paste=[args.paste_back, args.feather, args.colour_match, args.face_index, args.face_fraction,
                    args.no_face_crop, args.separate_vocals is not None]),
-            cap_bytes=int(args.resume_cap * 2**30), every_steps=args.resume_every)
+            cap_bytes=int(args.resume_cap * 2**30), every_steps=args.resume_every,
+            check_carry=carry_check(pipe, audio, options), frame_shape=(height, width))
         options.checkpoint = state
         if "colour_reference" in state.kept:
             first.append(state.kept["colour_reference"])

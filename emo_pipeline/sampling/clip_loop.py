@@ -140,6 +140,25 @@ class ClipConditions:
         return None
 
 
+def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions) -> str | None:
+    """What is wrong with a saved carry for `frames_kept` frames of a `num_frames` video (None: nothing): it
+    must continue exactly after the clips whose frames were kept."""
+    f, steps = opts.frames_per_clip, opts.steps
+    clip, done, rng = carry.get("clip"), carry.get("done_steps"), carry.get("rng")
+    if type(clip) is not int or not 1 <= clip <= -(-num_frames // f):
+        return f"its clip index {str(clip)[:20]} is not one of the video's {-(-num_frames // f)} clips"
+    if min(clip * f, num_frames) != frames_kept:
+        return f"it continues after clip {clip}, but {frames_kept} frames were kept (clips of {f})"
+    if done != clip * steps:
+        return f"it counts {str(done)[:20]} steps done for {clip} clips of {steps} steps"
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8):
+        return "its random state is not a generator state"
+    previous = carry.get("previous")
+    if previous is not None and not (isinstance(previous, torch.Tensor) and previous.ndim == 4):
+        return "its motion frames are not frames"
+    return None
+
+
 def iter_clip_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures, opts: SamplingOptions,
                     conditions_type: type[ClipConditions]) -> Iterator[torch.Tensor]:
     """Yield each clip's frames [f, H, W, 3] (the last clip trimmed to the audio) as soon as it is decoded."""

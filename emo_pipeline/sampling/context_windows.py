@@ -78,6 +78,24 @@ class WindowConditions:
         )
 
 
+def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions) -> str | None:
+    """What is wrong with a saved carry for `frames_kept` decoded frames (None: nothing): the latents of the
+    whole video after `step` steps; frames are decoded, and kept, only after the last step."""
+    step, latents, rng = carry.get("step"), carry.get("latents"), carry.get("rng")
+    if type(step) is not int or not 1 <= step <= opts.steps:
+        return f"its step {str(step)[:20]} is not one of the {opts.steps} steps"
+    if frames_kept and step != opts.steps:
+        return f"{frames_kept} frames were kept, but its latents are after step {step} of {opts.steps}"
+    windows = len(context_windows(num_frames, opts.frames_per_clip, opts.context_overlap))
+    if carry.get("calls") != step * windows:
+        return f"it counts {str(carry.get('calls'))[:20]} window calls for {step} steps of {windows} windows"
+    if not (isinstance(latents, torch.Tensor) and latents.ndim == 5 and latents.shape[2] == num_frames):
+        return f"its latents are not those of a {num_frames}-frame video"
+    if not (isinstance(rng, torch.Tensor) and rng.dtype == torch.uint8) or not isinstance(carry.get("scheduler"), dict):
+        return "its random or scheduler state is not one this loop saves"
+    return None
+
+
 def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
                opts: SamplingOptions) -> Iterator[torch.Tensor]:
     """Denoise the whole video's latents in context windows, then yield its frames chunk by chunk."""

@@ -11,7 +11,7 @@ import torch
 from ..audio.features import AudioFeatures
 from ..models.attention import attention_score_budget
 from ..portrait import Portrait
-from . import context_windows, memo_memory, motion_frames
+from . import clip_loop, context_windows, memo_memory, motion_frames
 from .denoiser import LOW_VRAM_SCORE_BUDGET
 from .steps import SamplingOptions, SamplingPipeline
 
@@ -20,12 +20,15 @@ from .steps import SamplingOptions, SamplingPipeline
 class Loop:
     iter_video: Callable[[SamplingPipeline, Portrait, AudioFeatures, SamplingOptions], Iterator[torch.Tensor]]
     conditions: type  # what each clip (or window) reads, built by the loop; also used to count its cost
+    # what is wrong with a saved carry for the frames kept of a video (carry, frames kept, frames, options)
+    carry_problem: Callable[[dict, int, int, SamplingOptions], str | None]
 
 
 LOOPS: dict[str, Loop] = {
-    "motion_frames": Loop(motion_frames.iter_video, motion_frames.MotionFrameConditions),
-    "memory": Loop(memo_memory.iter_video, memo_memory.MemoryConditions),
-    "context_windows": Loop(context_windows.iter_video, context_windows.WindowConditions),
+    "motion_frames": Loop(motion_frames.iter_video, motion_frames.MotionFrameConditions, clip_loop.carry_problem),
+    "memory": Loop(memo_memory.iter_video, memo_memory.MemoryConditions, clip_loop.carry_problem),
+    "context_windows": Loop(context_windows.iter_video, context_windows.WindowConditions,
+                            context_windows.carry_problem),
 }
 
 
