@@ -17,7 +17,8 @@ HEAVY = ("torch", "diffusers", "transformers")
 # are loaded; finally resolve --device auto (which needs torch) and say it again, so the check is seen to see one.
 CHILD = """
 import contextlib, io, json, sys
-from emo_pipeline.cli.parser import build_parser, chosen_device
+from emo_pipeline.cli.output_checks import check_device
+from emo_pipeline.cli.parser import build_parser
 args = build_parser().parse_args(["generate", "--preset", "fast", "--steps", "3", "--dtype", "fp16"])
 parser = build_parser()
 with contextlib.redirect_stdout(io.StringIO()) as shown:
@@ -28,7 +29,7 @@ with contextlib.redirect_stdout(io.StringIO()) as shown:
             pass
 heavy = lambda: [name for name in {heavy} if name in sys.modules]
 before = heavy()
-chosen_device(args.device)
+check_device(args.device)
 print(json.dumps({{"args": vars(args), "helps": shown.getvalue().count("usage:"), "before": before, "after": heavy()}}))
 """
 

@@ -28,16 +28,18 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     from ..io.disk import DiskFullError
-    from .parser import build_parser, chosen_device
+    from .parser import build_parser
 
     args = build_parser().parse_args(argv)
-    if getattr(args, "device", None) == "auto":
-        args.device = chosen_device(args.device)
     STOP["signal"] = None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
     try:
+        if getattr(args, "device", None) is not None:
+            from .output_checks import check_device
+
+            args.device = check_device(args.device)
         module, function = COMMANDS[args.command]
         return getattr(importlib.import_module(f".{module}", __name__), function)(args)
     except (ValueError, FileNotFoundError, DiskFullError) as err:

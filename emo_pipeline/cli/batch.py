@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from ..io.disk import DiskFullError, disk_full_error, is_disk_full
+from ..io.safe_files import NOFOLLOW
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
+from .output_checks import check_folder
 from .parser import generate_actions
 
 RESULTS = "results.jsonl"
@@ -143,6 +145,7 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
     from . import generate as cli  # looked up at call time: a test may stand in for load_model
 
     out_dir = Path(out_dir)
+    check_folder(out_dir, "--out-dir", longest_name=len(RESULTS))
     jobs = read_jobs(jobs_file, out_dir, defaults)
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes join as gloo ranks
     mine = assign(jobs, state.num_processes)[state.process_index]
@@ -189,7 +192,11 @@ def append_result(path: Path, record: dict) -> None:
     """One line, written with one append: lines from several processes never interleave."""
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(record) + "\n").encode()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)  # never through a link
+    except OSError as err:
+        raise ValueError(f"Cannot write {path} ({err.strerror}): the video is written, but its result line is "
+                         "not; make the folder writable, or remove a link at that name.") from None
     try:
         os.write(fd, data)
     except OSError as err:

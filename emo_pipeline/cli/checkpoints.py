@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .output_checks import check_output
+
 
 def inspect_command(args: argparse.Namespace) -> int:
     from ..io.model_files import find_net
@@ -23,6 +25,7 @@ def convert_command(args: argparse.Namespace) -> int:
     if Path(args.target).suffix != ".safetensors":
         raise ValueError(f"convert writes a .safetensors file: name the target like "
                          f"{Path(args.target).with_suffix('.safetensors').name}, not {Path(args.target).name}.")
+    check_output(args.target, "convert's target")
     source = find_net(Path(args.source))
     print(f"Converting {source} ...")
     config = preset(args.preset) if args.preset else None

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..sampling.steps import StepInfo
+from .output_checks import check_output
 from .parser import DEMO_MODEL
 from .progress import RenderProgress
 from .stop import stop_requested
@@ -43,11 +43,7 @@ def check_generate_paths(args: argparse.Namespace) -> None:
         raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: the video is written as MP4 (H.264 + AAC); name it {out.with_suffix('.mp4').name}.")
-    parent = out.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent  # the folders to be made go under the first one that exists
-    if not os.access(parent, os.W_OK):
-        raise ValueError(f"--out {out}: cannot write in {parent} (no permission). Choose another folder.")
+    check_output(out, "--out", resume=not getattr(args, "no_resume", False))
 
 
 def separator_beside(network: str | None) -> Path:

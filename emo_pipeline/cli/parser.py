@@ -205,15 +205,6 @@ class HelpWithDefaults(argparse.HelpFormatter):
         return text + (" (default: off)" if action.nargs == 0 else " (default: %(default)s)")
 
 
-def chosen_device(name: str) -> str:
-    """--device auto: cuda when torch sees a GPU, else cpu (torch is imported only here)."""
-    if name != "auto":
-        return name
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def _upscale_options(parser: argparse.ArgumentParser, prefix: str) -> None:
     parser.add_argument(prefix + "fidelity", type=float, default=0.5,
                         help="CodeFormer's w: 0 trusts its codebook (more detail), 1 the input (closer to it); "

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .output_checks import check_output
 from .stop import stop_requested
 
 
@@ -48,6 +49,9 @@ def upscale_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{source}: no such video file.")
     if out.suffix.lower() != ".mp4" or out.is_dir():
         raise ValueError(f"--out {out}: give an .mp4 file name, e.g. {source.stem}_x{args.scale}.mp4.")
+    if not 0 <= args.crf <= 51:
+        raise ValueError(f"--crf {args.crf}: H.264's quality runs from 0 (lossless) to 51 (worst); 17-23 look good.")
+    check_output(out, "--out")
     if out.resolve() == source.resolve():
         raise ValueError(f"--out {out} is the input video: choose another file name.")
     settings = upscale_settings(args.scale, args.fidelity, args.background, args.blend)
