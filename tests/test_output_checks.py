@@ -56,8 +56,11 @@ def video(tmp_path):
 
 
 def test_batch_into_a_read_only_folder(read_only, tmp_path, nothing_loads, capsys):
+    from test_batch import write_wav
+
     jobs = tmp_path / "jobs.jsonl"
-    jobs.write_text(json.dumps({"audio": "a.wav", "out": "v.mp4", "random": True}) + "\n")
+    audio = write_wav(tmp_path / "a.wav", 0.2)
+    jobs.write_text(json.dumps({"audio": str(audio), "out": "v.mp4", "random": True}) + "\n")
     _fails(["batch", str(jobs), "--out-dir", str(read_only / "renders")], capsys,
            "--out-dir: cannot write in", "read-only")
 

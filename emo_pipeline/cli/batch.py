@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..io.disk import DiskFullError, disk_full_error, is_disk_full
-from ..io.safe_files import NOFOLLOW
+from ..io.safe_files import open_append
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
 from .output_checks import check_folder
 from .parser import generate_actions
@@ -145,8 +145,8 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
     from . import generate as cli  # looked up at call time: a test may stand in for load_model
 
     out_dir = Path(out_dir)
-    check_folder(out_dir, "--out-dir", longest_name=len(RESULTS))
     jobs = read_jobs(jobs_file, out_dir, defaults)
+    check_folder(out_dir, "--out-dir", longest_name=len(RESULTS))  # before any model loads
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes join as gloo ranks
     mine = assign(jobs, state.num_processes)[state.process_index]
     device = str(state.device) if state.device.type == "cuda" else "cpu"
@@ -193,18 +193,17 @@ def append_result(path: Path, record: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     data = (json.dumps(record) + "\n").encode()
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | NOFOLLOW, 0o644)  # never through a link
+        out = open_append(path)  # never through a link
     except OSError as err:
         raise ValueError(f"Cannot write {path} ({err.strerror}): the video is written, but its result line is "
                          "not; make the folder writable, or remove a link at that name.") from None
     try:
-        os.write(fd, data)
+        with out:
+            os.write(out.fileno(), data)  # one write: lines from several processes never interleave
     except OSError as err:
         if is_disk_full(err):
             raise disk_full_error(path.parent, path.name, len(data)) from None
         raise
-    finally:
-        os.close(fd)
 
 
 def batch_command(args: argparse.Namespace) -> int:

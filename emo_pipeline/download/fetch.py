@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
+from ..io.safe_files import open_new, remove_file
 from . import record as rec
 from .catalogue import DOWNLOADS, Download, HubFile, human_size
 from .checks import PartDamaged, Unit, check, units_of
@@ -99,9 +100,9 @@ def _writable(folder: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / STATE / "probe"
         probe.parent.mkdir(exist_ok=True)
-        probe.unlink(missing_ok=True)
-        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600))
-        probe.unlink()
+        remove_file(probe)
+        open_new(probe).close()
+        remove_file(probe)
     except OSError as error:
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise _full_disk(folder, 2**20) from None
@@ -421,7 +422,7 @@ def _copy_from_hub_cache(remote: Remote, partial: Path, progress: Progress, is_c
         return True
     except OSError:
         pass
-    with open(cached, "rb") as src, partial.open("wb") as out:
+    with open(cached, "rb") as src, open_new(partial) as out:
         while chunk := src.read(8 * 2**20):
             out.write(chunk)
             progress.advance(len(chunk))

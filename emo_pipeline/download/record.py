@@ -7,10 +7,10 @@ from __future__ import annotations
 import errno
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Callable
 
+from ..io.safe_files import write_atomic
 from .errors import DownloadError
 
 # Bumped when the content check learns something new: entries of an older check are checked again.
@@ -51,15 +51,9 @@ def read(path: Path) -> dict[str, dict]:
 def write(path: Path, record: dict) -> None:
     """A JSON object (the record, a partial's hash), replaced whole so that a reader never sees half of it; a
     full disk is said plainly."""
-    tmp = path.with_name(path.name + ".tmp")
     try:
-        tmp.unlink(missing_ok=True)  # never written through a link someone left at that name
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0), 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            json.dump(record, out, indent=1, sort_keys=True)
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(record, indent=1, sort_keys=True).encode(), mode=0o600)
     except OSError as error:
-        tmp.unlink(missing_ok=True)
         if error.errno in (errno.ENOSPC, errno.EDQUOT):
             raise DownloadError(f"No space left in {path.parent} to write {path.name} (a few kB): "
                                 "free some space and run the command again; nothing placed was removed.") from None

@@ -21,6 +21,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..io.safe_files import open_append, real_folder
 from .catalogue import human_size
 from .errors import DownloadCancelled, DownloadError
 from .hub import Remote, explain, host_of, network_errors, session, token_headers
@@ -196,9 +197,7 @@ def _size_error(partial: Path, remote: Remote, what: str) -> DownloadError:
 
 def _open_partial(path: Path):
     """The partial file for appending: made by us, never through a link planted at its name."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_NOFOLLOW", 0), 0o600)
-    return os.fdopen(fd, "ab")
+    return open_append(real_folder(path.parent) / path.name, 0o600)
 
 
 def _read(url: str, headers: dict[str, str], pipe: queue.Queue, stop: threading.Event, timeout: float) -> None:

@@ -12,9 +12,7 @@ carries its EMOConfig as JSON in the file's metadata. `open_network` reads any o
 from __future__ import annotations
 
 import json
-import os
 import struct
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_c
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 from .pickle_scan import pickle_is_whole
+from .safe_files import write_atomic
 
 PICKLE_SUFFIXES = (".pth", ".pt", ".ckpt", ".bin")
 # the precisions a network is loaded or written in, by the names options and the family record use
@@ -489,24 +488,23 @@ def write_safetensors(path: str | Path, shapes: dict[str, tuple[torch.Size, torc
         offset += nbytes
     encoded = json.dumps(header, separators=(",", ":")).encode()
     encoded += b" " * (-len(encoded) % 8)  # keep tensor data 8-byte aligned
-    tmp = path.with_name(f"{path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.partial")  # unique per writer
     needed = 8 + len(encoded) + offset
     check_free_space(path.parent, path.name, needed)  # refused before a byte is written
+
+    def write(f) -> None:
+        f.write(struct.pack("<Q", len(encoded)) + encoded)
+        for key, (shape, dtype) in shapes.items():
+            data = tensor(key).detach().to("cpu", dtype).contiguous()
+            if tuple(data.shape) != tuple(shape):
+                raise ValueError(f"{key} has shape {tuple(data.shape)}, expected {tuple(shape)}")
+            f.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
+
     try:
-        with open(tmp, "wb") as f:
-            f.write(struct.pack("<Q", len(encoded)) + encoded)
-            for key, (shape, dtype) in shapes.items():
-                data = tensor(key).detach().to("cpu", dtype).contiguous()
-                if tuple(data.shape) != tuple(shape):
-                    raise ValueError(f"{key} has shape {tuple(data.shape)}, expected {tuple(shape)}")
-                f.write(data.reshape(-1).view(torch.uint8).numpy().tobytes())
-        tmp.replace(path)
+        write_atomic(path, write=write)  # the file appears only when complete, never through a link
     except OSError as err:
         if is_disk_full(err):  # the space went while writing (another program)
             raise disk_full_error(path.parent, path.name, needed) from None
         raise
-    finally:
-        tmp.unlink(missing_ok=True)
     return path
 
 

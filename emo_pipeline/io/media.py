@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
+from .safe_files import open_new, remove_file
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)
 
@@ -256,8 +257,15 @@ class VideoWriter:
         self.size = (width, height)
         self.audio = audio
         self.frames = 0
-        # use_metadata_tags lets MP4 carry arbitrary keys (the ComfyUI workflow, for instance).
-        self.container = av.open(str(self.tmp), "w", format="mp4", options={"movflags": "use_metadata_tags"})
+        # Created by us, exclusively and never through a link at its name; use_metadata_tags lets MP4 carry
+        # arbitrary keys (the ComfyUI workflow, for instance).
+        self.file = open_new(self.tmp, 0o644)
+        try:
+            self.container = av.open(self.file, "w", format="mp4", options={"movflags": "use_metadata_tags"})
+        except BaseException:
+            self.file.close()
+            remove_file(self.tmp)
+            raise
         for key, value in (metadata or {}).items():
             self.container.metadata[key] = str(value)
         self.video = self.container.add_stream("libx264", rate=self.fps)
@@ -341,6 +349,9 @@ class VideoWriter:
             if self.audio is not None and self.frames:
                 self._write_audio()
             self.container.close()
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
         except OSError as err:
             if is_disk_full(err):
                 raise self._disk_full(err) from None
@@ -361,7 +372,11 @@ class VideoWriter:
             except Exception:  # noqa: BLE001 - the file is discarded anyway
                 pass
             self.container = None
-        self.tmp.unlink(missing_ok=True)
+        try:
+            self.file.close()  # flushes what is buffered: on a full disk that fails too
+        except OSError:
+            pass
+        remove_file(self.tmp)
 
     def __enter__(self) -> "VideoWriter":
         return self

@@ -69,6 +69,12 @@ def open_new(path: str | Path, mode: int = 0o600) -> BinaryIO:
     return os.fdopen(fd, "wb")
 
 
+def open_append(path: str | Path, mode: int = 0o644) -> BinaryIO:
+    """`path` for appending (made when absent), never through a link left at its name."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | NOFOLLOW, mode)
+    return os.fdopen(fd, "ab")
+
+
 def write_atomic(path: str | Path, data: bytes | None = None, write: Callable[[BinaryIO], None] | None = None,
                  mode: int = 0o644) -> Path:
     """Write `data` (or what `write(file)` writes) to `path` whole or not at all: into a temporary file of a
