@@ -200,7 +200,7 @@ def _mutations(rng: random.Random, folder: Path) -> str:
         b.write_bytes(data_a)
         return f"swap {a.name} {b.name}"
     manifest = _manifest(folder)
-    values = [None, -1, 0, 1, 2, 3, 4, 5, 13, 10**12, 2.5, "", "x", "../x", "/etc/passwd", "frames_00001.mkv",
+    values = [None, -1, 0, 1, 2, 3, 4, 5, 13, 10**12, 2.5, "", "x", "../outside.txt", "/etc/passwd", "frames_00001.mkv",
               "carry_00001.pt", "carry_00009.pt", [], {}, [1, 2], {"a": "b"}, True]
     holders = [("", manifest)] + [(f"segments[{i}]", s) for i, s in enumerate(manifest["segments"])]
     if manifest.get("carry"):
@@ -240,14 +240,21 @@ def test_random_damage_ends_in_the_exact_state_or_a_fresh_start(hallo, kept_stat
         sentinel = case / "outside.txt"
         sentinel.write_bytes(OUTSIDE)
         what = _mutations(rng, folder)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            state = RenderState(folder, original["fingerprint"], say=lambda _: None,
-                                check_carry=lambda c, kept: carry_problem(c, kept, 13, opts), frame_shape=(64, 64))
+        opened: list[str] = []
+        OPENED.append(opened)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                state = RenderState(folder, original["fingerprint"], say=lambda _: None,
+                                    check_carry=lambda c, kept: carry_problem(c, kept, 13, opts), frame_shape=(64, 64))
+                resumed = torch.cat(list(state.stored_frames())) if state.frames_done else None
+        finally:
+            OPENED.remove(opened)
+        assert not {Path(p).resolve() for p in opened} & {sentinel.resolve(), Path("/etc/passwd")}, what
         if state.frames_done:
             outcomes["resumed"] += 1
             assert state.frames_done == len(frames), what
-            assert torch.equal(torch.cat(list(state.stored_frames())), frames), what
+            assert torch.equal(resumed, frames), what
             restored = state.restore()
             assert restored.keys() == carry.keys(), what
             for key, value in carry.items():

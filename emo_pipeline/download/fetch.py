@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from ..io.safe_files import open_new, remove_file
+from ..io.safe_files import open_new, remove_file, remove_folder
 from . import record as rec
 from .catalogue import DOWNLOADS, Download, HubFile, human_size
 from .checks import PartDamaged, Unit, check, units_of
@@ -278,7 +278,7 @@ class _Job:
         try:
             failures = self._check(self._touched([r.file for r in fetch + same]), view)
         finally:
-            shutil.rmtree(view, ignore_errors=True)
+            remove_folder(view)
         if failures:
             self._refuse(failures, fetch)
 
@@ -294,7 +294,7 @@ class _Job:
                                                          asked)
         rec.write(self.record_path, self.record)
         for sub in ("partial", "verified"):
-            shutil.rmtree(self.state / sub, ignore_errors=True)
+            remove_folder(self.state / sub)
         return placed, present + [r.file.target for r in same], fetched
 
     def _decide_foreign(self, foreign: list[Remote]) -> list[Remote]:
@@ -374,9 +374,9 @@ class _Job:
     def _lay_out_view(self, fetched: list[str]) -> Path:
         """check/: the model folder as it would be after placing, as links (no copy of any weights)."""
         view = self.state / "check"
-        shutil.rmtree(view, ignore_errors=True)
-        if view.is_symlink() or view.exists():
-            view.unlink()
+        remove_folder(view)
+        if view.is_symlink() or view.is_file():
+            remove_file(view)  # a link or file left at its name
         staged = set(fetched)
         for unit in _units(self.downloads):
             for target in unit.targets:
