@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+from .io.safe_files import write_atomic
+
 FILE = "latent_rgb.json"  # beside a VAE folder's config.json
 
 
@@ -34,7 +36,7 @@ class LatentRGB:
     def save(self, path: str | Path, **about) -> None:
         data = {"factors": [list(row) for row in self.factors], "bias": list(self.bias),
                 "scaling_factor": self.scaling_factor, **about}
-        Path(path).write_text(json.dumps(data, indent=1) + "\n")
+        write_atomic(path, (json.dumps(data, indent=1) + "\n").encode())
 
     @classmethod
     def load(cls, path: str | Path) -> "LatentRGB":

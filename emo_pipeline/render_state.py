@@ -410,12 +410,13 @@ def _short(err: Exception) -> str:
 NAME_PATTERNS = {"segment": re.compile(r"frames_\d{5,}\.mkv"), "carry": re.compile(r"carry_\d{5,}\.pt"),
                  "kept": re.compile(r"kept_\d{5,}\.pt")}
 SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_FRAMES = 10**8  # a manifest's numbers are held to what a render can make
+MAX_FRAMES = 10**8  # a manifest's numbers are held to what a render can make ...
+MAX_BYTES = 2**50  # ... and to what a disk can hold (MEMO's carry alone is gigabytes)
 
 
-def _count(value: object, low: int, what: str) -> int:
-    if type(value) is not int or not low <= value <= MAX_FRAMES:
-        raise ValueError(f"{what} is {value!r}, not a whole number from {low} to {MAX_FRAMES}")
+def _count(value: object, low: int, what: str, high: int = MAX_FRAMES) -> int:
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError(f"{what} is {str(value)[:30]}, not a whole number from {low} to {high}")
     return value
 
 
@@ -425,7 +426,7 @@ def _valid_entry(entry: object, kind: str) -> dict:
     name = entry.get("file")
     if not plain_name(name) or not NAME_PATTERNS[kind].fullmatch(name):
         raise ValueError(f"a {kind} entry names {str(name)[:60]!r}, not one of this pack's file names")
-    _count(entry.get("bytes"), 1, f"{name}'s size")
+    _count(entry.get("bytes"), 1, f"{name}'s size", MAX_BYTES)
     if not isinstance(entry.get("sha256"), str) or not SHA256.fullmatch(entry["sha256"]):
         raise ValueError(f"{name}'s hash is not a sha256")
     if kind == "segment":

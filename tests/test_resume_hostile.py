@@ -267,3 +267,15 @@ def test_random_damage_ends_in_the_exact_state_or_a_fresh_start(hallo, kept_stat
         shutil.rmtree(case)
     print(f"\n{outcomes}")
     assert outcomes["afresh"] > 100  # the mutations do damage
+
+
+def test_a_carry_of_gigabytes_is_a_valid_size(kept_state):
+    """MEMO's carry is its memory of every attention block: gigabytes are a size the manifest may name."""
+    from emo_pipeline.render_state import _valid_manifest
+
+    manifest = _manifest(kept_state)
+    manifest["carry"]["bytes"] = 7 * 2**30
+    assert _valid_manifest(manifest)["carry"]["bytes"] == 7 * 2**30
+    manifest["carry"]["bytes"] = 2**60
+    with pytest.raises(ValueError, match="size is 1152921504606846976, not a whole number"):
+        _valid_manifest(manifest)

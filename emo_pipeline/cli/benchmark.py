@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..components import default_dtype
+from ..io.safe_files import real_folder, write_atomic
 from ..config import EMOConfig, preset
 from ..cost import clip_memory
 from ..pipeline import EMOPipeline
@@ -254,11 +255,10 @@ def run_benchmark(family: str = "hallo", device: str | torch.device = "cpu", pre
 
 
 def write_report(report: Report, folder: str | Path) -> tuple[Path, Path]:
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = real_folder(folder)
     md, js = folder / "benchmark.md", folder / "benchmark.json"
-    md.write_text(report.markdown(), encoding="utf-8")
-    js.write_text(report.to_json(), encoding="utf-8")
+    write_atomic(md, report.markdown().encode())
+    write_atomic(js, report.to_json().encode())
     return md, js
 
 

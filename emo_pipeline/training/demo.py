@@ -19,6 +19,7 @@ import torch
 
 from ..config import tiny_emo_config
 from ..io.loading import load_net, save_net
+from ..io.safe_files import write_atomic
 from ..tiny import tiny_wav2vec
 from .synthetic import head_motion, make_dataset, mouth_opening
 from .trainer import TrainSettings, train
@@ -206,7 +207,7 @@ def train_demo(out: str | Path, minutes: float = 55.0, seed: int = 0, clips: int
     report = {"seed": seed, "clips": clips, "minutes": round((time.perf_counter() - start) / 60, 1),
               "steps": {"vae": vae_steps, **dict(zip(("stage1", "stage2", "stage3"), steps))}}
     report.update(evaluate(out, sorted(held_out.glob("*.mp4")), seed))
-    (out / "training_report.json").write_text(json.dumps(report, indent=1))
+    write_atomic(out / "training_report.json", json.dumps(report, indent=1).encode())
     log(json.dumps(report))
     return report
 

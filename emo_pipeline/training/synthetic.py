@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..io.media import VideoWriter
+from ..io.safe_files import write_atomic
 
 SAMPLE_RATE = 16000
 
@@ -152,7 +153,7 @@ def make_clip(path: str | Path, seed: int, seconds: float = 4.0, size: int = 64,
            min(1.0, (look.center_x + 0.25 * amplitude + half_w + 1) / 2), min(1.0, (look.center_y + look.face_height + 1) / 2)]
     labels = ClipLabels(fps, mouth.tolist(), yaw, [0.0] + [yaw[j] - yaw[j - 1] for j in range(1, frames)],
                         blink.tolist(), box)
-    path.with_suffix(".json").write_text(json.dumps(asdict(labels)))
+    write_atomic(path.with_suffix(".json"), json.dumps(asdict(labels)).encode())
     return labels
 
 

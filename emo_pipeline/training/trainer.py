@@ -16,6 +16,7 @@ import torch
 
 from ..config import EMOConfig, preset
 from ..io.loading import load_net, save_net
+from ..io.safe_files import real_folder, write_atomic
 from .dataset import TalkingFaceDataset
 from .stages import TrainingModule
 
@@ -120,9 +121,9 @@ def train(settings: TrainSettings, log=print):
 def _save(accelerator, module, optimizer, out: Path, step: int) -> None:
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
-        out.mkdir(parents=True, exist_ok=True)
+        real_folder(out)
         net = accelerator.unwrap_model(module).net
         save_net(net, out / "network.safetensors")
-        torch.save(optimizer.state_dict(), out / "optimizer.pt")
-        (out / "resume.json").write_text(json.dumps({"step": step, "network": "network.safetensors"}))
+        write_atomic(out / "optimizer.pt", write=lambda f: torch.save(optimizer.state_dict(), f))
+        write_atomic(out / "resume.json", json.dumps({"step": step, "network": "network.safetensors"}).encode())
     accelerator.wait_for_everyone()
