@@ -64,7 +64,8 @@ class EMOUpscaleFaceVideo:
     def INPUT_TYPES(cls):
         return {
             "required": {
-                "frames": ("IMAGE",),
+                "frames": ("IMAGE", {"tooltip": "The video's frames (an IMAGE batch, e.g. EMO Sampler's or VAE "
+                                                "Decode's): each face is restored and the frame enlarged."}),
                 "upscale": ("INT", {"default": 2, "min": 1, "max": 4,
                                     "tooltip": "Output size / input size (2: 512² to 1024², 4: 2048²)."}),
                 "fidelity": ("FLOAT", {"default": 0.5, "min": 0.0, "max": 1.0, "step": 0.05,

@@ -134,6 +134,7 @@ def test_echomimic_convert_inspect_and_generate(tmp_path, capsys):
                  "--out", str(out), "--steps", "2", "--context-overlap", "1"]) == 0
     printed = capsys.readouterr().out
     assert "step 2/2  window" in printed
+    assert printed.count("Generating ") == 1  # said once (it was printed twice before and after the resume check)
     info = read_video_info(out)
     seconds = read_video_info(tmp_path / "voice.mp4")["audio_duration"]
     assert info["fps"] == 24 and info["frame_count"] == math.ceil(seconds * 24 - 1e-6)  # one frame per audio frame

@@ -231,7 +231,6 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         options.checkpoint = state
         if "colour_reference" in state.kept:
             first.append(state.kept["colour_reference"])
-    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
     # Frames are written clip by clip; the file appears only when complete.
     with VideoWriter(out, audio.fps, width, height, audio=(waveform, sample_rate),
                      metadata={"comment": "made with emo_pipeline"}, expected_frames=audio.num_frames) as writer:
