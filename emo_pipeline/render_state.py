@@ -25,7 +25,6 @@ import json
 import os
 import re
 import shutil
-import stat
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
@@ -33,7 +32,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterator
 import numpy as np
 import torch
 
-from .io.safe_files import NOFOLLOW, plain_name, private_folder, remove_file, remove_folder, write_atomic
+from .io.safe_files import (NOFOLLOW, UnsafePath, ours, plain_name, private_folder, remove_file, remove_folder,
+                             write_atomic)
 
 if TYPE_CHECKING:
     from .audio.features import AudioFeatures
@@ -175,16 +175,15 @@ class RenderState:
 
     # ---- opening
     def _open(self) -> None:
-        try:
-            info = self.folder.lstat()
-        except FileNotFoundError:
+        if not self.folder.exists() and not self.folder.is_symlink():
             return
+        try:
+            ours(self.folder)  # a link, a file or another user's folder is neither read, written nor removed
+        except UnsafePath:
+            return self._refuse("it is a link or a file, not the folder this pack makes"
+                                if self.folder.is_symlink() or not self.folder.is_dir() else "it belongs to another user")
         except OSError as err:
             return self._refuse(f"it cannot be read ({err.strerror})")
-        if stat.S_ISLNK(info.st_mode) or not stat.S_ISDIR(info.st_mode):
-            return self._refuse("it is a link or a file, not the folder this pack makes")
-        if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
-            return self._refuse("it belongs to another user")
         if not (self.folder / MANIFEST).is_file():  # stopped before its first clip was kept: nothing to resume
             remove_folder(self.folder)
             return

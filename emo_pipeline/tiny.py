@@ -17,6 +17,7 @@ from transformers import Wav2Vec2Config, Wav2Vec2Model
 
 from .audio.encoder import AudioEncoder
 from .config import EMOConfig, tiny_config
+from .io.safe_files import write_atomic
 from .models import EMONet
 
 if TYPE_CHECKING:
@@ -98,9 +99,7 @@ def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOCon
     (root / name).mkdir(parents=True, exist_ok=True)
     path = save_net(net, root / name / "net.safetensors")
     vae.save_pretrained(root / "vae")
-    encoder.model.save_pretrained(root / "wav2vec")
-    (root / "wav2vec" / "preprocessor_config.json").write_text(
-        '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
+    _write_wav2vec(encoder, root / "wav2vec")
     return path
 
 
@@ -129,13 +128,13 @@ def write_tiny_echomimic_folder(root: str | Path, config: EMOConfig | None = Non
                              if k.startswith("face_locator.")},
     }
     for name, part in parts.items():
-        torch.save({k: v.clone() for k, v in part.items()}, root / name)
+        _save(root / name, {k: v.clone() for k, v in part.items()})
     vae.save_pretrained(root / "sd-vae-ft-mse")
     (root / "audio_processor").mkdir(exist_ok=True)
     encoder = {openai_name(k): v.clone() for k, v in whisper.model.state_dict().items()}
     dims = dict(whisper.dims, n_vocab=8, n_text_ctx=4, n_text_state=whisper.dims["n_audio_state"], n_text_head=2,
                 n_text_layer=1)
-    torch.save({"dims": dims, "model_state_dict": encoder}, root / "audio_processor" / "whisper_tiny.pt")
+    _save(root / "audio_processor" / "whisper_tiny.pt", {"dims": dims, "model_state_dict": encoder})
     return root
 
 
@@ -191,9 +190,19 @@ def write_tiny_memo_folder(root: str | Path, config: EMOConfig | None = None, se
         settings = {"_class_name": classes[name], "_diffusers_version": "0.31.0"}
         if name == "diffusion_net" and use_inflated_groupnorm is not None:
             settings["use_inflated_groupnorm"] = use_inflated_groupnorm
-        (folder / name / "config.json").write_text(json.dumps(settings))
+        write_atomic(folder / name / "config.json", json.dumps(settings).encode())
     vae.save_pretrained(root / "vae")
-    encoder.model.save_pretrained(root / "wav2vec")
-    (root / "wav2vec" / "preprocessor_config.json").write_text(
-        '{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')
+    _write_wav2vec(encoder, root / "wav2vec")
     return folder
+
+
+def _save(path: Path, value: dict) -> None:
+    """A torch pickle written as every file of the pack is (io/safe_files.py)."""
+    write_atomic(path, write=lambda f: torch.save(value, f))
+
+
+def _write_wav2vec(encoder: AudioEncoder, folder: Path) -> None:
+    """wav2vec2 as a transformers folder, with the preprocessor settings Hallo's download carries."""
+    encoder.model.save_pretrained(folder)
+    write_atomic(folder / "preprocessor_config.json",
+                 b'{"do_normalize": true, "feature_size": 1, "padding_value": 0.0, "sampling_rate": 16000}')

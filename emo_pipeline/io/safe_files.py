@@ -48,13 +48,18 @@ def private_folder(folder: str | Path) -> Path:
         folder.mkdir(mode=0o700)
     except FileExistsError:
         pass
-    real_folder(folder, create=False)
+    if ours(folder).st_mode & 0o077:
+        os.chmod(folder, 0o700)
+    return folder
+
+
+def ours(folder: str | Path) -> os.stat_result:
+    """The status of `folder`, a real folder of the current user's: a link, a file or another user's is refused."""
+    folder = real_folder(folder, create=False)
     info = folder.lstat()
     if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         raise UnsafePath(f"{folder} belongs to another user: it is not used. Remove it, or choose another place.")
-    if info.st_mode & 0o077:
-        os.chmod(folder, 0o700)
-    return folder
+    return info
 
 
 def plain_name(name: object) -> bool:
