@@ -5,10 +5,10 @@ READMEs: the fudan-generative-ai repositories, cloned into `pretrained_models/`;
 BadToBest/EchoMimic into `pretrained_weights/`; MEMO's: memoavatar/memo, with the VAE from
 stabilityai/sd-vae-ft-mse and wav2vec2 from facebook/wav2vec2-base-960h, as its
 configs/inference.yaml names them), but only those our loaders read: never the SD1.5 UNet weights,
-AnimateDiff's motion module, sd-image-variations or MEMO's emotion classifier (see the README).
+AnimateDiff's motion module, sd-image-variations or MEMO's emotion classifier (see docs/models.md).
 
 Targets are relative to the model folder (ComfyUI's models/emo/, or `download --to`), in the layout
-of the README's model-folder table: a network's folder, with the VAE and wav2vec2 shared beside it.
+of the model-folder table in docs/models.md: a network's folder, with the VAE and wav2vec2 shared beside it.
 `approx_bytes` are the hub's listed sizes, rounded; they label a download before the hub is asked
 (the real sizes, from the hub, are what the disk check uses).
 """

@@ -5,7 +5,7 @@ default. The faster presets trade some fidelity for time, each in a way that is 
 a multistep solver with fewer steps, and DeepCache-style reuse of the low-resolution features
 between neighbouring steps. Guidance on a limited interval of steps is a knob of its own (it
 costs lip sync: the audio reaches the video through guidance). What each costs in fidelity is
-measured by benchmarks/fidelity.py and stated in the README.
+measured by benchmarks/fidelity.py and stated in docs/speed-and-memory.md.
 """
 
 from __future__ import annotations

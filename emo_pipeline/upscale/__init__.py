@@ -1,2 +1,2 @@
 """Hallo2's high-resolution stage: face videos restored and upscaled by its temporal CodeFormer, with the
-background upscaled by RealESRGAN (S-Lab License 1.0, non-commercial: see the README)."""
+background upscaled by RealESRGAN (S-Lab License 1.0, non-commercial: see docs/upscaler.md)."""

@@ -6,7 +6,7 @@ Written from its description, not copied; module names follow its state dict (ne
 so the file loads strictly. The flat `blocks` lists of the encoder and generator are kept because the
 checkpoint's keys number them; which block's output is fused where is derived from the config.
 
-Licence of the trained weights (and of the design): S-Lab License 1.0, non-commercial (see the README).
+Licence of the trained weights (and of the design): S-Lab License 1.0, non-commercial (see docs/upscaler.md).
 """
 
 from __future__ import annotations
