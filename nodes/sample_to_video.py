@@ -4,6 +4,7 @@ if one is given), so memory stays flat however long the audio is."""
 from __future__ import annotations
 
 import itertools
+import logging
 import os
 import warnings
 
@@ -16,7 +17,7 @@ from ..emo_pipeline.render_state import RenderState, carry_check, fingerprint, r
 from ..emo_pipeline.upscale.video import UpscaleSettings, batched
 from .face import DEFAULT_FEATHER, FEATHER, feather_pixels
 from .notify import relays_warnings
-from .sampler import EMOSampler, iter_frames
+from .sampler import EMOSampler, iter_frames, ran_text
 from .upscale import upscaler
 from .video import SAVE_INPUTS, open_video, saved_video
 
@@ -111,8 +112,10 @@ class EMOSampleToVideo:
         net = upscaler(mm.get_torch_device()) if upscale > 1 else None  # before sampling: a missing file stops here
         if net is not None and resume:  # its 16-frame chunks span clips: no per-clip progress to keep
             warnings.warn("EMO Sample To Video: with upscale, progress is not kept for resuming.", stacklevel=2)
+        ran: list[str] = []
         clips = iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
-                            resume=open_state if resume and net is None else None)
+                            resume=open_state if resume and net is None else None,
+                            told=lambda used: ran.append(ran_text(used, preset)))
         if net is not None:  # streamed: one 16-frame chunk held at a time
             clips = batched(net.stream(clips, settings,
                                        on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))
@@ -131,5 +134,8 @@ class EMOSampleToVideo:
                                    "frames.")
         if "state" in kept:
             kept["state"].finish()
-        return saved_video(writer.path)
+        shown = saved_video(writer.path)
+        shown["ui"]["text"] = ran  # the steps, cfg and scheduler that ran (the preset may have decided them)
+        logging.info("EMO Sample To Video: %s", " ".join(ran))
+        return shown
 

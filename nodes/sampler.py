@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Iterator
 
 import torch
@@ -9,6 +10,7 @@ import torch
 import comfy.model_management as mm
 import comfy.utils
 
+from ..emo_pipeline.config import preset as config_preset
 from ..emo_pipeline.memory_plan import memory_required
 from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
@@ -22,13 +24,95 @@ AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matchin
 CUSTOM = "custom"
 # "model default" is the engine's exact default (its preset "quality", with the scheduler widget's choice)
 PRESET_CHOICES = [MODEL_DEFAULT, *(name for name in PRESETS if name != "quality"), CUSTOM]
+# Which of the steps, cfg and scheduler widgets each preset decides (their values are then not used); the
+# frontend reads it from web/emo_presets.json (tests/test_presets_table.py writes and checks that file).
+PRESET_DECIDES: dict[str, tuple[str, ...]] = {
+    MODEL_DEFAULT: ("steps", "cfg"),
+    **{name: ("steps", "cfg", "scheduler") for name in PRESET_CHOICES if name not in (MODEL_DEFAULT, CUSTOM)},
+    CUSTOM: (),
+}
+
+
+# What each widget does, and which presets leave it unused (PRESET_DECIDES) with what runs instead.
+WIDGET_USE = {
+    "steps": "Denoising steps",
+    "cfg": "Guidance scale; 1 turns guidance off (twice as fast)",
+    "scheduler": "The sampler; auto: the model's own (DDIM; flow_euler for MEMO, a rectified-flow model that also "
+                 "takes dpmpp_2m and unipc)",
+}
+# The model's own steps and cfg, as the families' configs state them (the bundled demo's are in its file).
+OWN_OF = {"Hallo": "hallo", "EchoMimic": "echomimic", "EchoMimic acc": "echomimic-acc", "MEMO": "memo"}
+DEMO_OWN = {"steps": 10, "cfg": 2.0}  # models/demo/net.safetensors' config (tests/test_presets_table.py reads it)
+
+
+def model_own(widget: str) -> str:
+    field = {"steps": "steps", "cfg": "guidance_scale"}[widget]
+    values = [f"{getattr(config_preset(name), field):g} {title}" for title, name in OWN_OF.items()]
+    return f"the model's own {widget} ({', '.join(values)}, {DEMO_OWN[widget]:g} the demo)"
+
+
+def preset_runs(preset: str, widget: str) -> str:
+    """What runs for `widget` when `preset` decides it."""
+    if preset == MODEL_DEFAULT or widget == "cfg":
+        return model_own(widget)
+    return {"steps": f"{PRESETS[preset].steps} steps", "scheduler": str(PRESETS[preset].scheduler)}[widget]
+
+
+def _and(items: list[str]) -> str:
+    return " and ".join(items) if len(items) < 3 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def widget_tooltip(widget: str) -> str:
+    used = [p for p in PRESET_CHOICES if widget not in PRESET_DECIDES[p]]
+    runs: dict[str, list[str]] = {}  # what runs instead → the presets that run it
+    for p in PRESET_CHOICES:
+        if widget in PRESET_DECIDES[p]:
+            runs.setdefault(preset_runs(p, widget), []).append(p)
+    ignored = "; ".join(f"{_and(presets)} run{'s' if len(presets) == 1 else ''} {what}"
+                        for what, presets in runs.items())
+    return (f"{WIDGET_USE[widget]}. Used only with preset {_and(used)}; other presets ignore it: "
+            f"{ignored}. After a run the node shows what ran.")
+
+
+PRESET_TOOLTIP = ("Who decides steps, cfg and scheduler. custom: the three widgets. model default: the model's own "
+                  "steps and cfg (those two widgets are ignored; the scheduler widget is used). "
+                  + "; ".join(f"{k}: {v.summary}, at the model's cfg (steps, cfg and scheduler widgets ignored)"
+                              for k, v in PRESETS.items() if k in PRESET_CHOICES)
+                  + ". After a run the node shows the steps, cfg and scheduler that ran.")
+
+
+OPTIONS_DECIDED = ("guidance_end", "cache_interval")  # EMO Sampler Options' settings that balanced and fast set
+
+
+def presets_table() -> dict:
+    """web/emo_presets.json: which widgets each preset decides and what runs instead ("model": the loaded
+    model's own), for the frontend to grey out widgets whose value is not used."""
+    presets = {}
+    for name in PRESET_CHOICES:
+        named = name not in (MODEL_DEFAULT, CUSTOM)
+        runs = {w: ("model" if name == MODEL_DEFAULT or w == "cfg" else
+                    {"steps": PRESETS[name].steps, "scheduler": PRESETS[name].scheduler}[w]) for w in PRESET_DECIDES[name]}
+        presets[name] = {"decides": list(PRESET_DECIDES[name]), "runs": runs,
+                         "options_decides": {"EMOSamplerOptions": list(OPTIONS_DECIDED)} if named else {}}
+    return {
+        "about": "Which widgets of EMO Sampler and EMO Sample To Video each value of their 'preset' widget decides: "
+                 "a decided widget's value is not used ('runs': what is used instead; 'model': the loaded model's "
+                 "own). 'options_decides': settings of a connected options node that the preset decides too. "
+                 "Written from nodes/sampler.py by `python tests/test_presets_table.py`; checked against the "
+                 "engine by that test.",
+        "nodes": ["EMOSampler", "EMOSampleToVideo"],
+        "preset_widget": "preset",
+        "presets": presets,
+    }
 
 
 class EMOSampler:
     DESCRIPTION = ("Generates the talking-head frames. Hallo/EMO models make long audio of clips that continue from "
                    "the last frames of the previous clip; MEMO models keep a memory of every clip so far; EchoMimic "
                    "models denoise the whole video at once in overlapping windows. The progress bar counts every "
-                   "step of every clip (or window).")
+                   "step of every clip (or window). The preset decides which of steps, cfg and scheduler are used "
+                   "(model default, the shipped workflows' choice: the model's own steps and cfg, whatever the "
+                   "widgets say); after a run the node shows what ran.")
     CATEGORY = "EMO"
     FUNCTION = "sample"
     RETURN_TYPES = ("IMAGE",)
@@ -43,23 +127,11 @@ class EMOSampler:
                 "audio": ("EMO_AUDIO", {"tooltip": "From EMO Encode Audio: one video frame per audio frame."}),
                 "seed": ("INT", {"default": 0, "min": 0, "max": 0xFFFFFFFFFFFFFFFF, "control_after_generate": True,
                                  "tooltip": "The noise seed: the same seed and settings give the same video."}),
-                "steps": ("INT", {"default": 40, "min": 1, "max": 200,
-                                  "tooltip": "Denoising steps, used when preset is custom (the model's own: 40 Hallo, "
-                                             "30 EchoMimic, 6 EchoMimic acc, 20 MEMO)."}),
+                "steps": ("INT", {"default": 40, "min": 1, "max": 200, "tooltip": widget_tooltip("steps")}),
                 "cfg": ("FLOAT", {"default": 3.5, "min": 0.0, "max": 20.0, "step": 0.1,
-                                  "tooltip": "Guidance scale, used when preset is custom; 1 turns guidance off (twice "
-                                             "as fast). The model's own: 3.5 Hallo, 2.5 EchoMimic, 1 EchoMimic acc, "
-                                             "3.5 MEMO."}),
-                "preset": (PRESET_CHOICES, {"default": MODEL_DEFAULT,
-                           "tooltip": "model default: the model's own steps and cfg (the steps and cfg widgets are "
-                                      "not used). custom: the steps, cfg and scheduler widgets decide. "
-                                      + "; ".join(f"{k}: {v.summary}, the model's cfg (steps, cfg and scheduler "
-                                                  "widgets not used)" for k, v in PRESETS.items() if k != "quality")
-                                      + "."}),
-                "scheduler": ([AUTO, *SCHEDULERS], {"default": AUTO,
-                              "tooltip": "Used with model default and custom. auto: the model's own (DDIM; "
-                                         "flow_euler for MEMO, a rectified-flow model that also takes dpmpp_2m and "
-                                         "unipc)."}),
+                                  "tooltip": widget_tooltip("cfg")}),
+                "preset": (PRESET_CHOICES, {"default": MODEL_DEFAULT, "tooltip": PRESET_TOOLTIP}),
+                "scheduler": ([AUTO, *SCHEDULERS], {"default": AUTO, "tooltip": widget_tooltip("scheduler")}),
             },
             "optional": {"options": (OPTIONS, {
                 "tooltip": "Optional: EMO Sampler Options (clip length, motion frames, decode chunk, guidance "
@@ -73,10 +145,13 @@ class EMOSampler:
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
-        for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options):
+        ran = []
+        for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
+                                told=lambda used: ran.append(ran_text(used, preset))):
             frames[done: done + len(clip)] = clip
             done += len(clip)
-        return (frames,)
+        logging.info("EMO Sampler: %s", ran[0])
+        return {"ui": {"text": ran}, "result": (frames,)}
 
 
 def check_image_fits(num_frames: int, height: int, width: int) -> None:
@@ -99,12 +174,10 @@ def available_ram() -> int | None:
     return psutil.virtual_memory().available
 
 
-def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
-                options: dict | None = None, resume=None) -> Iterator[torch.Tensor]:
-    """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
-    ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
-    (render_state.RenderState) for the loop to continue from and keep."""
-    config = model.pipeline.config
+def sampling_options(config, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
+                     options: dict | None = None, plan=None) -> SamplingOptions:
+    """What EMO Sampler's widgets and options run on a model of `config`, every field resolved (the preset's
+    and the model's own filled in). PRESET_DECIDES says which widgets each preset leaves unused."""
     windows = config.spec.sampling == "context_windows"
     s = settings(options)
     if preset not in PRESET_CHOICES:
@@ -120,17 +193,36 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
     else:
         knobs = dict(preset=preset, guidance_scale=None)
     decode_chunk = s["decode_chunk"]
-    options = resolve_options(SamplingOptions(
+    return resolve_options(SamplingOptions(
         seed=seed, frames_per_clip=f, motion_frames=n, context_overlap=s["context_overlap"],
         region_weights=(s["pose_weight"], s["face_weight"], s["lip_weight"]),
         # memory_mode auto may have found that only a smaller VAE decode chunk fits
-        decode_chunk_size=min(decode_chunk, model.plan.decode_chunk) if getattr(model, "plan", None) else decode_chunk,
+        decode_chunk_size=min(decode_chunk, plan.decode_chunk) if plan is not None else decode_chunk,
         head_speed=s["head_speed"] if config.has_speed_layers else None, emotion=s["emotion"], **knobs), config)
+
+
+def ran_text(options: SamplingOptions, preset: str) -> str:
+    """What the node shows after a run: the steps, cfg and scheduler that were used, and who chose them."""
+    decided = PRESET_DECIDES[preset]
+    chosen_by = f" (preset {preset} decided {', '.join(decided)})" if decided else " (preset custom: the widgets)"
+    return f"Ran {options.steps} steps, cfg {options.guidance_scale:g}, scheduler {options.scheduler}{chosen_by}."
+
+
+def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
+                options: dict | None = None, resume=None, told=None) -> Iterator[torch.Tensor]:
+    """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
+    ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
+    (render_state.RenderState) for the loop to continue from and keep. `told(options)`: hears the resolved
+    options before sampling starts (what the node shows after the run)."""
+    options = sampling_options(model.pipeline.config, seed, steps, cfg, preset, scheduler, options,
+                               getattr(model, "plan", None))
+    if told is not None:
+        told(options)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
     pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options, audio.num_frames))
     if resume is not None:
         options.checkpoint = resume(pipeline, options)
-    total_clips = -(-audio.num_frames // f)
+    total_clips = -(-audio.num_frames // options.frames_per_clip)
     bar = comfy.utils.ProgressBar(total_clips * options.steps)  # on_step gives the exact total
     previewer = step_previewer(pipeline)
     latest = {}

@@ -54,7 +54,7 @@ def main() -> None:
     if mode == "stream":
         path = nodes["EMOSampleToVideo"].render(*sampling, "EMO/long", 19, soundtrack=audio, options=options)["result"][1]
     else:
-        (frames,) = nodes["EMOSampler"].sample(*sampling, options)
+        (frames,) = nodes["EMOSampler"].sample(*sampling, options)["result"]
         path = nodes["EMOVideoCombine"].combine(frames, fps, "EMO/long", 19, audio=audio)["result"][1]
     growth = status_kib("VmHWM") - before
     print(json.dumps({"seconds": seconds, "mode": mode, "frames": count, "fps": fps, "size": size, "path": path,

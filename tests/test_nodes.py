@@ -103,7 +103,7 @@ def test_options_nodes_chain_and_reach_the_sampler(env, model):
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3))
     for options, clip in ((None, model.pipeline.config.frames_per_clip), (family, 2)):
         state.progress.clear()
-        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", options)
+        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", options)["result"]
         assert len(frames) == count and state.progress[-1][1] == -(-count // clip) * 1, clip
     with pytest.raises(ValueError, match="unknown options"):
         n["EMOSampler"].sample(model, reference, emo_audio, 0, 1, 1.0, "custom", "ddim", {"steps": 3})
@@ -136,7 +136,7 @@ def test_five_nodes_make_an_mp4_with_sound(env, model):
     reference, portrait = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 72, 96, 3))
     assert portrait.shape == (1, 64, 64, 3)
     state.progress.clear()
-    (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 1, 2, 3.5, "custom", "ddim")
+    (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 1, 2, 3.5, "custom", "ddim")["result"]
     assert frames.shape == (13, 64, 64, 3) and frames.dtype == torch.float32
     assert [p[0] for p in state.progress] == list(range(1, 9)) and state.progress[-1][1] == 8  # 4 clips × 2
     assert state.loads[-1][2] is True  # force_full_load
@@ -238,7 +238,7 @@ def test_head_speed_reaches_emo_speed_layers_and_is_ignored_by_hallo(env, model)
             for speed in (0.0, 0.05):
                 options = n["EMOFamilyOptions"].make(speed, "model default", "neutral")[0]
                 runs[label, speed] = n["EMOSampler"].sample(m, reference, emo_audio, 3, 2, 1.0, "custom", "ddim",
-                                                           options)[0]
+                                                           options)["result"][0]
     finally:
         shutil.rmtree(folder)
     assert (runs["emo", 0.0] - runs["emo", 0.05]).abs().max() > 1e-3
@@ -338,7 +338,7 @@ def test_sample_to_video_writes_what_sampler_and_combine_write(env, model):
     options = n["EMOSamplerOptions"].make(**defaults)[0]  # every setting given, as the defaults
     for paste in (False, True):
         state.progress.clear()
-        (frames,) = n["EMOSampler"].sample(*sampling, options=options)
+        (frames,) = n["EMOSampler"].sample(*sampling, options=options)["result"]
         expected_progress, state.progress = state.progress, []
         if paste:
             (frames,) = n["EMOPasteBack"].paste(frames, photo, face, 0.03125, True)
@@ -442,15 +442,19 @@ def test_sampler_steps_and_cfg_follow_the_model_unless_set(env):
     rows = []
     hook = demo.pipeline.net.denoising_unet.register_forward_hook(lambda m, args, out: rows.append(args[0].shape[0]))
     try:
-        n["EMOSampler"].sample(demo, reference, audio, 0, 40, 3.5, "model default", "ddim")
+        shown_own = n["EMOSampler"].sample(demo, reference, audio, 0, 40, 3.5, "model default", "ddim")["ui"]
         own = list(rows)
         rows.clear()
-        n["EMOSampler"].sample(demo, reference, audio, 0, 3, 1.0, "custom", "ddim")
+        shown_set = n["EMOSampler"].sample(demo, reference, audio, 0, 3, 1.0, "custom", "ddim")["ui"]
     finally:
         hook.remove()
     clips = -(-audio.num_frames // config.frames_per_clip)
     assert own == [2] * (10 * clips)  # the file's 10 steps per clip, guided (cfg 2.0 > 1)
     assert rows == [1] * (3 * clips)  # set on the node: 3 steps, cfg 1 (no guidance)
+    # after the run the node shows what ran, not the widgets' 40 and 3.5
+    assert shown_own["text"][0].startswith(f"Ran {len(own) // clips} steps, cfg 2, scheduler ddim (preset model "
+                                           "default decided steps, cfg)")
+    assert shown_set["text"][0].startswith(f"Ran {len(rows) // clips} steps, cfg 1, scheduler ddim (preset custom")
 
 
 @pytest.mark.parametrize("prefix", ["wav2vec2.", ""], ids=["ctc-prefix", "no-prefix"])
@@ -611,7 +615,7 @@ def test_memo_download_through_the_nodes(env, monkeypatch):
         hook = module.register_forward_hook(lambda m, args, out: labels.append(args[2].tolist()))
         try:
             options = n["EMOFamilyOptions"].make(0.0, "model default", "surprised")[0]
-            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 3.5, "custom", "auto", options)
+            (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 2, 3.5, "custom", "auto", options)["result"]
         finally:
             hook.remove()
         assert frames.shape == (audio.num_frames, 64, 64, 3)
@@ -668,7 +672,7 @@ def test_memo_files_other_packs_keep(env, monkeypatch):
         assert memo.pipeline.config.family == "memo"
         audio = n["EMOEncodeAudio"].encode(memo, {"waveform": speech_like(0.1)[None], "sample_rate": 16000}, "model default")[0]
         reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
-        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 3.5, "custom", "auto")
+        (frames,) = n["EMOSampler"].sample(memo, reference, audio, 0, 1, 3.5, "custom", "auto")["result"]
         assert frames.shape == (audio.num_frames, 64, 64, 3)
         choice = "[checkpoints] memo/misc/vocal_separator/Kim_Vocal_2.onnx"
         assert choice in n["EMOSeparateVocals"].INPUT_TYPES()["required"]["model"][0]

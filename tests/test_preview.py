@@ -134,7 +134,7 @@ def test_demo_previews_show_the_face_at_64_pixels(env):
     reference, _ = n["EMOReferenceNetEncode"].encode(model, portrait, face_mask=mask)
     state.preview, state.previews = True, []
     try:
-        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 4, 2.0, "custom", "auto")
+        (frames,) = n["EMOSampler"].sample(model, reference, emo_audio, 0, 4, 2.0, "custom", "auto")["result"]
     finally:
         state.preview = False
     assert state.previews and all((fmt, image.size, side) == ("JPEG", (64, 64), 64)

@@ -80,7 +80,7 @@ def test_sample_to_video_upscales_as_the_node_does(env, node):
     emo_audio, count, fps = n["EMOEncodeAudio"].encode(model, audio, "model default")
     reference, _ = n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3, generator=torch.Generator().manual_seed(5)))
     sampling = (model, reference, emo_audio, 3, 1, 2.0, "custom", "ddim")
-    (frames,) = n["EMOSampler"].sample(*sampling)
+    (frames,) = n["EMOSampler"].sample(*sampling)["result"]
     (big,) = upscale.upscale(frames, 2, 0.7)
     combined = n["EMOVideoCombine"].combine(big, fps, "EMO/pair", 19, audio=audio)
     streamed = n["EMOSampleToVideo"].render(*sampling, "EMO/stream", 19, soundtrack=audio, upscale=2,
