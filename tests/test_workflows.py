@@ -146,28 +146,97 @@ def test_api_twin_matches_ui_workflow(pack, path):
             assert set(cls.INPUT_TYPES()["required"]) <= set(node["inputs"]), node_id
 
 
+# What the frontend (1.58.1) takes for a model file when it scans widget values for missing models.
+MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".sft", ".onnx", ".gguf")
+
+
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
-def test_every_downloadable_file_carries_the_metadata_the_frontend_reads(path):
-    """The frontend's Missing Models panel offers a file when the workflow's `models` (and the node's
-    properties.models) give its name (the widget value), an https://huggingface.co/ URL and a directory."""
+def test_every_model_file_a_widget_names_carries_the_metadata_the_frontend_reads(pack, path):
+    """Every widget value naming a model file is either shipped with the pack or listed in the workflow's
+    `models` and its node's properties.models (the frontend's Missing Models panel shows these, with the URL,
+    instead of "Unknown"): its name, the hub URL of the catalogue's file for it, and the ComfyUI model folder
+    the node looks it up in."""
+    import importlib
+
     from emo_pipeline.download.catalogue import DOWNLOADS
 
+    loader = importlib.import_module(pack.__name__ + ".nodes.model_loader")
+    separator = importlib.import_module(pack.__name__ + ".nodes.separate_vocals")
+    assert separator.FOLDER == loader.FOLDER  # Kim_Vocal_2.onnx is looked up in the same registered folder
     workflow = json.loads(path.read_text())
     targets = {f.target: f for d in DOWNLOADS.values() for f in d.files}
-    expected = []
+    listed = []
     for node in workflow["nodes"]:
-        values = node.get("widgets_values") or []
-        # .onnx files (the vocal separator) are left out: no frontend offers them for download
-        named = [v for v in values if isinstance(v, str) and v in targets and not v.endswith(".onnx")]
-        entries = [{"name": v, "url": f"https://huggingface.co/{targets[v].repo}/resolve/main/{targets[v].path}",
-                    "directory": "emo"} for v in dict.fromkeys(named)]
+        files = [v for v in node.get("widgets_values") or [] if isinstance(v, str) and v.endswith(MODEL_SUFFIXES)]
+        entries = []
+        for name in dict.fromkeys(files):
+            if name not in targets:  # the demo model: in the pack's own models/ folder, no download
+                assert (comfy_stubs.ROOT / "models" / name).is_file(), (node["type"], name)
+                continue
+            f = targets[name]
+            entries.append({"name": name, "url": f"https://huggingface.co/{f.repo}/resolve/main/{f.path}",
+                            "directory": loader.FOLDER})
         assert node.get("properties", {}).get("models", []) == entries, node["type"]
-        expected += [e for e in entries if e not in expected]
-    assert workflow["models"] == expected
-    for entry in workflow["models"]:  # what the frontend (1.58.1) accepts: allowed host, a model file suffix
-        assert entry["url"].startswith("https://huggingface.co/") and entry["name"].endswith((".pth", ".safetensors"))
+        listed += [e for e in entries if e not in listed]
+    assert workflow["models"] == listed
+    singing = any(n["type"] == "EMOSeparateVocals" and n.get("mode", 0) == 0 for n in workflow["nodes"])
+    assert singing <= any(e["name"] == "audio_separator/Kim_Vocal_2.onnx" for e in workflow["models"])
     uses_hallo = any(n["type"] == "LoadEMOModel" and n["widgets_values"][0] == "hallo/net.pth" for n in workflow["nodes"])
     assert uses_hallo == any(e["name"] == "hallo/net.pth" for e in workflow["models"])
+
+
+def note_beside_loader(workflow) -> dict:
+    """The Note to the right of Load EMO Model, level with it."""
+    loader = next(n for n in workflow["nodes"] if n["type"] == "LoadEMOModel")
+    x0, y0, x1, y1 = rectangles(workflow)[loader["id"]]
+    beside = [n for n in workflow["nodes"] if n["type"] == "Note" and 0 <= n["pos"][0] - x1 <= 80
+              and min(y1, n["pos"][1] + n["size"][1]) > max(y0, n["pos"][1] - TITLE_BAR)]
+    assert len(beside) == 1, [n["id"] for n in beside]
+    return beside[0]
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_a_note_beside_load_emo_model_says_how_to_get_the_weights(pack, path):
+    """In view when the workflow opens (extra.ds on a 1280×720 canvas), beside Load EMO Model: the node's own
+    download entry (the label its checkpoint list shows) and the command line, each for this workflow's model;
+    that the frontend's own Download button fetches one file into the browser's folder; the demo needs none."""
+    import importlib
+
+    downloads = importlib.import_module(pack.__name__ + ".nodes.downloads")
+    workflow = json.loads(path.read_text())
+    note = note_beside_loader(workflow)
+    text = note["widgets_values"][0]
+    checkpoint = next(n for n in workflow["nodes"] if n["type"] == "LoadEMOModel")["widgets_values"][0]
+    known = downloads.catalogue_file(checkpoint)
+    family = known[0].name if known else "hallo"  # the demo points to Hallo for photographs
+    assert f"Load EMO Model's checkpoint to '{downloads.entry(family)}' and press Run" in text
+    assert f"python -m emo_pipeline download {family}" in text
+    assert "only the one file it lists into your browser's download folder" in text and "models/emo" in text
+    assert ("No download needed" in text) == (known is None)
+    if any(n["type"] == "EMOSeparateVocals" for n in workflow["nodes"]):
+        assert f"'{downloads.entry('separator')}'" in text and "download separator" in text
+    ds = workflow["extra"]["ds"]  # screen = (canvas + offset) × scale
+    x0, y0, x1, y1 = rectangles(workflow)[note["id"]]
+    view = (-ds["offset"][0], -ds["offset"][1], -ds["offset"][0] + 1280 / ds["scale"], -ds["offset"][1] + 720 / ds["scale"])
+    assert view[0] <= x0 and view[1] <= y0 and x1 <= view[2] and y1 <= view[3], (view, (x0, y0, x1, y1))
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_saved_steps_and_cfg_are_what_runs(pack, path):
+    """A sampler whose preset is 'model default' runs its model's own steps and cfg: the canvas shows those."""
+    from emo_pipeline.config import preset as config_preset
+    from emo_pipeline.io.loading import network_config
+    import importlib
+
+    downloads = importlib.import_module(pack.__name__ + ".nodes.downloads")
+    workflow = json.loads(path.read_text())
+    checkpoint = next(n for n in workflow["nodes"] if n["type"] == "LoadEMOModel")["widgets_values"][0]
+    known = downloads.catalogue_file(checkpoint)
+    config = config_preset(known[0].name) if known else network_config(comfy_stubs.ROOT / "models" / checkpoint)
+    samplers = [named(pack, n) for n in workflow["nodes"] if n["type"] in ("EMOSampler", "EMOSampleToVideo")]
+    assert samplers and all(s["preset"] == "model default" for s in samplers)
+    for sampler in samplers:
+        assert (sampler["steps"], sampler["cfg"]) == (config.steps, config.guidance_scale)
 
 
 # ---- templates folder, layout, demo seeds -----------------------------------------------------------------------
@@ -330,6 +399,12 @@ def test_old_saved_workflow_lands_on_todays_widgets(pack, path):
         if node["type"] == "Note":  # its text was edited
             continue
         twin = next(n for n in shipped["nodes"] if n["id"] == node["id"])
+        if node["type"] in ("EMOSampler", "EMOSampleToVideo") and named(pack, node)["preset"] != "custom":
+            # steps and cfg the preset decides: the template shows what its model runs, not the widget defaults
+            mine, theirs = named(pack, node), named(pack, twin)
+            assert {k: v for k, v in mine.items() if k not in ("steps", "cfg")} == \
+                {k: v for k, v in theirs.items() if k not in ("steps", "cfg")}, node["type"]
+            continue
         assert (twin["type"], twin["widgets_values"]) == (node["type"], node["widgets_values"])
 
 

@@ -159,17 +159,18 @@ def file_for_target(target: str) -> HubFile | None:
     return next((f for d in DOWNLOADS.values() for f in d.files if f.target == target), None)
 
 
-# What ComfyUI's frontend offers to download (1.58.1; 1.27.10 only .safetensors and .sft): not .onnx.
+# What ComfyUI's frontend offers to download with its own button (1.58.1; 1.27.10 only .safetensors and .sft):
+# not .onnx, though it lists a missing .onnx with its metadata (URL and folder) instead of "Unknown".
 FRONTEND_SUFFIXES = (".safetensors", ".sft", ".ckpt", ".pth", ".pt")
 
 
 def workflow_models(values: list, directory: str = "emo") -> list[dict]:
-    """ComfyUI's model metadata for a workflow's widget values that name a file a download brings
-    (what the frontend's Missing Models panel offers): name, url and directory, each file once."""
+    """ComfyUI's model metadata for a workflow's widget values that name a file a download brings (what the
+    frontend's Missing Models panel lists): name, url and directory, each file once."""
     entries = {}
     for value in values:
         f = file_for_target(value) if isinstance(value, str) else None
-        if f is not None and value.endswith(FRONTEND_SUFFIXES):
+        if f is not None:
             entries[value] = {"name": value, "url": hub_url(f), "directory": directory}
     return list(entries.values())
 
