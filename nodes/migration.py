@@ -18,6 +18,7 @@ from typing import Any
 TABLE = json.loads((Path(__file__).resolve().parents[1] / "web" / "emo_migrations.json").read_text())
 NODES, OPTION_NODES, VALUES = TABLE["nodes"], TABLE["options_nodes"], TABLE["values"]
 MODEL_DEFAULT, OPTIONS_TYPE, SAMPLER = TABLE["model_default"], TABLE["options_type"], TABLE["sampler"]
+PLACEMENT = TABLE["placement"]
 log = logging.getLogger(__name__)
 
 
@@ -197,12 +198,11 @@ def _next_id(graph: dict, kind: str) -> int:
 
 
 def _add_options_node(graph: dict, target: dict, kind: str, values: list, upstream: dict | None) -> dict:
-    """An options node placed to the left of `target`, fed by `upstream` (if any)."""
+    """An options node placed in free space near `target` (left of it first), fed by `upstream` (if any)."""
     width, height = OPTION_NODES[kind]["size"]
-    x, y = target.get("pos", [0, 0])[0], target.get("pos", [0, 0])[1]
     below = sum(OPTION_NODES[k]["size"][1] + 40 for k in list(OPTION_NODES)[: list(OPTION_NODES).index(kind)])
-    node = {"id": _next_id(graph, "node"), "type": kind, "pos": [x - width - 40, y + below], "size": [width, height],
-            "flags": {}, "order": 0, "mode": 0,
+    node = {"id": _next_id(graph, "node"), "type": kind, "pos": free_spot(graph, target, width, height, below),
+            "size": [width, height], "flags": {}, "order": 0, "mode": 0,
             "inputs": [{"name": "options", "type": OPTIONS_TYPE, "link": None}],
             "outputs": [{"name": "options", "type": OPTIONS_TYPE, "links": [], "slot_index": 0}],
             "properties": {"Node name for S&R": kind}, "widgets_values": values}
@@ -210,6 +210,37 @@ def _add_options_node(graph: dict, target: dict, kind: str, values: list, upstre
     if upstream is not None:
         _connect(graph, upstream, node, 0)
     return node
+
+
+def _box(node: dict, title: float) -> tuple[float, float, float, float]:
+    """A node's area on the canvas, title bar included: (x0, y0, x1, y1)."""
+    (x, y), (w, h) = node.get("pos") or (0, 0), node.get("size") or (0, 0)
+    return x, y - title, x + w, y + h
+
+
+def free_spot(graph: dict, target: dict, width: float, height: float, below: float = 0) -> list:
+    """Where a new node of this size goes beside `target` without covering any node (the table's placement:
+    the same search as web/emo_migrate.js's freeSpot, tested equal): the grid point nearest to the place left
+    of `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node, not above
+    or left of the graph's nodes (where the view opens)."""
+    p = PLACEMENT
+    title, margin, step, reach = p["title_bar"], p["margin"], p["step"], p["range"]
+    boxes = [_box(n, title) for n in graph.get("nodes", [])]
+    tx, ty = (target.get("pos") or (0, 0))[:2]
+    x0, y0 = tx - p["gap"] - width, ty + below
+    left, top = min([b[0] for b in boxes] + [x0]), min([b[1] for b in boxes] + [y0 - title])
+    for distance in range(2 * reach + 1):
+        for j in range(-min(distance, reach), min(distance, reach) + 1):
+            across = distance - abs(j)
+            for i in ((-across, across) if across else (0,)):
+                x, y = x0 + i * step, y0 + j * step
+                if abs(i) > reach or x < left or y - title < top:
+                    continue
+                area = (x - margin, y - title - margin, x + width + margin, y + height + margin)
+                if not any(min(area[2], b[2]) > max(area[0], b[0]) and min(area[3], b[3]) > max(area[1], b[1])
+                           for b in boxes):
+                    return [x, y]
+    return [x0, y0]  # no free place within reach: beside the target, as before
 
 
 def _connect(graph: dict, origin: dict, target: dict, slot: int) -> None:

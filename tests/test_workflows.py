@@ -447,7 +447,7 @@ def test_every_moved_setting_lands_on_its_options_node(pack):
         "EMOSamplerOptions": {"frames_per_clip": "12", "motion_frames": "3", "decode_chunk": 2, "guidance_end": 0.5,
                               "cache_interval": 2, "pose_weight": 1.5, "face_weight": 0.5, "lip_weight": 2.0}}
     assert named(pack, nodes["EMOPasteBack"])["feather"] == 16 / 512 and named(pack, nodes["EMOEncodeAudio"]) == {"fps": "24"}
-    assert overlaps({"nodes": [n for n in new["nodes"] if n["type"].endswith("Options")]}) == []
+    assert overlaps(old) == [] and overlaps(new) == []  # four options nodes added, each where no node is
 
 
 def node_migration(workflow: dict) -> dict:
@@ -573,3 +573,47 @@ def test_earliest_saved_samplers_land_too(pack, steps, cfg, preset):
         "EMOSamplerOptions": {"frames_per_clip": "model default", "motion_frames": "model default", "decode_chunk": 4,
                               "guidance_end": 1.0, "cache_interval": 1, "pose_weight": 1.0, "face_weight": 1.0,
                               "lip_weight": 1.0}}
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.name)
+def test_migrated_options_nodes_are_placed_where_no_node_is(pack, path):
+    """The EMO Sampler Options / EMO Family Options nodes the migration adds to an earlier version's workflow
+    (Python for scripts and API users, web/emo_migrate.js in the frontend) land where no node is: no two
+    nodes of the migrated workflow overlap, title bars included."""
+    old = json.loads(path.read_text())
+    assert overlaps(old) == []  # the saved layout itself is clean
+    new = migration(pack).migrate_workflow(old)
+    assert overlaps(new) == [], [(a, b) for a, b in overlaps(new)]
+    if shutil.which("node"):
+        assert overlaps(node_migration(old)) == []
+
+
+def test_free_spot_is_the_nearest_free_place_in_python_and_the_frontend(pack):
+    """free_spot (Python) and freeSpot (web/emo_migrate.js) give the same place: beside the target when that is
+    free; else the nearest free grid point, never covering a node, on crowded graphs of many shapes."""
+    import random
+
+    free_spot = migration(pack).free_spot
+    table = json.loads((comfy_stubs.ROOT / "web" / "emo_migrations.json").read_text())
+    gap = table["placement"]["gap"]
+    target = {"id": 1, "pos": [800, 300], "size": [340, 250]}
+    assert free_spot({"nodes": [target]}, target, 320, 250) == [800 - gap - 320, 300]
+    rng = random.Random(7)
+    cases = []
+    for _ in range(40):
+        nodes = [target] + [{"id": k, "pos": [rng.randrange(-200, 1600, 10), rng.randrange(-100, 1200, 10)],
+                             "size": [rng.randrange(80, 420, 10), rng.randrange(60, 400, 10)]} for k in range(2, 14)]
+        nodes = [n for n in nodes if n is target or overlaps({"nodes": [target, n]}) == []]
+        cases.append(({"nodes": nodes}, rng.choice([(320, 250), (320, 130)]), rng.choice([0, 290])))
+    spots = [free_spot(graph, target, w, h, below) for graph, (w, h), below in cases]
+    for (graph, (w, h), _), spot in zip(cases, spots):
+        placed = {"nodes": graph["nodes"] + [{"id": 99, "pos": spot, "size": [w, h]}]}
+        assert [pair for pair in overlaps(placed) if 99 in pair] == []
+    if shutil.which("node"):
+        script = ("import { freeSpot } from './web/emo_migrate.js'; import fs from 'fs';"
+                  "const table = JSON.parse(fs.readFileSync('web/emo_migrations.json', 'utf8'));"
+                  "const cases = JSON.parse(fs.readFileSync(0, 'utf8'));"
+                  "process.stdout.write(JSON.stringify(cases.map(([g, [w, h], b]) => freeSpot(table, g, g.nodes[0], w, h, b))));")
+        done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(cases), text=True,
+                              capture_output=True, cwd=comfy_stubs.ROOT, check=True)
+        assert json.loads(done.stdout) == spots

@@ -124,15 +124,48 @@ function connect(table, graph, origin, target, slot) {
     target.inputs[slot].link = id;
 }
 
+// Where a new node of this size goes beside `target` without covering any node (the table's placement; the
+// same search as nodes/migration.py's free_spot, tested equal): the grid point nearest to the place left of
+// `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node, not above or
+// left of the graph's nodes (where the view opens).
+export function freeSpot(table, graph, target, width, height, below = 0) {
+    const p = table.placement;
+    const { title_bar: title, margin, step, range: reach } = p;
+    const boxes = (graph.nodes ?? []).map((n) => {
+        const [x, y] = n.pos ?? [0, 0];
+        const [w, h] = n.size ?? [0, 0];
+        return [x, y - title, x + w, y + h];
+    });
+    const [tx, ty] = target.pos ?? [0, 0];
+    const x0 = tx - p.gap - width;
+    const y0 = ty + below;
+    const left = Math.min(...boxes.map((b) => b[0]), x0);
+    const top = Math.min(...boxes.map((b) => b[1]), y0 - title);
+    for (let distance = 0; distance <= 2 * reach; distance++) {
+        const rows = Math.min(distance, reach);
+        for (let j = -rows; j <= rows; j++) {
+            const across = distance - Math.abs(j);
+            for (const i of across ? [-across, across] : [0]) {
+                const x = x0 + i * step;
+                const y = y0 + j * step;
+                if (Math.abs(i) > reach || x < left || y - title < top) continue;
+                const area = [x - margin, y - title - margin, x + width + margin, y + height + margin];
+                const meets = (b) => Math.min(area[2], b[2]) > Math.max(area[0], b[0]) && Math.min(area[3], b[3]) > Math.max(area[1], b[1]);
+                if (!boxes.some(meets)) return [x, y];
+            }
+        }
+    }
+    return [x0, y0]; // no free place within reach: beside the target, as before
+}
+
 function addOptionsNode(table, graph, target, kind, values, upstream) {
     const [width, height] = table.options_nodes[kind].size;
-    const [x, y] = target.pos ?? [0, 0];
     const kinds = Object.keys(table.options_nodes);
     let below = 0;
     for (const k of kinds.slice(0, kinds.indexOf(kind))) below += table.options_nodes[k].size[1] + 40;
     const node = {
-        id: nextId(graph, "node"), type: kind, pos: [x - width - 40, y + below], size: [width, height],
-        flags: {}, order: 0, mode: 0,
+        id: nextId(graph, "node"), type: kind, pos: freeSpot(table, graph, target, width, height, below),
+        size: [width, height], flags: {}, order: 0, mode: 0,
         inputs: [{ name: "options", type: table.options_type, link: null }],
         outputs: [{ name: "options", type: table.options_type, links: [], slot_index: 0 }],
         properties: { "Node name for S&R": kind }, widgets_values: values,
