@@ -1,6 +1,7 @@
 """`python -m emo_pipeline`: the README's main command and `inspect`, on real files."""
 
 import math
+import os
 import signal
 import sys
 import time
@@ -28,14 +29,23 @@ def test_default_generate_writes_a_video_and_says_it_is_random(tmp_path):
 
 
 def test_the_main_command_gives_the_same_video_in_every_process(tmp_path):
-    """Same seed, inputs and model in two processes: identical decoded frames, indeed an identical file."""
+    """Same seed, inputs and model in two processes: identical decoded frames, indeed an identical file. The two
+    run at once, each told to use one thread (one by --threads, one by EMO_THREADS): with torch's default every
+    process takes every core, and two such renders on two cores took minutes instead of seconds."""
     outs = [tmp_path / "demo1.mp4", tmp_path / "demo2.mp4"]
-    runs = [WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2"],
-                           cwd=ROOT) for out in outs]
+    told = [(["--threads", "1"], {}), ([], {"EMO_THREADS": "1"})]
+    runs = [WatchedProcess([sys.executable, "-m", "emo_pipeline", "generate", "--out", str(out), "--steps", "2", *flags],
+                           cwd=ROOT, env={**os.environ, **env}) for out, (flags, env) in zip(outs, told)]
+    lines = []
     for run in runs:
         with run:
-            code, _, err = run.finish()
+            code, printed, err = run.finish()
         assert code == 0, err
+        lines.append(next(line for line in printed.splitlines() if line.startswith("Generating ")))
+    if torch.cuda.is_available():  # the device auto picks: the CPU threads are neither set nor said
+        assert all(" on cuda" in line and "thread" not in line for line in lines), lines
+    else:
+        assert "on cpu, 1 thread (--threads) ..." in lines[0] and "on cpu, 1 thread (EMO_THREADS=1) ..." in lines[1]
     first, second = (decoded_frames(out) for out in outs)
     assert first.shape == (100, 64, 64, 3)
     assert torch.equal(first, second)

@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)
     STOP["signal"] = None
+    # a command sets torch's CPU threads (cpu_threads.py); a caller in the same process gets its own back
+    threads = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
@@ -57,6 +59,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{'terminated' if terminated else 'interrupted'}: no output written", file=sys.stderr)
         return 143 if terminated else 130
     finally:
+        if threads is not None:
+            sys.modules["torch"].set_num_threads(threads)
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             signal.signal(signal.SIGINT, signal.default_int_handler)

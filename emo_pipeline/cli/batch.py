@@ -138,10 +138,12 @@ def is_complete(out: Path, seconds: float) -> bool:
     return info["frame_count"] == frames and abs(sound - frames / info["fps"]) < 0.05
 
 
-def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
-    """Render this process's share; 0 when every job of the share is done, 1 when any failed."""
+def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None = None) -> int:
+    """Render this process's share; 0 when every job of the share is done, 1 when any failed. `threads`: each
+    process's CPU threads (None: the cores split among the processes)."""
     from accelerate import PartialState
 
+    from ..cpu_threads import decide_threads
     from . import generate as cli  # looked up at call time: a test may stand in for load_model
 
     out_dir = Path(out_dir)
@@ -150,13 +152,16 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict) -> int:
     state = PartialState(cpu=not torch.cuda.is_available())  # CPU processes join as gloo ranks
     mine = assign(jobs, state.num_processes)[state.process_index]
     device = str(state.device) if state.device.type == "cuda" else "cpu"
+    decide_threads(threads, sharing=state.num_processes)  # a bad --threads stops the batch before any job
     tag = f"[{state.process_index + 1}/{state.num_processes}]"
     total_seconds = sum(job.seconds for job in mine)
     print(f"{tag} {len(mine)} of {len(jobs)} jobs ({total_seconds:.1f} s of audio) on {device}", flush=True)
     pipelines, portraits = {}, {}
     failed, done_seconds, started = 0, 0.0, time.perf_counter()
     for index, job in enumerate(mine, 1):
-        args = argparse.Namespace(**{**job.options, "out": str(job.out)})
+        # the threads are the process's, not a job's: its processes split the cores
+        args = argparse.Namespace(**{**job.options, "out": str(job.out), "threads": threads,
+                                     "cpu_sharing": state.num_processes})
         if args.device == defaults["device"]:  # not chosen by the job: this process's device
             args.device = device
         record = {"line": job.line, "out": str(job.out), "process": state.process_index}
@@ -212,4 +217,6 @@ def batch_command(args: argparse.Namespace) -> int:
 
     if not Path(args.jobs).is_file():
         raise FileNotFoundError(f"batch: no jobs file {args.jobs}.")
-    return run_batch(args.jobs, args.out_dir, generate_defaults())
+    defaults = generate_defaults()
+    defaults.pop("threads")  # batch's own --threads: per process, not per job
+    return run_batch(args.jobs, args.out_dir, defaults, args.threads)

@@ -76,6 +76,9 @@ def separate_vocals(waveform: torch.Tensor, sample_rate: int, model: str) -> tor
 
 
 def generate(args: argparse.Namespace) -> int:
+    from ..cpu_threads import decide_threads
+
+    decide_threads(args.threads)  # a bad --threads or EMO_THREADS is named before anything else
     check_generate_paths(args)  # before anything slow: a wrong path should not cost a model load
     started = time.perf_counter()
     render(load_model(args), args, started)
@@ -88,9 +91,12 @@ MODEL_OPTIONS = ("model", "random", "device", "dtype", "memory_mode", "low_vram"
 
 def load_model(args: argparse.Namespace):
     """The pipeline generate's options ask for: --model, else the bundled demo model, else tiny random weights."""
+    from ..cpu_threads import set_cpu_threads
     from ..io.loading import PRECISIONS
     from ..pipeline import EMOPipeline
 
+    # before the weights load (which uses them too); a bad --threads or EMO_THREADS stops here
+    set_cpu_threads(args.device, getattr(args, "threads", None), getattr(args, "cpu_sharing", None))
     device = torch.device(args.device)
     # None: the model family's own on a GPU (fp16; bf16 for MEMO), fp32 on the CPU
     dtype = PRECISIONS[args.dtype] if args.dtype else None
@@ -144,6 +150,7 @@ def memory_mode(args: argparse.Namespace, device: torch.device, dtype: torch.dty
 def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:
     """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
+    from ..cpu_threads import threads_note
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
     from ..render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
@@ -213,7 +220,8 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         settings = upscale_settings(args.upscale, args.upscale_fidelity, args.upscale_background, args.upscale_blend)
         upscaler = load_upscaler(folders, args.random, args.device, torch.float32,
                                  args.upscale_background == "realesrgan")
-    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device} ...")
+    print(f"Generating {audio.num_frames} frames ({audio.duration:.2f} s at {audio.fps:g} fps) on {pipe.device}"
+          f"{threads_note(pipe.device)} ...")
     side = pipe.config.sample_size * args.upscale
     height, width = (image.shape[0], image.shape[1]) if paste else (side, side)
     out = Path(args.out)

@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="head rotation speed in radians per frame, EMO speed layers only (default: 0, no turn)")
     gen.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
                                                       "(default: %(default)s)")
+    _threads_option(gen)
     gen.add_argument("--dtype", choices=list(DTYPES),
                      help="default: the model's own on CUDA (fp16; bf16 for MEMO), fp32 on CPU")
     gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
@@ -132,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--random", action="store_true", help="tiny random-weight networks (a pipeline check)")
     up.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
                                                      "(default: %(default)s)")
+    _threads_option(up)
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
     up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
     gen.add_argument("--no-resume", action="store_true",
@@ -180,6 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "`accelerate launch`")
     batch.add_argument("jobs", help="JSON lines: {\"image\": ..., \"audio\": ..., \"out\": ..., any generate option}")
     batch.add_argument("--out-dir", default="renders", help="where the videos and results.jsonl go (default: %(default)s)")
+    _threads_option(batch, " (each process's)")
     ev = add("evaluate-demo", "lip sync, colour drift and head motion of a model on held-out drawn faces")
     ev.add_argument("--model", default=str(DEMO_MODEL.parent), help="model folder")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the sampling")
@@ -203,6 +206,14 @@ class HelpWithDefaults(argparse.HelpFormatter):
                 or action.default is argparse.SUPPRESS:
             return text
         return text + (" (default: off)" if action.nargs == 0 else " (default: %(default)s)")
+
+
+def _threads_option(parser: argparse.ArgumentParser, whose: str = "") -> None:
+    parser.add_argument("--threads", type=int, metavar="N",
+                        help=f"CPU threads{whose} when running on the CPU (default: the cores this process may use, "
+                             "split among the processes sharing them: batch's processes, torchrun's "
+                             "LOCAL_WORLD_SIZE; the environment variable EMO_THREADS=N does the same as --threads, "
+                             "e.g. for renders started side by side)")
 
 
 def _upscale_options(parser: argparse.ArgumentParser, prefix: str) -> None:

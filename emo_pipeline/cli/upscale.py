@@ -40,6 +40,7 @@ def upscale_settings(scale: int, fidelity: float, background: str, blend: str):
 
 def upscale_command(args: argparse.Namespace) -> int:
     """`upscale VIDEO --out OUT`: frames decoded, upscaled and written as they go (memory flat in length)."""
+    from ..cpu_threads import set_cpu_threads
     from ..io.loading import PRECISIONS
     from ..io.media import VideoWriter, iter_video_frames, load_audio, probe_video
     from ..upscale.video import batched
@@ -55,6 +56,7 @@ def upscale_command(args: argparse.Namespace) -> int:
     if out.resolve() == source.resolve():
         raise ValueError(f"--out {out} is the input video: choose another file name.")
     settings = upscale_settings(args.scale, args.fidelity, args.background, args.blend)
+    threads = set_cpu_threads(args.device, args.threads)
     info = probe_video(source)
     folders = [Path(f) for f in (args.models or ["models/emo"])]
     upscaler = load_upscaler(folders, args.random, args.device, PRECISIONS[args.dtype],
@@ -72,7 +74,7 @@ def upscale_command(args: argparse.Namespace) -> int:
 
     started = time.perf_counter()
     print(f"Upscaling {source.name} ({info['width']}x{info['height']}, {info['fps']:g} fps) x{args.scale} "
-          f"on {args.device} ...")
+          f"on {args.device}{f', {threads.describe()}' if threads else ''} ...")
     out.parent.mkdir(parents=True, exist_ok=True)
     width, height = info["width"] * args.scale, info["height"] * args.scale
     with VideoWriter(out, info["fps"], width, height, audio=sound, crf=args.crf,
