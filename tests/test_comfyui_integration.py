@@ -165,7 +165,8 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         [python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port), "--extra-model-paths-config",
          str(config), "--output-directory", str(out), "--input-directory", str(inp),
          "--user-directory", str(tmp_path / "user"), "--database-url", "sqlite:///:memory:"],
-        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT)
+        cwd=COMFYUI, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"})  # nothing is fetched; a download asked for fails plainly
     base = f"http://127.0.0.1:{port}"
     try:
         wait_for("ComfyUI to start", lambda: request(f"{base}/object_info/EMOSampler"), server,
@@ -217,6 +218,17 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         assert (info["width"], info["height"]) == ((512, 512) if photo else (64, 64))
         assert abs(info["audio_duration"] - frames / fps) < 1e-3
         assert "workflow" in info["metadata"] or "prompt" in info["metadata"]
+        if workflow == "emo_basic" and settings == {} and settings is not OLD_API:
+            # ComfyUI's error report names our exceptions plainly: a download asked for while HF_HUB_OFFLINE is set
+            prompt["3"]["inputs"]["checkpoint"] = "download: hallo"
+            reply = request(f"{base}/prompt", json.dumps({"prompt": prompt}).encode(),
+                            {"Content-Type": "application/json"})
+            prompt_id = reply["prompt_id"]
+            history = wait_for("the download to fail", finished, server, tmp_path / "comfyui.log", 600)
+            errors = [data for event, data in history["status"]["messages"] if event == "execution_error"]
+            assert [(e["node_type"], e["exception_type"]) for e in errors] == [("LoadEMOModel",
+                                                                                "emo_portrait.DownloadError")]
+            assert "HF_HUB_OFFLINE" in errors[0]["exception_message"]
     finally:
         server.terminate()
         server.wait(timeout=30)

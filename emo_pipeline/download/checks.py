@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
+from ..errors import NamedPlainly
 from .catalogue import Download
 
-class PartDamaged(Exception):
+class PartDamaged(NamedPlainly, Exception):
     """A part that our loaders could not use, with what is wrong in a few words."""
 
 

@@ -1,9 +1,11 @@
 """The two ways a download ends early: an error said in one sentence, or a stop the user asked for."""
 
+from ..errors import NamedPlainly
 
-class DownloadError(Exception):
+
+class DownloadError(NamedPlainly, Exception):
     """A download that cannot go on, in one sentence that says what to do."""
 
 
-class DownloadCancelled(Exception):
+class DownloadCancelled(NamedPlainly, Exception):
     """Stopped on request; what arrived stays in .emo-download/partial for the next call."""

@@ -7,10 +7,12 @@ import errno
 import shutil
 from pathlib import Path
 
+from ..errors import NamedPlainly
+
 MiB = 2**20
 
 
-class DiskFullError(OSError):
+class DiskFullError(NamedPlainly, OSError):
     """No room left where a file is being written."""
 
 

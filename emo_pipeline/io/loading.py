@@ -21,6 +21,7 @@ from typing import Callable
 import torch
 
 from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
+from ..errors import NamedPlainly
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 from .pickle_scan import pickle_is_whole
@@ -32,7 +33,7 @@ PRECISIONS = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat
 CONFIG_METADATA_KEY = "emo_config"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(NamedPlainly, ValueError):
     """A checkpoint file that cannot be used, with what is wrong and what to do."""
 
 

@@ -19,6 +19,7 @@ import av
 import numpy as np
 import torch
 
+from ..errors import NamedPlainly
 from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
 from .safe_files import open_new, remove_file
 
@@ -203,7 +204,7 @@ def load_image(path: str | Path) -> torch.Tensor:
     return torch.from_numpy(np.asarray(rgb, dtype=np.float32) / 255.0)
 
 
-class ImageRefused(Exception):
+class ImageRefused(NamedPlainly, Exception):
     """An image that is readable but must not be used (see image_checks)."""
 
 

@@ -14,10 +14,12 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from ..errors import NamedPlainly
+
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
-class UnsafePath(OSError):
+class UnsafePath(NamedPlainly, OSError):
     """A place the pack will not write to or remove from (a link, not a folder, not ours), said plainly."""
 
 

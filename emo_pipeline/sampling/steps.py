@@ -7,6 +7,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from ..errors import NamedPlainly
+
 if TYPE_CHECKING:  # annotations only: the command line reads these types before torch is imported
     import torch
 
@@ -15,7 +17,7 @@ if TYPE_CHECKING:  # annotations only: the command line reads these types before
     from ..models import EMONet
 
 
-class GenerationCancelled(Exception):
+class GenerationCancelled(NamedPlainly, Exception):
     """Raised between denoising steps when the caller asks to stop."""
 
 
