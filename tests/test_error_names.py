@@ -8,7 +8,6 @@ import builtins
 import copy
 import importlib
 import pickle
-from pathlib import Path
 
 import pytest
 
