@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable
 
-from ..errors import NamedPlainly
+from ..io.errors import NamedPlainly
 from .catalogue import Download
 
 class PartDamaged(NamedPlainly, Exception):

@@ -1,6 +1,6 @@
 """The two ways a download ends early: an error said in one sentence, or a stop the user asked for."""
 
-from ..errors import NamedPlainly
+from ..io.errors import NamedPlainly
 
 
 class DownloadError(NamedPlainly, Exception):

@@ -7,7 +7,7 @@ import errno
 import shutil
 from pathlib import Path
 
-from ..errors import NamedPlainly
+from .errors import NamedPlainly
 
 MiB = 2**20
 

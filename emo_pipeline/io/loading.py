@@ -21,9 +21,9 @@ from typing import Callable
 import torch
 
 from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
-from ..errors import NamedPlainly
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
+from .errors import NamedPlainly
 from .pickle_scan import pickle_is_whole
 from .safe_files import write_atomic
 

@@ -19,8 +19,8 @@ import av
 import numpy as np
 import torch
 
-from ..errors import NamedPlainly
 from .disk import MiB, DiskFullError, disk_full_error, is_disk_full
+from .errors import NamedPlainly
 from .safe_files import open_new, remove_file
 
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000)

@@ -14,7 +14,7 @@ import stat
 from pathlib import Path
 from typing import BinaryIO, Callable
 
-from ..errors import NamedPlainly
+from .errors import NamedPlainly
 
 NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 

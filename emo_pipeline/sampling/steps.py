@@ -7,7 +7,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from ..errors import NamedPlainly
+from ..io.errors import NamedPlainly
 
 if TYPE_CHECKING:  # annotations only: the command line reads these types before torch is imported
     import torch
