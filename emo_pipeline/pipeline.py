@@ -28,7 +28,7 @@ from .compile import CompiledModule
 from .config import EMOConfig
 from .models import EMONet
 from .models.fp8 import move, store_weights_fp8
-from .portrait import DEMO_MODEL, DEMO_PHOTO_WARNING, Portrait, looks_like_photograph, prepare_portrait
+from .portrait import DEMO_MODEL, Portrait, demo_photo_warning, looks_like_photograph, prepare_portrait
 from .sampling.loops import iter_video
 from .sampling.presets import resolve_options
 from .sampling.steps import SamplingOptions
@@ -143,7 +143,7 @@ class EMOPipeline:
         """image [H, W, C] in 0..1; see `portrait.prepare_portrait` for face_box, face_mask, identity."""
         cfg = self.config
         if cfg.name == DEMO_MODEL and looks_like_photograph(image):
-            log.warning(DEMO_PHOTO_WARNING)
+            log.warning(demo_photo_warning())
         return prepare_portrait(image, cfg.sample_size, cfg.identity_dim, cfg.latent_size, **kwargs)
 
     def encode_audio(self, waveform: torch.Tensor, sample_rate: int, fps: float | None = None,

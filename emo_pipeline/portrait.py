@@ -15,14 +15,21 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from .io.advice import where
 from .models.audio_attention import RegionMasks
 
 MIN_IMAGE_SIDE = 64
 DEMO_MODEL = "demo"  # the bundled demo model's config name
-DEMO_PHOTO_WARNING = (
-    "This portrait looks like a photograph, but the bundled demo model animates drawn faces only: the video "
-    "will not look like this person. For photographs fetch real weights: `python -m emo_pipeline download hallo`, "
-    "then --model models/emo/hallo (in ComfyUI: pick 'download: hallo' in Load EMO Model).")
+
+
+def demo_photo_warning() -> str:
+    """The demo model given a photograph: what to fetch for photographs, ComfyUI's way first inside ComfyUI."""
+    return ("This portrait looks like a photograph, but the bundled demo model animates drawn faces only: the video "
+            "will not look like this person. For photographs fetch real weights: " + where(
+                "in Load EMO Model's checkpoint list pick 'download: hallo' and press Run (it fetches them into "
+                "models/emo once, then loads them)",
+                "`python -m emo_pipeline download hallo`, then --model models/emo/hallo",
+                "run `python -m emo_pipeline download hallo` and pick hallo/net.pth") + ".")
 
 
 def looks_like_photograph(image: torch.Tensor) -> bool:

@@ -4,6 +4,7 @@ from .audio import EMOEncodeAudio
 from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
+from .notify import DISPLAY_NAMES
 from .reference import EMOReferenceNetEncode
 from .sample_to_video import EMOSampleToVideo
 from .separate_vocals import EMOSeparateVocals
@@ -43,3 +44,6 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMODemoInputs": "EMO Demo Inputs",
     "EMOUpscaleFaceVideo": "EMO Upscale Face Video",
 }
+
+# warnings sent to the graph name the node as the graph shows it
+DISPLAY_NAMES.update({cls.__name__: NODE_DISPLAY_NAME_MAPPINGS[key] for key, cls in NODE_CLASS_MAPPINGS.items()})

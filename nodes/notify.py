@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import emo_pipeline
+from ..emo_pipeline.io.advice import comfyui_run
 
 EVENT = "emo.warning"
 PACK = Path(__file__).resolve().parents[1]  # warnings raised from files under here are the pack's own
@@ -44,17 +45,26 @@ class _Relay(logging.Handler):
         notify(record.getMessage(), self.node)
 
 
+DISPLAY_NAMES: dict[str, str] = {}  # class name → the name the graph shows; filled by nodes/__init__.py
+
+
+def display_name(cls: type) -> str:
+    """The name the graph shows for a node class ("EMO ReferenceNet Encode", not EMOReferenceNetEncode)."""
+    return DISPLAY_NAMES.get(cls.__name__, cls.__name__)
+
+
 def relays_warnings(method: Callable) -> Callable:
-    """Decorate a node's function: warnings raised while it runs go to the UI as well as the log."""
+    """Decorate a node's function: warnings raised while it runs go to the UI as well as the log, under the
+    node's display name, and the engine's advice names ComfyUI's way first (advice.comfyui_run)."""
 
     @functools.wraps(method)
     def run(self, *args, **kwargs):
-        node = type(self).__name__
+        node = display_name(type(self))
         engine_log = logging.getLogger(emo_pipeline.__name__)
         handler = _Relay(node)
         engine_log.addHandler(handler)
         try:
-            with warnings.catch_warnings(record=True) as caught:
+            with warnings.catch_warnings(record=True) as caught, comfyui_run():
                 warnings.simplefilter("always")
                 result = method(self, *args, **kwargs)
         finally:

@@ -97,8 +97,11 @@ def test_face_models_notice_only_for_models_that_use_the_identity(env):
     n["EMOReferenceNetEncode"].encode(arcface, image)
     n["EMOReferenceNetEncode"].encode(arcface, image)
     notices = [m for m in sent(state) if "face models" in m]
-    assert len(notices) == 1 and "\n" not in notices[0] and len(notices[0]) < 200
-    assert notices[0].endswith(f"python -m emo_pipeline download face --to {models / 'emo'}")
+    command = f"python -m emo_pipeline download face --to {models / 'emo'}"
+    assert len(notices) == 1 and "\n" not in notices[0] and len(notices[0]) - len(command) < 200
+    # inside ComfyUI its own way first (the model's download entry in Load EMO Model), the command line second
+    assert notices[0].index("'download: ...' entry in Load EMO Model") < notices[0].index(command)
+    assert notices[0].endswith(command)
 
 
 def test_separator_list_without_and_with_the_file(env):
@@ -158,3 +161,21 @@ def test_loader_lists_only_networks_that_exist(env):
     assert files and all(loader.VALIDATE_INPUTS(c) is True for c in files)
     assert "arcface/net.safetensors" in files and "tiny/net.safetensors" in files
     assert "pick one from Load EMO Model's list" in loader.VALIDATE_INPUTS("gone/net.safetensors")
+
+
+def test_advice_is_the_command_line_outside_comfyui_and_comfyui_first_inside():
+    """The same engine warning, raised by a script or the command line, gives the command; raised while a node
+    runs (advice.comfyui_run, which the nodes' relay sets), the node's way first and the command second."""
+    from emo_pipeline.io.advice import comfyui_run, in_comfyui
+    from emo_pipeline.face.analysis import face_models_notice
+    from emo_pipeline.portrait import demo_photo_warning
+
+    outside = (demo_photo_warning(), face_models_notice("models/emo"))
+    with comfyui_run():
+        assert in_comfyui()
+        inside = (demo_photo_warning(), face_models_notice("models/emo"))
+    assert not in_comfyui()
+    for message in outside:
+        assert "python -m emo_pipeline download" in message and "Load EMO Model" not in message
+    for message in inside:
+        assert message.index("Load EMO Model") < message.index("python -m emo_pipeline download")

@@ -556,8 +556,12 @@ def test_engine_warnings_reach_the_ui(env, model):
     n["EMOReferenceNetEncode"].encode(model, torch.rand(1, 64, 64, 3), face_mask=mask)  # a mask of another size
     n["EMOFaceCrop"].crop(torch.rand(1, 96, 96, 3), 0.6, 0)  # noise: the engine logs that it found no face
     sent = [(event, data["node"], data["message"]) for event, data in state.messages]
-    assert ("emo.warning", "EMOReferenceNetEncode", "The face mask is 32×32, the image 64×64; resizing the mask.") in sent
-    assert any(event == "emo.warning" and node == "EMOFaceCrop" and "no face found" in message
+    # under the name the graph shows (NODE_DISPLAY_NAME_MAPPINGS), not the class name
+    shown = env[0].NODE_DISPLAY_NAME_MAPPINGS
+    assert shown["EMOReferenceNetEncode"] == "EMO ReferenceNet Encode"
+    assert ("emo.warning", shown["EMOReferenceNetEncode"], "The face mask is 32×32, the image 64×64; resizing the "
+            "mask.") in sent
+    assert any(event == "emo.warning" and node == shown["EMOFaceCrop"] and "no face found" in message
                for event, node, message in sent)
     assert (comfy_stubs.ROOT / "web" / "emo_warnings.js").read_text().count('"emo.warning"') == 1
     # other libraries' warnings (a deprecation raised inside numpy, say) are not shown to the user
@@ -696,8 +700,13 @@ def test_the_demo_model_warns_in_the_graph_when_given_a_photograph(env):
     demo = n["LoadEMOModel"].load("demo/net.safetensors", "auto", "auto")[0]
     state.messages.clear()
     n["EMOReferenceNetEncode"].encode(demo, _photograph()[None])
-    warned = [d["message"] for e, d in state.messages if e == "emo.warning" and "looks like a photograph" in d["message"]]
-    assert len(warned) == 1 and "download: hallo" in warned[0]
+    warned = [d for e, d in state.messages if e == "emo.warning" and "looks like a photograph" in d["message"]]
+    assert len(warned) == 1 and warned[0]["node"] == "EMO ReferenceNet Encode"
+    # ComfyUI's way first (the loader's download entry), the command line after it; no command-line-only flag
+    advice = warned[0]["message"].split("For photographs fetch real weights: ")[1]
+    assert advice.startswith("in Load EMO Model's checkpoint list pick 'download: hallo' and press Run")
+    assert advice.index("download: hallo") < advice.index("python -m emo_pipeline download hallo")
+    assert "--model" not in advice
     state.messages.clear()
     from emo_pipeline.demo_inputs import drawn_portrait
 

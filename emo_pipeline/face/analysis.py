@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.advice import where
 from ..onnx_runtime import onnx_session
 
 SCRFD_FILE = "scrfd_10g_bnkps.onnx"
@@ -33,9 +34,11 @@ log = logging.getLogger(__name__)  # "emo_pipeline.face...": hosts can route it;
 
 
 def face_models_notice(folder: str | Path) -> str:
-    """The one line for a model that uses the identity embedding when no ArcFace model is found."""
-    return (f"EMO: no face models, so no identity embedding (weaker likeness). "
-            f"Fix: python -m emo_pipeline download face --to {folder}")
+    """The one line for a model that uses the identity embedding when no ArcFace model is found (in ComfyUI, the
+    model's own download entry: every family that uses the embedding brings the face models)."""
+    return ("EMO: no face models, so no identity embedding (weaker likeness). Fix: " + where(
+        "run your model's 'download: ...' entry in Load EMO Model (it fetches what is missing)",
+        f"python -m emo_pipeline download face --to {folder}"))
 
 
 @dataclass
