@@ -26,6 +26,7 @@ import torch
 from ..io.disk import DiskFullError, disk_full_error, is_disk_full
 from ..io.safe_files import open_append
 from .job_checks import MAX_LINE_BYTES, cut, numbered_lines, option_problem, output_problem
+from .model_folder import resolve_model
 from .output_checks import check_folder
 from .parser import generate_actions
 
@@ -78,7 +79,8 @@ def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job
         options = {key: defaults[key] if value is None else value for key, value in options.items()}
         for key in path_options & set(options):
             if isinstance(options[key], str) and options[key] != "auto":
-                options[key] = str((path.parent / options[key]).resolve())
+                options[key] = str(Path(resolve_model(options[key], path.parent) if key == "model"
+                                        else path.parent / options[key]).resolve())
         for key in ("image", "audio"):
             if key in options and not Path(options[key]).is_file():
                 problems.append(f"line {number}: {key} {options[key]}: no such file")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .model_folder import resolve_model
 from .output_checks import check_output
 
 
@@ -12,7 +13,8 @@ def inspect_command(args: argparse.Namespace) -> int:
     from ..io.model_files import find_net
     from ..io.loading import describe_checkpoint
 
-    print(describe_checkpoint(find_net(Path(args.checkpoint))))  # a model folder works too
+    # a model folder works too, and a model's name in the default model folder (`inspect hallo`)
+    print(describe_checkpoint(find_net(Path(resolve_model(args.checkpoint)))))
     return 0
 
 
@@ -26,7 +28,7 @@ def convert_command(args: argparse.Namespace) -> int:
         raise ValueError(f"convert writes a .safetensors file: name the target like "
                          f"{Path(args.target).with_suffix('.safetensors').name}, not {Path(args.target).name}.")
     check_output(args.target, "convert's target")
-    source = find_net(Path(args.source))
+    source = find_net(Path(resolve_model(args.source)))
     print(f"Converting {source} ...")
     config = preset(args.preset) if args.preset else None
     path = convert_checkpoint(source, args.target, PRECISIONS[args.dtype] if args.dtype else None, config)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from ..download.catalogue import human_size
+from .model_folder import default_model_folder, model_argument
 from .stop import stop_requested
 
 
@@ -13,8 +15,10 @@ def download_command(args: argparse.Namespace) -> int:
     from ..download import DownloadCancelled, download
     from ..download.terminal import TerminalProgress
 
+    folder = Path(args.to).expanduser().absolute() if args.to else default_model_folder()
+    print(f"Model folder: {folder}{'' if args.to else ' (the default; --to for another)'}")
     try:
-        result = download(args.names, args.to, args.revision, convert=args.convert, force=args.force,
+        result = download(args.names, folder, args.revision, convert=args.convert, force=args.force,
                           progress=TerminalProgress(), is_cancelled=stop_requested)
     except DownloadCancelled:
         raise KeyboardInterrupt() from None
@@ -25,5 +29,6 @@ def download_command(args: argparse.Namespace) -> int:
     for path in result.converted:
         print(f"Converted: {path}")
     for model in result.converted or result.models:
-        print(f"Ready: python -m emo_pipeline generate --image portrait.png --audio speech.wav --model {model}")
+        print("Ready: python -m emo_pipeline generate --image portrait.png --audio speech.wav --model "
+              f"{model_argument(model)}")
     return 0

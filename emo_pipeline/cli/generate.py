@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..sampling.steps import StepInfo
+from .model_folder import default_model_folder, model_argument, resolve_model
 from .output_checks import check_output
 from .parser import DEMO_MODEL
 from .progress import RenderProgress
@@ -25,7 +26,13 @@ def _progress(info: StepInfo) -> None:
 
 
 def check_generate_paths(args: argparse.Namespace) -> None:
-    """Inputs that exist and an output that can be written, checked up front."""
+    """Inputs that exist and an output that can be written, checked up front. --model may name a model in the
+    default model folder (`--model hallo` after `download hallo`)."""
+    args.model = resolve_model(args.model)
+    if args.model and not Path(args.model).exists():
+        raise FileNotFoundError(f"--model {args.model}: no such file or folder, here or in the model folder "
+                                f"{default_model_folder()}; `python -m emo_pipeline download hallo` fetches Hallo's "
+                                "there (then --model hallo), or give the model's path.")
     for flag, value in (("--image", args.image), ("--audio", args.audio), ("--model", args.model),
                         ("--wav2vec", args.wav2vec),
                         ("--separate-vocals", None if args.separate_vocals == "auto" else args.separate_vocals)):
@@ -110,7 +117,8 @@ def load_model(args: argparse.Namespace):
         else:
             print(f"No --model given: using the bundled demo model ({DEMO_MODEL.parent}). It was trained by this "
                   "project on drawn cartoon faces only: it animates faces like the built-in one, not photographs. "
-                  "For photographs: `python -m emo_pipeline download hallo`, then --model models/emo/hallo.")
+                  "For photographs: `python -m emo_pipeline download hallo`, then --model "
+                  f"{model_argument(default_model_folder() / 'hallo')}.")
         pipe = load_pipeline(args.model or DEMO_MODEL, device, dtype, **memory)
     else:
         from ..components import default_dtype
@@ -186,7 +194,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
             analyzer = FaceAnalyzer(folders)
             uses_identity = pipe.config.uses_identity_embedding
             if uses_identity:
-                analyzer.notice_missing_identity(folders[-1] if folders else "models/emo")
+                analyzer.notice_missing_identity(folders[-1] if folders else default_model_folder())
             face = crop_to_face(image, analyzer, args.face_index, fraction, crop=not args.no_face_crop)
             print(f"Faces found: {face.faces_found}; identity embedding: "
                   f"{'yes' if face.identity is not None and uses_identity else 'no'}")
@@ -216,7 +224,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     upscaler = None
     if args.upscale > 1:
         folders = [Path(args.model), Path(args.model).parent] if args.model else []
-        folders = [f if f.is_dir() else f.parent for f in folders] + [Path("models/emo")]
+        folders = [f if f.is_dir() else f.parent for f in folders] + [default_model_folder()]
         settings = upscale_settings(args.upscale, args.upscale_fidelity, args.upscale_background, args.upscale_blend)
         upscaler = load_upscaler(folders, args.random, args.device, torch.float32,
                                  args.upscale_background == "realesrgan")

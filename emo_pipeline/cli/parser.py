@@ -11,11 +11,15 @@ from ..families import EMOTIONS
 from ..download.catalogue import DOWNLOADS, human_size
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
+from .model_folder import default_model_folder
 
 DESCRIPTION = "EMO talking portraits: a portrait and an audio clip in, a talking-head MP4 out."
 DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: io.loading.PRECISIONS
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
+MODEL_FOLDER_RULE = ("ComfyUI's models/emo when the pack is in ComfyUI's custom_nodes/ (a folder "
+                     "extra_model_paths.yaml adds: give it as --to), else the pack's own models/emo, or "
+                     "~/.cache/emo-portrait/models for an installed wheel")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,8 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "what the loaders read)")
     dl.add_argument("names", nargs="+", metavar="NAME",
                     help="what to fetch: " + ", ".join(f"{d.name} (~{human_size(d.approx_bytes)})" for d in DOWNLOADS.values()))
-    dl.add_argument("--to", default="models/emo",
-                    help="the model folder (default: %(default)s; in ComfyUI, ComfyUI/models/emo)")
+    dl.add_argument("--to", help=f"the model folder (default: {MODEL_FOLDER_RULE}; here: {default_model_folder()})")
     dl.add_argument("--revision", default=None, help="branch, tag or commit of the hub repositories; files placed "
                     "from another one are fetched again where they differ (default: main, and files already placed "
                     "from any revision are kept)")
@@ -57,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
     gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
     gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
-    gen.add_argument("--model", help="model folder or network file; default: the bundled demo model")
+    gen.add_argument("--model", help="model folder or network file, or a model's name in the model folder "
+                                      "(--model hallo after `download hallo`); default: the bundled demo model")
     gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
     gen.add_argument("--separate-vocals", nargs="?", const="auto", metavar="ONNX",
                      help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
@@ -129,7 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _upscale_options(up, "--")
     up.add_argument("--models", action="append",
                     help="folder holding hallo2/net_g.pth and realesrgan/RealESRGAN_x2plus.pth (and the face "
-                         "detector); repeatable (default: models/emo)")
+                         f"detector); repeatable (default: the model folder, {default_model_folder()})")
     up.add_argument("--random", action="store_true", help="tiny random-weight networks (a pipeline check)")
     up.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
                                                      "(default: %(default)s)")
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--resume-every", type=int, default=1, metavar="N",
                      help="EchoMimic: keep the whole video's latents every N denoising steps (default: %(default)s)")
     ins = add("inspect", "say what a checkpoint file (or model folder) is and what it lacks")
-    ins.add_argument("checkpoint", help="a network file or a model folder")
+    ins.add_argument("checkpoint", help="a network file or a model folder (or its name in the model folder)")
     conv = add("convert", "net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
     conv.add_argument("source", help="a network file or a model folder")
     conv.add_argument("target", help="the .safetensors file to write")

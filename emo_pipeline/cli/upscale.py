@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from .model_folder import default_model_folder
 from .output_checks import check_output
 from .stop import stop_requested
 
@@ -58,7 +59,7 @@ def upscale_command(args: argparse.Namespace) -> int:
     settings = upscale_settings(args.scale, args.fidelity, args.background, args.blend)
     threads = set_cpu_threads(args.device, args.threads)
     info = probe_video(source)
-    folders = [Path(f) for f in (args.models or ["models/emo"])]
+    folders = [Path(f) for f in args.models] if args.models else [default_model_folder()]
     upscaler = load_upscaler(folders, args.random, args.device, PRECISIONS[args.dtype],
                              args.background == "realesrgan" and args.scale > 1)
     sound = load_audio(source) if info["has_audio"] else None

@@ -1,0 +1,59 @@
+"""The command line's model folder: where `download` puts files by default and where `generate --model NAME`,
+`inspect NAME`, `upscale` and a batch job look, so that `download hallo` then `generate --model hallo` works from
+any folder without a path.
+
+Decided from where the package is, not from the current folder:
+* the pack in ComfyUI's custom_nodes/ (ComfyUI/custom_nodes/<pack>/emo_pipeline): ComfyUI's models/emo, the folder
+  the nodes read (a folder extra_model_paths.yaml adds is the nodes' only: give it as --to);
+* a checkout of the pack elsewhere (its __init__.py and nodes/ beside emo_pipeline/, as `pip install -e` keeps
+  it): the pack's own models/emo, beside the bundled models/demo;
+* otherwise (installed as a wheel): ~/.cache/emo-portrait/models ($XDG_CACHE_HOME when set)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+# not resolved: a pack linked into custom_nodes/ and started through that path keeps its place there
+PACKAGE = Path(os.path.abspath(__file__)).parents[1]
+
+
+def looks_like_comfyui(folder: Path) -> bool:
+    """ComfyUI's root (its code, or the desktop app's base folder with models/ beside custom_nodes/)."""
+    return (folder / "comfy").is_dir() or (folder / "folder_paths.py").is_file() or (folder / "models").is_dir()
+
+
+def default_model_folder(package: Path | None = None, environ: Mapping[str, str] | None = None) -> Path:
+    """The default model folder, absolute, for the package at `package` (the emo_pipeline folder; default: this
+    one)."""
+    environ = os.environ if environ is None else environ
+    pack = Path(os.path.abspath(package or PACKAGE)).parent
+    if pack.parent.name == "custom_nodes" and looks_like_comfyui(pack.parent.parent):
+        return pack.parent.parent / "models" / "emo"
+    if (pack / "__init__.py").is_file() and (pack / "nodes").is_dir():
+        return pack / "models" / "emo"
+    cache = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
+    return cache / "emo-portrait" / "models"
+
+
+def model_argument(model: Path) -> str:
+    """How to name a model for --model: its bare name when it is in the default model folder, else its path."""
+    model = Path(os.path.abspath(model))
+    return model.name if model.parent == default_model_folder() else str(model)
+
+
+def resolve_model(value: str | None, base: Path | None = None) -> str | None:
+    """--model (or inspect's checkpoint) as given when that path exists (relative to `base`, default the current
+    folder), else the same name in the default model folder when it is there: `--model hallo` after
+    `download hallo`. Unchanged when neither exists (the caller names the problem)."""
+    if not value:
+        return value
+    given = Path(value).expanduser()
+    if given.is_absolute():
+        return str(given)
+    given = given if base is None else base / given
+    if given.exists():
+        return str(given)
+    beside = default_model_folder() / value
+    return str(beside) if beside.exists() else str(given)
