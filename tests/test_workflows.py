@@ -210,7 +210,7 @@ def test_a_note_beside_load_emo_model_says_how_to_get_the_weights(pack, path):
     known = downloads.catalogue_file(checkpoint)
     family = known[0].name if known else "hallo"  # the demo points to Hallo for photographs
     assert f"Load EMO Model's checkpoint to '{downloads.entry(family)}' and press Run" in text
-    assert f"python -m emo_pipeline download {family}" in text
+    assert f"python -m emo_pipeline download {family}" in text and "with the Python that runs ComfyUI" in text
     assert "only the one file it lists into your browser's download folder" in text and "models/emo" in text
     assert ("No download needed" in text) == (known is None)
     if any(n["type"] == "EMOSeparateVocals" for n in workflow["nodes"]):
