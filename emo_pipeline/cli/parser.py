@@ -5,6 +5,7 @@ answer at once, before torch is loaded."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from ..families import EMOTIONS
@@ -23,7 +24,7 @@ MODEL_FOLDER_RULE = ("ComfyUI's models/emo when the pack is in ComfyUI's custom_
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m emo_pipeline", formatter_class=HelpWithDefaults)
+    parser = argparse.ArgumentParser(prog=program_name(), formatter_class=HelpWithDefaults)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def add(name: str, text: str) -> argparse.ArgumentParser:
@@ -197,8 +198,13 @@ def build_parser() -> argparse.ArgumentParser:
     syn.add_argument("--seconds", type=float, default=4.0, help="length of each clip")
     syn.add_argument("--size", type=int, default=64, help="frame side in pixels")
     parser.description = (f"{DESCRIPTION} Commands: {', '.join(sub.choices)}. "
-                          "`python -m emo_pipeline COMMAND --help` gives a command's options and their defaults.")
+                          f"`{parser.prog} COMMAND --help` gives a command's options and their defaults.")
     return parser
+
+
+def program_name() -> str:
+    """`emo-portrait` when run as the script `pip install -e .` makes, else `python -m emo_pipeline`."""
+    return "emo-portrait" if Path(sys.argv[0]).stem == "emo-portrait" else "python -m emo_pipeline"
 
 
 class HelpWithDefaults(argparse.HelpFormatter):
