@@ -30,7 +30,7 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
         "sd-vae-ft-mse VAE in {folder}/vae/ and wav2vec2-base-960h in {folder}/wav2vec/ (diffusers and "
         "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/; or "
         "MEMO's download (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/, misc/) as "
-        "{folder}/memo/. See the pack's README, 'Model folder'.")
+        "{folder}/memo/. See the pack's docs/models.md, 'Model folder'.")
 # Files of EchoMimic's download that are parts of a network, not networks to pick: the list shows its
 # denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files.
 ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
