@@ -1,7 +1,6 @@
 """The command line's default model folder (emo_pipeline/cli/model_folder.py): ComfyUI's models/emo when the pack
-sits in ComfyUI's custom_nodes/, else the pack's own models/emo (a checkout), else the user's cache (a wheel); the
-same folder for `download` (its --to) and for the commands that read models (`generate --model NAME`, `inspect
-NAME`, a batch job's model)."""
+sits in ComfyUI's custom_nodes/, else the user's ~/.cache/emo-portrait/models; the same folder for `download` (its
+--to) and for the commands that read models (`generate --model NAME`, `inspect NAME`, a batch job's model)."""
 
 import json
 import os
@@ -28,11 +27,11 @@ def pack(folder: Path) -> Path:
 
 @pytest.mark.parametrize("marker", ["comfy", "models", "folder_paths.py"])
 def test_in_comfyuis_custom_nodes_it_is_comfyuis_models_emo(tmp_path, marker):
-    comfy = tmp_path / "ComfyUI"
+    comfy, cache = tmp_path / "ComfyUI", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
     package = pack(comfy / "custom_nodes" / "emo-portrait")
-    assert default_model_folder(package, {}) == comfy / "custom_nodes" / "emo-portrait" / "models" / "emo"  # no mark
+    assert default_model_folder(package, cache) == tmp_path / "cache" / "emo-portrait" / "models"  # no ComfyUI mark
     (comfy / marker).mkdir() if "." not in marker else (comfy / marker).write_text("")
-    assert default_model_folder(package, {}) == comfy / "models" / "emo"
+    assert default_model_folder(package, cache) == comfy / "models" / "emo"
 
 
 def test_a_pack_linked_into_custom_nodes_counts_from_the_path_it_was_started_through(tmp_path):
@@ -41,32 +40,33 @@ def test_a_pack_linked_into_custom_nodes_counts_from_the_path_it_was_started_thr
     (comfy / "custom_nodes").mkdir(parents=True)
     (comfy / "models").mkdir()
     (comfy / "custom_nodes" / "emo-portrait").symlink_to(source.parent)
-    assert default_model_folder(comfy / "custom_nodes" / "emo-portrait" / "emo_pipeline", {}) == comfy / "models" / "emo"
-    assert default_model_folder(source, {}) == source.parent / "models" / "emo"
+    linked = comfy / "custom_nodes" / "emo-portrait" / "emo_pipeline"
+    assert default_model_folder(linked, {}) == comfy / "models" / "emo"
+    cache = {"XDG_CACHE_HOME": str(tmp_path / "c")}
+    assert default_model_folder(source, cache) == tmp_path / "c" / "emo-portrait" / "models"
 
 
-def test_a_checkout_elsewhere_uses_its_own_models_emo(tmp_path):
-    package = pack(tmp_path / "work" / "emo-portrait")
+def test_anywhere_else_it_is_the_users_cache_not_the_clone(tmp_path, monkeypatch):
+    clone = pack(tmp_path / "work" / "emo-portrait")
     (tmp_path / "work" / "models").mkdir()  # a models/ beside the pack is no ComfyUI without custom_nodes/
-    assert default_model_folder(package, {}) == tmp_path / "work" / "emo-portrait" / "models" / "emo"
-
-
-def test_an_installed_wheel_uses_the_users_cache(tmp_path, monkeypatch):
-    package = tmp_path / "venv" / "lib" / "site-packages" / "emo_pipeline"
-    package.mkdir(parents=True)
-    assert default_model_folder(package, {"XDG_CACHE_HOME": str(tmp_path / "cache")}) == \
-        tmp_path / "cache" / "emo-portrait" / "models"
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert default_model_folder(package, {}) == tmp_path / "home" / ".cache" / "emo-portrait" / "models"
+    wheel = tmp_path / "venv" / "lib" / "site-packages" / "emo_pipeline"
+    wheel.mkdir(parents=True)
+    for package in (clone, wheel):
+        assert default_model_folder(package, {"XDG_CACHE_HOME": str(tmp_path / "cache")}) == \
+            tmp_path / "cache" / "emo-portrait" / "models"
+        monkeypatch.setenv("HOME", str(tmp_path / "home"))
+        assert default_model_folder(package, {}) == tmp_path / "home" / ".cache" / "emo-portrait" / "models"
 
 
 @pytest.fixture
 def models(tmp_path, monkeypatch):
-    """This package seen as a checkout at tmp_path/pack, whose models/emo holds the tiny model `tiny`."""
+    """This package seen as a clone at tmp_path/pack; the default folder (the user's cache) holds the tiny model
+    `tiny`."""
     from emo_pipeline.tiny import write_tiny_model_folder
 
     monkeypatch.setattr(model_folder, "PACKAGE", pack(tmp_path / "pack"))
-    folder = tmp_path / "pack" / "models" / "emo"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    folder = tmp_path / "cache" / "emo-portrait" / "models"
     write_tiny_model_folder(folder)
     assert (folder / "tiny").is_dir()
     return folder

@@ -5,9 +5,9 @@ any folder without a path.
 Decided from where the package is, not from the current folder:
 * the pack in ComfyUI's custom_nodes/ (ComfyUI/custom_nodes/<pack>/emo_pipeline): ComfyUI's models/emo, the folder
   the nodes read (a folder extra_model_paths.yaml adds is the nodes' only: give it as --to);
-* a checkout of the pack elsewhere (its __init__.py and nodes/ beside emo_pipeline/, as `pip install -e` keeps
-  it): the pack's own models/emo, beside the bundled models/demo;
-* otherwise (installed as a wheel): ~/.cache/emo-portrait/models ($XDG_CACHE_HOME when set)."""
+* anywhere else (a clone, `pip install -e .`, a wheel): the user's ~/.cache/emo-portrait/models ($XDG_CACHE_HOME
+  when set), as Hugging Face keeps its cache: gigabytes of weights stay out of the clone (and out of its `git
+  status`), and every clone and environment of the same user shares them."""
 
 from __future__ import annotations
 
@@ -31,8 +31,6 @@ def default_model_folder(package: Path | None = None, environ: Mapping[str, str]
     pack = Path(os.path.abspath(package or PACKAGE)).parent
     if pack.parent.name == "custom_nodes" and looks_like_comfyui(pack.parent.parent):
         return pack.parent.parent / "models" / "emo"
-    if (pack / "__init__.py").is_file() and (pack / "nodes").is_dir():
-        return pack / "models" / "emo"
     cache = Path(environ["XDG_CACHE_HOME"]) if environ.get("XDG_CACHE_HOME") else Path.home() / ".cache"
     return cache / "emo-portrait" / "models"
 

@@ -19,8 +19,8 @@ DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: io.loading.PRECISIONS
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
 MODEL_FOLDER_RULE = ("ComfyUI's models/emo when the pack is in ComfyUI's custom_nodes/ (a folder "
-                     "extra_model_paths.yaml adds: give it as --to), else the pack's own models/emo, or "
-                     "~/.cache/emo-portrait/models for an installed wheel")
+                     "extra_model_paths.yaml adds: give it as --to), else ~/.cache/emo-portrait/models "
+                     "($XDG_CACHE_HOME/emo-portrait/models when that is set)")
 
 
 def build_parser() -> argparse.ArgumentParser:
