@@ -76,3 +76,55 @@ def test_the_overview_names_every_command():
     for name in COMMANDS:
         assert name in description and name in overview
     assert "batch" in description and "benchmark" in description
+
+
+GROUPS = ("inputs", "model", "sampling", "speed and memory", "face crop and paste-back", "output",
+          "resuming a stopped render")
+
+
+def test_generate_help_groups_every_option():
+    generate = _subcommands(build_parser())["generate"]
+    groups = {group.title: [a.dest for a in group._group_actions] for group in generate._action_groups}
+    assert tuple(title for title in groups if title not in ("positional arguments", "options")) == GROUPS
+    assert groups["options"] == ["help"]  # nothing left ungrouped
+    grouped = [dest for title in GROUPS for dest in groups[title]]
+    assert sorted(grouped) == sorted(a.dest for a in generate._actions if a.dest != "help")  # each once
+    text = generate.format_help()
+    assert all(f"\n{title}:\n" in text for title in GROUPS)
+
+
+def _table(help_text: str) -> dict[str, list[str]]:
+    """The help's per-model table: model label → its cells."""
+    lines = ("  model " + help_text.split("\n  model ", 1)[1]).splitlines()
+    starts = [i for i in range(len(lines[0])) if lines[0][i] != " " and lines[0][i - 1] == " "]  # column starts
+    bounds = list(zip(starts, starts[1:] + [None]))
+    rows = [[line[a:b].strip() for a, b in bounds] for line in lines[1:] if line.strip()]
+    return {row[0]: [cell.split()[0] for cell in row[1:]] for row in rows}  # "12 (window)": 12
+
+
+def test_generate_help_gives_each_models_own_defaults_from_its_config():
+    from emo_pipeline.config import PRESETS
+    from emo_pipeline.io.loading import network_config
+    from emo_pipeline.cli.parser import DEMO_MODEL
+
+    table = _table(_subcommands(build_parser())["generate"].format_help())
+    expected = {name: make() for name, make in PRESETS.items() if not name.startswith("tiny")}
+    if DEMO_MODEL.is_file():
+        expected["demo (default)"] = network_config(DEMO_MODEL)  # read by the loader, as a render reads it
+    assert set(table) == set(expected)
+    for name, config in expected.items():
+        steps, cfg, scheduler, clip, motion, fps, size = table[name]
+        assert (int(steps), float(cfg), int(clip), int(motion), float(fps)) == (
+            config.steps, config.guidance_scale, config.frames_per_clip, config.motion_frames, config.fps), name
+        assert size == f"{config.sample_size}²" and scheduler == ("flow_euler" if config.spec.noise == "flow"
+                                                                   else "ddim"), name
+    assert table["demo (default)"][0] != table["hallo"][0] or not DEMO_MODEL.is_file()  # the demo's own steps
+
+
+def test_the_table_follows_the_configs(monkeypatch):
+    from emo_pipeline.cli import model_defaults
+    from emo_pipeline.config import hallo_config
+
+    monkeypatch.setitem(model_defaults.PRESETS, "hallo", lambda: hallo_config().with_overrides(steps=17, fps=12.5))
+    table = _table(_subcommands(build_parser())["generate"].format_help())
+    assert table["hallo"][0] == "17" and table["hallo"][5] == "12.5" and table["hallo2"][0] != "17"

@@ -12,10 +12,10 @@ from ..families import EMOTIONS
 from ..download.catalogue import DOWNLOADS, human_size
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
+from .generate_options import DTYPES, add_generate_options
 from .model_folder import default_model_folder
 
 DESCRIPTION = "EMO talking portraits: a portrait and an audio clip in, a talking-head MP4 out."
-DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: io.loading.PRECISIONS
 # Trained by `python -m emo_pipeline train-demo` on the synthetic drawn-face set; ships with the pack.
 DEMO_MODEL = Path(__file__).resolve().parents[2] / "models" / "demo" / "net.safetensors"
 MODEL_FOLDER_RULE = ("ComfyUI's models/emo when the pack is in ComfyUI's custom_nodes/ (a folder "
@@ -58,74 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--out", default="benchmark-results", help="folder for benchmark.md and benchmark.json "
                                                                   "(default: %(default)s)")
     gen = add("generate", "portrait + audio → talking-head MP4")
-    gen.add_argument("--image", help="portrait (square, face-centred works best); default: a drawn face")
-    gen.add_argument("--audio", help="speech or song (any format PyAV reads); default: 4 s of built-in synthetic voice")
-    gen.add_argument("--out", default="outputs/emo.mp4", help="output MP4 (default: %(default)s)")
-    gen.add_argument("--model", help="model folder or network file, or a model's name in the model folder "
-                                      "(--model hallo after `download hallo`); default: the bundled demo model")
-    gen.add_argument("--random", action="store_true", help="use a tiny random-weight model (pipeline check)")
-    gen.add_argument("--separate-vocals", nargs="?", const="auto", metavar="ONNX",
-                     help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
-                          "(as Hallo does; the video keeps the full sound). Without a path: "
-                          "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up (default: off)")
-    gen.add_argument("--wav2vec", help="audio encoder file or folder to use instead of the one beside the model "
-                                       "(e.g. ComfyUI's models/audio_encoders/wav2vec2-base-960h.safetensors; "
-                                       "default: the one beside the model)")
-    gen.add_argument("--seed", type=int, default=0,
-                     help="noise seed: the same seed, inputs and settings give the same video")
-    gen.add_argument("--preset", choices=list(PRESETS),
-                     help="sampling preset: " + "; ".join(f"{k}: {v.summary}" for k, v in PRESETS.items())
-                     + " (default: the model's own sampling, which for Hallo is quality)")
-    gen.add_argument("--steps", type=int, help="denoising steps (default: the preset's, else the model's: 40 for Hallo)")
-    gen.add_argument("--cfg", type=float, help="guidance scale (default: the model's, 3.5 for Hallo)")
-    gen.add_argument("--frames-per-clip", type=int,
-                     help="clip length; for EchoMimic the context window (default: the model's: 16 Hallo and MEMO, "
-                          "12 EMO and EchoMimic)")
-    gen.add_argument("--motion-frames", type=int,
-                     help="frames of the previous clip each clip continues from (default: the model's: 2 Hallo, "
-                          "4 EMO, 16 for MEMO's memory, none for EchoMimic)")
-    gen.add_argument("--context-overlap", type=int,
-                     help="EchoMimic: frames shared by neighbouring context windows (default: its own, 3)")
-    gen.add_argument("--scheduler", choices=list(SCHEDULERS),
-                     help="default: the preset's, else the model's own (ddim; flow_euler for MEMO)")
-    gen.add_argument("--emotion", choices=list(EMOTIONS),
-                     help="MEMO models: the emotion to express (default: neutral); other models ignore it")
-    gen.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
-                     help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
-    gen.add_argument("--cache-interval", type=int,
-                     help="DeepCache: a full pass every N steps, the ones between reuse its deep features "
-                          "(default: the preset's, else 1: off)")
-    gen.add_argument("--memory-mode", choices=["auto", "normal", "low_vram", "low_vram_fp8"], default="auto",
-                     help="auto (default): the fastest mode whose counted peak fits the free device memory, said in "
-                          "one line; normal; low_vram; low_vram_fp8 (low-VRAM with fp8 weights)")
-    gen.add_argument("--low-vram", action="store_true",
-                     help="for 8 GB cards: guided rows one after the other, VAE decodes frame by frame, chunked attention")
-    gen.add_argument("--fp8-weights", action="store_true",
-                     help="store the network's weights in fp8 (half the memory; small quality loss)")
-    gen.add_argument("--compile", action="store_true", help="torch.compile the denoiser (minutes to compile once)")
-    gen.add_argument("--fps", type=float, help="video frame rate (default: the model's, 25)")
-    gen.add_argument("--head-speed", type=float,
-                     help="head rotation speed in radians per frame, EMO speed layers only (default: 0, no turn)")
-    gen.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
-                                                      "(default: %(default)s)")
-    _threads_option(gen)
-    gen.add_argument("--dtype", choices=list(DTYPES),
-                     help="default: the model's own on CUDA (fp16; bf16 for MEMO), fp32 on CPU")
-    gen.add_argument("--decode-chunk", type=int, default=8, help="frames the VAE decodes at once")
-    gen.add_argument("--no-face-crop", action="store_true",
-                     help="use the image as it is (it should be square and face-centred)")
-    gen.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
-    gen.add_argument("--face-fraction", type=float,
-                     help="share of the crop the face takes (default: the model family's, 0.6 Hallo, 0.5 EchoMimic)")
-    gen.add_argument("--paste-back", action="store_true", help="put the animated crop back into the whole photo")
-    gen.add_argument("--feather", type=int,
-                     help="with --paste-back: pixels over which the crop blends into the photo (default 1/16 of its side, 0: hard edge)")
-    gen.add_argument("--colour-match", action="store_true", help="with --paste-back: match the crop's colours to the photo's")
-    gen.add_argument("--upscale", type=int, default=1, choices=(1, 2, 3, 4),
-                     help="Hallo2's high-resolution stage before any paste-back: the face restored by its temporal "
-                          "CodeFormer and the video upscaled xN (2: 512² to 1024²); needs hallo2/net_g.pth "
-                          "(download hallo2-upscaler; S-Lab licence, non-commercial). Default 1: off")
-    _upscale_options(gen, "--upscale-")
+    add_generate_options(gen, DEMO_MODEL, _threads_option, _upscale_options)
     up = add("upscale", "an existing MP4 through Hallo2's high-resolution stage (face restored by its temporal "
                         "CodeFormer, video upscaled xN); S-Lab licence, non-commercial")
     up.add_argument("video", help="the MP4 (or any video PyAV reads), e.g. a generated face video")
@@ -141,14 +74,6 @@ def build_parser() -> argparse.ArgumentParser:
     _threads_option(up)
     up.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="default: %(default)s")
     up.add_argument("--crf", type=int, default=19, help="H.264 quality (default: %(default)s)")
-    gen.add_argument("--no-resume", action="store_true",
-                     help="keep no progress: by default each finished clip is kept beside --out (in .<name>.emo-resume/) "
-                          "so that a stopped render continues where it was; removed once the MP4 is complete")
-    gen.add_argument("--resume-cap", type=float, default=20.0, metavar="GIB",
-                     help="the most disk the kept progress may take, in GiB (default: %(default)s); past it, or "
-                          "when the disk is short, the render goes on without keeping progress")
-    gen.add_argument("--resume-every", type=int, default=1, metavar="N",
-                     help="EchoMimic: keep the whole video's latents every N denoising steps (default: %(default)s)")
     ins = add("inspect", "say what a checkpoint file (or model folder) is and what it lacks")
     ins.add_argument("checkpoint", help="a network file or a model folder (or its name in the model folder)")
     conv = add("convert", "net.pth (or EchoMimic's folder) → one .safetensors file with its config inside")
@@ -209,6 +134,11 @@ def program_name() -> str:
 
 class HelpWithDefaults(argparse.HelpFormatter):
     """Every option's help ends with its default, unless the text already says it: "(default: off)" for a flag."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        """Paragraphs are filled as usual; one whose lines are indented (a table) is kept as it is."""
+        return "\n\n".join(paragraph if paragraph.startswith("  ") else super(HelpWithDefaults, self)._fill_text(
+            paragraph, width, indent) for paragraph in text.split("\n\n"))
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
