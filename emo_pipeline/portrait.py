@@ -28,7 +28,7 @@ def demo_photo_warning() -> str:
             "will not look like this person. For photographs fetch real weights: " + where(
                 "in Load EMO Model's checkpoint list pick 'download: hallo' and press Run (it fetches them into "
                 "models/emo once, then loads them)",
-                "`python -m emo_pipeline download hallo`, then --model models/emo/hallo",
+                "`python -m emo_pipeline download hallo`, then --model hallo",
                 "run `python -m emo_pipeline download hallo` and pick hallo/net.pth") + ".")
 
 

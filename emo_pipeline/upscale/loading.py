@@ -16,7 +16,8 @@ from .rrdbnet import REALESRGAN_X2PLUS, RRDBConfig, RRDBNet
 CODEFORMER_FILE = "hallo2/net_g.pth"
 REALESRGAN_FILE = "realesrgan/RealESRGAN_x2plus.pth"
 DOWNLOAD_NAME = "hallo2-upscaler"
-FETCH_HINT = f"python -m emo_pipeline download {DOWNLOAD_NAME} (into models/emo/; --to for another folder)"
+FETCH_HINT = (f"python -m emo_pipeline download {DOWNLOAD_NAME} (into the model folder it prints: ComfyUI's models/emo "
+              "when the pack is in custom_nodes; --to for another folder)")
 
 
 def find_file(folders: list[Path], relative: str) -> Path | None:
