@@ -4,11 +4,11 @@ ComfyUI frontend; a check that every node opens fully visible; a check of web/em
 Not a pytest test (no test_ prefix): it needs a ComfyUI checkout, a browser and minutes. It downloads nothing.
 
 What it does: starts ComfyUI (`main.py --cpu`) on a free port with a temporary user folder (settings: no
-template browser on first start, no missing-models dialog; optionally Vue nodes), a temporary input folder
-holding placeholder files under the names the workflows' Load Image / Load Audio nodes ask for, a temporary
-models folder (--extra-model-paths-config) with empty files under the names the workflows' `models` lists
-give (as after a download: no missing-model toast or red node; ComfyUI's own models/ is not touched), and an
-in-memory database; opens it in headless Chromium at the given window size (the page's viewport, the
+template browser on first start, no missing-models dialog, no fps counter; optionally Vue nodes), a temporary
+input folder holding placeholder files under the names the workflows' Load Image / Load Audio nodes ask for, a
+temporary models folder (--extra-model-paths-config) with empty files under the names the workflows' `models`
+lists give (as after a download: no missing-model toast or red node; ComfyUI's own models/ is not touched),
+and an in-memory database; opens it in headless Chromium at the given window size (the page's viewport, the
 browser's own bars not counted); then for each shipped workflow (example_workflows/*.json) and each old saved
 workflow (tests/data/old_workflows/*.json, migrated by web/emo_workflow_migration.js as it opens) calls
 `app.loadGraphData(workflow)` (a file opened or dropped: the saved view `extra.ds` is restored) and
@@ -18,8 +18,8 @@ workflow (tests/data/old_workflows/*.json, migrated by web/emo_workflow_migratio
     is on top there (`document.elementFromPoint`): the canvas or the node's own DOM is visible; the
     sidebar, the floating toolbars, the tab bar, the minimap, a toast or the window's edge is not;
   * prints every node that is not fully visible with what hides it, and every two nodes whose rectangles (as
-    the frontend sized them) overlap; and also how the shipped workflow
-    opens from the template browser (`openSource: 'template'`: 1.58 fits the view there, 1.27 restores ds);
+    the frontend sized them) overlap; also how each shipped workflow opens from the template browser
+    (`openSource: 'template'`: 1.58 fits the view there, 1.27 restores ds), for information;
   * checks the EMO nodes' preset greying: steps/cfg/scheduler disabled exactly as web/emo_presets.js
     decides for the saved preset, and again after switching emo_basic's sampler to each preset through the
     widget's callback (what a click does in both renderers); that `graph.serialize()` keeps every widget
@@ -248,9 +248,10 @@ def pack_installed(comfyui: Path):
 def comfyui_server(args, work: Path):
     user = work / "user"
     (user / "default").mkdir(parents=True)
-    # a fresh default graph on every page load (no tabs restored from the last one)
+    # a fresh default graph on every page load (no tabs restored from the last one); no fps counter in the
+    # corner (screenshots of a rerun come out the same)
     settings = {"Comfy.TutorialCompleted": True, "Comfy.Workflow.ShowMissingModelsWarning": False,
-                "Comfy.Workflow.Persist": False,
+                "Comfy.Workflow.Persist": False, "Comfy.Graph.CanvasInfo": False,
                 "Comfy.VueNodes.Enabled": bool(args.vue_nodes)}
     (user / "default" / "comfy.settings.json").write_text(json.dumps(settings))
     inputs = work / "input"
@@ -259,7 +260,8 @@ def comfyui_server(args, work: Path):
     models = placeholder_models(work / "models", WORKFLOWS + OLD_WORKFLOWS)
     port = free_port()
     command = [args.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(port),
-               "--user-directory", str(user), "--input-directory", str(inputs), "--extra-model-paths-config", str(models),
+               "--user-directory", str(user), "--input-directory", str(inputs),
+               "--extra-model-paths-config", str(models),
                "--database-url", "sqlite:///:memory:"]
     if args.front_end_root:
         command += ["--front-end-root", str(args.front_end_root)]
@@ -404,11 +406,16 @@ def check_presets(driver, label: str) -> list[str]:
 def check_saved_values(driver, workflow: dict, label: str) -> list[str]:
     """The nodes with greyed widgets save every widget value as opened, and the prompt carries them."""
     saved = driver.execute_script("return app.graph.serialize()")
-    greyed = set(driver.execute_script(
-        "return app.graph._nodes.filter((n) => n.widgets?.some((w) => w.disabled)).map((n) => String(n.id))"))
-    before = {str(n["id"]): n.get("widgets_values") for n in workflow["nodes"]}
-    problems = [f"  {label}: node {n['id']} {n['type']} saves {n.get('widgets_values')}, opened with {before[str(n['id'])]}"
-                for n in saved["nodes"] if str(n["id"]) in greyed and n.get("widgets_values") != before[str(n["id"])]]
+    # greyed node id → how many values its widgets hold (a file of today's nodes saves exactly that many)
+    greyed = driver.execute_script(
+        "return Object.fromEntries(app.graph._nodes.filter((n) => n.widgets?.some((w) => w.disabled))"
+        ".map((n) => [String(n.id), n.widgets.filter((w) => w.serialize !== false).length]))")
+    before = {str(n["id"]): n.get("widgets_values") or [] for n in workflow["nodes"]}
+    # (an old node that the migration rewrote holds another number of values: the migration's tests check it)
+    problems = [f"  {label}: node {n['id']} {n['type']} saves {n.get('widgets_values')}, "
+                f"opened with {before[str(n['id'])]}"
+                for n in saved["nodes"] if str(n["id"]) in greyed and len(before[str(n["id"])]) == greyed[str(n["id"])]
+                and n.get("widgets_values") != before[str(n["id"])]]
     prompt = driver.execute_async_script(
         "const done = arguments[arguments.length - 1];"
         "app.graphToPrompt().then((p) => done(p.output), (e) => done({error: String(e)}));")
@@ -428,7 +435,8 @@ def main() -> int:
     parser.add_argument("--vue-nodes", action="store_true", help="the 'Modern Node Design (Nodes 2.0)' setting on")
     parser.add_argument("--size", default="1280x800", help="the page's viewport, WxH")
     parser.add_argument("--no-write", action="store_true", help="measure and check only, no screenshots")
-    parser.add_argument("--out", type=Path, default=SCREENSHOTS, help="where the screenshots go (default docs/screenshots)")
+    parser.add_argument("--out", type=Path, default=SCREENSHOTS,
+                        help="where the screenshots go (default docs/screenshots)")
     parser.add_argument("--only", action="append", help="a workflow's file stem (repeatable)")
     parser.add_argument("--workflows", type=Path, default=ROOT / "example_workflows",
                         help="the shipped workflows' folder (default example_workflows; e.g. an earlier version's)")
