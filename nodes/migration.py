@@ -107,15 +107,20 @@ def migrate_api_prompt(prompt: dict[str, dict]) -> dict[str, dict]:
 
 def migrate_workflow(workflow: dict) -> dict:
     """A UI-format workflow (as saved by the frontend) with its EMO nodes as today's (a new dict): what
-    web/emo_migrate.js does when the workflow is opened."""
+    web/emo_migrate.js does when the workflow is opened. Where a node was rewritten or added, the saved view
+    (extra.ds) is dropped, so that the frontend fits the view to the grown graph."""
     workflow = copy.deepcopy(workflow)
-    _migrate_graph(workflow)
+    changed = _migrate_graph(workflow)
     for subgraph in workflow.get("definitions", {}).get("subgraphs", []):
-        _migrate_graph(subgraph)
+        changed = _migrate_graph(subgraph) or changed
+    if changed and isinstance(workflow.get("extra"), dict):
+        workflow["extra"].pop("ds", None)
     return workflow
 
 
-def _migrate_graph(graph: dict) -> None:
+def _migrate_graph(graph: dict) -> bool:
+    """Migrates in place; whether a node was rewritten to today's widget layout or an options node added."""
+    changed = False
     for node in list(graph.get("nodes", [])):
         spec = NODES.get(node.get("type"))
         values = node.get("widgets_values")
@@ -136,6 +141,8 @@ def _migrate_graph(graph: dict) -> None:
         if upstream is not None:
             slot = next(i for i, inp in enumerate(node["inputs"]) if inp["name"] == "options")
             _connect(graph, upstream, node, slot)
+        changed = changed or layout is not None or bool(options)
+    return changed
 
 
 def _fix_inputs(graph: dict, node: dict, spec: dict) -> None:
@@ -212,20 +219,21 @@ def _add_options_node(graph: dict, target: dict, kind: str, values: list, upstre
     return node
 
 
-def _box(node: dict, title: float) -> tuple[float, float, float, float]:
-    """A node's area on the canvas, title bar included: (x0, y0, x1, y1)."""
+def _box(node: dict, title: float, min_width: float = 0) -> tuple[float, float, float, float]:
+    """A node's area on the canvas, title bar included, at least min_width wide: (x0, y0, x1, y1)."""
     (x, y), (w, h) = node.get("pos") or (0, 0), node.get("size") or (0, 0)
-    return x, y - title, x + w, y + h
+    return x, y - title, x + max(w, min_width), y + h
 
 
 def free_spot(graph: dict, target: dict, width: float, height: float, below: float = 0) -> list:
     """Where a new node of this size goes beside `target` without covering any node (the table's placement:
     the same search as web/emo_migrate.js's freeSpot, tested equal): the grid point nearest to the place left
-    of `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node, not above
+    of `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node (each
+    counted at least min_width wide, as the frontends widen a narrow node to its title and widgets), not above
     or left of the graph's nodes (where the view opens)."""
     p = PLACEMENT
     title, margin, step, reach = p["title_bar"], p["margin"], p["step"], p["range"]
-    boxes = [_box(n, title) for n in graph.get("nodes", [])]
+    boxes = [_box(n, title, p["min_width"]) for n in graph.get("nodes", [])]
     tx, ty = (target.get("pos") or (0, 0))[:2]
     x0, y0 = tx - p["gap"] - width, ty + below
     left, top = min([b[0] for b in boxes] + [x0]), min([b[1] for b in boxes] + [y0 - title])

@@ -408,6 +408,18 @@ def test_old_saved_workflow_lands_on_todays_widgets(pack, path):
         assert (twin["type"], twin["widgets_values"]) == (node["type"], node["widgets_values"])
 
 
+def test_migration_drops_the_saved_view_only_where_it_changed_the_workflow(pack):
+    """A migrated old workflow grew (nodes rewritten, options nodes added): its saved view (extra.ds) would
+    leave some out, so it is dropped and the frontend fits the view; an already current workflow keeps its."""
+    for path in OLD_WORKFLOWS:
+        old = json.loads(path.read_text())
+        assert "ds" in old["extra"]
+        assert "ds" not in migration(pack).migrate_workflow(old)["extra"], path.name
+    for path in WORKFLOWS:
+        current = json.loads(path.read_text())
+        assert migration(pack).migrate_workflow(current)["extra"]["ds"] == current["extra"]["ds"], path.name
+
+
 def planted_old_workflow() -> dict:
     """An earlier version's workflow with every moved setting away from its default: EMO Sampler, EMO Sample
     To Video, EMO Paste Back and EMO Encode Audio in one graph."""

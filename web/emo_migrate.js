@@ -126,15 +126,16 @@ function connect(table, graph, origin, target, slot) {
 
 // Where a new node of this size goes beside `target` without covering any node (the table's placement; the
 // same search as nodes/migration.py's free_spot, tested equal): the grid point nearest to the place left of
-// `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node, not above or
-// left of the graph's nodes (where the view opens).
+// `target` (`below` lower down) whose rectangle, title bar and margin included, meets no node (each counted at
+// least min_width wide, as the frontends widen a narrow node to its title and widgets), not above or left of
+// the graph's nodes (where the view opens).
 export function freeSpot(table, graph, target, width, height, below = 0) {
     const p = table.placement;
     const { title_bar: title, margin, step, range: reach } = p;
     const boxes = (graph.nodes ?? []).map((n) => {
         const [x, y] = n.pos ?? [0, 0];
         const [w, h] = n.size ?? [0, 0];
-        return [x, y - title, x + w, y + h];
+        return [x, y - title, x + Math.max(w, p.min_width), y + h];
     });
     const [tx, ty] = target.pos ?? [0, 0];
     const x0 = tx - p.gap - width;
@@ -175,7 +176,9 @@ function addOptionsNode(table, graph, target, kind, values, upstream) {
     return node;
 }
 
+// Whether a node was rewritten to today's widget layout or an options node added.
 function migrateGraph(table, graph) {
+    let changed = false;
     for (const node of [...(graph.nodes ?? [])]) {
         const spec = table.nodes[node.type];
         const values = node.widgets_values;
@@ -192,12 +195,17 @@ function migrateGraph(table, graph) {
         let upstream = null;
         for (const [kind, optionValues] of options) upstream = addOptionsNode(table, graph, node, kind, optionValues, upstream);
         if (upstream) connect(table, graph, upstream, node, node.inputs.findIndex((inp) => inp.name === "options"));
+        changed = changed || Boolean(layout) || options.length > 0;
     }
+    return changed;
 }
 
-// A workflow as saved by the frontend (root graph and subgraph definitions), migrated in place.
+// A workflow as saved by the frontend (root graph and subgraph definitions), migrated in place. Where a node
+// was rewritten or added, the saved view (extra.ds) is dropped: nodes grew or were added beside the old ones,
+// so the old view would leave some out; without it the frontend fits the view to the graph.
 export function migrateWorkflow(workflow, table) {
-    migrateGraph(table, workflow);
-    for (const subgraph of workflow.definitions?.subgraphs ?? []) migrateGraph(table, subgraph);
+    let changed = migrateGraph(table, workflow);
+    for (const subgraph of workflow.definitions?.subgraphs ?? []) changed = migrateGraph(table, subgraph) || changed;
+    if (changed && workflow.extra && "ds" in workflow.extra) delete workflow.extra.ds;
     return workflow;
 }
