@@ -277,7 +277,7 @@ def test_overlap_check_finds_a_planted_overlap():
     assert overlaps(workflow) == []
     below = copy.deepcopy(workflow)  # Load EMO Model reaching down over EMO Demo Inputs' title bar only
     top, under = {n["id"]: n for n in below["nodes"]}[3], nodes[1]
-    top["size"][1] = under["pos"][1] - top["pos"][1] - TITLE_BAR + 5
+    top["size"] = [under["size"][0], under["pos"][1] - top["pos"][1] - TITLE_BAR + 5]  # no wider than it
     assert overlaps(below) == [(1, 3)]
     top["size"][1] -= 10
     assert overlaps(below) == []
