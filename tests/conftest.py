@@ -1,3 +1,4 @@
+import logging
 import os
 import sys
 import warnings
@@ -12,6 +13,31 @@ if str(ROOT) not in sys.path:
 
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
+
+
+class _NoTorchTrace(logging.Filter):
+    """Drops the records of torch's structured compile trace (`torch.__trace`, tlparse's input: an empty DEBUG
+    record per compile event, thousands for one compiled Backbone). torch keeps that logger from propagating,
+    but code that sets logging up again can turn propagation back on, and then a failing compile test's report
+    is buried under them. Filtering pytest's handlers, not the logger, keeps TORCH_TRACE's files working."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.name.startswith("torch.__trace")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    capture = session.config.pluginmanager.get_plugin("logging-plugin")  # None with -p no:logging
+    for name in ("caplog_handler", "report_handler", "log_cli_handler", "log_file_handler"):
+        handler = getattr(capture, name, None)
+        if isinstance(handler, logging.Handler):
+            handler.addFilter(_NoTorchTrace())
+
+
+@pytest.fixture(autouse=True)
+def _torch_trace_not_propagating() -> None:
+    """torch's own setting for its trace logger, back for every test whatever an earlier one did to logging: with
+    propagation on, the records also reach torch's stderr handler (empty "V..." lines in the captured stderr)."""
+    logging.getLogger("torch.__trace").propagate = False
 
 
 @pytest.fixture(scope="session")

@@ -139,28 +139,41 @@ def test_fp8_weights_load_run_and_stay_close_to_fp16(tmp_path):
     assert fp8.net.denoising_unet.conv_in.weight.dtype == FP8
 
 
-def test_compile_equals_eager_or_falls_back(monkeypatch, caplog):
-    eager = run(make(), 0.16, steps=2)
+# The compile tests' Backbone: two levels (every kind of layer: reference, audio and temporal attention, an
+# attention-free lowest level, mid block), half the graph of tiny_config's four, so half inductor's compile time.
+COMPILE_CONFIG = dict(block_out_channels=(32, 64))
 
+
+@pytest.fixture(scope="module")
+def eager_clip() -> torch.Tensor:
+    """One clip of two steps from the compile tests' Backbone, without compiling: what they compare with."""
+    return run(make(tiny_config(**COMPILE_CONFIG)), 0.16, steps=2)
+
+
+def test_compile_equals_eager_or_falls_back(monkeypatch, caplog, eager_clip):
     def broken(module, **kwargs):
         raise RuntimeError("no C++ compiler found")
 
     monkeypatch.setattr(torch, "compile", broken)
-    pipe = make(compile=True)
+    pipe = make(tiny_config(**COMPILE_CONFIG), compile=True)
     with caplog.at_level(logging.WARNING):
         frames = run(pipe, 0.16, steps=2)
-    assert torch.equal(frames, eager)
+    assert torch.equal(frames, eager_clip)
     assert "torch.compile failed (RuntimeError: no C++ compiler found)" in caplog.text
     assert pipe._compiled.error is not None
 
 
 @pytest.mark.skipif(not any(shutil.which(c) for c in ("c++", "g++", "clang++")), reason="no C++ compiler for inductor")
-def test_compile_equals_eager():
-    """The real compiler (inductor; a few minutes on a 2-core CPU): one clip, one compiled graph."""
-    eager = run(make(), 0.16, steps=2)
-    pipe = make(compile=True)
+def test_compile_equals_eager(eager_clip):
+    """The real compiler (inductor; a minute or two on a 2-core CPU): one compiled graph serves every step of both
+    runs (a clip's key/value cache, filled at its first step, does not make a second one)."""
+    from torch._dynamo.utils import counters
+
+    pipe = make(tiny_config(**COMPILE_CONFIG), compile=True)
+    graphs = counters["frames"]["ok"]
     frames = run(pipe, 0.16, steps=2)
     assert pipe._compiled.error is None and pipe._compiled.compiled is not None
-    torch.testing.assert_close(frames, eager, rtol=0, atol=1e-4)
+    torch.testing.assert_close(frames, eager_clip, rtol=0, atol=1e-4)
     again = run(pipe, 0.16, steps=2)  # the compiled graph is reused: same result
     torch.testing.assert_close(again, frames, rtol=0, atol=1e-6)
+    assert counters["frames"]["ok"] - graphs == 1  # compiled once: no recompile, no graph break

@@ -86,11 +86,13 @@ class ProjectionCache(dict):
     One cache belongs to one set of conditions (one clip, one group of batch rows), so a module
     (and `part`, where it reads several slices of the rows) always meets the same tokens in it.
     While gradients are on (training) nothing is cached: gradient checkpointing recomputes
-    blocks and must see the same operations again.
+    blocks and must see the same operations again. Nor while torch.compile traces: a graph that
+    fills the cache would be compiled a second time for the filled one (the whole Backbone again,
+    minutes on a CPU); the compiled graph recomputes these few-token projections instead.
     """
 
     def key_value(self, attn: Attention, tokens: torch.Tensor, part: object = None) -> tuple[torch.Tensor, torch.Tensor]:
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.compiler.is_compiling():
             return attn.to_k(tokens), attn.to_v(tokens)
         slot = (id(attn), part)
         if slot not in self:
