@@ -84,7 +84,7 @@ def test_the_family_s_gpu_precision_stays_close_to_fp32_and_finite(family):
 @pytest.mark.parametrize("family", FAMILIES)
 def test_fp8_weight_storage_in_the_family_s_gpu_precision(family):
     """fp8-stored weights up-cast to the family's GPU precision: finite, every module computing in that precision,
-    and within fp8's stated tolerance of fp32 (README: mean absolute difference under 0.03 on the tiny models)."""
+    and within fp8's stated tolerance of fp32 (docs/speed-and-memory.md: mean absolute difference under 0.03 on the tiny models)."""
     make, dtype, _ = FAMILIES[family]
     reference = EMOPipeline(*tiny_components(make()))
     exact = reference.generate(*_inputs(reference), SamplingOptions(seed=0, steps=2))

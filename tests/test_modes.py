@@ -132,7 +132,7 @@ def test_fp8_weights_load_run_and_stay_close_to_fp16(tmp_path):
         1 for m in fp8.net.modules() if hasattr(m, "weight_scale"))  # one byte per weight saved, a float32 scale added
     a, b = run(fp16, 0.4, steps=3).float(), run(fp8, 0.4, steps=3).float()
     assert b.shape == (10, 64, 64, 3) and torch.isfinite(b).all()
-    # Stated tolerance (README): mean absolute difference under 0.03 of the 0..1 range on this
+    # Stated tolerance (docs/speed-and-memory.md): mean absolute difference under 0.03 of the 0..1 range on this
     # random tiny model; the trained demo model is measured by benchmarks/fidelity.py.
     assert (a - b).abs().mean() < 0.03
     fp8.to("cpu", torch.float32)  # moving keeps the fp8 storage
