@@ -183,7 +183,7 @@ def train_demo(out: str | Path, minutes: float = 55.0, seed: int = 0, clips: int
     if not (out / "wav2vec" / "config.json").is_file():
         encoder = tiny_wav2vec(seed, 32, 2)
         encoder.save_pretrained(out / "wav2vec")
-        (out / "wav2vec" / "preprocessor_config.json").write_text('{"do_normalize": true, "sampling_rate": 16000}')
+        write_atomic(out / "wav2vec" / "preprocessor_config.json", b'{"do_normalize": true, "sampling_rate": 16000}')
     seed_net = work / "init.safetensors"
     if not seed_net.is_file():
         from ..models import EMONet
