@@ -107,15 +107,49 @@ def migrate_api_prompt(prompt: dict[str, dict]) -> dict[str, dict]:
 
 def migrate_workflow(workflow: dict) -> dict:
     """A UI-format workflow (as saved by the frontend) with its EMO nodes as today's (a new dict): what
-    web/emo_migrate.js does when the workflow is opened. Where a node was rewritten or added, the saved view
+    web/emo_migrate.js does when the workflow is opened. Where a node was rewritten or added, EMO nodes saved
+    shorter than today's widgets need grow taller and the nodes under them move down (make_room), and the saved view
     (extra.ds) is dropped, so that the frontend fits the view to the grown graph."""
     workflow = copy.deepcopy(workflow)
     changed = _migrate_graph(workflow)
     for subgraph in workflow.get("definitions", {}).get("subgraphs", []):
         changed = _migrate_graph(subgraph) or changed
-    if changed and isinstance(workflow.get("extra"), dict):
-        workflow["extra"].pop("ds", None)
+    if changed:
+        for graph in [workflow, *workflow.get("definitions", {}).get("subgraphs", [])]:
+            make_room(graph)
+        if isinstance(workflow.get("extra"), dict):
+            workflow["extra"].pop("ds", None)
     return workflow
+
+
+def drawn_height(node: dict) -> float:
+    """How tall today's frontends draw `node`: its saved height, or more for an EMO node whose widgets need
+    more rows than an earlier version saved room for (the table's placement.rows and drawn)."""
+    height = (node.get("size") or (0, 0))[1]
+    rows = PLACEMENT["rows"].get(node.get("type"))
+    if rows is None:
+        return height
+    drawn = PLACEMENT["drawn"]
+    return max(height, rows[0] * drawn["slot"] + rows[1] * drawn["widget"] + drawn["padding"])
+
+
+def make_room(graph: dict) -> None:
+    """In place: each EMO node gets the height today's frontends draw it at, and a node that then lies under
+    another (side by side at all, title bars included) moves down until it is margin px clear of it, nearest
+    the top first (the same as web/emo_migrate.js's makeRoom, tested equal)."""
+    title, margin = PLACEMENT["title_bar"], PLACEMENT["margin"]
+    nodes = [n for n in graph.get("nodes", []) if n.get("pos") is not None and n.get("size") is not None]
+    for node in nodes:
+        node["size"] = [node["size"][0], drawn_height(node)]
+    for _ in range(len(nodes) ** 2 + 1):  # each move takes one node below one more; bounded
+        order = sorted(nodes, key=lambda n: (n["pos"][1], n["pos"][0], n.get("id", 0)))
+        pair = next(((a, b) for i, b in enumerate(order) for a in order[:i]
+                     if min(a["pos"][0] + a["size"][0], b["pos"][0] + b["size"][0]) > max(a["pos"][0], b["pos"][0])
+                     and a["pos"][1] + a["size"][1] + margin > b["pos"][1] - title), None)
+        if pair is None:
+            return
+        a, b = pair
+        b["pos"] = [b["pos"][0], a["pos"][1] + a["size"][1] + margin + title]
 
 
 def _migrate_graph(graph: dict) -> bool:

@@ -410,7 +410,8 @@ def test_old_saved_workflow_lands_on_todays_widgets(pack, path):
 
 def test_migration_drops_the_saved_view_only_where_it_changed_the_workflow(pack):
     """A migrated old workflow grew (nodes rewritten, options nodes added): its saved view (extra.ds) would
-    leave some out, so it is dropped and the frontend fits the view; an already current workflow keeps its."""
+    leave some out, so it is dropped (the frontend's extension sets one that fits, see
+    test_migrated_workflow_opens_fully_visible_clear_of_the_minimap); an already current workflow keeps its."""
     for path in OLD_WORKFLOWS:
         old = json.loads(path.read_text())
         assert "ds" in old["extra"]
@@ -466,7 +467,7 @@ def node_migration(workflow: dict) -> dict:
     """web/emo_migrate.js run by node.js on a workflow, as the frontend runs it when the workflow is opened."""
     script = ("import { migrateWorkflow } from './web/emo_migrate.js'; import fs from 'fs';"
               "const table = JSON.parse(fs.readFileSync('web/emo_migrations.json', 'utf8'));"
-              "process.stdout.write(JSON.stringify(migrateWorkflow(JSON.parse(fs.readFileSync(0, 'utf8')), table)));")
+              "const w = JSON.parse(fs.readFileSync(0, 'utf8')); migrateWorkflow(w, table); process.stdout.write(JSON.stringify(w));")
     done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(workflow), text=True,
                           capture_output=True, cwd=comfy_stubs.ROOT, check=True)
     return json.loads(done.stdout)
@@ -598,6 +599,108 @@ def test_migrated_options_nodes_are_placed_where_no_node_is(pack, path):
     assert overlaps(new) == [], [(a, b) for a, b in overlaps(new)]
     if shutil.which("node"):
         assert overlaps(node_migration(old)) == []
+
+
+def drawn_rectangles(pack, workflow) -> dict:
+    """rectangles(), each EMO node as tall as today's frontends draw its slots and widgets (20 px per slot row,
+    24 per widget, 8 padding; the class's own inputs, outputs and widgets), never shorter than saved."""
+    out = {}
+    for node in workflow["nodes"]:
+        (x, y), (w, h) = node["pos"], node["size"]
+        cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
+        if cls is not None:
+            sockets = [i for i in node["inputs"] if not i.get("widget")]
+            h = max(h, 20 * max(len(sockets), len(cls.RETURN_TYPES)) + 24 * len(widgets(cls)) + 8)
+        out[node["id"]] = (x, y - TITLE_BAR, x + w, y + h)
+    return out
+
+
+def drawn_overlaps(pack, workflow) -> list[tuple[int, int]]:
+    boxes = sorted(drawn_rectangles(pack, workflow).items())
+    return [(a, b) for i, (a, ra) in enumerate(boxes) for b, rb in boxes[i + 1:]
+            if min(ra[2], rb[2]) > max(ra[0], rb[0]) and min(ra[3], rb[3]) > max(ra[1], rb[1])]
+
+
+@pytest.mark.parametrize("path", OLD_WORKFLOWS, ids=lambda p: p.name)
+def test_migrated_nodes_drawn_at_todays_height_cover_no_node(pack, path):
+    """An earlier version saved some EMO nodes shorter than today's frontends draw them (Load EMO Model: 150 px
+    for 8 widgets); migrated, each such node has its drawn height and the nodes under it moved down, so that
+    nothing is drawn over anything, in Python and in the frontend alike, and the graph keeps its columns."""
+    old = json.loads(path.read_text())
+    new = migration(pack).migrate_workflow(old)
+    assert drawn_overlaps(pack, new) == []
+    before = {n["id"]: n for n in old["nodes"]}
+    for node in new["nodes"]:
+        if node["id"] in before:  # a moved node only moved down, and only as far as a node above it needed
+            x, y = before[node["id"]]["pos"]
+            assert node["pos"][0] == x and node["pos"][1] >= y
+    if shutil.which("node"):
+        assert node_migration(old) == new
+
+
+def test_make_room_moves_a_column_down_as_one_and_leaves_side_by_side_nodes(pack):
+    """A node that grows pushes the node under it, which pushes the one under that; a node beside it (no
+    column in common) stays; Python and the frontend give the same places."""
+    table = json.loads((comfy_stubs.ROOT / "web" / "emo_migrations.json").read_text())
+    title, margin = table["placement"]["title_bar"], table["placement"]["margin"]
+    graph = {"nodes": [{"id": 1, "type": "LoadEMOModel", "pos": [0, 0], "size": [320, 100]},
+                       {"id": 2, "type": "LoadImage", "pos": [100, 140], "size": [320, 300]},
+                       {"id": 3, "type": "LoadAudio", "pos": [0, 480], "size": [320, 150]},
+                       {"id": 4, "type": "EMOSampler", "pos": [480, 0], "size": [340, 400]}]}
+    made = copy.deepcopy(graph)
+    migration(pack).make_room(made)
+    drawn = 20 * 1 + 24 * 8 + 8  # Load EMO Model: one output, eight widgets
+    pos = {n["id"]: n["pos"] for n in made["nodes"]}
+    assert made["nodes"][0]["size"] == [320, drawn]
+    assert pos[2] == [100, drawn + margin + title]  # under the grown node
+    assert pos[3] == [0, pos[2][1] + 300 + margin + title]  # under the moved one
+    assert pos[4] == [480, 0] and made["nodes"][3]["size"] == [340, 400]  # beside it, tall enough already
+    if shutil.which("node"):
+        script = ("import { makeRoom } from './web/emo_migrate.js'; import fs from 'fs';"
+                  "const table = JSON.parse(fs.readFileSync('web/emo_migrations.json', 'utf8'));"
+                  "const g = JSON.parse(fs.readFileSync(0, 'utf8')); makeRoom(table, g); process.stdout.write(JSON.stringify(g));")
+        done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(graph), text=True,
+                              capture_output=True, cwd=comfy_stubs.ROOT, check=True)
+        assert json.loads(done.stdout) == made
+
+
+def test_placement_rows_are_the_nodes_slots_and_widgets(pack):
+    """The migration's drawn heights come from the table's rows: per EMO node, its slot rows (the larger of its
+    socket inputs and outputs) and its widgets, as the classes declare them."""
+    table = json.loads((comfy_stubs.ROOT / "web" / "emo_migrations.json").read_text())
+    expected = {}
+    for kind, cls in pack.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        sockets = [n for group in ("required", "optional") for n, (k, *_) in spec.get(group, {}).items()
+                   if not (isinstance(k, list) or k in WIDGET_TYPES)]
+        expected[kind] = [max(len(sockets), len(cls.RETURN_TYPES)), len(widgets(cls))]
+    assert table["placement"]["rows"] == expected
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="node.js runs the frontend's view")
+def test_migrated_workflow_opens_fully_visible_clear_of_the_minimap():
+    """The view a migrated workflow opens with (web/emo_migrate.js's openingView, set as extra.ds) puts every
+    node, title bar included, inside a 1280x800 window less the sidebar, top bars and edges, and none in the
+    minimap's corner; without the minimap the graph gets the whole frame and is drawn at least as large."""
+    table = json.loads((comfy_stubs.ROOT / "web" / "emo_migrations.json").read_text())
+    v = table["placement"]["view"]
+    script = ("import { migrateWorkflow, openingView } from './web/emo_migrate.js'; import fs from 'fs';"
+              "const table = JSON.parse(fs.readFileSync('web/emo_migrations.json', 'utf8'));"
+              "const cases = JSON.parse(fs.readFileSync(0, 'utf8')).map((w) => { migrateWorkflow(w, table); return w; });"
+              "process.stdout.write(JSON.stringify(cases.map((w) => [w, [true, false].map((minimap) =>"
+              " openingView(table, w, {width: 1280, height: 800, left: 0, top: 40, minimap}))])));")
+    cases = [json.loads(p.read_text()) for p in OLD_WORKFLOWS]
+    done = subprocess.run(["node", "--input-type=module", "-e", script], input=json.dumps(cases), text=True,
+                          capture_output=True, cwd=comfy_stubs.ROOT, check=True)
+    for workflow, (with_minimap, without) in json.loads(done.stdout):
+        for view, minimap in ((with_minimap, v["minimap"]), (without, [0, 0])):
+            scale, (ox, oy) = view["scale"], view["offset"]
+            for x0, y0, x1, y1 in rectangles(workflow).values():  # on the screen: canvas at y = 40
+                sx0, sy0, sx1, sy1 = (x0 + ox) * scale, (y0 + oy) * scale + 40, (x1 + ox) * scale, (y1 + oy) * scale + 40
+                assert sx0 >= v["left"] - 1e-6 and sy0 >= v["top"] - 1e-6
+                assert sx1 <= 1280 - v["right"] + 1e-6 and sy1 <= 800 - v["bottom"] + 1e-6
+                assert sx1 <= 1280 - v["right"] - minimap[0] + 1e-6 or sy1 <= 800 - v["bottom"] - minimap[1] + 1e-6
+        assert without["scale"] >= with_minimap["scale"]
 
 
 def test_free_spot_is_the_nearest_free_place_in_python_and_the_frontend(pack):

@@ -200,12 +200,68 @@ function migrateGraph(table, graph) {
     return changed;
 }
 
-// A workflow as saved by the frontend (root graph and subgraph definitions), migrated in place. Where a node
-// was rewritten or added, the saved view (extra.ds) is dropped: nodes grew or were added beside the old ones,
-// so the old view would leave some out; without it the frontend fits the view to the graph.
+// How tall today's frontends draw `node`: its saved height, or more for an EMO node whose widgets need more
+// rows than an earlier version saved room for (nodes/migration.py's drawn_height).
+export function drawnHeight(table, node) {
+    const height = (node.size ?? [0, 0])[1];
+    const rows = table.placement.rows[node.type];
+    if (!rows) return height;
+    const d = table.placement.drawn;
+    return Math.max(height, rows[0] * d.slot + rows[1] * d.widget + d.padding);
+}
+
+// In place: each EMO node gets the height it is drawn at, and a node that then lies under another (side by
+// side at all, title bars included) moves down until margin px clear of it, nearest the top first (the same
+// as nodes/migration.py's make_room, tested equal).
+export function makeRoom(table, graph) {
+    const { title_bar: title, margin } = table.placement;
+    const nodes = (graph.nodes ?? []).filter((n) => n.pos && n.size);
+    for (const node of nodes) node.size = [node.size[0], drawnHeight(table, node)];
+    const key = (n) => [n.pos[1], n.pos[0], n.id ?? 0];
+    const before = (a, b) => { const [p, q] = [key(a), key(b)]; return p[0] - q[0] || p[1] - q[1] || p[2] - q[2]; };
+    for (let round = 0; round <= nodes.length ** 2; round++) { // each move takes one node below one more
+        const order = [...nodes].sort(before);
+        let pair = null;
+        for (let i = 0; i < order.length && !pair; i++) {
+            const b = order[i];
+            pair = order.slice(0, i).map((a) => [a, b]).find(([a]) =>
+                Math.min(a.pos[0] + a.size[0], b.pos[0] + b.size[0]) > Math.max(a.pos[0], b.pos[0])
+                && a.pos[1] + a.size[1] + margin > b.pos[1] - title) ?? null;
+        }
+        if (!pair) return;
+        const [a, b] = pair;
+        b.pos = [b.pos[0], a.pos[1] + a.size[1] + margin + title];
+    }
+}
+
+// A workflow as saved by the frontend (root graph and subgraph definitions), migrated in place; whether it
+// changed. Where a node was rewritten or added, EMO nodes saved shorter than today's widgets need grow taller
+// and the nodes under them move down (makeRoom), and the saved view (extra.ds) is dropped: nodes grew or were
+// added beside the old ones, so the old view would leave some out.
 export function migrateWorkflow(workflow, table) {
     let changed = migrateGraph(table, workflow);
     for (const subgraph of workflow.definitions?.subgraphs ?? []) changed = migrateGraph(table, subgraph) || changed;
-    if (changed && workflow.extra && "ds" in workflow.extra) delete workflow.extra.ds;
-    return workflow;
+    if (changed) {
+        for (const graph of [workflow, ...(workflow.definitions?.subgraphs ?? [])]) makeRoom(table, graph);
+        if (workflow.extra && "ds" in workflow.extra) delete workflow.extra.ds;
+    }
+    return changed;
+}
+
+// The saved view (extra.ds) under which `graph` opens fully visible in a window of frame.width x frame.height
+// whose canvas starts at frame.left, frame.top: the table's placement.view, the minimap's corner kept clear
+// where frame.minimap (the graph goes left of it or above it, whichever shows it larger).
+export function openingView(table, graph, frame) {
+    const v = table.placement.view;
+    const title = table.placement.title_bar;
+    const nodes = (graph.nodes ?? []).filter((n) => n.pos && n.size);
+    if (nodes.length === 0) return null;
+    const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - title));
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+    const [w, h] = [frame.width - v.left - v.right, frame.height - v.top - v.bottom];
+    const [mw, mh] = frame.minimap ? v.minimap : [0, 0];
+    const fit = (width, height) => Math.min(width / (x1 - x0), height / (y1 - y0), v.max_scale);
+    const scale = Math.max(fit(w - mw, h), fit(w, h - mh));
+    if (!(scale > 0)) return null;
+    return { scale, offset: [(v.left - frame.left) / scale - x0, (v.top - frame.top) / scale - y0] };
 }
