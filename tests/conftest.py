@@ -11,7 +11,16 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# The README runs the suite in two pytest-xdist workers (the tests wait on subprocesses, servers and files for
+# much of their time, so one process leaves a core idle): each worker takes its share of the cores, for torch
+# here and, through EMO_THREADS and OMP_NUM_THREADS, for the renders and tools it starts, so that the two never
+# run more threads than there are cores (oversubscribed, torch's threads spin-wait: minutes instead of seconds).
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    os.environ.setdefault("EMO_THREADS", str(THREADS))
+    os.environ.setdefault("OMP_NUM_THREADS", str(THREADS))
 warnings.filterwarnings("ignore", message=".*should be kept in float32.*")
 
 
