@@ -1,0 +1,1 @@
+"""Hand-pose sequences: what drives EchoMimic v2's gestures."""
