@@ -2,6 +2,7 @@ import logging
 import os
 import sys
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,48 @@ def _torch_trace_not_propagating() -> None:
     """torch's own setting for its trace logger, back for every test whatever an earlier one did to logging: with
     propagation on, the records also reach torch's stderr handler (empty "V..." lines in the captured stderr)."""
     logging.getLogger("torch.__trace").propagate = False
+
+
+class DynamoRecord:
+    """What torch.compile did inside `dynamo_record()`'s block."""
+
+    def __init__(self) -> None:
+        from torch._dynamo import convert_frame
+        from torch._dynamo.utils import counters
+
+        self._codes, self._seen = convert_frame.input_codes, len(convert_frame.input_codes.seen)
+        self._breaks = sum(counters["graph_break"].values())
+        self.graphs: list[str] = []  # one per compiled frame: a graph break or a recompile makes more than one
+        self.breaks = 0
+        self.guard_failures: dict = {}
+        self.frames: list[str] = []  # every frame dynamo was handed, also those it left to Python
+
+    def finish(self) -> None:
+        from torch._dynamo.utils import counters, get_compilation_metrics, guard_failures
+
+        self.graphs = [f"{m.co_name} ({m.co_filename}:{m.co_firstlineno})" for m in get_compilation_metrics()]
+        self.breaks = sum(counters["graph_break"].values()) - self._breaks
+        self.guard_failures = {str(k): v for k, v in guard_failures.items()}
+        codes = [ref() for ref in self._codes.seen[self._seen:]]
+        self.frames = [f"{c.co_name} ({c.co_filename}:{c.co_firstlineno})" for c in codes if c is not None]
+
+    def compiled_once(self) -> bool:
+        return len(self.graphs) == 1 and self.breaks == 0 and not self.guard_failures
+
+
+@contextmanager
+def dynamo_record():
+    """torch.compile's work inside the block, from dynamo's fresh-process state (what earlier tests left in its
+    caches does not count): the graphs compiled, graph breaks, failed guards and the frames it was handed. Graphs
+    are counted from dynamo's compilation metrics, not from its "frames ok" counter, which also counts frames it
+    was handed and left to Python without compiling anything."""
+    torch._dynamo.reset()
+    torch._dynamo.utils.clear_compilation_metrics()
+    record = DynamoRecord()
+    try:
+        yield record
+    finally:
+        record.finish()
 
 
 @pytest.fixture(scope="session")

@@ -12,8 +12,7 @@ from contextlib import contextmanager
 
 import pytest
 import torch
-from conftest import speech_like
-from torch._dynamo.utils import counters, guard_failures
+from conftest import dynamo_record, speech_like
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
@@ -135,21 +134,12 @@ def test_compile_in_fp16_with_fp8_weights_matches_fp32():
     exact = EMOPipeline(*tiny_components(config), dtype=dtype).store_weights_fp8().to("cpu", torch.float32)
     expected = exact.generate(*_inputs(exact), SamplingOptions(seed=0, steps=2))
     pipe = EMOPipeline(*tiny_components(config), dtype=dtype, compile=True).store_weights_fp8()
-    torch._dynamo.reset()  # a fresh process's state: what earlier tests left in dynamo's caches does not count
-    torch._dynamo.utils.clear_compilation_metrics()
-    graphs, breaks = counters["frames"]["ok"], sum(counters["graph_break"].values())
-    frames = pipe.generate(*_inputs(pipe), SamplingOptions(seed=0, steps=2))  # 3 clips of 2 steps
+    with dynamo_record() as record:
+        frames = pipe.generate(*_inputs(pipe), SamplingOptions(seed=0, steps=2))  # 3 clips of 2 steps
     assert pipe._compiled.error is None and pipe._compiled.compiled is not None
     assert torch.isfinite(frames).all()
     torch.testing.assert_close(frames, expected, rtol=0, atol=1e-2)
-    compiled = counters["frames"]["ok"] - graphs
-    assert not guard_failures, dict(guard_failures)  # no recompile
-    which = [(m.co_name, m.co_filename, m.co_firstlineno, m.fail_reason)
-             for m in torch._dynamo.utils.get_compilation_metrics()]
-    if compiled == 2:  # known: 2 frames after the whole suite's earlier tests, 1 alone; cause not found yet
-        pytest.xfail(f"2 compiled frames in this process, no guard failed: {which}, "
-                     f"graph breaks {sum(counters['graph_break'].values()) - breaks}: {dict(counters['graph_break'])}")
-    assert compiled == 1, which  # no graph break
+    assert record.compiled_once(), vars(record)  # one graph: no recompile, no graph break
 
 
 class DeviceCheck(TorchDispatchMode):

@@ -167,14 +167,13 @@ def test_compile_equals_eager_or_falls_back(monkeypatch, caplog, eager_clip):
 def test_compile_equals_eager(eager_clip):
     """The real compiler (inductor; a minute or two on a 2-core CPU): one compiled graph serves every step of both
     runs (a clip's key/value cache, filled at its first step, does not make a second one)."""
-    from torch._dynamo.utils import counters, guard_failures
+    from conftest import dynamo_record
 
     pipe = make(tiny_config(**COMPILE_CONFIG), compile=True)
-    torch._dynamo.reset()  # a fresh process's state: what earlier tests left in dynamo's caches does not count
-    graphs = counters["frames"]["ok"]
-    frames = run(pipe, 0.16, steps=2)
-    assert pipe._compiled.error is None and pipe._compiled.compiled is not None
-    torch.testing.assert_close(frames, eager_clip, rtol=0, atol=1e-4)
-    again = run(pipe, 0.16, steps=2)  # the compiled graph is reused: same result
-    torch.testing.assert_close(again, frames, rtol=0, atol=1e-6)
-    assert counters["frames"]["ok"] - graphs == 1, dict(guard_failures)  # compiled once: no recompile, no graph break
+    with dynamo_record() as record:
+        frames = run(pipe, 0.16, steps=2)
+        assert pipe._compiled.error is None and pipe._compiled.compiled is not None
+        torch.testing.assert_close(frames, eager_clip, rtol=0, atol=1e-4)
+        again = run(pipe, 0.16, steps=2)  # the compiled graph is reused: same result
+        torch.testing.assert_close(again, frames, rtol=0, atol=1e-6)
+    assert record.compiled_once(), vars(record)  # compiled once: no recompile, no graph break
