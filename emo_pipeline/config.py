@@ -342,6 +342,26 @@ def tiny_echomimic_config(**overrides: Any) -> EMOConfig:
     return tiny_config(**base)
 
 
+def echomimic_v2_config() -> EMOConfig:
+    """EchoMimic v2 (denoising_unet.pth, reference_unet.pth, motion_module.pth, pose_encoder.pth): v1's
+    network at 768² with a 3-channel pose encoder, sampled as its infer.py does (30 steps, guidance 2.5,
+    24 fps, windows of 12 overlapping by 3)."""
+    return echomimic_config().with_overrides(name="echomimic-v2", family="echomimic_v2", sample_size=768)
+
+
+def echomimic_v2_acc_config() -> EMOConfig:
+    """EchoMimic v2's accelerated weights (denoising_unet_acc.pth, motion_module_acc.pth; the same reference
+    UNet and pose encoder): 6 steps without guidance (infer_acc.py)."""
+    return echomimic_v2_config().with_overrides(name="echomimic-v2-acc", steps=6, guidance_scale=1.0)
+
+
+def tiny_echomimic_v2_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with EchoMimic v2's family: per-frame pose features, windows shifted by 3."""
+    base = dict(name="tiny-echomimic-v2", family="echomimic_v2")
+    base.update(overrides)
+    return tiny_echomimic_config(**base)
+
+
 def memo_config(resnet_joint_frames: bool = True) -> EMOConfig:
     """MEMO (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/) with its own
     inference settings (configs/inference.yaml): 16-frame clips at 30 fps, 16 past frames in the
@@ -387,6 +407,9 @@ PRESETS = {
     "echomimic": echomimic_config,
     "echomimic-acc": echomimic_acc_config,
     "tiny-echomimic": tiny_echomimic_config,
+    "echomimic-v2": echomimic_v2_config,
+    "echomimic-v2-acc": echomimic_v2_acc_config,
+    "tiny-echomimic-v2": tiny_echomimic_v2_config,
     "memo": memo_config,
     "tiny-memo": tiny_memo_config,
 }

@@ -13,7 +13,8 @@ VAE, the schedulers, the guidance and the memory modes. A family fixes three thi
 * the sampling loop: clip after clip, each continuing from the last frames of the one before
   (motion frames, joined to each temporal module's frame sequence, or for MEMO kept in a decayed
   linear-attention memory of the whole past), or the whole video's latents at once in
-  overlapping context windows whose predictions are averaged (EchoMimic); and the noise process:
+  overlapping context windows whose predictions are averaged (EchoMimic v1 and v2; v2's face locator
+  reads each frame's hand pose instead of a face mask); and the noise process:
   DDPM-style (v-prediction, DDIM) or rectified flow (MEMO: velocity, Euler).
 
 A config names its family (`EMOConfig.family`); everything here is read through `family_of`.
@@ -50,6 +51,10 @@ class Family:
     context_shift: int = 0  # the windows move this many frames per step
     noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
     face_fraction: float = 0.6  # share of the portrait crop the face box takes
+    # what the face locator reads: "face_region" (the portrait's face-region mask, one map for the whole
+    # video) or "poses" (EchoMimic v2's pose encoder: each frame's hands drawn on black, per frame)
+    locator_input: str = "face_region"
+    crops_to_face: bool = True  # False: the reference is the whole photo resized (EchoMimic v2's half body)
 
 
 FAMILIES: dict[str, Family] = {
@@ -67,6 +72,16 @@ FAMILIES: dict[str, Family] = {
         cross_attention_scale=3.0, reference_cross_attention=False,
         face_locator_in_channels=1, sampling="context_windows", context_overlap=3, context_shift=2,
         noise_clamp=1.5, face_fraction=0.5,
+    ),
+    # EchoMimic v2 (antgroup/echomimic_v2): v1's network class for class; its face locator is a pose
+    # encoder of each frame's hands drawn on black (pose_encoder.py: FaceLocator's body, 3 channels),
+    # windows shifted by 3 frames per step (pipeline_echomimicv2.py), the whole half-body photo as the
+    # reference (infer.py resizes it, no face crop).
+    "echomimic_v2": Family(
+        name="echomimic_v2", title="EchoMimic v2", audio_encoder="whisper", audio_route="cross_attention",
+        cross_attention_scale=3.0, reference_cross_attention=False,
+        face_locator_in_channels=3, sampling="context_windows", context_overlap=3, context_shift=3,
+        noise_clamp=1.5, locator_input="poses", crops_to_face=False,
     ),
     # MEMO (memoavatar/memo): Hallo's UNets with joint, emotion-aware audio modules, memory-guided
     # temporal modules fed by the previous clip's 16 frames, no face locator, rectified flow.

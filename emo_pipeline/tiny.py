@@ -105,8 +105,9 @@ def write_tiny_model_folder(root: str | Path, name: str = "tiny", config: EMOCon
 
 def write_tiny_echomimic_folder(root: str | Path, config: EMOConfig | None = None, seed: int = 0,
                                 acc: bool = False) -> Path:
-    """A tiny EchoMimic download in its own layout: the four .pth files (split as EchoMimic ships them:
-    motion modules in motion_module.pth, the rest of the denoising UNet in denoising_unet.pth),
+    """A tiny EchoMimic (or, with an EchoMimic v2 config, v2) download in its own layout: the four .pth files
+    (split as EchoMimic ships them: motion modules in motion_module.pth, the rest of the denoising UNet in
+    denoising_unet.pth; v2's pose_encoder.pth in place of face_locator.pth),
     sd-vae-ft-mse/ and audio_processor/whisper_tiny.pt in openai-whisper's format. Returns the folder."""
     from .audio.whisper import openai_name
     from .config import tiny_echomimic_config
@@ -124,8 +125,9 @@ def write_tiny_echomimic_folder(root: str | Path, config: EMOConfig | None = Non
                                          if k.startswith("denoising_unet.") and ".motion_modules." not in k},
         f"motion_module{variant}.pth": {k.removeprefix("denoising_unet."): v for k, v in state.items()
                                         if k.startswith("denoising_unet.") and ".motion_modules." in k},
-        "face_locator.pth": {k.removeprefix("face_locator."): v for k, v in state.items()
-                             if k.startswith("face_locator.")},
+        # EchoMimic v2 ships its pose encoder (the face locator's body) as pose_encoder.pth
+        "pose_encoder.pth" if config.spec.locator_input == "poses" else "face_locator.pth":
+            {k.removeprefix("face_locator."): v for k, v in state.items() if k.startswith("face_locator.")},
     }
     for name, part in parts.items():
         _save(root / name, {k: v.clone() for k, v in part.items()})

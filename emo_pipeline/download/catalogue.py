@@ -101,11 +101,34 @@ def _echomimic(variant: str) -> Download:
     )
 
 
+ECHOMIMIC_V2 = "BadToBest/EchoMimicV2"
+
+
+def _echomimic_v2(variant: str) -> Download:
+    # the hub's listed sizes: fp16 pickles, the _acc denoising UNet and motion modules fp32-sized;
+    # pose_encoder.pth is listed at 1.7 GB although its 1.09 M values take 2.2 MB in fp16
+    networks = {"reference_unet.pth": 1_630 * MB, f"denoising_unet{variant}.pth": (3_400 if variant else 1_700) * MB,
+                f"motion_module{variant}.pth": (1_820 if variant else 909) * MB, "pose_encoder.pth": 1_700 * MB}
+    return Download(
+        name="echomimic-v2" + variant.replace("_", "-"),
+        title="EchoMimic v2" + (" (accelerated, 6 steps)" if variant else ""),
+        # its hub repository ships no whisper and no VAE: v1's whisper_tiny.pt and sd-vae-ft-mse, as its README says
+        files=(*(HubFile(ECHOMIMIC_V2, name, f"echomimic_v2/{name}", size, "network") for name, size in networks.items()),
+               HubFile(ECHOMIMIC, "audio_processor/whisper_tiny.pt", "echomimic_v2/audio_processor/whisper_tiny.pt",
+                       76 * MB, "whisper"),
+               *_vae("stabilityai/sd-vae-ft-mse")),
+        model=f"echomimic_v2/denoising_unet{variant}.pth" if variant else "echomimic_v2",
+        licence="Apache-2.0",
+    )
+
+
 DOWNLOADS: dict[str, Download] = {d.name: d for d in (
     _hallo("hallo"),
     _hallo("hallo2"),
     _echomimic(""),
     _echomimic("_acc"),
+    _echomimic_v2(""),
+    _echomimic_v2("_acc"),
     Download(
         name="memo",
         title="MEMO",

@@ -20,7 +20,8 @@ from typing import Callable
 
 import torch
 
-from ..config import EMOConfig, echomimic_acc_config, echomimic_config, hallo2_config, hallo_config, memo_config
+from ..config import (EMOConfig, echomimic_acc_config, echomimic_config, echomimic_v2_acc_config, echomimic_v2_config,
+                      hallo2_config, hallo_config, memo_config)
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 from .errors import NamedPlainly
@@ -277,6 +278,10 @@ ECHOMIMIC_PARTS = (
     ("denoising_unet.", "denoising_unet{}.pth"),
     ("face_locator.", "face_locator.pth"),
 )
+# EchoMimic v2 (BadToBest/EchoMimicV2): the same files, with its pose encoder (the face locator's body,
+# 3 channels) in place of the face locator; its presence tells the two apart.
+ECHOMIMIC_V2_PARTS = ECHOMIMIC_PARTS[:3] + (("face_locator.", "pose_encoder.pth"),)
+ECHOMIMIC_V2_MARK = "pose_encoder.pth"
 ECHOMIMIC_ENTRY = "denoising_unet"
 
 
@@ -329,11 +334,18 @@ class MultiFileReader:
                 f"{self.path} lacks {', '.join(str(p.relative_to(self.path)) for p in missing)}: MEMO's network is four "
                 "folders, reference_net, diffusion_net, image_proj and audio_proj, each with its "
                 f"{MEMO_WEIGHTS} and config.json (as downloaded from memoavatar/memo), all in this folder.")
+        if missing and family == "echomimic_v2":
+            raise FileNotFoundError(
+                f"{self.path} lacks {', '.join(p.name for p in missing)}: EchoMimic v2's network is four files, "
+                "denoising_unet, reference_unet, motion_module and pose_encoder (.pth, as downloaded from "
+                "BadToBest/EchoMimicV2; the _acc variants for the accelerated weights), all in this folder.")
         if missing:
             raise FileNotFoundError(
                 f"{self.path} lacks {', '.join(p.name for p in missing)}: EchoMimic's network is four files, "
                 "denoising_unet, reference_unet, motion_module and face_locator (.pth, as downloaded from "
-                "BadToBest/EchoMimic; the _acc variants for the accelerated weights), all in this folder.")
+                "BadToBest/EchoMimic; the _acc variants for the accelerated weights), all in this folder"
+                + ("; EchoMimic v2's has pose_encoder.pth in place of face_locator.pth (BadToBest/EchoMimicV2)."
+                   if any(p.name == "face_locator.pth" for p in missing) else "."))
         self._readers: list[CheckpointReader] = []
         self._source: dict[str, tuple[CheckpointReader, str]] = {}
         self.file_of: dict[str, tuple[str, str]] = {}  # our key → (file in the folder, the file's own key)
@@ -390,8 +402,10 @@ def open_network(path: str | Path) -> "CheckpointReader | MultiFileReader":
             folder, variant = path, "" if (path / "denoising_unet.pth").is_file() else "_acc"
         else:
             folder, variant = path.parent, "_acc" if path.stem.endswith("_acc") else ""
-        parts = [(prefix, folder / name.format(variant)) for prefix, name in ECHOMIMIC_PARTS]
-        return MultiFileReader(folder, parts, variant)
+        family = "echomimic_v2" if (folder / ECHOMIMIC_V2_MARK).is_file() else "echomimic"
+        names = ECHOMIMIC_V2_PARTS if family == "echomimic_v2" else ECHOMIMIC_PARTS
+        parts = [(prefix, folder / name.format(variant)) for prefix, name in names]
+        return MultiFileReader(folder, parts, variant, family)
     return CheckpointReader(path)
 
 
@@ -401,6 +415,10 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     accelerated weights are told apart by their file names (`_acc`)."""
     if isinstance(reader, MultiFileReader) and reader.family == "memo":
         config = memo_config(resnet_joint_frames=memo_uses_joint_frame_norm(reader.path))
+        check_fits(reader, config)
+        return config
+    if isinstance(reader, MultiFileReader) and reader.family == "echomimic_v2":
+        config = echomimic_v2_acc_config() if reader.variant == "_acc" else echomimic_v2_config()
         check_fits(reader, config)
         return config
     if isinstance(reader, MultiFileReader):
@@ -574,8 +592,8 @@ def describe_checkpoint(path: str | Path) -> str:
     elif config.family == "memo":
         family = (f"MEMO (its four folders; resnet norms over "
                   f"{'all frames together' if config.resnet_joint_frames else 'each frame'})")
-    elif config.family == "echomimic":
-        family = f"EchoMimic{' accelerated' if config.name == 'echomimic-acc' else ''} (its four .pth files)"
+    elif config.family in ("echomimic", "echomimic_v2"):
+        family = f"{config.spec.title}{' accelerated' if config.name.endswith('-acc') else ''} (its four .pth files)"
     else:
         family = f"{'Hallo2' if config.name == 'hallo2' else 'Hallo'} net.pth"
     report = compare_keys(expected_shapes(config), shapes)

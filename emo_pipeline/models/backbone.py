@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
+from einops import rearrange
 from torch import nn
 
 from ..config import EMOConfig
@@ -28,7 +29,8 @@ from .unet_blocks import UNetContext, group_norm_over_frames
 class BackboneConditions:
     """Per-clip conditioning of the Backbone; rows are batch items (B), frames are F.
 
-    identity [B, T, C] (None in EchoMimic's family); audio [B, F, Ta, Ca]; face_features [B, C0, h, w] or None;
+    identity [B, T, C] (None in EchoMimic's family); audio [B, F, Ta, Ca]; face_features [B, C0, h, w] (one
+    map for every frame), [B, C0, F, h, w] (per frame: EchoMimic v2's pose features) or None;
     reference / motion: per transformer slot (see `Backbone.prepare_reference`);
     masks: per resolution level; speed [B, F, Cs] or None.
     `audio_heard[i]` False: item i gets no audio (guidance's unconditional item; its audio
@@ -175,7 +177,9 @@ class Backbone(UNetSkeleton):
         else:
             temb = self.time_embed(timestep, b).repeat_interleave(f, dim=0)
         h = self.conv_in(x)
-        if cond.face_features is not None:
+        if cond.face_features is not None and cond.face_features.ndim == 5:  # per frame (EchoMimic v2's poses)
+            h = h + rearrange(cond.face_features.to(h.dtype), "b c f h w -> (b f) c h w")
+        elif cond.face_features is not None:  # one map for every frame
             h = h + cond.face_features.to(h.dtype).repeat_interleave(f, dim=0)
         heard = None if cond.audio_heard is None else tuple(a for a in cond.audio_heard for _ in range(f))
         frame_audio = cond.audio.reshape(b * f, *cond.audio.shape[2:])

@@ -143,6 +143,20 @@ class PoseSequence:
         present = (self.scores > 0).unsqueeze(-1)
         return replace(self, hands=torch.where(present, moved, self.hands))
 
+    def for_frame_size(self, size: int) -> "PoseSequence":
+        """The same poses for a square frame of `size` pixels (a model that renders another size than the one the
+        poses were placed for): the area and its place scaled, the keypoints (fractions of the area) unchanged."""
+        if size == self.frame_size:
+            return self
+        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            raise PoseError(f"{self.source}: a frame of {size!r} pixels: give the model's frame size, a whole number.")
+        k = size / self.frame_size
+        rb, _, cb, _ = self.placement
+        top, left = round(rb * k), round(cb * k)
+        height = max(1, min(size - top, round(self.area[0] * k)))
+        width = max(1, min(size - left, round(self.area[1] * k)))
+        return replace(self, area=(height, width), placement=(top, top + height, left, left + width), frame_size=size)
+
     def tensor_frames(self, indices: Sequence[int] | torch.Tensor, draw: Drawer) -> torch.Tensor:
         """float32 [3, len(indices), S, S] in [0, 1], RGB: each frame drawn by `draw` at the area's size and pasted
         into a black S² frame at `placement` (as the reference's infer.py assembles its pose images). Only these

@@ -17,12 +17,15 @@ import inspect
 from typing import Iterator
 
 import torch
+from einops import rearrange
 
 from ..audio.features import AudioFeatures
 from ..audio.whisper import frame_tokens
 from ..models import BackboneConditions
 from ..models.spatial_transformer import ReferenceKV
 from ..portrait import Portrait
+from ..poses.draw import draw_hands
+from ..poses.sequence import PoseError, PoseSequence
 from .denoiser import Denoiser
 from .presets import step_plan
 from .scheduler_state import restore_scheduler, scheduler_state
@@ -47,18 +50,20 @@ def shifted(window: list[int], step: int, shift: int, num_frames: int) -> list[i
 
 class WindowConditions:
     """What every window shares (the portrait's reference keys/values and face-locator features),
-    and the per-window audio tokens. Rows are [unconditional, conditional] under guidance."""
+    and the per-window audio tokens and, for EchoMimic v2, pose features: each window's frames are
+    drawn and encoded when it runs (the encoder works frame by frame, so this is exact), so a long
+    video never holds every frame's pose image or features. Rows are [unconditional, conditional]
+    under guidance."""
 
     def __init__(self, pipe: SamplingPipeline, portrait: Portrait, ref_latent: torch.Tensor, use_cfg: bool,
-                 window: int) -> None:
+                 window: int, poses: PoseSequence | None = None) -> None:
         cfg, net = pipe.config, pipe.net
-        self.use_cfg, self.pipe = use_cfg, pipe
+        self.use_cfg, self.pipe, self.poses = use_cfg, pipe, poses
         rows = 2 if use_cfg else 1
-        face = net.face_locator(portrait.face_region[None, : cfg.spec.face_locator_in_channels])
-        if use_cfg:
-            uncond_face = torch.zeros_like(face) if cfg.uncond_drops_face_region else face
-            face = torch.cat([uncond_face, face])
-        self.face = face
+        self.face = None
+        if poses is None:
+            face = net.face_locator(portrait.face_region[None, : cfg.spec.face_locator_in_channels])
+            self.face = self._with_unconditional(face)
         # The ReferenceNet runs once per video; its reference keys/values serve every window and step.
         with pipe.stage("reference net"):
             features = net.reference_unet(ref_latent, None)
@@ -67,15 +72,46 @@ class WindowConditions:
         sources = tuple(0 if reads[r // window] else None for r in range(rows * window))
         self.reference = [ReferenceKV(kv.key, kv.value, sources) for kv in reference]
 
-    def __call__(self, tokens: torch.Tensor) -> BackboneConditions:
-        """tokens [F, T, C] of the window's frames (any device) → the Backbone's conditions."""
+    def _with_unconditional(self, features: torch.Tensor) -> torch.Tensor:
+        """Guidance's unconditional row first: zero features (EchoMimic v1 and v2), or the same."""
+        if not self.use_cfg:
+            return features
+        uncond = torch.zeros_like(features) if self.pipe.config.uncond_drops_face_region else features
+        return torch.cat([uncond, features])
+
+    def pose_features(self, frames: list[int]) -> torch.Tensor:
+        """The pose encoder's features of these frames' hand poses: [rows, C, F, h, w]."""
+        images = self.poses.tensor_frames(frames, draw_hands)  # [3, F, S, S] in 0..1
+        images = rearrange(images, "c f h w -> f c h w").to(self.pipe.device, self.pipe.dtype)
+        with self.pipe.stage("pose encoder"):
+            features = self.pipe.net.face_locator(images)
+        return self._with_unconditional(rearrange(features, "f c h w -> 1 c f h w"))
+
+    def __call__(self, tokens: torch.Tensor, frames: list[int] | None = None) -> BackboneConditions:
+        """tokens [F, T, C] of the window's frames (any device), and the frames' indices (for their poses) →
+        the Backbone's conditions."""
         tokens = tokens.to(self.pipe.device, self.pipe.dtype)[None]
         if self.use_cfg:  # the unconditional row hears nothing (EchoMimic: zero tokens)
             tokens = torch.cat([torch.zeros_like(tokens), tokens])
+        face = self.face if self.poses is None else self.pose_features(frames)
         return BackboneConditions(
-            identity=None, audio=tokens, face_features=self.face, reference=self.reference,
+            identity=None, audio=tokens, face_features=face, reference=self.reference,
             audio_heard=(False, True) if self.use_cfg else None,
         )
+
+
+def check_poses(poses: PoseSequence | None, num_frames: int, size: int, title: str) -> None:
+    """A pose-driven family's pose sequence: given, one pose per video frame, drawn for this model's size."""
+    if poses is None:
+        raise PoseError(f"{title} is driven by a hand-pose sequence as well as the audio, and none was given: "
+                        "pick one of its demo sequences or load poses from keypoints or a video (EMO Load Poses; "
+                        "--poses on the command line).")
+    if len(poses) != num_frames:
+        raise PoseError(f"The pose sequence has {len(poses)} frames for a {num_frames}-frame video: extend it to "
+                        "the audio's length first (PoseSequence.extend_to).")
+    if poses.frame_size != size:
+        raise PoseError(f"The poses are placed in {poses.frame_size}² frames and this model renders {size}²: "
+                        "resize them first (PoseSequence.for_frame_size).")
 
 
 def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions) -> str | None:
@@ -113,9 +149,12 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
     generator = torch.Generator("cpu").manual_seed(int(opts.seed))
     backbone = pipe.backbone
 
+    poses = opts.poses if spec.locator_input == "poses" else None
+    if spec.locator_input == "poses":
+        check_poses(poses, num_frames, cfg.sample_size, spec.title)
     portrait = portrait.to(device, dtype)
     ref_latent = pipe.encode_images(portrait.pixels[None])
-    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, window)
+    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, window, poses)
 
     shape = (1, cfg.latent_channels, num_frames, ref_latent.shape[-2], ref_latent.shape[-1])
     latents = torch.randn(shape, generator=generator, dtype=dtype)
@@ -142,9 +181,10 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
         for w, frames in enumerate(windows):
             if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
                 raise GenerationCancelled()
-            index = torch.tensor(shifted(frames, step, spec.context_shift, num_frames))
+            moved = shifted(frames, step, spec.context_shift, num_frames)
+            index = torch.tensor(moved)
             tokens = frame_tokens(audio.features, index, audio.fps).view(len(index), cfg.audio_tokens, -1)
-            denoise = Denoiser(backbone, conditions(tokens), use_cfg, opts.guidance_scale, pipe.low_vram, None)
+            denoise = Denoiser(backbone, conditions(tokens, moved), use_cfg, opts.guidance_scale, pipe.low_vram, None)
             index = index.to(device)
             with pipe.stage("denoising"):
                 total.index_add_(2, index, denoise(model_input.index_select(2, index), t, guided, False).to(total.dtype))

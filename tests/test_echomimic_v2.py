@@ -1,0 +1,111 @@
+"""EchoMimic v2 on tiny random weights: its family record, its four-file download read with strict keys, and its
+sampling loop driven by a hand-pose sequence of any length (drawn and encoded window by window)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import speech_like
+from einops import rearrange
+
+from emo_pipeline.config import echomimic_config, echomimic_v2_config, tiny_echomimic_v2_config
+from emo_pipeline.io.loading import expected_shapes, network_config, open_network
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.poses.draw import draw_hands
+from emo_pipeline.poses.sequence import PoseError, PoseSequence
+from emo_pipeline.sampling.context_windows import context_windows, shifted
+from emo_pipeline.sampling.steps import SamplingOptions
+from emo_pipeline.tiny import tiny_components, write_tiny_echomimic_folder
+
+
+def waving_hands(frames: int, size: int = 64, seed: int = 0) -> PoseSequence:
+    """Two hands that move a little every frame (so every frame's pose image differs), placed in size² frames."""
+    gen = torch.Generator().manual_seed(seed)
+    base = 0.3 + 0.4 * torch.rand(2, 21, 2, generator=gen)
+    drift = torch.linspace(0, 0.2, frames).view(frames, 1, 1, 1)
+    hands = (base + drift * torch.tensor([1.0, -0.5])).clamp(0.05, 0.95)
+    return PoseSequence(hands, torch.full((frames, 2, 21), 0.9), (size, size), (0, size, 0, size), size,
+                        24.0, "waving hands")
+
+
+def test_v2_is_v1_s_network_with_a_three_channel_pose_encoder():
+    """Every key of v1 but the face locator's first convolution has the same shape in v2 (its UNets, attention
+    and motion modules are v1's, class for class); v2 samples at 768² with windows shifted by 3."""
+    v1, v2 = expected_shapes(echomimic_config()), expected_shapes(echomimic_v2_config())
+    assert set(v1) == set(v2)
+    assert {k for k in v1 if v1[k] != v2[k]} == {"face_locator.conv_in.weight"}
+    assert v2["face_locator.conv_in.weight"] == torch.Size([16, 3, 3, 3])
+    assert sum(v2[k].numel() for k in v2 if k.startswith("face_locator.")) == 1_086_480
+    config = echomimic_v2_config()
+    assert (config.sample_size, config.steps, config.guidance_scale, config.fps) == (768, 30, 2.5, 24.0)
+    assert (config.spec.context_overlap, config.spec.context_shift, config.spec.noise_clamp) == (3, 3, 1.5)
+
+
+def test_v2_download_layout_is_read_as_v2_and_v1_s_as_v1(tmp_path):
+    v2 = write_tiny_echomimic_folder(tmp_path / "v2", tiny_echomimic_v2_config())
+    with open_network(v2) as reader:
+        assert reader.family == "echomimic_v2"
+        assert reader.shapes["face_locator.conv_in.weight"][1] == 3
+    (v2 / "pose_encoder.pth").unlink()
+    with pytest.raises(FileNotFoundError, match="pose_encoder"):
+        open_network(v2 / "denoising_unet.pth")  # what tells v2 apart is gone: read as v1, which lacks its locator
+    with pytest.raises(Exception, match="does not fit the 'echomimic-v2' model"):
+        network_config(write_tiny_echomimic_folder(tmp_path / "v2b", tiny_echomimic_v2_config()))  # tiny, not 768²
+
+
+def test_pose_encoder_per_window_equals_the_whole_video():
+    """The encoder works frame by frame, so encoding each window's frames when it runs gives what encoding the
+    whole video at once gives (the reference's way, which holds every frame's features)."""
+    pipe = EMOPipeline(*tiny_components(tiny_echomimic_v2_config()))
+    torch.nn.init.normal_(pipe.net.face_locator.conv_out.weight, std=0.05)  # zero-initialised: make it count
+    poses = waving_hands(20)
+    whole = pipe.net.face_locator(rearrange(poses.tensor_frames(range(20), draw_hands), "c f h w -> f c h w"))
+    for window in context_windows(20, 12, 3):
+        frames = shifted(window, 2, 3, 20)
+        part = pipe.net.face_locator(rearrange(poses.tensor_frames(frames, draw_hands), "c f h w -> f c h w"))
+        torch.testing.assert_close(part, whole[frames], rtol=0, atol=1e-6)
+    assert whole.abs().sum() > 0 and not torch.allclose(whole[0], whole[-1])
+
+
+def _pipe(seed: int = 0) -> EMOPipeline:
+    """The tiny v2 pipeline, its pose encoder's last layer (zero-initialised, as trained ones are not) made to
+    count as much as a trained one's does."""
+    pipe = EMOPipeline(*tiny_components(tiny_echomimic_v2_config(), seed))
+    torch.nn.init.normal_(pipe.net.face_locator.conv_out.weight, std=0.5)
+    return pipe
+
+
+def _portrait(pipe: EMOPipeline):
+    return pipe.prepare_portrait(torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(1)),
+                                 face_box=(0.25, 0.2, 0.75, 0.8))
+
+
+def test_a_short_pose_sequence_drives_a_long_audio_to_its_end():
+    """14 pose frames drive 40 frames of audio: the poses are extended (ping-pong) and the video has one frame per
+    audio frame; different poses give a different video (the pose features reach the Backbone)."""
+    pipe = _pipe()
+    portrait, audio = _portrait(pipe), pipe.encode_audio(speech_like(1.6), 16000)
+    n = audio.num_frames
+    assert n >= 38  # 1.6 s at 24 fps
+    poses, said = waving_hands(14).extend_to(n)
+    assert said == f"poses: 14 frames (waving hands) extended to {n} by ping-pong for {n / 24:.1f} s of audio"
+    options = dict(seed=0, steps=2, frames_per_clip=12)
+    video = pipe.generate(portrait, audio, SamplingOptions(poses=poses, **options))
+    assert video.shape == (n, 64, 64, 3) and torch.isfinite(video).all()
+    still, _ = waving_hands(1).extend_to(n, "hold")
+    other = pipe.generate(portrait, audio, SamplingOptions(poses=still, **options))
+    assert (other - video).abs().max() > 1e-3
+
+
+def test_poses_missing_or_of_the_wrong_length_or_size_are_named():
+    pipe = _pipe()
+    portrait, audio = _portrait(pipe), pipe.encode_audio(speech_like(0.5), 16000)
+    with pytest.raises(PoseError, match="driven by a hand-pose sequence"):
+        pipe.generate(portrait, audio, SamplingOptions(steps=1))
+    with pytest.raises(PoseError, match=r"has 5 frames for a \d+-frame video: extend it"):
+        pipe.generate(portrait, audio, SamplingOptions(steps=1, poses=waving_hands(5)))
+    poses = waving_hands(audio.num_frames, size=768)
+    with pytest.raises(PoseError, match="placed in 768² frames and this model renders 64²"):
+        pipe.generate(portrait, audio, SamplingOptions(steps=1, poses=poses))
+    video = pipe.generate(portrait, audio, SamplingOptions(steps=1, poses=poses.for_frame_size(64)))
+    assert video.shape[0] == audio.num_frames
