@@ -30,7 +30,7 @@ from .sampling.loops import loop_for
 from .sampling.presets import resolve_options, step_plan
 from .sampling.steps import SamplingOptions
 
-STAGES = ("audio encoder", "portrait", "audio projection", "reference net", "vae encode",
+STAGES = ("audio encoder", "portrait", "audio projection", "reference net", "vae encode", "pose encoder",
           "denoiser, conditional rows", "denoiser, unconditional rows", "vae decode")
 
 # The modules a clip's preparation calls, as the FLOP counter names them, by stage: the VAE's
@@ -233,6 +233,9 @@ def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: flo
         rows = conditional if use_cfg else per_step[guided, False]
         stages["denoiser, conditional rows"] += rows * len(windows)
         stages["denoiser, unconditional rows"] += (per_step[guided, False] - rows) * len(windows)
+    if cfg.spec.locator_input == "poses":  # each window's pose images encoded when it runs, at every step
+        images = torch.zeros(f, 3, cfg.sample_size, cfg.sample_size, device=pipe.device, dtype=pipe.dtype)
+        stages["pose encoder"] = count_flops(pipe.net.face_locator, images)[0] * len(windows) * len(plan)
     z = torch.zeros(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=pipe.device, dtype=pipe.dtype)
     stages["vae decode"] = count_flops(lambda: pipe.vae.decode(z / cfg.vae_scaling_factor))[0] * frames
     return VideoFlops(seconds, frames, len(windows), stages, per_step)

@@ -60,8 +60,8 @@ class WindowConditions:
         cfg, net = pipe.config, pipe.net
         self.use_cfg, self.pipe, self.poses = use_cfg, pipe, poses
         rows = 2 if use_cfg else 1
-        self.face = None
-        if poses is None:
+        self.face = None  # pose-driven: each window's own (the loop checks that poses were given)
+        if cfg.spec.locator_input == "face_region":
             face = net.face_locator(portrait.face_region[None, : cfg.spec.face_locator_in_channels])
             self.face = self._with_unconditional(face)
         # The ReferenceNet runs once per video; its reference keys/values serve every window and step.
@@ -93,7 +93,7 @@ class WindowConditions:
         tokens = tokens.to(self.pipe.device, self.pipe.dtype)[None]
         if self.use_cfg:  # the unconditional row hears nothing (EchoMimic: zero tokens)
             tokens = torch.cat([torch.zeros_like(tokens), tokens])
-        face = self.face if self.poses is None else self.pose_features(frames)
+        face = self.face if self.poses is None or frames is None else self.pose_features(frames)
         return BackboneConditions(
             identity=None, audio=tokens, face_features=face, reference=self.reference,
             audio_heard=(False, True) if self.use_cfg else None,
