@@ -93,7 +93,7 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
                     cache_interval=opts.cache_interval, context_overlap=opts.context_overlap, head_speed=head_speed,
                     emotion=opts.emotion, region_weights=opts.region_weights, preset=opts.preset,
                     decode_chunk=opts.decode_chunk_size, compile=pipe.compile)
-    return {
+    found = {
         "audio": _digest(audio.features, audio.num_frames, audio.fps, *([sound] if sound is not None else [])),
         "image": _digest(portrait.pixels, portrait.face_region, portrait.identity, *masks, portrait.face_box,
                          *([image] if image is not None else [])),
@@ -102,6 +102,11 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
         "model": model_digest(pipe),
         "settings": _digest(sampling, settings),
     }
+    poses = opts.poses  # EchoMimic v2's hand poses, as the loop takes them (renders without poses: no entry)
+    if poses is not None:
+        found["pose sequence"] = _digest(poses.hands, poses.scores, list(poses.area), list(poses.placement),
+                                         poses.frame_size)
+    return found
 
 
 def carry_check(pipe: "EMOPipeline", audio: "AudioFeatures",

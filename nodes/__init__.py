@@ -5,6 +5,7 @@ from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
 from .model_loader import LoadEMOModel
 from .notify import DISPLAY_NAMES
+from .poses import EMOLoadPoses, EMOPreviewPoses
 from .reference import EMOReferenceNetEncode
 from .sample_to_video import EMOSampleToVideo
 from .separate_vocals import EMOSeparateVocals
@@ -27,6 +28,8 @@ NODE_CLASS_MAPPINGS = {
     "EMOPasteBack": EMOPasteBack,
     "EMODemoInputs": EMODemoInputs,
     "EMOUpscaleFaceVideo": EMOUpscaleFaceVideo,
+    "EMOLoadPoses": EMOLoadPoses,
+    "EMOPreviewPoses": EMOPreviewPoses,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -43,6 +46,8 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOPasteBack": "EMO Paste Back",
     "EMODemoInputs": "EMO Demo Inputs",
     "EMOUpscaleFaceVideo": "EMO Upscale Face Video",
+    "EMOLoadPoses": "EMO Load Poses",
+    "EMOPreviewPoses": "EMO Preview Poses",
 }
 
 # warnings sent to the graph name the node as the graph shows it

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Iterator
 
 import torch
@@ -12,10 +13,12 @@ import comfy.utils
 
 from ..emo_pipeline.config import preset as config_preset
 from ..emo_pipeline.memory_plan import memory_required
+from ..emo_pipeline.pose_input import poses_for_render
 from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
 from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .notify import relays_warnings
+from .poses import POSES, extension_of
 from .preview import step_previewer
 from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
 
@@ -133,21 +136,26 @@ class EMOSampler:
                 "preset": (PRESET_CHOICES, {"default": MODEL_DEFAULT, "tooltip": PRESET_TOOLTIP}),
                 "scheduler": ([AUTO, *SCHEDULERS], {"default": AUTO, "tooltip": widget_tooltip("scheduler")}),
             },
-            "optional": {"options": (OPTIONS, {
-                "tooltip": "Optional: EMO Sampler Options (clip length, motion frames, decode chunk, guidance "
-                           "interval, DeepCache, region weights) and/or EMO Family Options (EMO head speed, "
-                           "EchoMimic overlap, MEMO emotion). Without it: the model's own."})},
+            "optional": {
+                "options": (OPTIONS, {
+                    "tooltip": "Optional: EMO Sampler Options (clip length, motion frames, decode chunk, guidance "
+                               "interval, DeepCache, region weights) and/or EMO Family Options (EMO head speed, "
+                               "EchoMimic overlap, MEMO emotion). Without it: the model's own."}),
+                "poses": (POSES, {
+                    "tooltip": "EchoMimic v2 (needed there): the hand poses from EMO Load Poses, made as long as the "
+                               "audio as its pose_extension says. Other models ignore them."}),
+            },
         }
 
     @relays_warnings
-    def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None):
+    def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None, poses=None):
         size = model.pipeline.config.sample_size
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
         ran = []
         for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
-                                told=lambda used: ran.append(ran_text(used, preset))):
+                                told=lambda used: ran.append(ran_text(used, preset)), poses=poses):
             frames[done: done + len(clip)] = clip
             done += len(clip)
         logging.info("EMO Sampler: %s", ran[0])
@@ -209,13 +217,17 @@ def ran_text(options: SamplingOptions, preset: str) -> str:
 
 
 def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
-                options: dict | None = None, resume=None, told=None) -> Iterator[torch.Tensor]:
+                options: dict | None = None, resume=None, told=None, poses=None) -> Iterator[torch.Tensor]:
     """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
     ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
     (render_state.RenderState) for the loop to continue from and keep. `told(options)`: hears the resolved
-    options before sampling starts (what the node shows after the run)."""
-    options = sampling_options(model.pipeline.config, seed, steps, cfg, preset, scheduler, options,
-                               getattr(model, "plan", None))
+    options before sampling starts (what the node shows after the run). `poses`: EMO Load Poses' sequence, made
+    as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without)."""
+    config = model.pipeline.config
+    options = sampling_options(config, seed, steps, cfg, preset, scheduler, options, getattr(model, "plan", None))
+    options.poses, said = poses_for_render(config, poses, audio.num_frames, extension_of(poses), audio.fps)
+    if said:  # once per run: the extension (or that the poses are ignored), in the graph and the log
+        warnings.warn(said)
     if told is not None:
         told(options)
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device

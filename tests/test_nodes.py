@@ -14,7 +14,7 @@ from emo_pipeline.tiny import write_tiny_model_folder
 
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
             "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo",
-            "EMOSamplerOptions", "EMOFamilyOptions"]
+            "EMOSamplerOptions", "EMOFamilyOptions", "EMOLoadPoses", "EMOPreviewPoses"]
 
 
 @pytest.fixture(scope="module")

@@ -81,6 +81,8 @@ def read_jobs(path: str | Path, out_dir: str | Path, defaults: dict) -> list[Job
             if isinstance(options[key], str) and options[key] != "auto":
                 options[key] = str(Path(resolve_model(options[key], path.parent) if key == "model"
                                         else path.parent / options[key]).resolve())
+        if isinstance(options.get("poses"), str) and (path.parent / options["poses"]).exists():
+            options["poses"] = str((path.parent / options["poses"]).resolve())  # else a demo sequence's name
         for key in ("image", "audio"):
             if key in options and not Path(options[key]).is_file():
                 problems.append(f"line {number}: {key} {options[key]}: no such file")

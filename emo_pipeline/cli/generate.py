@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 
 from ..sampling.steps import StepInfo
-from .model_folder import default_model_folder, model_argument, resolve_model
+from .model_folder import default_model_folder, model_argument, pose_search_folders, resolve_model, resolve_poses
 from .output_checks import check_output
 from .parser import DEMO_MODEL
 from .progress import RenderProgress
@@ -45,12 +45,28 @@ def check_generate_paths(args: argparse.Namespace) -> None:
             raise ValueError(f"{flag} {value} is a folder: give a file, such as {Path(value) / example}.")
     if args.separate_vocals == "auto":
         args.separate_vocals = str(separator_beside(args.model))
+    if args.poses:
+        args.poses = poses_path(args.poses, args.model)
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"--out {out}: the video is written as MP4 (H.264 + AAC); name it {out.with_suffix('.mp4').name}.")
     check_output(out, "--out", resume=not getattr(args, "no_resume", False))
+
+
+def poses_path(value: str, model: str | None, base: Path | None = None) -> str:
+    """--poses as a path: the pose folder or .npz given, or the demo sequence of that name (see
+    model_folder.pose_search_folders); a name found nowhere is said with where demo sequences go."""
+    from ..pose_input import where_demo_poses_go
+
+    found = resolve_poses(value, model, base)
+    if Path(found).exists():
+        return found
+    folders = pose_search_folders(model)
+    raise FileNotFoundError(f"--poses {value}: no such pose folder or .npz, and no demo pose sequence of that name in "
+                            f"{' or '.join(str(f) for f in folders)}. {where_demo_poses_go(folders[-1])}; or give the "
+                            "path of a pose folder (0.npy, 1.npy, …) or a .npz.")
 
 
 def separator_beside(network: str | None) -> Path:
@@ -161,11 +177,19 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     from ..cpu_threads import threads_note
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
+    from ..pose_input import ignored_poses, load_poses, missing_poses, poses_for_render, uses_poses
     from ..render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
     state = None  # the render's kept progress (render_state.py), unless --no-resume
     first: list[torch.Tensor] = []
+    pose_sequence = None  # EchoMimic v2's hand poses, read before the slow work so that a bad file stops here
+    if uses_poses(pipe.config):
+        if not args.poses:
+            raise missing_poses(pipe.config)
+        pose_sequence = load_poses(args.poses)
+    elif args.poses:
+        print(ignored_poses(pipe.config, f"--poses {args.poses}"))
     if args.image:
         image = load_image(args.image)
     else:
@@ -182,6 +206,11 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         speech = separate_vocals(waveform, sample_rate, args.separate_vocals)
     print("Encoding audio ...")
     audio = pipe.encode_audio(speech, sample_rate, fps=args.fps)
+    poses = None
+    if pose_sequence is not None:
+        poses, said = poses_for_render(pipe.config, pose_sequence, audio.num_frames, args.pose_extension, audio.fps)
+        if said:
+            print(said)
     paste = None
     if args.image:
         from ..face import FaceAnalyzer, paste_back
@@ -218,7 +247,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
         context_overlap=args.context_overlap,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion,
+        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion, poses=poses,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=stop_requested),
     )
     upscaler = None

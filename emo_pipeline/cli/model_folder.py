@@ -55,3 +55,38 @@ def resolve_model(value: str | None, base: Path | None = None) -> str | None:
         return str(given)
     beside = default_model_folder() / value
     return str(beside) if beside.exists() else str(given)
+
+
+def pose_search_folders(model: str | None) -> list[Path]:
+    """Where --poses NAME is looked for: echomimic_v2/poses/ in --model's own download folder (its poses/, e.g.
+    models/emo/echomimic_v2/poses for --model echomimic_v2) and under the folder holding it, then the default
+    model folder's echomimic_v2/poses/."""
+    from ..pose_input import POSES_FOLDER, poses_folder
+
+    folders: list[Path] = []
+    if model:
+        home = Path(os.path.abspath(model))
+        home = home if home.is_dir() else home.parent
+        folders += [home / POSES_FOLDER[-1], poses_folder(home.parent)]
+    folders.append(poses_folder(default_model_folder()))
+    return list(dict.fromkeys(folders))
+
+
+def resolve_poses(value: str | None, model: str | None = None, base: Path | None = None) -> str | None:
+    """--poses as given when that path exists (relative to `base`, default the current folder), else the demo
+    sequence of that name in pose_search_folders (a folder, or a .npz with or without its suffix). Unchanged when
+    none exists (the caller names the problem)."""
+    from ..pose_input import named_pose_path
+
+    if not value:
+        return value
+    given = Path(value).expanduser()
+    if not given.is_absolute() and base is not None:
+        given = base / given
+    if given.exists():
+        return str(given)
+    for folder in pose_search_folders(model):
+        found = named_pose_path(folder, value)
+        if found is not None:
+            return str(found)
+    return value
