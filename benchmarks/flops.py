@@ -36,7 +36,8 @@ MODES = {
 }
 
 SHORT = {"audio encoder": "audio enc", "portrait": "portrait", "audio projection": "audio proj",
-         "reference net": "ReferenceNet", "vae encode": "VAE enc", "denoiser, conditional rows": "denoise cond",
+         "reference net": "ReferenceNet", "vae encode": "VAE enc", "pose encoder": "pose enc",
+         "denoiser, conditional rows": "denoise cond",
          "denoiser, unconditional rows": "denoise uncond", "vae decode": "VAE dec"}
 
 

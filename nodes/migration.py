@@ -133,14 +133,20 @@ def drawn_height(node: dict) -> float:
     return max(height, rows[0] * drawn["slot"] + rows[1] * drawn["widget"] + drawn["padding"])
 
 
+def drawn_width(node: dict) -> float:
+    """How wide today's frontends draw `node` at least: its saved width, or the table's for an EMO node whose
+    title and widgets need more (placement.widths)."""
+    return max((node.get("size") or (0, 0))[0], PLACEMENT["widths"].get(node.get("type"), 0))
+
+
 def make_room(graph: dict) -> None:
-    """In place: each EMO node gets the height today's frontends draw it at, and a node that then lies under
+    """In place: each EMO node gets the size today's frontends draw it at, and a node that then lies under
     another (side by side at all, title bars included) moves down until it is margin px clear of it, nearest
     the top first (the same as web/emo_migrate.js's makeRoom, tested equal)."""
     title, margin = PLACEMENT["title_bar"], PLACEMENT["margin"]
     nodes = [n for n in graph.get("nodes", []) if n.get("pos") is not None and n.get("size") is not None]
     for node in nodes:
-        node["size"] = [node["size"][0], drawn_height(node)]
+        node["size"] = [drawn_width(node), drawn_height(node)]
     for _ in range(len(nodes) ** 2 + 1):  # each move takes one node below one more; bounded
         order = sorted(nodes, key=lambda n: (n["pos"][1], n["pos"][0], n.get("id", 0)))
         pair = next(((a, b) for i, b in enumerate(order) for a in order[:i]

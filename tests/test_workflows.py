@@ -601,12 +601,19 @@ def test_migrated_options_nodes_are_placed_where_no_node_is(pack, path):
         assert overlaps(node_migration(old)) == []
 
 
+# How wide the frontends draw these nodes at least, measured with tests/frontend_screenshots.py: Load EMO Model
+# 407 px in 1.27.10 with EchoMimic's acc checkpoint name, up to about 430 in 1.58.1; Separate Vocals about 395.
+DRAWN_WIDTHS = {"LoadEMOModel": 440, "EMOSeparateVocals": 400}
+
+
 def drawn_rectangles(pack, workflow) -> dict:
     """rectangles(), each EMO node as tall as today's frontends draw its slots and widgets (20 px per slot row,
-    24 per widget, 8 padding; the class's own inputs, outputs and widgets), never shorter than saved."""
+    24 per widget, 8 padding; the class's own inputs, outputs and widgets) and as wide as they draw it, never
+    smaller than saved."""
     out = {}
     for node in workflow["nodes"]:
         (x, y), (w, h) = node["pos"], node["size"]
+        w = max(w, DRAWN_WIDTHS.get(node["type"], 0))
         cls = pack.NODE_CLASS_MAPPINGS.get(node["type"])
         if cls is not None:
             sockets = [i for i in node["inputs"] if not i.get("widget")]
@@ -651,7 +658,7 @@ def test_make_room_moves_a_column_down_as_one_and_leaves_side_by_side_nodes(pack
     migration(pack).make_room(made)
     drawn = 20 * 1 + 24 * 8 + 8  # Load EMO Model: one output, eight widgets
     pos = {n["id"]: n["pos"] for n in made["nodes"]}
-    assert made["nodes"][0]["size"] == [320, drawn]
+    assert made["nodes"][0]["size"] == [DRAWN_WIDTHS["LoadEMOModel"], drawn]
     assert pos[2] == [100, drawn + margin + title]  # under the grown node
     assert pos[3] == [0, pos[2][1] + 300 + margin + title]  # under the moved one
     assert pos[4] == [480, 0] and made["nodes"][3]["size"] == [340, 400]  # beside it, tall enough already

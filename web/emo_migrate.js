@@ -210,13 +210,18 @@ export function drawnHeight(table, node) {
     return Math.max(height, rows[0] * d.slot + rows[1] * d.widget + d.padding);
 }
 
-// In place: each EMO node gets the height it is drawn at, and a node that then lies under another (side by
+// How wide today's frontends draw `node` at least (nodes/migration.py's drawn_width).
+export function drawnWidth(table, node) {
+    return Math.max((node.size ?? [0, 0])[0], table.placement.widths[node.type] ?? 0);
+}
+
+// In place: each EMO node gets the size it is drawn at, and a node that then lies under another (side by
 // side at all, title bars included) moves down until margin px clear of it, nearest the top first (the same
 // as nodes/migration.py's make_room, tested equal).
 export function makeRoom(table, graph) {
     const { title_bar: title, margin } = table.placement;
     const nodes = (graph.nodes ?? []).filter((n) => n.pos && n.size);
-    for (const node of nodes) node.size = [node.size[0], drawnHeight(table, node)];
+    for (const node of nodes) node.size = [drawnWidth(table, node), drawnHeight(table, node)];
     const key = (n) => [n.pos[1], n.pos[0], n.id ?? 0];
     const before = (a, b) => { const [p, q] = [key(a), key(b)]; return p[0] - q[0] || p[1] - q[1] || p[2] - q[2]; };
     for (let round = 0; round <= nodes.length ** 2; round++) { // each move takes one node below one more
