@@ -224,7 +224,9 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
             uses_identity = pipe.config.uses_identity_embedding
             if uses_identity:
                 analyzer.notice_missing_identity(folders[-1] if folders else default_model_folder())
-            face = crop_to_face(image, analyzer, args.face_index, fraction, crop=not args.no_face_crop)
+            # EchoMimic v2 takes the whole half-body photo (its infer.py resizes it), not a face crop
+            crop = not args.no_face_crop and pipe.config.spec.crops_to_face
+            face = crop_to_face(image, analyzer, args.face_index, fraction, crop=crop)
             print(f"Faces found: {face.faces_found}; identity embedding: "
                   f"{'yes' if face.identity is not None and uses_identity else 'no'}")
             prepared = pipe.prepare_portrait(face.image, face_box=face.face_box, lip_box=face.lip_box,

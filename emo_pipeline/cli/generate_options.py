@@ -100,7 +100,8 @@ def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_optio
 
     face = gen.add_argument_group("face crop and paste-back")
     face.add_argument("--no-face-crop", action="store_true",
-                      help="use the image as it is (it should be square and face-centred)")
+                      help="use the image as it is (it should be square and face-centred); EchoMimic v2 always "
+                           "takes the whole half-body photo")
     face.add_argument("--face-index", type=int, default=0, help="which face, 0 = the largest")
     face.add_argument("--face-fraction", type=float,
                       help="share of the crop the face takes (default: the model family's, "
