@@ -122,14 +122,15 @@ def migrate_workflow(workflow: dict) -> dict:
     return workflow
 
 
-def drawn_height(node: dict) -> float:
+def drawn_height(node: dict, rule: str = "drawn") -> float:
     """How tall today's frontends draw `node`: its saved height, or more for an EMO node whose widgets need
-    more rows than an earlier version saved room for (the table's placement.rows and drawn)."""
+    more rows than an earlier version saved room for (the table's placement.rows and drawn; rule "room": the
+    taller Vue nodes, which nodes under it are kept clear of)."""
     height = (node.get("size") or (0, 0))[1]
     rows = PLACEMENT["rows"].get(node.get("type"))
     if rows is None:
         return height
-    drawn = PLACEMENT["drawn"]
+    drawn = PLACEMENT[rule]
     return max(height, rows[0] * drawn["slot"] + rows[1] * drawn["widget"] + drawn["padding"])
 
 
@@ -141,7 +142,8 @@ def drawn_width(node: dict) -> float:
 
 def make_room(graph: dict) -> None:
     """In place: each EMO node gets the size today's frontends draw it at, and a node that then lies under
-    another (side by side at all, title bars included) moves down until it is margin px clear of it, nearest
+    another (side by side at all, title bars included) moves down until it is margin px clear of the height
+    Vue nodes draw that one at (placement.room), nearest
     the top first (the same as web/emo_migrate.js's makeRoom, tested equal)."""
     title, margin = PLACEMENT["title_bar"], PLACEMENT["margin"]
     nodes = [n for n in graph.get("nodes", []) if n.get("pos") is not None and n.get("size") is not None]
@@ -151,11 +153,11 @@ def make_room(graph: dict) -> None:
         order = sorted(nodes, key=lambda n: (n["pos"][1], n["pos"][0], n.get("id", 0)))
         pair = next(((a, b) for i, b in enumerate(order) for a in order[:i]
                      if min(a["pos"][0] + a["size"][0], b["pos"][0] + b["size"][0]) > max(a["pos"][0], b["pos"][0])
-                     and a["pos"][1] + a["size"][1] + margin > b["pos"][1] - title), None)
+                     and a["pos"][1] + drawn_height(a, "room") + margin > b["pos"][1] - title), None)
         if pair is None:
             return
         a, b = pair
-        b["pos"] = [b["pos"][0], a["pos"][1] + a["size"][1] + margin + title]
+        b["pos"] = [b["pos"][0], a["pos"][1] + drawn_height(a, "room") + margin + title]
 
 
 def _migrate_graph(graph: dict) -> bool:

@@ -657,9 +657,10 @@ def test_make_room_moves_a_column_down_as_one_and_leaves_side_by_side_nodes(pack
     made = copy.deepcopy(graph)
     migration(pack).make_room(made)
     drawn = 20 * 1 + 24 * 8 + 8  # Load EMO Model: one output, eight widgets
+    room = 22 * 1 + 30 * 8 + 20  # as 1.58.1's Vue nodes draw it (about 280 px measured)
     pos = {n["id"]: n["pos"] for n in made["nodes"]}
     assert made["nodes"][0]["size"] == [DRAWN_WIDTHS["LoadEMOModel"], drawn]
-    assert pos[2] == [100, drawn + margin + title]  # under the grown node
+    assert pos[2] == [100, room + margin + title]  # under the grown node, clear of its Vue height
     assert pos[3] == [0, pos[2][1] + 300 + margin + title]  # under the moved one
     assert pos[4] == [480, 0] and made["nodes"][3]["size"] == [340, 400]  # beside it, tall enough already
     if shutil.which("node"):

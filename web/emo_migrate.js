@@ -202,11 +202,11 @@ function migrateGraph(table, graph) {
 
 // How tall today's frontends draw `node`: its saved height, or more for an EMO node whose widgets need more
 // rows than an earlier version saved room for (nodes/migration.py's drawn_height).
-export function drawnHeight(table, node) {
+export function drawnHeight(table, node, rule = "drawn") {
     const height = (node.size ?? [0, 0])[1];
     const rows = table.placement.rows[node.type];
     if (!rows) return height;
-    const d = table.placement.drawn;
+    const d = table.placement[rule];
     return Math.max(height, rows[0] * d.slot + rows[1] * d.widget + d.padding);
 }
 
@@ -216,7 +216,8 @@ export function drawnWidth(table, node) {
 }
 
 // In place: each EMO node gets the size it is drawn at, and a node that then lies under another (side by
-// side at all, title bars included) moves down until margin px clear of it, nearest the top first (the same
+// side at all, title bars included) moves down until margin px clear of the height Vue nodes draw that one
+// at (placement.room), nearest the top first (the same
 // as nodes/migration.py's make_room, tested equal).
 export function makeRoom(table, graph) {
     const { title_bar: title, margin } = table.placement;
@@ -231,11 +232,11 @@ export function makeRoom(table, graph) {
             const b = order[i];
             pair = order.slice(0, i).map((a) => [a, b]).find(([a]) =>
                 Math.min(a.pos[0] + a.size[0], b.pos[0] + b.size[0]) > Math.max(a.pos[0], b.pos[0])
-                && a.pos[1] + a.size[1] + margin > b.pos[1] - title) ?? null;
+                && a.pos[1] + drawnHeight(table, a, "room") + margin > b.pos[1] - title) ?? null;
         }
         if (!pair) return;
         const [a, b] = pair;
-        b.pos = [b.pos[0], a.pos[1] + a.size[1] + margin + title];
+        b.pos = [b.pos[0], a.pos[1] + drawnHeight(table, a, "room") + margin + title];
     }
 }
 
@@ -262,7 +263,8 @@ export function openingView(table, graph, frame) {
     const nodes = (graph.nodes ?? []).filter((n) => n.pos && n.size);
     if (nodes.length === 0) return null;
     const x0 = Math.min(...nodes.map((n) => n.pos[0])), y0 = Math.min(...nodes.map((n) => n.pos[1] - title));
-    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0])), y1 = Math.max(...nodes.map((n) => n.pos[1] + n.size[1]));
+    const x1 = Math.max(...nodes.map((n) => n.pos[0] + n.size[0]));
+    const y1 = Math.max(...nodes.map((n) => n.pos[1] + drawnHeight(table, n, "room"))); // Vue nodes' height
     const [w, h] = [frame.width - v.left - v.right, frame.height - v.top - v.bottom];
     const [mw, mh] = frame.minimap ? v.minimap : [0, 0];
     const fit = (width, height) => Math.min(width / (x1 - x0), height / (y1 - y0), v.max_scale);
