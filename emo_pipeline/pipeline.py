@@ -26,6 +26,8 @@ from .audio.encoder import AudioEncoder, frame_count, normalize_speech
 from .audio.features import AudioFeatures
 from .compile import CompiledModule
 from .config import EMOConfig
+from .io.advice import where
+from .io.errors import NamedPlainly
 from .models import EMONet
 from .models.fp8 import move, store_weights_fp8
 from .portrait import DEMO_MODEL, Portrait, demo_photo_warning, looks_like_photograph, prepare_portrait
@@ -35,6 +37,18 @@ from .sampling.steps import SamplingOptions
 from .vae import vae_downscale
 
 log = logging.getLogger(__name__)  # "emo_pipeline.pipeline": ComfyUI relays its warnings to the graph
+
+
+class NotFiniteError(NamedPlainly, RuntimeError):
+    """NaN or infinite values where frames are made: a precision's overflow, or damaged weights."""
+
+
+def not_finite_latents(dtype: torch.dtype) -> str:
+    precision = str(dtype).removeprefix("torch.")
+    cure = where("set Load EMO Model's precision to fp32 (or bf16 on a GPU that has it) and run again",
+                 "run again with --dtype fp32 (or bf16 on a GPU that has it)")
+    return (f"The video's latents became NaN or infinite: the network overflowed {precision} at this size, which "
+            f"would have given black frames. {cure[0].upper()}{cure[1:]}.")
 
 
 AUDIO_SEGMENT_SECONDS = 60.0
@@ -208,15 +222,31 @@ class EMOPipeline:
     @torch.no_grad()
     def encode_images(self, pixels: torch.Tensor) -> torch.Tensor:
         """[N, 3, S, S] in [-1, 1] → latents [N, 4, S/8, S/8] (distribution mean × scale, as Hallo)."""
-        pixels = pixels.to(self.device, self.dtype)
-        return self.vae.encode(pixels).latent_dist.mean * self.config.vae_scaling_factor
+        pixels = pixels.to(self.device, self.vae.dtype)
+        return (self.vae.encode(pixels).latent_dist.mean * self.config.vae_scaling_factor).to(self.dtype)
 
     @torch.no_grad()
     def decode_latents(self, latents: torch.Tensor, chunk_size: int = 8) -> torch.Tensor:
-        """[N, 4, h, w] → frames [N, H, W, 3] float32 in 0..1 on the CPU, decoded chunk_size at a time."""
+        """[N, 4, h, w] → frames [N, H, W, 3] float32 in 0..1 on the CPU, decoded chunk_size at a time.
+
+        A NaN or infinity would come out as a black frame (clamped, then cast to bytes: EchoMimic v2's all-black
+        fp16 videos), so none passes: latents that are not finite stop the render with the cure (the network
+        overflowed: another precision), and a VAE that overflows fp16 at this size (its decoder's activations
+        grow with the frame) decodes in fp32 from then on, said once."""
         frames = []
         for part in latents.split(max(1, chunk_size)):
-            image = self.vae.decode(part / self.config.vae_scaling_factor).sample
+            if not torch.isfinite(part).all():
+                raise NotFiniteError(not_finite_latents(self.dtype))
+            image = self.vae.decode((part.to(self.vae.dtype) / self.config.vae_scaling_factor)).sample
+            if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
+                log.warning("The VAE overflowed %s decoding %d² frames: it decodes in fp32 from now on (%.0f MB more).",
+                            str(self.vae.dtype).removeprefix("torch."), image.shape[-1],
+                            sum(p.numel() for p in self.vae.parameters()) * 2 / 1e6)
+                self.vae.to(torch.float32)
+                image = self.vae.decode(part.float() / self.config.vae_scaling_factor).sample
+            if not torch.isfinite(image).all():
+                raise NotFiniteError("The VAE gave NaN or infinite pixels from finite latents in fp32: its weights are "
+                                     "damaged; download the VAE (sd-vae-ft-mse) again.")
             frames.append((image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu())
         return torch.cat(frames)
 

@@ -132,3 +132,31 @@ def test_video_flops_count_the_pose_encoder_of_every_window_at_every_step():
     full = video_flops(full_size_pipeline(echomimic_v2_config()), SamplingOptions(), 10.0)
     backbone = full.stages["denoiser, conditional rows"] + full.stages["denoiser, unconditional rows"]
     assert 0 < full.stages["pose encoder"] < 0.01 * backbone
+
+
+def test_an_fp16_vae_overflow_decodes_in_fp32_and_nan_latents_stop_with_the_cure(caplog):
+    """A NaN or an infinity would come out as a black frame (EchoMimic v2's all-black fp16 videos). On the CPU in
+    fp16, a VAE whose decoder is scaled to overflow fp16 (as activations grow at 768²) gives infinities; the
+    frames are decoded again in fp32 instead, said once, and equal an fp32 decode; latents that are already NaN
+    (the network overflowed) stop the render with the precision to use."""
+    import logging
+
+    from emo_pipeline.pipeline import NotFiniteError
+
+    pipe = EMOPipeline(*tiny_components(tiny_echomimic_v2_config()), dtype=torch.float16)
+    with torch.no_grad():
+        pipe.vae.decoder.up_blocks[0].resnets[0].conv2.weight.mul_(1e5)  # fp16 ends at 65,504; the next norm copes
+    latents = torch.randn(3, 4, 8, 8, generator=torch.Generator().manual_seed(0)).half()
+    assert not torch.isfinite(pipe.vae.decode(latents / 0.18215).sample).all()  # the overflow is real
+    exact = EMOPipeline(*tiny_components(tiny_echomimic_v2_config()))
+    exact.vae.load_state_dict({k: v.float() for k, v in pipe.vae.state_dict().items()})
+    with caplog.at_level(logging.WARNING, logger="emo_pipeline.pipeline"):
+        frames = pipe.decode_latents(latents, chunk_size=2)
+        again = pipe.decode_latents(latents, chunk_size=2)
+    assert torch.isfinite(frames).all() and frames.shape == (3, 64, 64, 3)
+    torch.testing.assert_close(frames, exact.decode_latents(latents.float(), chunk_size=2), rtol=0, atol=0)
+    torch.testing.assert_close(again, frames, rtol=0, atol=0)
+    assert sum("decodes in fp32 from now on" in r.getMessage() for r in caplog.records) == 1
+    latents[1, 0, 3, 3] = float("nan")
+    with pytest.raises(NotFiniteError, match="overflowed float16 at this size.*--dtype fp32"):
+        pipe.decode_latents(latents)
