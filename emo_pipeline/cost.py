@@ -408,9 +408,12 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
     ref_latent = pipe.encode_images(portrait.pixels[None])
     baseline = tracker.live
     tracker.reset()
-    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, f)
+    poses = _BlankPoses(cfg.sample_size) if cfg.spec.locator_input == "poses" else None
+    conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, f, poses)
     reference_peak = tracker.peak
-    cond = conditions(torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim))
+    tracker.reset()
+    cond = conditions(torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim), list(range(f)))
+    encoding_peak = tracker.peak  # EchoMimic v2: the window's poses encoded before its Backbone call
     denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram, None)
     del cond
     latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, dtype=dtype)
@@ -419,9 +422,19 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
     tracker.reset()
     for guided in sorted({g for g, _ in plan}):
         denoise(latents, t, guided, False)
-    denoising_peak = tracker.peak
+    denoising_peak = max(tracker.peak, encoding_peak)
     del denoise
     return ClipMemory(weights, baseline, reference_peak, resident, denoising_peak, _decode_peak(pipe, opts, tracker))
+
+
+class _BlankPoses:
+    """A window's pose images for counting memory: black frames of the model's size (drawing is on the CPU)."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    def tensor_frames(self, indices, draw) -> torch.Tensor:
+        return torch.zeros(3, len(indices), self.size, self.size)
 
 
 def vae_decode_memory(config: EMOConfig, chunk: int, dtype: torch.dtype = torch.float16) -> int:

@@ -44,11 +44,19 @@ class NotFiniteError(NamedPlainly, RuntimeError):
 
 
 def not_finite_latents(dtype: torch.dtype) -> str:
+    if dtype == torch.float32:
+        return ("The video's latents became NaN or infinite in fp32, which would have given black frames: the "
+                "network's weights are damaged; download the model again.")
     precision = str(dtype).removeprefix("torch.")
     cure = where("set Load EMO Model's precision to fp32 (or bf16 on a GPU that has it) and run again",
                  "run again with --dtype fp32 (or bf16 on a GPU that has it)")
     return (f"The video's latents became NaN or infinite: the network overflowed {precision} at this size, which "
             f"would have given black frames. {cure[0].upper()}{cure[1:]}.")
+
+
+def finite(values: torch.Tensor) -> bool:
+    """Whether every value is finite; on the meta device (no values: shapes and devices checked) it is taken as so."""
+    return values.device.type == "meta" or bool(torch.isfinite(values).all())
 
 
 AUDIO_SEGMENT_SECONDS = 60.0
@@ -235,16 +243,16 @@ class EMOPipeline:
         grow with the frame) decodes in fp32 from then on, said once."""
         frames = []
         for part in latents.split(max(1, chunk_size)):
-            if not torch.isfinite(part).all():
+            if not finite(part):
                 raise NotFiniteError(not_finite_latents(self.dtype))
             image = self.vae.decode((part.to(self.vae.dtype) / self.config.vae_scaling_factor)).sample
-            if not torch.isfinite(image).all() and self.vae.dtype != torch.float32:
+            if not finite(image) and self.vae.dtype != torch.float32:
                 log.warning("The VAE overflowed %s decoding %d² frames: it decodes in fp32 from now on (%.0f MB more).",
                             str(self.vae.dtype).removeprefix("torch."), image.shape[-1],
                             sum(p.numel() for p in self.vae.parameters()) * 2 / 1e6)
                 self.vae.to(torch.float32)
                 image = self.vae.decode(part.float() / self.config.vae_scaling_factor).sample
-            if not torch.isfinite(image).all():
+            if not finite(image):
                 raise NotFiniteError("The VAE gave NaN or infinite pixels from finite latents in fp32: its weights are "
                                      "damaged; download the VAE (sd-vae-ft-mse) again.")
             frames.append((image / 2 + 0.5).clamp(0, 1).permute(0, 2, 3, 1).float().cpu())

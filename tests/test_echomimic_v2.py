@@ -160,3 +160,44 @@ def test_an_fp16_vae_overflow_decodes_in_fp32_and_nan_latents_stop_with_the_cure
     latents[1, 0, 3, 3] = float("nan")
     with pytest.raises(NotFiniteError, match="overflowed float16 at this size.*--dtype fp32"):
         pipe.decode_latents(latents)
+
+
+def test_low_vram_encodes_the_poses_frame_by_frame_with_the_same_video():
+    """Low-VRAM mode encodes each window's poses one frame at a time (the encoder's peak divided by the window's
+    length) and renders what normal mode renders."""
+    pipe = _pipe()
+    portrait, audio = _portrait(pipe), pipe.encode_audio(speech_like(0.8), 16000)
+    poses, _ = waving_hands(5).extend_to(audio.num_frames)
+    options = SamplingOptions(seed=0, steps=2, frames_per_clip=12, poses=poses)
+    normal = pipe.generate(portrait, audio, options)
+    pipe.low_vram = True
+    calls = []
+    hook = pipe.net.face_locator.register_forward_hook(lambda module, args, out: calls.append(args[0].shape[0]))
+    low = pipe.generate(portrait, audio, options)
+    hook.remove()
+    windows = context_windows(audio.num_frames, 12, 3)
+    assert set(calls) == {1} and len(calls) == 2 * 12 * len(windows)  # every frame of every window, at both steps
+    torch.testing.assert_close(low, normal, rtol=0, atol=1e-4)  # low-VRAM also runs guidance's rows one by one
+
+
+def test_counted_memory_of_a_long_v2_render_grows_only_by_its_latents():
+    """The counted peak of a v2 render (the window's pose encoding and features included) grows with the video's
+    length only by the whole video's latents (4 copies, as for v1), never by pose images or features: 10 minutes
+    need what 10 seconds need plus 14,160 frames' latents. At 768² the window's poses weigh in: the encoder's
+    peak and the features the Backbone reads are counted in the denoising stage."""
+    from emo_pipeline.config import echomimic_config, echomimic_v2_config
+    from emo_pipeline.cost import clip_memory, video_latent_bytes
+    from emo_pipeline.memory_plan import counted_peak
+
+    options = SamplingOptions()
+    config = echomimic_v2_config()
+    short, long = (counted_peak(config, options, torch.float16, "normal", 8, frames) for frames in (240, 14_400))
+    latents = video_latent_bytes(config, 14_400, torch.float16) - video_latent_bytes(config, 240, torch.float16)
+    assert long - short == latents == 4 * 14_160 * 4 * 96 * 96 * 2
+    v2 = clip_memory(config, options)
+    v1_at_768 = clip_memory(echomimic_config().with_overrides(sample_size=768), options)
+    features = 2 * 320 * 12 * 96 * 96 * 2  # both rows' pose features of a 12-frame window, fp16
+    face_map = 2 * 320 * 96 * 96 * 2  # v1's face-locator map, one for all frames
+    assert v2.denoising - v1_at_768.denoising == features - face_map
+    low = clip_memory(config, options, low_vram=True)
+    assert low.denoising < v2.denoising

@@ -80,11 +80,17 @@ class WindowConditions:
         return torch.cat([uncond, features])
 
     def pose_features(self, frames: list[int]) -> torch.Tensor:
-        """The pose encoder's features of these frames' hand poses: [rows, C, F, h, w]."""
+        """The pose encoder's features of these frames' hand poses: [rows, C, F, h, w]. In low-VRAM mode one
+        frame at a time (the same features: the encoder works frame by frame), which divides its peak, 226 MB
+        per frame's first activation at 768² in fp16, by the window's length."""
         images = self.poses.tensor_frames(frames, draw_hands)  # [3, F, S, S] in 0..1
         images = rearrange(images, "c f h w -> f c h w").to(self.pipe.device, self.pipe.dtype)
+        encoder = self.pipe.net.face_locator
         with self.pipe.stage("pose encoder"):
-            features = self.pipe.net.face_locator(images)
+            if self.pipe.low_vram:
+                features = torch.cat([encoder(frame[None]) for frame in images])
+            else:
+                features = encoder(images)
         return self._with_unconditional(rearrange(features, "f c h w -> 1 c f h w"))
 
     def __call__(self, tokens: torch.Tensor, frames: list[int] | None = None) -> BackboneConditions:
