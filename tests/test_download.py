@@ -24,7 +24,7 @@ import torch
 import tiny_families
 from conftest import run_child
 from local_hub import LocalHub
-from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config, tiny_memo_config
 from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
 from emo_pipeline.download.fetch import STATE
 from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
@@ -88,6 +88,11 @@ def _repositories(work: Path) -> dict[str, dict[str, bytes]]:
     files = {k: v for k, v in _tree(echo).items() if not k.startswith("sd-vae-ft-mse/")}
     files |= {k: v for k, v in _tree(work / "echomimic-acc").items() if "_acc" in k}
     repos["BadToBest/EchoMimic"] = files
+    v2 = write_tiny_echomimic_folder(work / "echomimic-v2", tiny_echomimic_v2_config())
+    write_tiny_echomimic_folder(work / "echomimic-v2-acc", tiny_echomimic_v2_config(), acc=True)
+    files = {k: v for k, v in _tree(v2).items() if not k.startswith(("sd-vae-ft-mse/", "audio_processor/"))}
+    files |= {k: v for k, v in _tree(work / "echomimic-v2-acc").items() if "_acc" in k}
+    repos["BadToBest/EchoMimicV2"] = files  # no whisper, no VAE: they come from v1's repository and stabilityai
     memo = write_tiny_memo_folder(work / "memo-root", tiny_memo_config())
     files = _tree(memo)
     files |= {f"misc/face_analysis/models/{k}": v for k, v in face_files.items()}
@@ -139,7 +144,8 @@ def _expected(names: list[str], repositories) -> dict[str, bytes]:
     return wanted
 
 
-@pytest.mark.parametrize("family", ["hallo", "hallo2", "echomimic", "echomimic-acc", "memo"])
+@pytest.mark.parametrize("family", ["hallo", "hallo2", "echomimic", "echomimic-acc", "echomimic-v2",
+                                    "echomimic-v2-acc", "memo"])
 def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(family, hub, repositories, tmp_path):
     models = tmp_path / "models" / "emo"
     result = download([family], models)
@@ -153,11 +159,17 @@ def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(famil
     from emo_pipeline.cli import main
 
     out = tmp_path / "video.mp4"
+    poses = []
+    if family.startswith("echomimic-v2"):  # driven by hand poses too: a sequence in the demo files' format
+        from emo_pipeline.poses.demo_files import save_pose_folder
+        from test_echomimic_v2 import waving_hands
+
+        poses = ["--poses", str(save_pose_folder(waving_hands(5, size=768), tmp_path / "poses"))]
     assert main(["generate", "--model", str(result.models[0]), "--out", str(out), "--steps", "2",
-                 "--audio", str(_speech(tmp_path, 0.5))]) == 0
+                 "--audio", str(_speech(tmp_path, 0.5)), *poses]) == 0
     from emo_pipeline.io.media import read_video_info
 
-    fps = {"echomimic": 24, "echomimic-acc": 24, "memo": 30}.get(family, 25)
+    fps = {"echomimic": 24, "echomimic-acc": 24, "echomimic-v2": 24, "echomimic-v2-acc": 24, "memo": 30}.get(family, 25)
     assert read_video_info(out)["frame_count"] == int(np.ceil(0.5 * fps))
 
 

@@ -201,3 +201,25 @@ def test_counted_memory_of_a_long_v2_render_grows_only_by_its_latents():
     assert v2.denoising - v1_at_768.denoising == features - face_map
     low = clip_memory(config, options, low_vram=True)
     assert low.denoising < v2.denoising
+
+
+def test_a_14_second_pose_sequence_drives_40_seconds_of_audio_to_40_seconds_of_video(tmp_path):
+    """EchoMimic v2's own scripts stop where the pose sequence ends; here a 14-s sequence (336 frames at 24 fps,
+    as its demo 01) read from pose files drives 40 s of audio to 40 s of video, one frame per audio frame, the
+    extension said in one line (tiny model, one step without guidance in 24-frame windows)."""
+    from emo_pipeline.poses.demo_files import load_pose_folder, save_pose_folder
+
+    save_pose_folder(waving_hands(336, size=768), tmp_path / "01")
+    poses = load_pose_folder(tmp_path / "01", source="demo 01")
+    pipe = _pipe()
+    audio = pipe.encode_audio(speech_like(40.0), 16000)
+    assert audio.num_frames == 960
+    extended, said = poses.extend_to(audio.num_frames)
+    assert said == "poses: 336 frames (demo 01) extended to 960 by ping-pong for 40.0 s of audio"
+    frames = 0
+    options = SamplingOptions(seed=0, steps=1, guidance_scale=1.0, frames_per_clip=24,  # the fewest calls
+                              poses=extended.for_frame_size(64))
+    for chunk in pipe.iter_clips(_portrait(pipe), audio, options):
+        assert torch.isfinite(chunk).all()
+        frames += len(chunk)
+    assert frames == 960

@@ -12,7 +12,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config  # noqa: E402
+from emo_pipeline.config import (tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config,  # noqa: E402
+                                 tiny_memo_config)
 from emo_pipeline.download import checks  # noqa: E402
 from emo_pipeline.io import loading  # noqa: E402
 from emo_pipeline.upscale.codeformer import tiny_codeformer_config  # noqa: E402
@@ -23,6 +24,8 @@ TINY = {
     "hallo2_config": lambda: tiny_config(name="hallo2", motion_frame_mask_rate=0.25),
     "echomimic_config": lambda: tiny_echomimic_config(name="echomimic"),
     "echomimic_acc_config": lambda: tiny_echomimic_config(name="echomimic-acc", steps=2, guidance_scale=1.0),
+    "echomimic_v2_config": lambda: tiny_echomimic_v2_config(name="echomimic-v2"),
+    "echomimic_v2_acc_config": lambda: tiny_echomimic_v2_config(name="echomimic-v2-acc", steps=2, guidance_scale=1.0),
     "memo_config": lambda resnet_joint_frames=True: tiny_memo_config(name="memo", resnet_joint_frames=resnet_joint_frames),
 }
 
