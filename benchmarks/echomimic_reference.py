@@ -15,6 +15,11 @@ tokens and the face mask).
     run_pipeline(nets, vae, ...)     EchoMimic's own Audio2VideoPipeline (or the _acc one) on given
                                      whisper tokens; returns the video and the final latents
 
+Each of these takes a `version` (a `Version`: where a checkout keeps its modules, how its script
+builds the conditioning encoder, its pipelines, its window shift), V1 by default: this file's
+text describes v1; EchoMimic v2 (antgroup/echomimic_v2, V2, a pose encoder in place of the face
+locator) is run through the same functions by benchmarks/echomimic_v2_reference.py.
+
     ECHOMIMIC_PATH=/path/to/echomimic PYTHONPATH=/path/to/einops+omegaconf \
         python benchmarks/echomimic_reference.py          # end-to-end smoke run, 64x64, 5 frames
 
@@ -56,6 +61,15 @@ Run-time patches for running the pipeline off CUDA and for the reference run:
 * Final latents: the pipeline's `decode_latents` is wrapped on the instance to record its input
   (`interpolation_factor`=1 leaves the latents untouched, pipeline_echo_mimic.py:295,539-542),
   and `prepare_latents` to record the initial noise.
+
+Building: infer_audio2vid.py reads both UNets' config from sd-image-variations-diffusers/unet;
+here that folder is a temporary stand-in holding config.json (SD_IMAGE_VARIATIONS_UNET_CONFIG,
+written out in reference_common.py, nothing downloaded) and an empty weights file. The denoising
+UNet comes from EchoMimic's own `from_pretrained_2d(base, motion_module_path, subfolder="unet",
+unet_additional_kwargs=...)` as the script calls it (it swaps in the 3-D block types, builds with
+`from_config` and copies the base weights present: none here; the motion-module file named does
+not exist, which it skips); the reference UNet is `from_config` of the same config.json (what
+`from_pretrained` builds before reading weights). The weights are drawn afterwards in any case.
 
 Modes: infer_audio2vid.py gets the reference UNet from `from_pretrained` (eval mode), the
 denoising UNet from `from_config` inside from_pretrained_2d (training mode, never switched) and
@@ -133,8 +147,10 @@ import functools
 import importlib
 import importlib.util
 import io
+import json
 import os
 import sys
+import tempfile
 import time
 import types
 from dataclasses import dataclass
@@ -155,7 +171,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from reference_common import SD15_UNET_CONFIG as SD_IMAGE_VARIATIONS_UNET_CONFIG, checkout_path, quiet  # noqa: E402
 
 # What EchoUNet3DConditionModel.from_pretrained_2d (src/models/unet_3d_echo.py:611-625) changes
-# in it before `from_config(unet_config, **unet_additional_kwargs)`.
+# in it before `from_config(unet_config, **unet_additional_kwargs)` (construct_networks calls
+# from_pretrained_2d itself; this is named for the key list's header).
 ECHO_3D_BLOCKS = {
     "_class_name": "EchoUNet3DConditionModel",
     "down_block_types": ["CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "CrossAttnDownBlock3D", "DownBlock3D"],
@@ -165,13 +182,52 @@ ECHO_3D_BLOCKS = {
 # infer_audio2vid.py: FaceLocator(320, conditioning_channels=1, block_out_channels=(16, 32, 96, 256))
 FACE_LOCATOR_ARGS = dict(conditioning_embedding_channels=320, conditioning_channels=1,
                          block_out_channels=(16, 32, 96, 256))
-NETWORK_NAMES = ("reference_unet", "denoising_unet", "face_locator")
+NETWORK_NAMES = ("reference_unet", "denoising_unet", "face_locator")  # our engine's names of the parts
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: hashed by identity (an lru_cache key)
+class Version:
+    """What this harness needs to know of one EchoMimic repository: its checkout, its modules (under
+    src.), how its inference script builds the conditioning encoder and calls its pipelines."""
+
+    name: str
+    repository: str
+    commit: str
+    variable: str  # the environment variable naming a checkout
+    script: str  # the inference script whose build is followed
+    unet_3d: tuple[str, str]  # (module, class) of the denoising UNet
+    locator: tuple[str, str]  # (module, class) of the conditioning encoder (face locator, pose encoder)
+    locator_args: tuple[tuple[str, object], ...]  # its constructor's keywords, as the script passes them
+    locator_name: str  # its .pth file's name and the pipeline's keyword for it
+    pipelines: tuple[str, str]  # the standard and the accelerated pipeline modules
+    pipeline_class: str  # the pipeline class in both
+    prepare_latents: str  # the pipeline method that draws the initial noise
+    shift: int  # frames every window moves per step
+
+    @property
+    def marker(self) -> str:
+        return f"src/{self.unet_3d[0].replace('.', '/')}.py"
+
+    @property
+    def network_names(self) -> tuple[str, str, str]:
+        """The parts as the repository's files name them (its key lists use these)."""
+        return ("reference_unet", "denoising_unet", self.locator_name)
+
+
+V1 = Version(
+    name="EchoMimic", repository="antgroup/echomimic", commit=ECHOMIMIC_COMMIT, variable="ECHOMIMIC_PATH",
+    script="infer_audio2vid.py", unet_3d=("models.unet_3d_echo", "EchoUNet3DConditionModel"),
+    locator=("models.face_locator", "FaceLocator"), locator_args=tuple(FACE_LOCATOR_ARGS.items()),
+    locator_name="face_locator",
+    pipelines=("pipelines.pipeline_echo_mimic", "pipelines.pipeline_echo_mimic_acc"),
+    pipeline_class="Audio2VideoPipeline", prepare_latents="prepare_latents", shift=2,
+)
 
 
 # ---------------------------------------------------------------------------- import + shims
-def echomimic_path(path: str | os.PathLike | None = None) -> Path:
-    """`path`, else ECHOMIMIC_PATH, checked to be an EchoMimic checkout."""
-    return checkout_path(path, "ECHOMIMIC_PATH", "src/models/unet_3d_echo.py", "antgroup/echomimic")
+def echomimic_path(path: str | os.PathLike | None = None, version: Version = V1) -> Path:
+    """`path`, else the version's variable (ECHOMIMIC_PATH for v1), checked to be a checkout of it."""
+    return checkout_path(path, version.variable, version.marker, version.repository)
 
 
 def _install_diffusers_shims() -> None:
@@ -205,7 +261,7 @@ def _patch_reference_control_device(control_class: type) -> None:
 
 
 @functools.lru_cache(maxsize=None)
-def _load(path: Path) -> types.SimpleNamespace:
+def _load(path: Path, version: Version) -> types.SimpleNamespace:
     for name in ("einops", "omegaconf"):
         if importlib.util.find_spec(name) is None:
             raise RuntimeError(f"EchoMimic's code needs {name}: pip install einops omegaconf")
@@ -221,13 +277,14 @@ def _load(path: Path) -> types.SimpleNamespace:
             module = lambda name: importlib.import_module(f"src.{name}")  # noqa: E731
             echo = types.SimpleNamespace(
                 path=path,
+                version=version,
                 UNet2DConditionModel=module("models.unet_2d_condition").UNet2DConditionModel,
-                EchoUNet3DConditionModel=module("models.unet_3d_echo").EchoUNet3DConditionModel,
-                FaceLocator=module("models.face_locator").FaceLocator,
+                UNet3D=getattr(module(version.unet_3d[0]), version.unet_3d[1]),
+                Locator=getattr(module(version.locator[0]), version.locator[1]),
                 ReferenceAttentionControl=module("models.mutual_self_attention").ReferenceAttentionControl,
                 context=module("pipelines.context"),
-                pipeline=module("pipelines.pipeline_echo_mimic"),
-                pipeline_acc=module("pipelines.pipeline_echo_mimic_acc"),
+                pipeline=module(version.pipelines[0]),
+                pipeline_acc=module(version.pipelines[1]),
             )
     finally:
         sys.dont_write_bytecode = writes_bytecode
@@ -235,10 +292,11 @@ def _load(path: Path) -> types.SimpleNamespace:
     return echo
 
 
-def load_echomimic(path: str | os.PathLike | None = None) -> types.SimpleNamespace:
-    """EchoMimic's classes and pipeline modules, imported from the checkout at `path` (default
-    ECHOMIMIC_PATH) with the shims and the device patch of the module docstring."""
-    return _load(echomimic_path(path))
+def load_echomimic(path: str | os.PathLike | None = None, version: Version = V1) -> types.SimpleNamespace:
+    """EchoMimic's classes and pipeline modules, imported from the checkout at `path` (default the
+    version's variable, ECHOMIMIC_PATH for v1) with the shims and the device patch of the module
+    docstring. One checkout per process: its package is `src`."""
+    return _load(echomimic_path(path, version), version)
 
 
 def inference_settings(echo: types.SimpleNamespace) -> dict:
@@ -249,19 +307,37 @@ def inference_settings(echo: types.SimpleNamespace) -> dict:
 
 
 # ---------------------------------------------------------------------------- networks
+@contextlib.contextmanager
+def _base_model_folder() -> Iterator[Path]:
+    """A temporary stand-in for pretrained_weights/sd-image-variations-diffusers as the scripts read it:
+    unet/config.json (SD_IMAGE_VARIATIONS_UNET_CONFIG) and an empty unet/diffusion_pytorch_model.safetensors
+    (from_pretrained_2d requires a weights file and copies the tensors it holds: none)."""
+    from safetensors.torch import save_file
+
+    with tempfile.TemporaryDirectory(prefix="echomimic-base-") as folder:
+        unet = Path(folder) / "unet"
+        unet.mkdir()
+        (unet / "config.json").write_text(json.dumps(SD_IMAGE_VARIATIONS_UNET_CONFIG), encoding="utf-8")
+        save_file({}, str(unet / "diffusion_pytorch_model.safetensors"))
+        yield Path(folder)
+
+
 def construct_networks(echo: types.SimpleNamespace) -> tuple[nn.Module, nn.Module, nn.Module]:
-    """The three networks as infer_audio2vid.py builds them, without loading weights, on the
-    current default device (call it under `with torch.device("meta"):` for shapes only)."""
+    """The three networks as the version's inference script builds them (see "Building" in the module
+    docstring), without loading weights, on the current default device (call it under
+    `with torch.device("meta"):` for shapes only)."""
     settings = inference_settings(echo)
-    with quiet():
-        reference_unet = echo.UNet2DConditionModel.from_config(dict(SD_IMAGE_VARIATIONS_UNET_CONFIG))
-        denoising_unet = echo.EchoUNet3DConditionModel.from_config(
-            dict(SD_IMAGE_VARIATIONS_UNET_CONFIG, **ECHO_3D_BLOCKS), **settings["unet_additional_kwargs"])
-        face_locator = echo.FaceLocator(**FACE_LOCATOR_ARGS)
+    version = echo.version
+    with quiet(), _base_model_folder() as base:
+        reference_unet = echo.UNet2DConditionModel.from_config(echo.UNet2DConditionModel.load_config(base / "unet"))
+        denoising_unet = echo.UNet3D.from_pretrained_2d(
+            base, base / "motion_module.pth (none: weights are drawn afterwards)", subfolder="unet",
+            unet_additional_kwargs=settings["unet_additional_kwargs"])
+        locator = echo.Locator(**dict(version.locator_args))
     reference_unet.eval()  # from_pretrained returns it in eval mode
     denoising_unet.train()  # from_config (inside from_pretrained_2d) leaves it in training mode
-    face_locator.train()  # built directly
-    return reference_unet, denoising_unet, face_locator
+    locator.train()  # built directly
+    return reference_unet, denoising_unet, locator
 
 
 @contextlib.contextmanager
@@ -306,7 +382,7 @@ def _materialize_random_(net: nn.Module, generator: torch.Generator, device: tor
 
 
 def build_networks(device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32, seed: int = 0,
-                   path: str | os.PathLike | None = None, std: float = WEIGHT_STD,
+                   path: str | os.PathLike | None = None, std: float = WEIGHT_STD, version: Version = V1,
                    ) -> tuple[nn.Module, nn.Module, nn.Module]:
     """(reference_unet, denoising_unet, face_locator) at full size with random weights.
 
@@ -316,7 +392,7 @@ def build_networks(device: str | torch.device = "cpu", dtype: torch.dtype = torc
     scales 1 + N(0, std^2). The zero-initialised layers (motion modules' proj_out, the face
     locator's conv_out) are thus non-zero. Buffers (motion modules' pos_encoder.pe) keep their
     computed values. Full fp32 size: about 3.3 + 5.2 GB."""
-    echo = load_echomimic(path)
+    echo = load_echomimic(path, version)
     device = torch.device(device)
     with _parameters_on_meta():
         nets = construct_networks(echo)
@@ -371,10 +447,11 @@ def make_scheduler(echo: types.SimpleNamespace):
 def context_windows(echo: types.SimpleNamespace, video_length: int, steps: int, context_frames: int = 12,
                     context_overlap: int = 3, context_stride: int = 1) -> list[list[list[int]]]:
     """The frame indices of every UNet call, per step, as the pipeline computes them: its own
-    context scheduler at step 0, then shifted by 2 * t_i modulo the length."""
+    context scheduler at step 0, then shifted by shift * t_i modulo the length (2 in v1, 3 in v2)."""
     queue = list(echo.context.get_context_scheduler("uniform")(
         0, steps, video_length, context_frames, context_stride, context_overlap))
-    return [[[(c + t_i * 2) % video_length for c in window] for window in queue] for t_i in range(steps)]
+    shift = echo.version.shift
+    return [[[(c + t_i * shift) % video_length for c in window] for window in queue] for t_i in range(steps)]
 
 
 @contextlib.contextmanager
@@ -398,36 +475,37 @@ def _reference_bank_dtype(echo: types.SimpleNamespace, dtype: torch.dtype | None
 
 
 def run_pipeline(nets: tuple[nn.Module, nn.Module, nn.Module], vae: nn.Module, ref_image_pil,
-                 whisper_chunks: np.ndarray, face_mask_tensor: torch.Tensor, width: int, height: int,
+                 whisper_chunks: np.ndarray, condition: torch.Tensor, width: int, height: int,
                  steps: int, cfg: float, generator: torch.Generator | None, context_frames: int = 12,
                  context_overlap: int = 3, fps: int = 24, acc: bool = False, video_length: int | None = None,
                  reference_bank_dtype: torch.dtype | None = torch.float16, path: str | os.PathLike | None = None,
-                 verbose: bool = False) -> EchoMimicRun:
-    """EchoMimic's own Audio2VideoPipeline (pipeline_echo_mimic_acc's when `acc`), called as
-    infer_audio2vid.py calls it, on the given whisper tokens [F, 50, 384] (F video frames at
-    `fps`) and face mask ([1, 1, 1, H, W] or [H, W], values in [0, 1]; moved to the face
-    locator's device and dtype). `video_length` defaults to F. Everything runs on the devices
+                 verbose: bool = False, version: Version = V1) -> EchoMimicRun:
+    """The version's own pipeline (v1: Audio2VideoPipeline; its _acc module's when `acc`), called as
+    its inference script calls it, on the given whisper tokens [F, 50, 384] (F video frames at
+    `fps`) and conditioning input, its third positional argument: v1's face mask ([1, 1, 1, H, W]
+    or [H, W], values in [0, 1]), v2's poses_tensor ([1, 3, L, H, W] in [0, 1]); moved to the
+    encoder's device and dtype. `video_length` defaults to F. Everything runs on the devices
     the networks and the VAE are on (keep them on one device). The pipeline's own prints (shapes)
-    are hidden unless `verbose`."""
-    echo = load_echomimic(path)
-    reference_unet, denoising_unet, face_locator = nets
+    and its decoding progress bar are hidden unless `verbose`."""
+    echo = load_echomimic(path, version)
+    reference_unet, denoising_unet, locator = nets
     module = echo.pipeline_acc if acc else echo.pipeline
     chunks = np.asarray(whisper_chunks, dtype=np.float32)
     if chunks.ndim != 3 or chunks.shape[1:] != (50, 384):
         raise ValueError(f"whisper_chunks must be [F, 50, 384], got {chunks.shape}")
-    mask = face_mask_tensor
-    if mask.ndim == 2:
-        mask = mask[None, None, None]
-    locator_param = next(face_locator.parameters())
-    mask = mask.to(device=locator_param.device, dtype=locator_param.dtype)
+    if condition.ndim == 2:  # v1's mask as [H, W]
+        condition = condition[None, None, None]
+    locator_param = next(locator.parameters())
+    condition = condition.to(device=locator_param.device, dtype=locator_param.dtype)
 
     with quiet():
-        pipe = module.Audio2VideoPipeline(vae=vae, reference_unet=reference_unet, denoising_unet=denoising_unet,
-                                          audio_guider=AudioGuiderStandIn(chunks), face_locator=face_locator,
-                                          scheduler=make_scheduler(echo))
+        pipe = getattr(module, version.pipeline_class)(
+            vae=vae, reference_unet=reference_unet, denoising_unet=denoising_unet,
+            audio_guider=AudioGuiderStandIn(chunks), scheduler=make_scheduler(echo),
+            **{version.locator_name: locator})
     pipe.set_progress_bar_config(disable=True)
     recorded: dict[str, torch.Tensor] = {}
-    prepare_latents, decode_latents = pipe.prepare_latents, pipe.decode_latents
+    prepare_latents, decode_latents = getattr(pipe, version.prepare_latents), pipe.decode_latents
 
     def recording_prepare_latents(*args, **kwargs):
         recorded["initial"] = prepare_latents(*args, **kwargs)
@@ -437,13 +515,17 @@ def run_pipeline(nets: tuple[nn.Module, nn.Module, nn.Module], vae: nn.Module, r
         recorded["final"] = latents
         return decode_latents(latents)
 
-    pipe.prepare_latents, pipe.decode_latents = recording_prepare_latents, recording_decode_latents
+    setattr(pipe, version.prepare_latents, recording_prepare_latents)
+    pipe.decode_latents = recording_decode_latents
 
     length = len(chunks) if video_length is None else int(video_length)
     start = time.perf_counter()
-    hide = contextlib.nullcontext() if verbose else contextlib.redirect_stdout(io.StringIO())
+    hide = contextlib.ExitStack()
+    if not verbose:  # its prints (stdout) and the decoding's tqdm bar (stderr; not set_progress_bar_config's)
+        hide.enter_context(contextlib.redirect_stdout(io.StringIO()))
+        hide.enter_context(contextlib.redirect_stderr(io.StringIO()))
     with quiet(), hide, _reference_bank_dtype(echo, reference_bank_dtype):
-        video = pipe(ref_image_pil, "<whisper tokens given>", mask, width, height, length, steps, cfg,
+        video = pipe(ref_image_pil, "<whisper tokens given>", condition, width, height, length, steps, cfg,
                      generator=generator, context_frames=context_frames, fps=fps,
                      context_overlap=context_overlap).videos
     seconds = time.perf_counter() - start

@@ -106,6 +106,27 @@ def one_forward(echo, nets, pipe, pixels, mask, tokens, t: int, cfg: float) -> N
           f"EchoMimic {their_time:.1f} s, ours {our_time:.1f} s")
 
 
+def generate_recording_latents(pipe: EMOPipeline, portrait, audio: AudioFeatures, options: SamplingOptions,
+                               ) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """Our whole video [F, H, W, 3], its final latents [1, 4, F, h, w] (what the loop hands to the VAE) and the
+    wall time of `generate`."""
+    recorded = []
+    decode = pipe.decode_latents
+
+    def recording_decode(latents, chunk_size=8):
+        recorded.append(latents)
+        return decode(latents, chunk_size)
+
+    pipe.decode_latents = recording_decode
+    try:
+        start = time.perf_counter()
+        video = pipe.generate(portrait, audio, options)
+        seconds = time.perf_counter() - start
+    finally:
+        pipe.decode_latents = decode
+    return video, torch.cat(recorded).transpose(0, 1)[None], seconds
+
+
 def whole_video(nets, vae, pipe, pixels, mask, features, frames: int, fps: float, steps: int, cfg: float,
                 acc: bool, seed: int = 0) -> None:
     from PIL import Image
@@ -114,21 +135,9 @@ def whole_video(nets, vae, pipe, pixels, mask, features, frames: int, fps: float
     size = pixels.shape[0]
     run = run_pipeline(nets, vae, Image.fromarray(pixels), tokens.numpy(), mask, size, size, steps, cfg,
                        torch.manual_seed(seed), fps=int(fps), acc=acc, reference_bank_dtype=None)
-    recorded = {}
-    decode = pipe.decode_latents
-
-    def recording_decode(latents, chunk_size=8):
-        recorded.setdefault("latents", []).append(latents)
-        return decode(latents, chunk_size)
-
-    pipe.decode_latents = recording_decode
     audio = AudioFeatures(torch.zeros(1), features, frames, fps, 12)
-    start = time.perf_counter()
-    ours = pipe.generate(our_portrait(pipe, pixels, mask), audio, SamplingOptions(seed=seed, steps=steps,
-                                                                                   guidance_scale=cfg))
-    our_time = time.perf_counter() - start
-    pipe.decode_latents = decode
-    latents = torch.cat(recorded["latents"]).transpose(0, 1)[None]  # [1, 4, F, h, w]
+    ours, latents, our_time = generate_recording_latents(
+        pipe, our_portrait(pipe, pixels, mask), audio, SamplingOptions(seed=seed, steps=steps, guidance_scale=cfg))
     name = "accelerated pipeline" if acc else "standard pipeline"
     lat, lat_rel = relative(latents, run.latents)
     vid, vid_rel = relative(ours, run.video[0].permute(1, 2, 3, 0))

@@ -134,6 +134,52 @@ def test_video_flops_count_the_pose_encoder_of_every_window_at_every_step():
     assert 0 < full.stages["pose encoder"] < 0.01 * backbone
 
 
+# EchoMimic v2's own network layout: tests/data/echomimic_v2_keys.tsv, written by tests/make_echomimic_keys.py --v2 from
+# its module definitions (antgroup/echomimic_v2 at a312dec, built on the meta device as its infer.py builds them).
+V2_KEYS = "echomimic_v2_keys.tsv"
+V2_PART_NAMES = {"reference_unet": "reference_unet", "denoising_unet": "denoising_unet",
+                 "pose_encoder": "face_locator"}  # its pose_encoder.pth is read into the part we call face_locator
+
+
+def _v2_keys() -> dict[str, tuple[int, ...]]:
+    from pathlib import Path
+
+    keys = {}
+    for line in (Path(__file__).parent / "data" / V2_KEYS).read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        network, key, shape = line.split("\t")
+        keys[f"{V2_PART_NAMES[network]}.{key}"] = tuple(int(s) for s in shape.split(",") if s)
+    return keys
+
+
+def test_echomimic_v2_config_matches_every_key_and_shape_of_its_code():
+    from emo_pipeline.config import echomimic_v2_acc_config
+
+    reference = _v2_keys()
+    for config in (echomimic_v2_config(), echomimic_v2_acc_config()):
+        ours = {k: tuple(v) for k, v in expected_shapes(config).items()}
+        assert sorted(set(reference) - set(ours)) == []
+        assert sorted(set(ours) - set(reference)) == []
+        assert {k: v for k, v in ours.items() if reference[k] != v} == {}
+
+
+def test_echomimic_v2_counts_match_the_header_of_its_key_list():
+    """Per network: tensors and values as the header of v2's key list states them."""
+    from pathlib import Path
+
+    text = (Path(__file__).parent / "data" / V2_KEYS).read_text()
+    header = [l for l in text.splitlines() if l.startswith("# ") and " tensors, " in l and not l.startswith("#  ")]
+    ours = expected_shapes(echomimic_v2_config())
+    for line in header:
+        network = line[2:].split(":")[0]
+        tensors = int(line.split(": ")[1].split(" tensors")[0])
+        values = int(line.split(" tensors, ")[1].split(" values")[0].replace(",", ""))
+        mine = {k: s for k, s in ours.items() if k.startswith(V2_PART_NAMES[network] + ".")}
+        assert len(mine) == tensors and sum(torch.Size(s).numel() for s in mine.values()) == values, network
+    assert {l[2:].split(":")[0] for l in header} == set(V2_PART_NAMES)
+
+
 def test_an_fp16_vae_overflow_decodes_in_fp32_and_nan_latents_stop_with_the_cure(caplog):
     """A NaN or an infinity would come out as a black frame (EchoMimic v2's all-black fp16 videos). On the CPU in
     fp16, a VAE whose decoder is scaled to overflow fp16 (as activations grow at 768²) gives infinities; the
