@@ -16,18 +16,11 @@ from emo_pipeline.io.loading import convert_checkpoint
 from emo_pipeline.io.media import read_video_info, write_video
 from emo_pipeline.pose_input import POSE_EXTENSIONS
 from emo_pipeline.poses.demo_files import save_pose_folder, save_pose_npz
-from emo_pipeline.poses.sequence import EXTEND_MODES, PoseSequence
+from emo_pipeline.poses.sequence import EXTEND_MODES
 from emo_pipeline.tiny import write_tiny_echomimic_folder
+from test_pose_nodes import demo_like
 
 NET = "echomimic_v2/net.safetensors"  # the tiny download converted with its config (tiny: no auto-detection)
-
-
-def demo_like(frames: int, seed: int = 0) -> PoseSequence:
-    gen = torch.Generator().manual_seed(seed)
-    base = 0.3 + 0.4 * torch.rand(2, 21, 2, generator=gen)
-    drift = torch.linspace(0, 0.2, frames).view(frames, 1, 1, 1)
-    hands = (base + drift * torch.tensor([1.0, -0.5])).clamp(0.05, 0.95)
-    return PoseSequence(hands, torch.full((frames, 2, 21), 0.9), (768, 576), (0, 768, 96, 672), 768, 24.0, "demo")
 
 
 @pytest.fixture(scope="module")
