@@ -5,6 +5,7 @@ with it)."""
 
 from __future__ import annotations
 
+import logging
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -13,20 +14,28 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
+import comfy.model_management as mm
+import comfy.utils
 import folder_paths
 
-from ..emo_pipeline.pose_input import (POSE_EXTENSIONS, load_poses, named_pose_path, pose_names, poses_folder,
+from ..emo_pipeline.download import DOWNLOADS
+from ..emo_pipeline.pose_input import (POSE_EXTENSIONS, dwpose_paths, fit_poses_to_photo, load_poses, missing_dwpose,
+                                       named_pose_path, pose_names, poses_folder, poses_from_video_frames,
                                        where_demo_poses_go)
 from ..emo_pipeline.poses.draw import draw_hands
 from ..emo_pipeline.poses.keypoints import from_pose_keypoint
 from ..emo_pipeline.poses.sequence import PoseError, PoseSequence
+from .downloads import entry, fetch
 from .model_loader import FOLDER
 from .notify import relays_warnings
 
 POSES = "EMO_POSES"
 FROM_KEYPOINTS = "from keypoints"
+FROM_VIDEO = "from driving video"  # followed by " + download: dwpose (…)" while DWPose's models are absent
+DWPOSE = "dwpose"
 NO_DEMO_POSES = "(no demo poses in models/emo/echomimic_v2/poses)"
 FRAME_SIZE = 768  # EchoMimic v2's frame: sequences are placed for it here, and for the model's own by the samplers
+FRAME_RATE = 24.0  # EchoMimic v2's: a driving video is sampled at it
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,8 +68,18 @@ def demo_names() -> list[str]:
     return names
 
 
+def dwpose_files() -> tuple[Path, Path] | None:
+    """DWPose's two models in a models/emo/dwpose/, if there."""
+    return dwpose_paths(folder_paths.get_folder_paths(FOLDER))
+
+
+def video_choice() -> str:
+    """The driving-video entry: picking it while DWPose's models are absent asks for their download (once)."""
+    return FROM_VIDEO if dwpose_files() else f"{FROM_VIDEO} + {entry(DWPOSE)}"
+
+
 def source_choices() -> list[str]:
-    return (demo_names() or [NO_DEMO_POSES]) + [FROM_KEYPOINTS]
+    return (demo_names() or [NO_DEMO_POSES]) + [FROM_KEYPOINTS, video_choice()]
 
 
 def no_demo_poses(name: str | None = None) -> str:
@@ -109,19 +128,28 @@ class EMOLoadPoses:
                 "keypoints": ("POSE_KEYPOINT", {"tooltip": "Used with source 'from keypoints': a DWPose Estimator's "
                               "(comfyui_controlnet_aux) POSE_KEYPOINT of the driving video's frames, with detect_hand "
                               "enabled; one pose per frame."}),
+                "video": ("VIDEO", {"tooltip": "Used with source 'from driving video': a video of a person "
+                          "gesturing (Load Video). DWPose finds their hands in the frames the model's 24 fps needs, "
+                          "as EchoMimic v2 made its demo poses."}),
+                "frames": ("IMAGE", {"tooltip": "Used with source 'from driving video' when no video is connected: "
+                           "the driving video's frames, one pose per image at the model's 24 fps (load them at 24 "
+                           "fps)."}),
+                "photo": ("IMAGE", {"tooltip": "The photo to animate: when connected (and DWPose's models are in "
+                          "models/emo/dwpose), the poses are fitted to the body DWPose finds in it, so the hands move "
+                          "about the person's own shoulders; scale and offset then adjust from there."}),
             },
         }
 
     @classmethod
     def VALIDATE_INPUTS(cls, source: str):
         """A demo sequence a saved workflow names but this machine lacks is said plainly (where to copy it)."""
-        if source in (FROM_KEYPOINTS, NO_DEMO_POSES) or source in demo_names():
+        if source in (FROM_KEYPOINTS, NO_DEMO_POSES) or source.startswith(FROM_VIDEO) or source in demo_names():
             return True
         return no_demo_poses(source)
 
     @relays_warnings
     def load(self, source: str, pose_extension: str, scale: float, offset_x: float, offset_y: float,
-             keypoints=None):
+             keypoints=None, video=None, frames=None, photo=None):
         if pose_extension not in POSE_EXTENSIONS:
             raise PoseError(f"EMO Load Poses: pose_extension {pose_extension!r} is not known: choose one of "
                             f"{', '.join(POSE_EXTENSIONS)}.")
@@ -131,17 +159,67 @@ class EMOLoadPoses:
                                 "connect a DWPose Estimator's POSE_KEYPOINT (detect_hand enabled), or pick a demo "
                                 "sequence.")
             poses = from_pose_keypoint(keypoints, frame_size=FRAME_SIZE)
+        elif source.startswith(FROM_VIDEO):
+            poses = self._from_video(source, video, frames)
         else:
             if keypoints is not None:
                 warnings.warn(f"EMO Load Poses: source is the demo sequence '{source}'; the keypoints connected are "
                               f"ignored (pick '{FROM_KEYPOINTS}' to use them).", stacklevel=2)
             poses = load_poses(self._path(source), source=f"demo poses {source}")
+        if photo is not None:
+            poses = self._fitted(poses, photo)
         aligned = poses.aligned(scale, (offset_x, offset_y))
         if not bool(aligned.visible().any()):
             raise PoseError(f"EMO Load Poses: with scale {scale:g} and offset ({offset_x:g}, {offset_y:g}) no hand of "
                             f"{poses.source} stays inside the pose area: bring the offsets nearer 0 or the scale "
                             "nearer 1.")
         return (with_extension(aligned, pose_extension),)
+
+    @staticmethod
+    def _from_video(source: str, video, frames) -> PoseSequence:
+        files = dwpose_files()
+        if files is None and source != FROM_VIDEO:  # "from driving video + download: dwpose (…)": the request
+            fetch(DOWNLOADS[DWPOSE])
+            files = dwpose_files()
+        if files is None:
+            raise missing_dwpose(folder_paths.get_folder_paths(FOLDER), "EMO Load Poses' 'from driving video'")
+        if video is not None:
+            parts = video.get_components()
+            images, rate = parts.images, float(parts.frame_rate)
+        elif frames is not None:
+            images, rate = frames, FRAME_RATE
+        else:
+            raise PoseError("EMO Load Poses: source is 'from driving video' and neither video nor frames is "
+                            "connected: connect a Load Video's VIDEO (or the video's frames as IMAGE).")
+        if images.ndim != 4 or images.shape[0] == 0:
+            raise PoseError(f"EMO Load Poses: the driving video's frames have shape {tuple(images.shape)}, not [frames, "
+                            "height, width, channels]: connect a video with at least one frame.")
+        total = max(1, round(images.shape[0] * FRAME_RATE / rate))
+        bar = comfy.utils.ProgressBar(total)
+
+        def on_frame(done: int) -> None:  # DWPose takes a while a frame: the bar moves and Cancel stops here
+            mm.throw_exception_if_processing_interrupted()
+            bar.update_absolute(min(done, total), total)
+
+        height, width = int(images.shape[1]), int(images.shape[2])
+        return poses_from_video_frames(images.split(16), rate, height, width, files, fps=FRAME_RATE,
+                                       source="driving video", on_frame=on_frame)
+
+    @staticmethod
+    def _fitted(poses: PoseSequence, photo) -> PoseSequence:
+        files = dwpose_files()
+        if files is None:
+            warnings.warn("EMO Load Poses: the poses are not fitted to the photo, which needs DWPose's models: pick "
+                          f"'{video_choice()}' once (it fetches them) or run `python -m emo_pipeline download "
+                          "dwpose`. They are drawn as recorded, moved by scale and offset.", stacklevel=2)
+            return poses
+        try:
+            fitted, line = fit_poses_to_photo(poses, photo[:1] if photo.ndim == 4 else photo, files)
+        except PoseError as error:
+            warnings.warn(f"EMO Load Poses: the poses are not fitted to the photo: {error}", stacklevel=2)
+            return poses
+        logging.getLogger(__name__).info("EMO Load Poses: %s", line)
+        return fitted
 
     @staticmethod
     def _path(source: str) -> Path:

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from ..sampling.steps import StepInfo
-from .model_folder import default_model_folder, model_argument, pose_search_folders, resolve_model, resolve_poses
+from .model_folder import (default_model_folder, dwpose_search_folders, model_argument, pose_search_folders,
+                           resolve_model, resolve_poses)
 from .output_checks import check_output
 from .parser import DEMO_MODEL
 from .progress import RenderProgress
@@ -171,13 +172,56 @@ def memory_mode(args: argparse.Namespace, device: torch.device, dtype: torch.dty
     return plan.low_vram, plan.fp8_weights
 
 
+def read_poses(args: argparse.Namespace, fps: float):
+    """--poses read: a pose folder or .npz, or a driving video run through DWPose (found beside --model or in the
+    default model folder's dwpose/) at the model's frame rate, with its progress printed."""
+    from ..pose_input import dwpose_paths, is_video, load_poses, missing_dwpose, poses_from_video_file
+
+    if not is_video(args.poses):
+        return load_poses(args.poses)
+    folders = dwpose_search_folders(args.model)
+    files = dwpose_paths(folders)
+    if files is None:
+        raise missing_dwpose(folders, f"--poses {args.poses} (poses from a driving video)")
+    print(f"DWPose: finding the poses in {Path(args.poses).name} at {fps:g} fps ...")
+    shown = [0.0]
+
+    def on_frame(done: int) -> None:
+        if time.monotonic() - shown[0] > 10:  # a line every 10 s: DWPose takes about a second a frame on a CPU
+            shown[0] = time.monotonic()
+            print(f"DWPose: {done} frames")
+
+    poses = poses_from_video_file(args.poses, files, fps=fps, on_frame=on_frame)
+    print(f"DWPose: {len(poses)} frames of poses from {Path(args.poses).name}")
+    return poses
+
+
+def fit_poses(poses, image, args: argparse.Namespace):
+    """The poses fitted to the photo's body when DWPose's models are there (a line says how, or why not)."""
+    from ..pose_input import dwpose_paths, fit_poses_to_photo
+    from ..poses.sequence import PoseError
+
+    files = dwpose_paths(dwpose_search_folders(args.model))
+    if files is None:
+        print("poses: not fitted to the photo (that needs DWPose: `python -m emo_pipeline download dwpose`); drawn as "
+              "recorded. --no-pose-fit says this is meant.")
+        return poses
+    try:
+        fitted, line = fit_poses_to_photo(poses, image, files)
+    except PoseError as error:  # the render goes on with the poses as recorded
+        print(f"poses: not fitted to the photo: {error}")
+        return poses
+    print(line)
+    return fitted
+
+
 def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:
     """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from ..cpu_threads import threads_note
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
-    from ..pose_input import ignored_poses, load_poses, missing_poses, poses_for_render, uses_poses
+    from ..pose_input import ignored_poses, missing_poses, poses_for_render, uses_poses
     from ..render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 
@@ -187,7 +231,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     if uses_poses(pipe.config):
         if not args.poses:
             raise missing_poses(pipe.config)
-        pose_sequence = load_poses(args.poses)
+        pose_sequence = read_poses(args, pipe.config.fps)
     elif args.poses:
         print(ignored_poses(pipe.config, f"--poses {args.poses}"))
     if args.image:
@@ -207,6 +251,8 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
     print("Encoding audio ...")
     audio = pipe.encode_audio(speech, sample_rate, fps=args.fps)
     poses = None
+    if pose_sequence is not None and args.image and not args.no_pose_fit:
+        pose_sequence = fit_poses(pose_sequence, image, args)
     if pose_sequence is not None:
         poses, said = poses_for_render(pipe.config, pose_sequence, audio.num_frames, args.pose_extension, audio.fps)
         if said:

@@ -35,13 +35,18 @@ def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_optio
                         help="drive the face with the voice alone, separated from the music by Kim_Vocal_2.onnx "
                              "(as Hallo does; the video keeps the full sound). Without a path: "
                              "audio_separator/Kim_Vocal_2.onnx beside --model or one folder up (default: off)")
-    inputs.add_argument("--poses", metavar="NAME|FOLDER|FILE.npz",
-                        help="EchoMimic v2: the hand-pose sequence that drives the gestures with the audio: a pose "
+    inputs.add_argument("--poses", metavar="NAME|FOLDER|FILE.npz|VIDEO",
+                        help="EchoMimic v2: the hand-pose sequence that drives the gestures with the audio: a driving "
+                             "video (its poses found by DWPose: `download dwpose` first), a pose "
                              "folder (0.npy, 1.npy, …) or a .npz of poses, or a demo sequence's name: a folder in "
                              "poses/ of --model's folder or in the model folder's "
                              f"{'/'.join(POSES_FOLDER)}/ (copy EchoMimic v2's assets/halfbody_demo/pose/<name>/ "
                              "there). EchoMimic v2 models stop without it and say so; other models ignore it "
                              "(default: no poses)")
+    inputs.add_argument("--no-pose-fit", action="store_true",
+                        help="EchoMimic v2: draw the poses where they were recorded, not fitted to the body in --image "
+                             "(fitting needs DWPose's models; without them the poses are drawn as recorded and a line "
+                             "says so)")
     inputs.add_argument("--pose-extension", choices=list(POSE_EXTENSIONS), default=POSE_EXTENSIONS[0],
                         help="EchoMimic v2: how a pose sequence shorter than the audio is made as long: pingpong "
                              "(forth and back), loop (from the start again) or hold (the last pose kept); a longer "

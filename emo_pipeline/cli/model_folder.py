@@ -72,6 +72,17 @@ def pose_search_folders(model: str | None) -> list[Path]:
     return list(dict.fromkeys(folders))
 
 
+def dwpose_search_folders(model: str | None) -> list[Path]:
+    """Model folders whose dwpose/ may hold DWPose's models: the one holding --model's download (models/emo for
+    --model models/emo/echomimic_v2), then the default model folder."""
+    folders: list[Path] = []
+    if model:
+        home = Path(os.path.abspath(model))
+        folders.append((home if home.is_dir() else home.parent).parent)
+    folders.append(default_model_folder())
+    return list(dict.fromkeys(folders))
+
+
 def resolve_poses(value: str | None, model: str | None = None, base: Path | None = None) -> str | None:
     """--poses as given when that path exists (relative to `base`, default the current folder), else the demo
     sequence of that name in pose_search_folders (a folder, or a .npz with or without its suffix). Unchanged when

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ..io.safe_files import real_folder, write_atomic
-from .sequence import KEYPOINTS, PoseError, PoseSequence
+from .sequence import BODY_KEYPOINTS, KEYPOINTS, PoseError, PoseSequence
 
 try:  # numpy 2's home of the array rebuilder; numpy 1 only has numpy.core
     from numpy._core.multiarray import _reconstruct
@@ -40,6 +40,7 @@ ALLOWED_GLOBALS = {
     ("numpy", "dtype"): np.dtype,
 }
 NPZ_KEYS = ("hands", "scores", "area", "placement", "frame_size", "fps")
+NPZ_OPTIONAL = ("source", "body", "body_scores")
 
 
 class _ArraysOnly(pickle.Unpickler):
@@ -180,15 +181,41 @@ def load_pose_folder(folder: str | Path, source: str | None = None, frame_size: 
     for i, frame in enumerate(frames):
         n = frame["hands"].shape[0]
         hands[i, :n], scores[i, :n] = frame["hands"], frame["hands_score"]
+    bodies = [frame_body(frame) for frame in frames]
+    body = {} if any(b is None for b in bodies) else {
+        "body": torch.from_numpy(np.stack([b[0] for b in bodies])),
+        "body_scores": torch.from_numpy(np.stack([b[1] for b in bodies]))}
     height, width, rb, re, cb, ce = params[0]
     return PoseSequence(torch.from_numpy(hands), torch.from_numpy(scores), (height, width), (rb, re, cb, ce),
-                        frame_size=frame_size, fps=fps, source=source or f"pose folder {folder.name}").validate()
+                        frame_size=frame_size, fps=fps, source=source or f"pose folder {folder.name}",
+                        **body).validate()
+
+
+def frame_body(frame: dict) -> tuple[np.ndarray, np.ndarray] | None:
+    """The first person's 18 body keypoints and their scores of a demo frame (float32 [18, 2], [18]), or None when
+    the frame has no usable body (they are optional: only fitting the hands to a photo reads them)."""
+    bodies = frame.get("bodies")
+    if not isinstance(bodies, dict):
+        return None
+    candidate, score = bodies.get("candidate"), bodies.get("score")
+    if not (_numeric(candidate, (None, 2)) and isinstance(score, np.ndarray) and score.dtype.kind in "fiu"
+            and score.ndim == 2 and score.shape[1] == BODY_KEYPOINTS and score.shape[0] >= 1
+            and candidate.shape[0] >= BODY_KEYPOINTS):
+        return None
+    return (candidate[:BODY_KEYPOINTS].astype(np.float32), score[0].astype(np.float32))
 
 
 def _frame_dict(seq: PoseSequence, i: int) -> dict:
-    """Frame i as the reference writes it; empty bodies and faces are kept because its drawing reads 'bodies'."""
+    """Frame i as the reference writes it; bodies (empty when the sequence has none) and empty faces are kept
+    because its drawing reads 'bodies'."""
+    if seq.body is None:
+        body = {"candidate": np.zeros((18, 2)), "subset": np.full((1, 18), -1.0), "score": np.zeros((1, 18))}
+    else:
+        score = seq.body_scores[i].double().numpy()[None]
+        body = {"candidate": seq.body[i].double().numpy(), "score": score,
+                "subset": np.where(score > 0.3, np.arange(18, dtype=np.float64), -1.0)}
     return {
-        "bodies": {"candidate": np.zeros((18, 2)), "subset": np.full((1, 18), -1.0), "score": np.zeros((1, 18))},
+        "bodies": body,
         "hands": seq.hands[i].double().numpy(),
         "hands_score": seq.scores[i].double().numpy(),
         "faces": np.zeros((1, 68, 2)),
@@ -223,6 +250,9 @@ def save_pose_npz(seq: PoseSequence, path: str | Path) -> Path:
         "fps": np.asarray(seq.fps, np.float64),
         "source": np.asarray(seq.source),
     }
+    if seq.body is not None:
+        arrays |= {"body": seq.body.detach().cpu().float().numpy(),
+                   "body_scores": seq.body_scores.detach().cpu().float().numpy()}
     return write_atomic(Path(path), write=lambda f: np.savez(f, **arrays))
 
 
@@ -241,7 +271,7 @@ def load_pose_npz(path: str | Path, source: str | None = None) -> PoseSequence:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
                 raise PoseError(f"{path} has no {', '.join(missing)}: give a .npz written by save_pose_npz.")
-            got = {k: npz[k] for k in (*NPZ_KEYS, *(["source"] if "source" in npz.files else []))}
+            got = {k: npz[k] for k in (*NPZ_KEYS, *(k for k in NPZ_OPTIONAL if k in npz.files))}
     except PoseError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
@@ -253,12 +283,14 @@ def load_pose_npz(path: str | Path, source: str | None = None) -> PoseSequence:
         if got[key].shape != shape or got[key].dtype.kind not in ("iu" if key != "fps" else "iuf"):
             raise PoseError(f"{path}: {key!r} is {_described(got[key])}, not numbers of shape {shape}: give a .npz "
                             "written by save_pose_npz.")
-    for key in ("hands", "scores"):
-        if got[key].dtype.kind not in "fiu":
+    for key in ("hands", "scores", "body", "body_scores"):
+        if key in got and got[key].dtype.kind not in "fiu":
             raise PoseError(f"{path}: {key!r} is {_described(got[key])}, not numbers: give a .npz written by "
                             "save_pose_npz.")
     name = source or (str(got["source"]) if "source" in got and got["source"].dtype.kind == "U" else path.name)
     return PoseSequence(torch.from_numpy(got["hands"].astype(np.float32)),
                         torch.from_numpy(got["scores"].astype(np.float32)),
                         tuple(int(v) for v in got["area"]), tuple(int(v) for v in got["placement"]),
-                        frame_size=int(got["frame_size"]), fps=float(got["fps"]), source=name).validate()
+                        frame_size=int(got["frame_size"]), fps=float(got["fps"]), source=name,
+                        **{k: torch.from_numpy(got[k].astype(np.float32)) for k in ("body", "body_scores")
+                           if k in got}).validate()

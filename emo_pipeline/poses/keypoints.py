@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .sequence import KEYPOINTS, PoseError, PoseSequence
+from .sequence import BODY_KEYPOINTS, KEYPOINTS, PoseError, PoseSequence
 
 PIXELS_ABOVE = 2.0
 PARTS = ("pose_keypoints_2d", "face_keypoints_2d", "hand_left_keypoints_2d", "hand_right_keypoints_2d")
@@ -138,6 +138,18 @@ def from_pose_keypoint(frames: list[dict], frame_size: int = 768, fps: float = 2
                 seen = points[:, 2] > 0
                 hands[index, slot] = np.where(seen[:, None], points[:, :2] / divide, 0.0)
                 scores[index, slot] = np.where(seen, points[:, 2], 0.0)
+    body = np.zeros((len(frames), BODY_KEYPOINTS, 2), np.float32)
+    body_scores = np.zeros((len(frames), BODY_KEYPOINTS), np.float32)
+    for index, persons in enumerate(people):  # the first person's body: only fitting to a photo reads it
+        values = persons[0].get(PARTS[0]) if persons else None
+        points = np.asarray(values, dtype=np.float64) if _given(values) else None
+        if points is not None and points.shape == (BODY_KEYPOINTS * 3,):
+            points = points.reshape(BODY_KEYPOINTS, 3)
+            seen = points[:, 2] > 0
+            body[index] = np.where(seen[:, None], points[:, :2] / divide, 0.0)
+            body_scores[index] = np.where(seen, points[:, 2], 0.0)
+    bodies = {"body": torch.from_numpy(body), "body_scores": torch.from_numpy(body_scores)} \
+        if body_scores.any() else {}
     area, placement = fit_in_square(height, width, frame_size)
     return PoseSequence(torch.from_numpy(hands), torch.from_numpy(scores), area, placement, frame_size=frame_size,
-                        fps=fps, source=source).validate()
+                        fps=fps, source=source, **bodies).validate()

@@ -14,6 +14,7 @@ from einops import rearrange
 from ..io.errors import NamedPlainly
 
 KEYPOINTS = 21  # DWPose's hand: wrist, then four joints per finger from the thumb out
+BODY_KEYPOINTS = 18  # OpenPose's body (DWPose's 17 with the neck added): used to fit the poses to a photo
 EXTEND_MODES = ("pingpong", "loop", "hold")
 _EXTEND_WORDS = {"pingpong": "ping-pong", "loop": "looping", "hold": "holding the last pose"}
 _LISTED = 8  # frames named in a message before "and N more"
@@ -38,7 +39,9 @@ class PoseSequence:
     hands: float32 [F, N, 21, 2], (x, y) as fractions of the drawn area; scores: float32 [F, N, 21] (DWPose's raw
     scores, which can exceed 1; 0 for a hand or point that is missing). area: (height, width) in pixels of the
     drawn area (the reference's imh_new, imw_new); placement: (rb, re, cb, ce), the rows and columns of the square
-    frame_size² frame the area is pasted into."""
+    frame_size² frame the area is pasted into. body, body_scores: float32 [F, 18, 2] and [F, 18], the main person's
+    OpenPose body keypoints in the same coordinates, when the source has them (EchoMimic v2's demo files, DWPose,
+    POSE_KEYPOINT): never drawn, only used to fit the hands to a photo (poses.fitting)."""
 
     hands: torch.Tensor
     scores: torch.Tensor
@@ -47,6 +50,8 @@ class PoseSequence:
     frame_size: int = 768
     fps: float = 24.0
     source: str = "poses"
+    body: torch.Tensor | None = None
+    body_scores: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.hands.shape[0]) if self.hands.dim() else 0
@@ -83,6 +88,14 @@ class PoseSequence:
             raise PoseError(f"{where}: the pose area is {self.area[0]}×{self.area[1]} pixels but its place in the "
                             f"frame (rows {rb}:{re}, columns {cb}:{ce}) is {re - rb}×{ce - cb}: re-extract the poses "
                             "(their draw_pose_params disagree with each other).")
+        if (self.body is None) != (self.body_scores is None) or self.body is not None and (
+                tuple(self.body.shape) != (len(self), BODY_KEYPOINTS, 2)
+                or tuple(self.body_scores.shape) != (len(self), BODY_KEYPOINTS)):
+            raise PoseError(f"{where}: body keypoints of shape "
+                            f"{None if self.body is None else tuple(self.body.shape)} with scores of shape "
+                            f"{None if self.body_scores is None else tuple(self.body_scores.shape)}, not [{len(self)}, "
+                            f"{BODY_KEYPOINTS}, 2] and [{len(self)}, {BODY_KEYPOINTS}]: give OpenPose's 18 body points "
+                            "for every frame, or none.")
         finite = (torch.isfinite(self.hands).flatten(1).all(1) & torch.isfinite(self.scores).flatten(1).all(1))
         if not bool(finite.all()):
             bad = torch.nonzero(~finite).flatten().tolist()
@@ -107,7 +120,8 @@ class PoseSequence:
         if index.numel() and (int(index.min()) < 0 or int(index.max()) >= len(self)):
             raise PoseError(f"{self.source}: frames {int(index.min())}..{int(index.max())} asked of a pose sequence "
                             f"of {len(self)} frames: extend the poses to the video's length first (extend_to).")
-        return replace(self, hands=self.hands[index], scores=self.scores[index])
+        body = {} if self.body is None else {"body": self.body[index], "body_scores": self.body_scores[index]}
+        return replace(self, hands=self.hands[index], scores=self.scores[index], **body)
 
     def extend_to(self, frames: int, mode: str = "pingpong") -> tuple["PoseSequence", str]:
         """The sequence made exactly `frames` long (the audio's frame count) and the line that tells the user how;
@@ -139,9 +153,12 @@ class PoseSequence:
             raise PoseError(f"pose alignment scale {scale} and offset {tuple(offset)}: give a positive scale (1 keeps "
                             "the size) and a finite offset (0, 0 keeps the place).")
         shift = torch.tensor([float(offset[0]), float(offset[1])], dtype=self.hands.dtype)
-        moved = (self.hands - 0.5) * float(scale) + 0.5 + shift
-        present = (self.scores > 0).unsqueeze(-1)
-        return replace(self, hands=torch.where(present, moved, self.hands))
+
+        def move(points: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            return torch.where((scores > 0).unsqueeze(-1), (points - 0.5) * float(scale) + 0.5 + shift, points)
+
+        body = {} if self.body is None else {"body": move(self.body, self.body_scores)}
+        return replace(self, hands=move(self.hands, self.scores), **body)
 
     def for_frame_size(self, size: int) -> "PoseSequence":
         """The same poses for a square frame of `size` pixels (a model that renders another size than the one the
