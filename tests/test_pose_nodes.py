@@ -113,7 +113,8 @@ def test_a_missing_or_unknown_demo_sequence_says_where_to_put_one(env, pack_pose
     shutil.move(str(folder), str(aside))
     try:
         choices = load.INPUT_TYPES()["required"]["source"][0]
-        assert choices == ["(no demo poses in models/emo/echomimic_v2/poses)", "from keypoints"]
+        assert choices == ["(no demo poses in models/emo/echomimic_v2/poses)", "from keypoints",
+                           "from driving video + download: dwpose (~351 MB)"]
         assert load.VALIDATE_INPUTS(choices[0]) is True  # the entry runs, and says what to do
         with pytest.raises(pack_poses.PoseError) as error:
             load().load(choices[0], "pingpong", 1.0, 0.0, 0.0)
