@@ -109,10 +109,11 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
 
 @pytest.mark.parametrize("workflow,settings", [("emo_basic", {}), ("emo_photo_crop_paste", {}),
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
+                                               ("emo_echomimic_v2", {}),
                                                ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {}),
                                                ("emo_singing", MEMO), ("emo_basic", OLD_API)],
-                         ids=["basic", "photo", "low-vram-fast", "echomimic", "audio-encoders-wav2vec", "long-audio",
-                              "singing", "memo-singing", "old-saved-api-prompt"])
+                         ids=["basic", "photo", "low-vram-fast", "echomimic", "echomimic-v2", "audio-encoders-wav2vec",
+                              "long-audio", "singing", "memo-singing", "old-saved-api-prompt"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.io.loading import convert_checkpoint
@@ -142,6 +143,18 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         folder = write_tiny_echomimic_folder(models / "emo" / "echomimic")
         convert_checkpoint(folder, folder / "net.safetensors", config=tiny_echomimic_config())
         checkpoint, fps = "echomimic/net.safetensors", 24
+    elif workflow == "emo_echomimic_v2":
+        # EchoMimic v2's download layout (tiny), converted likewise (its tiny config travels with the file: the
+        # subprocess cannot patch the loader's config as tests/test_pose_nodes.py does), and a demo-format pose
+        # sequence named 01, as the workflow's EMO Load Poses asks, where its demo sequences are copied to
+        from emo_pipeline.config import tiny_echomimic_v2_config
+        from emo_pipeline.poses.demo_files import save_pose_folder
+        from test_pose_nodes import demo_like
+
+        folder = write_tiny_echomimic_folder(models / "emo" / "echomimic_v2", tiny_echomimic_v2_config())
+        convert_checkpoint(folder, folder / "net.safetensors", config=tiny_echomimic_v2_config())
+        save_pose_folder(demo_like(10), folder / "poses" / "01")
+        checkpoint, fps = "echomimic_v2/net.safetensors", 24
     else:
         checkpoint, fps = "tiny/net.safetensors", 25
     if workflow == "emo_singing":  # a Kim_Vocal_2-shaped model that passes the voice band only
@@ -218,6 +231,9 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         assert (info["width"], info["height"]) == ((512, 512) if photo else (64, 64))
         assert abs(info["audio_duration"] - frames / fps) < 1e-3
         assert "workflow" in info["metadata"] or "prompt" in info["metadata"]
+        if workflow == "emo_echomimic_v2":  # EMO Preview Poses drew the 10 poses over the photo, for Preview Image
+            preview = history["outputs"]["11"]["images"]
+            assert len(preview) == 10 and all(image["type"] == "temp" for image in preview)
         if workflow == "emo_basic" and settings == {} and settings is not OLD_API:
             # ComfyUI's error report names our exceptions plainly: a download asked for while HF_HUB_OFFLINE is set
             prompt["3"]["inputs"]["checkpoint"] = "download: hallo"

@@ -20,7 +20,7 @@ OLD_WORKFLOWS = sorted(OLD.glob("*.json"))
 TITLE_BAR = 30  # the frontend draws a node's title above its pos
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN"}
 # Core nodes used by the workflows: their widget names, as ComfyUI 0.3.64 defines them.
-CORE_WIDGETS = {"LoadImage": ["image", None], "LoadAudio": ["audio", None, None], "Note": [None]}
+CORE_WIDGETS = {"LoadImage": ["image", None], "LoadAudio": ["audio", None, None], "Note": [None], "PreviewImage": []}
 
 
 @pytest.fixture(scope="module")
