@@ -14,6 +14,8 @@ inputs and outputs):
     separator   Kim_Vocal_2's one input and output, [N, 4, 3072, 256]
     codeformer  Hallo2's net_g.pth (params_ema): every key and shape of the temporal CodeFormer
     realesrgan  RealESRGAN_x2plus.pth (params_ema): every key and shape of RRDBNet x2
+    dwpose_detector   DWPose's yolox_l.onnx: one [1, 3, 640, 640] input; one [1, 8400, 85] output
+    dwpose_estimator  DWPose's dw-ll_ucoco_384.onnx: one [1, 3, H, W] input; simcc_x [1, 133, 2W], simcc_y [1, 133, 2H]
 """
 
 from __future__ import annotations
@@ -177,6 +179,22 @@ def _separator(path: Path) -> None:
                           f"input and one output of [N, 4, {KIM_VOCAL_2.dim_f}, {KIM_VOCAL_2.dim_t}])")
 
 
+def _dwpose_detector(path: Path) -> None:
+    from ..poses.dwpose import detector_problem
+
+    problem = detector_problem(*_onnx_io(path))
+    if problem:
+        raise PartDamaged(problem)
+
+
+def _dwpose_estimator(path: Path) -> None:
+    from ..poses.dwpose import estimator_problem
+
+    problem = estimator_problem(*_onnx_io(path))
+    if problem:
+        raise PartDamaged(problem)
+
+
 def codeformer_config():
     from ..upscale.codeformer import HALLO2_SR
 
@@ -216,5 +234,6 @@ def _realesrgan(path: Path) -> None:
 CHECKS: dict[str, Callable[[Path], None]] = {
     "network": _network, "vae": _vae, "wav2vec": _wav2vec, "whisper": _whisper, "scrfd": _scrfd, "arcface": _arcface,
     "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
+    "dwpose_detector": _dwpose_detector, "dwpose_estimator": _dwpose_estimator,
 }
 
