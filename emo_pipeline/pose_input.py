@@ -174,9 +174,9 @@ def missing_poses(config: "EMOConfig") -> "PoseError":
     return PoseError(f"{config.spec.title} is driven by a hand-pose sequence as well as the audio, and none was "
                      "given: " + where(
                          "connect EMO Load Poses to the sampler's poses input (one of EchoMimic v2's demo sequences, "
-                         "or POSE_KEYPOINT from a DWPose Estimator node)",
+                         "a driving video, or POSE_KEYPOINT from a DWPose Estimator node)",
                          "give --poses: a demo sequence's name (a folder in the model folder's echomimic_v2/poses/), "
-                         "a pose folder (0.npy, 1.npy, …) or a .npz") + ".")
+                         "a pose folder (0.npy, 1.npy, …), a .npz or a driving video") + ".")
 
 
 def ignored_poses(config: "EMOConfig", what: str) -> str:

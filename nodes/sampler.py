@@ -225,11 +225,16 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
     as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without)."""
     config = model.pipeline.config
     options = sampling_options(config, seed, steps, cfg, preset, scheduler, options, getattr(model, "plan", None))
+    # checked now, not when the first frame is asked for: a render refused for want of poses writes nothing
     options.poses, said = poses_for_render(config, poses, audio.num_frames, extension_of(poses), audio.fps)
     if said:  # once per run: the extension (or that the poses are ignored), in the graph and the log
         warnings.warn(said)
     if told is not None:
         told(options)
+    return _frames(model, reference, audio, options, resume)
+
+
+def _frames(model, reference, audio, options: SamplingOptions, resume=None) -> Iterator[torch.Tensor]:
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
     pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options, audio.num_frames))
     if resume is not None:

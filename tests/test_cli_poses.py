@@ -72,8 +72,8 @@ def test_v2_without_poses_is_a_plain_error_naming_the_option(place, tmp_path):
     assert code == 2 and "Traceback" not in err
     assert err.strip().splitlines() == [
         "error: EchoMimic v2 is driven by a hand-pose sequence as well as the audio, and none was given: give --poses: "
-        "a demo sequence's name (a folder in the model folder's echomimic_v2/poses/), a pose folder (0.npy, 1.npy, …) "
-        "or a .npz."]
+        "a demo sequence's name (a folder in the model folder's echomimic_v2/poses/), a pose folder (0.npy, 1.npy, …), "
+        "a .npz or a driving video."]
     assert "Encoding audio" not in printed and not out.exists()  # said before any slow work but the model's load
 
 
