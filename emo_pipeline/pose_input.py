@@ -105,7 +105,7 @@ def missing_dwpose(folders: "list[str | Path]", what: str) -> "PoseError":
 
     place = Path(folders[0]) / DWPOSE_FOLDER if folders else Path(DWPOSE_FOLDER)
     return PoseError(f"{what} needs DWPose's two models ({', '.join(DWPOSE_FILES)}) in {place}, and they are not "
-                     "there: " + where("pick 'from driving video (download: dwpose …)' in EMO Load Poses' source "
+                     "there: " + where("pick 'from driving video + download: dwpose' in EMO Load Poses' source "
                                        "list once, which fetches them",
                                        f"run `python -m emo_pipeline download dwpose --to {Path(folders[0]) if folders else '.'}`"
                                        " (about 350 MB, once)") + ".")
