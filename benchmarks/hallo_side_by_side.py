@@ -120,8 +120,9 @@ def hallo_checkout() -> Path:
     return Path(path)
 
 
-def import_hallo(path: Path) -> types.SimpleNamespace:
-    """Hallo's model classes, imported from the checkout at `path`."""
+def import_hallo(path: Path, package: str = "hallo") -> types.SimpleNamespace:
+    """Hallo's model classes, imported from the checkout at `path` (`package`: JoyHallo's code is Hallo's under
+    the name joyhallo)."""
     try:
         import einops  # noqa: F401
     except ImportError:
@@ -129,7 +130,7 @@ def import_hallo(path: Path) -> types.SimpleNamespace:
     install_xformers_stand_in()
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
-    module = lambda name: importlib.import_module(f"hallo.models.{name}")  # noqa: E731
+    module = lambda name: importlib.import_module(f"{package}.models.{name}")  # noqa: E731
     return types.SimpleNamespace(
         UNet2DConditionModel=module("unet_2d_condition").UNet2DConditionModel,
         UNet3DConditionModel=module("unet_3d").UNet3DConditionModel,

@@ -218,6 +218,13 @@ def hallo2_config() -> EMOConfig:
     return EMOConfig(name="hallo2", motion_frame_mask_rate=0.25)
 
 
+def joyhallo_config() -> EMOConfig:
+    """JoyHallo `net.pth` (jdh-algo/JoyHallo-v1): Hallo's network with one shared audio attention per audio
+    module (its family's switch), fed by chinese-wav2vec2-base; Hallo's loop and sampling (its
+    configs/inference/inference.yaml: 16-frame clips, 2 motion frames, 40 steps, cfg 3.5, 25 fps)."""
+    return EMOConfig(name="joyhallo", family="joyhallo")
+
+
 # EMO's speed buckets are not given in the paper (d is unspecified); these nine centres
 # (radians per frame of head yaw change) are our choice, spaced for typical talking heads.
 EMO_SPEED_CENTERS = (-0.08, -0.04, -0.02, -0.01, 0.0, 0.01, 0.02, 0.04, 0.08)
@@ -276,6 +283,13 @@ def tiny_config(**overrides: Any) -> EMOConfig:
     )
     base.update(overrides)
     return EMOConfig(**base)
+
+
+def tiny_joyhallo_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with JoyHallo's family: one audio attention shared by the masked branches."""
+    base = dict(name="tiny-joyhallo", family="joyhallo")
+    base.update(overrides)
+    return tiny_config(**base)
 
 
 def tiny_emo_config(**overrides: Any) -> EMOConfig:
@@ -401,6 +415,8 @@ def tiny_memo_config(**overrides: Any) -> EMOConfig:
 PRESETS = {
     "hallo": hallo_config,
     "hallo2": hallo2_config,
+    "joyhallo": joyhallo_config,
+    "tiny-joyhallo": tiny_joyhallo_config,
     "emo": emo_config,
     "tiny": tiny_config,
     "tiny-emo": tiny_emo_config,

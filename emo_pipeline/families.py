@@ -3,10 +3,11 @@
 All families share the engine's core: the ReferenceNet/Backbone UNets, the face locator, the
 VAE, the schedulers, the guidance and the memory modes. A family fixes three things on top:
 
-* the audio front end: wav2vec2 features interpolated to the frame rate (EMO, Hallo, Hallo2, MEMO),
+* the audio front end: wav2vec2 features interpolated to the frame rate (EMO, Hallo, Hallo2, MEMO: English
+  wav2vec2-base-960h; JoyHallo: Mandarin chinese-wav2vec2-base, samples not normalised),
   or whisper-tiny encoder layers sliced around each frame (EchoMimic);
 * the conditioning route: identity tokens in the spatial cross-attention plus separate audio
-  attention modules (EMO/Hallo), the same with MEMO's joint audio modules (the audio tokens are
+  attention modules (EMO/Hallo; JoyHallo's three masked branches share one attention), the same with MEMO's joint audio modules (the audio tokens are
   updated by each module and handed to the next, and an emotion label modulates their norms), or
   the audio tokens themselves in the spatial cross-attention (EchoMimic: no identity, no audio
   modules, a ReferenceNet without cross-attention);
@@ -55,6 +56,13 @@ class Family:
     # video) or "poses" (EchoMimic v2's pose encoder: each frame's hands drawn on black, per frame)
     locator_input: str = "face_region"
     crops_to_face: bool = True  # False: the reference is the whole photo resized (EchoMimic v2's half body)
+    # JoyHallo: Hallo's three masked audio branches (full, face, lip) read one shared cross-attention (attn2_0)
+    shared_audio_attention: bool = False
+    # the wav2vec2 the network was trained with (the names it is looked for by, io/model_files.py), and whether
+    # its feature extractor normalises the samples (its preprocessor_config.json's do_normalize: what a single
+    # weights file without that file beside it is read with)
+    wav2vec_model: str = "wav2vec2-base-960h"
+    wav2vec_normalize: bool = True
 
 
 FAMILIES: dict[str, Family] = {
@@ -62,6 +70,15 @@ FAMILIES: dict[str, Family] = {
         name="emo", title="EMO / Hallo / Hallo2", audio_encoder="wav2vec2", audio_route="audio_modules",
         cross_attention_scale=1.0, reference_cross_attention=True,
         face_locator_in_channels=3, sampling="motion_frames",
+    ),
+    # JoyHallo (jdh-algo/JoyHallo): Hallo's network and loop with one cross-attention shared by the full, face
+    # and lip branches of each audio module (attention.py: attn2_0 only), fed by chinese-wav2vec2-base (a
+    # pretraining checkpoint whose feature extractor does not normalise the samples).
+    "joyhallo": Family(
+        name="joyhallo", title="JoyHallo", audio_encoder="wav2vec2", audio_route="audio_modules",
+        cross_attention_scale=1.0, reference_cross_attention=True,
+        face_locator_in_channels=3, sampling="motion_frames", shared_audio_attention=True,
+        wav2vec_model="chinese-wav2vec2-base", wav2vec_normalize=False,
     ),
     # EchoMimic v1 (antgroup/echomimic): audio tokens in attn2 ×3 (mutual_self_attention.py,
     # audio_feature_ratio), whole-video context windows of 12 with overlap 3 shifted by 2 frames per

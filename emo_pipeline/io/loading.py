@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..config import (EMOConfig, echomimic_acc_config, echomimic_config, echomimic_v2_acc_config, echomimic_v2_config,
-                      hallo2_config, hallo_config, memo_config)
+                      hallo2_config, hallo_config, joyhallo_config, memo_config)
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 from .errors import NamedPlainly
@@ -434,9 +434,16 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     report = compare_keys(expected_shapes(config), reader.shapes)
     if report.ok:
         return hallo2_config() if "hallo2" in str(reader.path).lower() else config
+    # JoyHallo's net.pth: Hallo's keys without the audio modules' attn2_1 and attn2_2 (one shared attention)
+    joyhallo = joyhallo_config()
+    joy_report = compare_keys(expected_shapes(joyhallo), reader.shapes)
+    if joy_report.ok:
+        return joyhallo
+    size = lambda r: len(r.missing) + len(r.unexpected) + len(r.wrong_shape)  # noqa: E731
+    closer = "JoyHallo's" if size(joy_report) < size(report) else "Hallo's"
     raise CheckpointError(
-        f"{reader.path.name} is not a Hallo/Hallo2 net.pth nor one of our EMO safetensors files: {report.describe()}. "
-        + resemblance(reader.shapes)
+        f"{reader.path.name} is not a Hallo/Hallo2 net.pth, a JoyHallo net.pth nor one of our EMO safetensors files: "
+        f"against {closer} layout, {min(report, joy_report, key=size).describe()}. " + resemblance(reader.shapes)
     )
 
 
@@ -453,7 +460,8 @@ def resemblance(shapes: dict[str, torch.Size]) -> str:
 
     names = set(shapes)
     best = None
-    for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("the full EMO network", emo_config()),
+    for label, config in (("Hallo/Hallo2 net.pth", hallo_config()), ("JoyHallo's net.pth", joyhallo_config()),
+                          ("the full EMO network", emo_config()),
                           ("EchoMimic's network", echomimic_config()), ("MEMO's network", memo_config())):
         expected = expected_shapes(config)
         for prefix in ("", "denoising_unet.", "reference_unet."):
@@ -594,6 +602,8 @@ def describe_checkpoint(path: str | Path) -> str:
                   f"{'all frames together' if config.resnet_joint_frames else 'each frame'})")
     elif config.family in ("echomimic", "echomimic_v2"):
         family = f"{config.spec.title}{' accelerated' if config.name.endswith('-acc') else ''} (its four .pth files)"
+    elif config.family == "joyhallo":
+        family = "JoyHallo net.pth (one audio attention shared by the full, face and lip branches)"
     else:
         family = f"{'Hallo2' if config.name == 'hallo2' else 'Hallo'} net.pth"
     report = compare_keys(expected_shapes(config), shapes)

@@ -3,7 +3,8 @@
 EMO adds it after each reference-attention block. Hallo's trained form ("masked") splits it into
 three cross-attentions whose outputs are weighted by the background (full), face and lip masks
 at the block's resolution, each through a zero-initialised 1x1 conv; EMO's plain form is one
-cross-attention.
+cross-attention. JoyHallo's ("shared", its family's switch) keeps the three masks and zero convs but
+computes one cross-attention (attn2_0) whose output all three read.
 """
 
 from __future__ import annotations
@@ -46,9 +47,10 @@ def _pointwise(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
 
 
 class AudioTransformerBlock(nn.Module):
-    def __init__(self, dim: int, heads: int, audio_dim: int, masked: bool) -> None:
+    def __init__(self, dim: int, heads: int, audio_dim: int, masked: bool, shared: bool = False) -> None:
+        """`shared` (with `masked`): JoyHallo's block, one cross-attention for the three masked branches."""
         super().__init__()
-        self.masked = masked
+        self.masked, self.shared = masked, masked and shared
         if masked:
             self.zero_conv_full = _zero_conv(dim)
             self.zero_conv_face = _zero_conv(dim)
@@ -58,8 +60,9 @@ class AudioTransformerBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim)
         if masked:
             self.attn2_0 = make_attention(dim, heads, audio_dim)
-            self.attn2_1 = make_attention(dim, heads, audio_dim)
-            self.attn2_2 = make_attention(dim, heads, audio_dim)
+            if not self.shared:
+                self.attn2_1 = make_attention(dim, heads, audio_dim)
+                self.attn2_2 = make_attention(dim, heads, audio_dim)
         else:
             self.attn2 = make_attention(dim, heads, audio_dim)
         self.norm3 = nn.LayerNorm(dim)
@@ -72,16 +75,20 @@ class AudioTransformerBlock(nn.Module):
         if masks is None:
             raise ValueError("This model's audio attention needs face/lip/background masks")
         full_w, face_w, lip_w = region_weights
+        face_attn, lip_attn = (self.attn2_0, self.attn2_0) if self.shared else (self.attn2_1, self.attn2_2)
         return [(self.attn2_0, self.zero_conv_full, masks.full, full_w),
-                (self.attn2_1, self.zero_conv_face, masks.face, face_w),
-                (self.attn2_2, self.zero_conv_lip, masks.lip, lip_w)]
+                (face_attn, self.zero_conv_face, masks.face, face_w),
+                (lip_attn, self.zero_conv_lip, masks.lip, lip_w)]
 
     def _heard(self, h: torch.Tensor, audio: "FrameAudio", rows: slice, branches) -> torch.Tensor:
-        out = None
+        out, attended = None, {}
         for attn, conv, mask, weight in branches:
-            key_value = audio.cache.key_value(attn, audio.tokens[rows], (rows.start, rows.stop)) \
-                if audio.cache is not None else None
-            y = attend(attn, h, audio.tokens[rows], key_value=key_value)
+            if attn in attended:  # JoyHallo's branches share one attention: computed once
+                y = attended[attn]
+            else:
+                key_value = audio.cache.key_value(attn, audio.tokens[rows], (rows.start, rows.stop)) \
+                    if audio.cache is not None else None
+                y = attended[attn] = attend(attn, h, audio.tokens[rows], key_value=key_value)
             if conv is not None:
                 y = weight * _pointwise(conv, y * _per_token(_rows_of(mask, rows)))
             out = y if out is None else out + y
@@ -146,11 +153,12 @@ class AudioAttention(nn.Module):
     input width there), so it is a parameter of its own.
     """
 
-    def __init__(self, channels: int, inner: int, heads: int, audio_dim: int, groups: int, masked: bool) -> None:
+    def __init__(self, channels: int, inner: int, heads: int, audio_dim: int, groups: int, masked: bool,
+                 shared: bool = False) -> None:
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=1e-6)
         self.proj_in = nn.Conv2d(channels, inner, 1)
-        self.transformer_blocks = nn.ModuleList([AudioTransformerBlock(inner, heads, audio_dim, masked)])
+        self.transformer_blocks = nn.ModuleList([AudioTransformerBlock(inner, heads, audio_dim, masked, shared)])
         self.proj_out = nn.Conv2d(inner, channels, 1)
 
     def forward(

@@ -32,6 +32,7 @@ class UNetSkeleton(nn.Module):
             temb_channels=temb_channels,
             audio_dim=config.audio_attention_dim,
             audio_masked=config.audio_attention == "masked",
+            audio_shared=spec.shared_audio_attention,
             audio_joint=memo,
             joint_frame_norm=video and config.resnet_joint_frames,
             temporal_heads=config.temporal_heads,

@@ -45,6 +45,7 @@ class BlockOptions:
     context_scale: float = 1.0  # EchoMimic scales its audio cross-attention's output by 3
     audio_dim: int = 0
     audio_masked: bool = True
+    audio_shared: bool = False  # JoyHallo: the masked branches share one cross-attention
     audio_joint: bool = False  # MEMO's joint, emotion-aware audio modules
     joint_frame_norm: bool = False  # the resnets' GroupNorms span each item's frames (MEMO)
     temporal_heads: int = 8
@@ -108,7 +109,8 @@ class UNetLayers(nn.Module):
         self.audio_modules = nn.ModuleList(
             MemoAudioModule(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, s.audio_last)
             if opts.audio_joint else
-            AudioAttention(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, opts.audio_masked)
+            AudioAttention(out_channels, s.audio_inner, opts.heads, opts.audio_dim, opts.groups, opts.audio_masked,
+                           opts.audio_shared)
             for s in specs if s.audio_inner is not None
         )
         self.motion_modules = nn.ModuleList(
