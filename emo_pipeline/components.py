@@ -49,7 +49,7 @@ def load_pipeline(model: str | Path, device: torch.device | str = "cpu", dtype: 
 
         audio = WhisperAudioEncoder.from_file(audio_file)
     else:
-        audio = AudioEncoder.from_pretrained(audio_file)
+        audio = AudioEncoder.from_pretrained(audio_file, normalize=config.spec.wav2vec_normalize)
     net = load_net(net_path, config, device="cpu" if fp8_weights else device, dtype=dtype)
     if fp8_weights:
         store_weights_fp8(net)

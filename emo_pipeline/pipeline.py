@@ -179,7 +179,9 @@ class EMOPipeline:
         speech = prepare_speech(waveform, sample_rate, self.config.audio_sample_rate)
         if self.config.spec.audio_encoder == "whisper":
             return self._encode_whisper(speech, fps)
-        return self.encode_speech(normalize_speech(speech), fps, clip_length or self.config.frames_per_clip)
+        # normalised as the wav2vec2's own feature extractor does it (chinese-wav2vec2-base's does not: JoyHallo)
+        prepare = getattr(self.audio_encoder, "prepare", normalize_speech)
+        return self.encode_speech(prepare(speech), fps, clip_length or self.config.frames_per_clip)
 
     def _encode_whisper(self, speech: torch.Tensor, fps: float) -> AudioFeatures:
         """EchoMimic's front end: whisper-tiny layers at 50 Hz, 10 of them around each frame."""
@@ -223,7 +225,7 @@ class EMOPipeline:
             raise ValueError(
                 f"The audio encoder gives {features.shape[1]} layers of {features.shape[2]} features; this model "
                 f"expects {self.config.audio_feature_layers} × {self.config.audio_feature_dim}. Use the wav2vec2 "
-                "model the checkpoint was trained with (wav2vec2-base-960h for Hallo)."
+                f"model the checkpoint was trained with ({self.config.spec.wav2vec_model})."
             )
         return AudioFeatures(speech, features, num_frames, fps, clip_length)
 

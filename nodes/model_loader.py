@@ -34,7 +34,8 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
 # Files of EchoMimic's download that are parts of a network, not networks to pick: the list shows its
 # denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files.
 ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
-SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers"}
+SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers",
+                   "chinese-wav2vec2-base"}
 
 
 # MEMO downloads that other packs keep in ComfyUI's models/checkpoints (e.g. checkpoints/memo/, as
@@ -81,12 +82,17 @@ def memo_downloads() -> list[Path]:
 def shared_roots() -> list[Path]:
     """Where the VAE and wav2vec2 are looked for after the network's own folder: models/emo, then where other
     audio-driven packs keep them as Hugging Face repo folders (models/vae/stabilityai/sd-vae-ft-mse/,
-    models/wav2vec/facebook/wav2vec2-base-960h/)."""
+    models/wav2vec/facebook/wav2vec2-base-960h/, models/wav2vec/TencentGameMate/chinese-wav2vec2-base/), then
+    ComfyUI core's models/audio_encoders (JoyHallo's wav2vec2-chinese-base_fp16.safetensors, as core's audio
+    encoder loader reads it)."""
     roots = [Path(p) for p in folder_paths.get_folder_paths(FOLDER)]
     # not models/vae itself: a vae.safetensors there may be another model's VAE (pick it with vae_name)
     roots += [Path(base) / "stabilityai" for base in folder_paths.get_folder_paths("vae")]
     wav2vec = Path(folder_paths.models_dir) / "wav2vec"
-    return roots + [wav2vec / "facebook", wav2vec]
+    roots += [wav2vec / "facebook", wav2vec]
+    if AUDIO_FOLDER in folder_paths.folder_names_and_paths:
+        roots += [Path(p) for p in folder_paths.get_folder_paths(AUDIO_FOLDER)]
+    return roots
 
 
 def choice_path(checkpoint: str) -> str | None:
@@ -207,9 +213,11 @@ class LoadEMOModel:
                             "tooltip": "torch.compile the denoiser: faster steps after a compile of some minutes on "
                                        "first use; falls back to normal running where no compiler works."}),
                 "audio_encoder": ([AUDIO_BESIDE] + audio_encoder_files(), {"default": AUDIO_BESIDE,
-                                  "tooltip": "wav2vec2-base (Hallo) or whisper tiny (EchoMimic): from models/emo, or a "
-                                             "file in ComfyUI's models/audio_encoders (e.g. wav2vec2-base-960h "
-                                             ".safetensors, as other audio-driven video models use)."}),
+                                  "tooltip": "wav2vec2-base (Hallo), chinese-wav2vec2-base (JoyHallo) or whisper tiny "
+                                             "(EchoMimic): from models/emo, or a file in ComfyUI's models/audio_encoders "
+                                             "(e.g. wav2vec2-base-960h.safetensors, or wav2vec2-chinese-base_fp16"
+                                             ".safetensors as core's audio encoder loader reads it; JoyHallo finds "
+                                             "that one there by itself)."}),
             },
         }
 

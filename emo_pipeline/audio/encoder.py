@@ -28,6 +28,13 @@ def normalize_speech(speech: torch.Tensor) -> torch.Tensor:
     return ((speech - speech.mean()) / torch.sqrt(speech.var(unbiased=False) + 1e-7)).float()
 
 
+# Heads that files of wav2vec2 carry beside the model its features come from: a CTC head (Wav2Vec2ForCTC,
+# wav2vec2-base-960h) or the pretraining heads (Wav2Vec2ForPreTraining, chinese-wav2vec2-base). Not read.
+HEADS = ("lm_head.", "quantizer.", "project_hid.", "project_q.")
+# A transformers folder's weights, in the order looked for: safetensors, else the pickle (read weights-only).
+FOLDER_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
 def wav2vec2_key(key: str) -> str:
     """A wav2vec2 file's key in transformers' Wav2Vec2Model names: Wav2Vec2ForCTC's `wav2vec2.` prefix
     dropped, and the positional conv's weight norm in today's parametrization names."""
@@ -68,8 +75,37 @@ def wav2vec2_config_from_shapes(shapes: dict[str, torch.Size], name: str = "the 
     )
 
 
+def read_wav2vec2_state(path: Path) -> dict[str, torch.Tensor]:
+    """A wav2vec2 weights file (safetensors, or a pickle read weights-only) in transformers' Wav2Vec2Model key
+    names; the CTC and pretraining heads left out."""
+    from ..io.loading import CheckpointReader
+
+    with CheckpointReader(path) as reader:
+        return {wav2vec2_key(k): reader.tensor(k) for k in reader.keys() if not wav2vec2_key(k).startswith(HEADS)}
+
+
+def wav2vec2_model(state: dict[str, torch.Tensor], config: "Wav2Vec2Config", name: str, dtype: torch.dtype,
+                   config_name: str = "") -> "Wav2Vec2Model":
+    """The Wav2Vec2Model of `config` filled strictly from `state` (masked_spec_embed, a training-time parameter,
+    may be absent)."""
+    from transformers import Wav2Vec2Model
+
+    from ..io.loading import CheckpointError, compare_keys
+
+    model = Wav2Vec2Model(config)
+    report = compare_keys({k: v.shape for k, v in model.state_dict().items()}, {k: v.shape for k, v in state.items()})
+    if set(report.missing) - {"masked_spec_embed"} or report.unexpected or report.wrong_shape:
+        raise CheckpointError(f"{name} is not a wav2vec2 model{' for ' + config_name if config_name else ''}: "
+                              f"{report.describe()}.")
+    state = {k: v.float() for k, v in state.items()}
+    state.setdefault("masked_spec_embed", model.masked_spec_embed.detach())  # never read at inference
+    model.load_state_dict(state, strict=True)
+    return model.to(dtype)
+
+
 class AudioEncoder:
-    """A transformers `Wav2Vec2Model` used as EMO's audio feature extractor."""
+    """A transformers `Wav2Vec2Model` used as EMO's audio feature extractor. `normalize`: whether its feature
+    extractor normalises the samples (wav2vec2-base-960h's does; chinese-wav2vec2-base's does not)."""
 
     def __init__(self, model: torch.nn.Module, normalize: bool = True) -> None:
         self.model = model.eval().requires_grad_(False)
@@ -77,34 +113,38 @@ class AudioEncoder:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, device: torch.device | str = "cpu",
-                        dtype: torch.dtype = torch.float32) -> "AudioEncoder":
-        """A transformers folder (config.json + weights), or one .safetensors file: with its config
-        beside it (`wav2vec2-base-960h.safetensors` + `wav2vec2-base-960h.json`), or without, in
-        ComfyUI's audio_encoders conventions (transformers key names, optionally under `wav2vec2.`;
-        base or large told apart by the shapes)."""
+                        dtype: torch.dtype = torch.float32, normalize: bool | None = None) -> "AudioEncoder":
+        """A transformers folder (config.json + model.safetensors, or pytorch_model.bin read weights-only, as
+        chinese-wav2vec2-base's pretraining checkpoint comes), or one .safetensors file: with its config beside it
+        (`wav2vec2-base-960h.safetensors` + `wav2vec2-base-960h.json`), or without, in ComfyUI's audio_encoders
+        conventions (transformers key names, optionally under `wav2vec2.`; base or large told apart by the
+        shapes). Whether the samples are normalised: a folder's preprocessor_config.json (do_normalize) says;
+        else `normalize` (the model family's front end: families.py), else yes (wav2vec2-base-960h's)."""
         from transformers import Wav2Vec2Config, Wav2Vec2Model
 
         path = Path(path)
+        fallback = True if normalize is None else normalize
         if path.is_file():
-            from ..io.loading import CheckpointError, CheckpointReader, compare_keys, read_json_object
+            from ..io.loading import read_json_object
 
-            with CheckpointReader(path) as reader:
-                state = {wav2vec2_key(k): reader.tensor(k) for k in reader.keys() if not k.startswith("lm_head")}
+            state = read_wav2vec2_state(path)
             config_file = path.with_suffix(".json")
             # Without a config beside it (ComfyUI's models/audio_encoders files), the shapes tell it.
             config = Wav2Vec2Config.from_dict(read_json_object(config_file, "a wav2vec2 file")) \
                 if config_file.is_file() else \
                 wav2vec2_config_from_shapes({k: v.shape for k, v in state.items()}, path.name)
-            model = Wav2Vec2Model(config)
-            report = compare_keys({k: v.shape for k, v in model.state_dict().items()},
-                                  {k: v.shape for k, v in state.items()})
-            # masked_spec_embed is a training-time parameter that inference files may leave out.
-            if set(report.missing) - {"masked_spec_embed"} or report.unexpected or report.wrong_shape:
-                raise CheckpointError(f"{path.name} is not a wav2vec2 model"
-                                      f"{' for ' + config_file.name if config_file.is_file() else ''}: {report.describe()}.")
-            model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
-            model = model.to(dtype)
-            normalize = True  # as wav2vec2-base-960h's feature extractor, which Hallo uses
+            model = wav2vec2_model(state, config, path.name, dtype, config_file.name if config_file.is_file() else "")
+            normalize = fallback
+        elif (path / "config.json").is_file() and not (path / FOLDER_WEIGHTS[0]).is_file() \
+                and (path / FOLDER_WEIGHTS[1]).is_file():
+            # a pickle (chinese-wav2vec2-base's pytorch_model.bin, a Wav2Vec2ForPreTraining checkpoint): read by our
+            # reader, weights-only, its keys mapped onto Wav2Vec2Model's and checked strictly
+            from ..io.loading import read_json_object
+
+            config = Wav2Vec2Config.from_dict(read_json_object(path / "config.json", "a transformers wav2vec2 folder"))
+            model = wav2vec2_model(read_wav2vec2_state(path / FOLDER_WEIGHTS[1]), config,
+                                   f"{path.name}/{FOLDER_WEIGHTS[1]}", dtype, "its config.json")
+            normalize = _folder_normalize(path, fallback)
         else:
             if not (path / "config.json").is_file():
                 raise FileNotFoundError(
@@ -125,9 +165,12 @@ class AudioEncoder:
             finally:
                 if bar:
                     transformers_logging.enable_progress_bar()
-            prep = path / "preprocessor_config.json"
-            normalize = bool(read_json_object(prep, "a wav2vec2 folder").get("do_normalize", True)) if prep.is_file() else True
+            normalize = _folder_normalize(path, fallback)
         return cls(model.to(device), normalize)
+
+    def prepare(self, speech: torch.Tensor) -> torch.Tensor:
+        """16 kHz samples as this model's feature extractor hands them on: normalised or as they are."""
+        return normalize_speech(speech) if self.normalize else speech
 
     @property
     def num_layers(self) -> int:
@@ -159,3 +202,12 @@ class AudioEncoder:
         finally:
             hook.remove()
         return torch.stack(out.hidden_states[1:], dim=2)[0].float()
+
+
+def _folder_normalize(path: Path, fallback: bool) -> bool:
+    """do_normalize of a transformers folder's preprocessor_config.json (its Wav2Vec2FeatureExtractor's default,
+    true, when the key is absent), else `fallback`."""
+    from ..io.loading import read_json_object
+
+    prep = path / "preprocessor_config.json"
+    return bool(read_json_object(prep, "a wav2vec2 folder").get("do_normalize", True)) if prep.is_file() else fallback

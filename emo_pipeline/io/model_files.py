@@ -6,6 +6,7 @@ A model is one folder (or the network file inside it):
     <model>/net.safetensors | net.pth   the EMO network (Hallo's net.pth works as downloaded)
     <model>/vae/                        diffusers AutoencoderKL folder (sd-vae-ft-mse)
     <model>/wav2vec/                    transformers Wav2Vec2 folder (wav2vec2-base-960h)
+    <model>/chinese-wav2vec2-base/      JoyHallo's instead (TencentGameMate's folder; its pytorch_model.bin is read)
 
 or EchoMimic's download as it comes (`pretrained_weights/`):
 
@@ -38,6 +39,14 @@ VAE_NAMES = ("vae", "sd-vae-ft-mse", "vae.safetensors", "sd-vae-ft-mse.safetenso
              "vae-ft-mse-840000-ema-pruned.safetensors")
 WAV2VEC_NAMES = ("wav2vec", "wav2vec2-base-960h", "wav2vec/wav2vec2-base-960h", "wav2vec2-base-960h.safetensors",
                  "wav2vec.safetensors")
+# JoyHallo's Mandarin wav2vec2: TencentGameMate/chinese-wav2vec2-base as its README clones it (a folder; our
+# download puts it there too), as other packs keep it (models/wav2vec/TencentGameMate/..., models/transformers/
+# TencentGameMate/...), or the single file ComfyUI's models/audio_encoders holds for core's audio encoder loader
+# (Kijai's wav2vec2-chinese-base_fp16.safetensors).
+CHINESE_WAV2VEC_NAMES = ("chinese-wav2vec2-base", "wav2vec/chinese-wav2vec2-base", "TencentGameMate/chinese-wav2vec2-base",
+                         "chinese-wav2vec2-base.safetensors", "wav2vec2-chinese-base_fp16.safetensors",
+                         "wav2vec2-chinese-base.safetensors")
+WAV2VEC_MODELS = {"wav2vec2-base-960h": WAV2VEC_NAMES, "chinese-wav2vec2-base": CHINESE_WAV2VEC_NAMES}
 WHISPER_NAMES = ("audio_processor/whisper_tiny.pt", "whisper_tiny.pt", "whisper/tiny.pt", "tiny.pt",
                  "whisper_tiny.safetensors", "audio_processor/whisper_tiny.safetensors")
 
@@ -98,9 +107,11 @@ def vae_path(net_path: Path, shared: tuple[Path, ...] = ()) -> Path:
 
 
 def audio_encoder_path(net_path: Path, config: EMOConfig, shared: tuple[Path, ...] = ()) -> Path:
-    """The audio encoder of the network's family: whisper tiny.pt (EchoMimic) or wav2vec2-base-960h."""
+    """The audio encoder of the network's family: whisper tiny.pt (EchoMimic), wav2vec2-base-960h, or
+    chinese-wav2vec2-base (JoyHallo)."""
     roots = search_roots(net_path, shared)
     if config.spec.audio_encoder == "whisper":
         return _find_part(roots, WHISPER_NAMES, "whisper tiny.pt (EchoMimic's audio_processor/whisper_tiny.pt)",
                           "the file from EchoMimic's download")
-    return _find_part(roots, WAV2VEC_NAMES, "wav2vec2 model (wav2vec2-base-960h)")
+    model = config.spec.wav2vec_model
+    return _find_part(roots, WAV2VEC_MODELS[model], f"wav2vec2 model ({model})")

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..audio.encoder import AudioEncoder, normalize_speech
+from ..audio.encoder import AudioEncoder
 from ..audio.resample import prepare_speech
 from ..config import EMOConfig
 from ..io.media import load_audio
@@ -90,7 +90,7 @@ def _labels(path: Path, frames: torch.Tensor, analyzer) -> tuple[tuple[float, ..
 def load_video(path: Path, config: EMOConfig, encoder: AudioEncoder, analyzer=None) -> Video:
     frames, fps = read_frames(path, config.sample_size)
     waveform, rate = load_audio(path)
-    speech = normalize_speech(prepare_speech(waveform, rate, config.audio_sample_rate))
+    speech = encoder.prepare(prepare_speech(waveform, rate, config.audio_sample_rate))  # as its feature extractor
     features = encoder(speech, len(frames))
     box, speed = _labels(path, frames, analyzer)
     return Video(path, frames, features, box, speed, fps)
