@@ -13,7 +13,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import (tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config,  # noqa: E402
-                                 tiny_memo_config)
+                                 tiny_joyhallo_config, tiny_memo_config)
 from emo_pipeline.download import checks  # noqa: E402
 from emo_pipeline.io import loading  # noqa: E402
 from emo_pipeline.upscale.codeformer import tiny_codeformer_config  # noqa: E402
@@ -22,6 +22,7 @@ from emo_pipeline.upscale.rrdbnet import tiny_rrdb_config  # noqa: E402
 TINY = {
     "hallo_config": lambda: tiny_config(name="hallo"),
     "hallo2_config": lambda: tiny_config(name="hallo2", motion_frame_mask_rate=0.25),
+    "joyhallo_config": lambda: tiny_joyhallo_config(name="joyhallo"),
     "echomimic_config": lambda: tiny_echomimic_config(name="echomimic"),
     "echomimic_acc_config": lambda: tiny_echomimic_config(name="echomimic-acc", steps=2, guidance_scale=1.0),
     "echomimic_v2_config": lambda: tiny_echomimic_v2_config(name="echomimic-v2"),

@@ -1,7 +1,8 @@
 """Which hub files each download fetches, and where our loaders read them: the one place that says so.
 
 Each family's files are the ones its own project tells users to download (Hallo's and Hallo2's
-READMEs: the fudan-generative-ai repositories, cloned into `pretrained_models/`; EchoMimic's:
+READMEs: the fudan-generative-ai repositories, cloned into `pretrained_models/`; JoyHallo's: jdh-algo/JoyHallo-v1
+with Hallo's base files and TencentGameMate/chinese-wav2vec2-base; EchoMimic's:
 BadToBest/EchoMimic into `pretrained_weights/`; MEMO's: memoavatar/memo, with the VAE from
 stabilityai/sd-vae-ft-mse and wav2vec2 from facebook/wav2vec2-base-960h, as its
 configs/inference.yaml names them), but only those our loaders read: never the SD1.5 UNet weights,
@@ -61,6 +62,15 @@ def _wav2vec(repo: str, folder: str = "") -> tuple[HubFile, ...]:
             HubFile(repo, folder + "model.safetensors", "wav2vec/model.safetensors", 378 * MB, "wav2vec"))
 
 
+def _chinese_wav2vec(repo: str = "TencentGameMate/chinese-wav2vec2-base") -> tuple[HubFile, ...]:
+    """JoyHallo's Mandarin wav2vec2, the folder its README clones (the pretraining checkpoint pytorch_model.bin, read
+    weights-only; its fairseq checkpoint is not read), into chinese-wav2vec2-base/ beside the networks. Sizes
+    estimated: the hub's listing could not be read here (95 M fp32 values with the pretraining heads)."""
+    return tuple(HubFile(repo, name, f"chinese-wav2vec2-base/{name}", size, "wav2vec")
+                 for name, size in (("config.json", 2_000), ("preprocessor_config.json", 200),
+                                    ("pytorch_model.bin", 380 * MB)))
+
+
 def _face(repo: str, folder: str, target: str) -> tuple[HubFile, ...]:
     """insightface's SCRFD detector and the ArcFace (glintr100) Hallo's identity embedding comes from."""
     return (HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB, "scrfd"),
@@ -76,6 +86,22 @@ def _hallo(name: str) -> Download:
                *_vae(repo, "sd-vae-ft-mse/"), *_wav2vec(repo, "wav2vec/wav2vec2-base-960h/"),
                *_face(repo, "face_analysis/models/", "face_analysis/models/")),
         model=name,
+        licence="MIT",
+    )
+
+
+def _joyhallo() -> Download:
+    """JoyHallo (its README): its net.pth from jdh-algo/JoyHallo-v1, Hallo's base files (the VAE, the face models)
+    from fudan-generative-ai/hallo, and chinese-wav2vec2-base."""
+    hallo = "fudan-generative-ai/hallo"
+    return Download(
+        name="joyhallo",
+        title="JoyHallo (Mandarin)",
+        # size estimated: 2.373 B values in fp16, as its training script saves them (the hub's listing not read here)
+        files=(HubFile("jdh-algo/JoyHallo-v1", "net.pth", "joyhallo/net.pth", 4_750 * MB, "network"),
+               *_vae(hallo, "sd-vae-ft-mse/"), *_chinese_wav2vec(),
+               *_face(hallo, "face_analysis/models/", "face_analysis/models/")),
+        model="joyhallo",
         licence="MIT",
     )
 
@@ -141,6 +167,7 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         model="memo",
         licence="Apache-2.0",
     ),
+    _joyhallo(),
     Download(
         name="face",
         title="face models (SCRFD detector, ArcFace identity)",

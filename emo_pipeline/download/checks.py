@@ -7,7 +7,8 @@ inputs and outputs):
 
     network     the family's strict key check (Hallo's net.pth; EchoMimic's four files; MEMO's four folders)
     vae         config.json builds a diffusers AutoencoderKL whose keys and shapes are those of the safetensors
-    wav2vec     config.json builds a transformers Wav2Vec2Model, the same for model.safetensors; preprocessor JSON
+    wav2vec     config.json builds a transformers Wav2Vec2Model, the same for model.safetensors (or pytorch_model.bin,
+                chinese-wav2vec2-base's pretraining checkpoint, read weights-only); preprocessor JSON
     whisper     openai-whisper's tiny.pt: the encoder's keys and shapes for its own dims
     scrfd       one image input [N, 3, H, W]; nine outputs: scores, boxes and landmarks at three strides
     arcface     one input [N, 3, 112, 112]; one output of 512 values
@@ -106,7 +107,7 @@ def _wav2vec(folder: Path) -> None:
     import torch
     from transformers import Wav2Vec2Config, Wav2Vec2Model
 
-    from ..audio.encoder import wav2vec2_key
+    from ..audio.encoder import FOLDER_WEIGHTS, HEADS, wav2vec2_key
     from ..io.loading import CheckpointReader, read_json_object
 
     config = read_json_object(folder / "config.json", "wav2vec2")
@@ -116,11 +117,12 @@ def _wav2vec(folder: Path) -> None:
             model = Wav2Vec2Model(Wav2Vec2Config.from_dict(config))
     except Exception as error:  # noqa: BLE001
         raise PartDamaged(f"config.json is no transformers Wav2Vec2 config ({type(error).__name__}: {error})") from None
-    with CheckpointReader(folder / "model.safetensors") as reader:
+    weights = next((name for name in FOLDER_WEIGHTS if (folder / name).is_file()), FOLDER_WEIGHTS[0])
+    with CheckpointReader(folder / weights) as reader:
         found = {wav2vec2_key(k): s for k, s in reader.shapes.items()}
-    # masked_spec_embed is for training and may be left out; a CTC head (lm_head) is not read.
-    _compare({k: v.shape for k, v in model.state_dict().items()}, found, "model.safetensors does not fit its config.json",
-             ignore_missing=("masked_spec_embed",), ignore_unexpected=("lm_head.",))
+    # masked_spec_embed is for training and may be left out; a CTC head (lm_head) or the pretraining heads are not read.
+    _compare({k: v.shape for k, v in model.state_dict().items()}, found, f"{weights} does not fit its config.json",
+             ignore_missing=("masked_spec_embed",), ignore_unexpected=HEADS)
 
 
 def _whisper(path: Path) -> None:
