@@ -195,6 +195,15 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         model=None,
         licence="see the model card of huangjackson/Kim_Vocal_2",
     ),
+    Download(
+        name="dwpose",
+        title="DWPose (poses from a driving video, and fitting poses to a photo, for EchoMimic v2)",
+        files=(HubFile("yzd-v/DWPose", "yolox_l.onnx", "dwpose/yolox_l.onnx", 217 * MB, "dwpose_detector"),
+               HubFile("yzd-v/DWPose", "dw-ll_ucoco_384.onnx", "dwpose/dw-ll_ucoco_384.onnx", 134 * MB,
+                       "dwpose_estimator")),
+        model=None,
+        licence="Apache-2.0, as DWPose's repository (IDEA-Research/DWPose) states it",
+    ),
 )}
 FAMILIES = tuple(name for name, d in DOWNLOADS.items() if d.model is not None)
 HUB = "https://huggingface.co"
