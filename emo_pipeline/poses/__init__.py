@@ -1,1 +1,2 @@
-"""Hand-pose sequences: what drives EchoMimic v2's gestures."""
+"""Pose inputs: the hand-pose sequences that drive EchoMimic v2's gestures, and V-Express's face-keypoint
+images."""

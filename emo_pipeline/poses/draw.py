@@ -152,12 +152,18 @@ def thick_line(x0: int, y0: int, x1: int, y1: int, height: int, width: int, clip
 def convex_polygon(xs: list[int], ys: list[int], height: int, width: int) -> Pixels:
     """The pixels of OpenCV's FillConvexPoly (8-connected) for corners in 16-bit fixed point: the sides,
     then the rows between the two sides walked down from the top corner."""
+    sides = [segment(xs[i - 1], ys[i - 1], xs[i], ys[i], height, width) for i in range(len(xs))]
+    return _joined(sides + [convex_fill(xs, ys, height, width)])
+
+
+def convex_fill(xs: list[int], ys: list[int], height: int, width: int) -> Pixels:
+    """The rows FillConvexPoly fills (corners in 16-bit fixed point), without the sides it draws first: each
+    row between the two sides walked down from the top corner, their x rounded."""
     n = len(xs)
-    sides = [segment(xs[i - 1], ys[i - 1], xs[i], ys[i], height, width) for i in range(n)]
     top, bottom = (min(ys) + HALF) >> SHIFT, (max(ys) + HALF) >> SHIFT
     left, right = (min(xs) + HALF) >> SHIFT, (max(xs) + HALF) >> SHIFT
     if n < 3 or right < 0 or bottom < 0 or left >= width or top >= height:
-        return _joined(sides)
+        return NO_PIXELS
     bottom = min(bottom, height - 1)
     first = ys.index(min(ys))
     # each walker: [vertex index, step through the corners, x, dx per row, row it ends at, row its x is for]
@@ -193,9 +199,9 @@ def convex_polygon(xs: list[int], ys: list[int], height: int, width: int) -> Pix
         if stop > bottom:
             break
         y = stop
-    if rows:
-        sides.append(_spans(np.concatenate(rows), np.concatenate(lo), np.concatenate(hi), height, width))
-    return _joined(sides)
+    if not rows:
+        return NO_PIXELS
+    return _spans(np.concatenate(rows), np.concatenate(lo), np.concatenate(hi), height, width)
 
 
 def segment(x1: int, y1: int, x2: int, y2: int, height: int, width: int) -> Pixels:
