@@ -51,11 +51,14 @@ def choices(names: tuple[str, ...]) -> list[str]:
 
 
 def catalogue_file(choice: str) -> tuple[Download, HubFile] | None:
-    """The download a missing file of a shipped workflow comes from (e.g. hallo/net.pth → hallo)."""
+    """The download a missing file of a shipped workflow comes from (e.g. hallo/net.pth → hallo; EchoMimic v2's
+    converted echomimic_v2/echomimic-v2.safetensors → echomimic-v2, with its denoising UNet's hub file)."""
     for d in DOWNLOADS.values():
         for f in d.files:
             if f.target == choice and (d.model is None or choice.startswith(d.model)):
                 return d, f
+        if d.convert and d.converted == choice:
+            return d, next(f for f in d.files if f.part == "network" and "denoising_unet" in f.path)
     return None
 
 
@@ -99,4 +102,6 @@ def fetch(d: Download, folder: Path | None = None) -> Path:
     result = download([d.name], folder, replace_damaged=True, progress=ComfyProgress(), is_cancelled=cancelled)
     if result.placed:
         log.info("EMO: %s placed in %s", d.name, folder)
-    return result.models[0] if result.models else folder
+    for conversion in result.conversions:  # EchoMimic v2's networks as one fp16 safetensors file each
+        log.info("EMO: %s", conversion.said)
+    return result.models[0] if result.models else folder  # the converted file where there is one

@@ -31,9 +31,11 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
         "transformers folders); or EchoMimic's download (its pretrained_weights folder) as {folder}/echomimic/; or "
         "MEMO's download (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/, misc/) as "
         "{folder}/memo/. See the pack's docs/models.md, 'Model folder'.")
-# Files of EchoMimic's download that are parts of a network, not networks to pick: the list shows its
-# denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files.
-ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth"}
+# Files of EchoMimic's (and EchoMimic v2's) download that are parts of a network, not networks to pick: the list
+# shows its denoising_unet.pth and denoising_unet_acc.pth, each standing for its four files (and, for v2, the
+# download's converted echomimic-v2[-acc].safetensors beside them).
+ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth",
+                        "pose_encoder.pth"}
 SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers",
                    "chinese-wav2vec2-base"}
 

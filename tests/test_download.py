@@ -25,7 +25,7 @@ import tiny_families
 from conftest import run_child
 from local_hub import LocalHub
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config, tiny_memo_config
-from emo_pipeline.download import DOWNLOADS, DownloadError, download, missing_files
+from emo_pipeline.download import DOWNLOADS, DownloadError, download, human_size, missing_files
 from emo_pipeline.download.fetch import STATE
 from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
                                write_tiny_memo_folder)
@@ -61,6 +61,26 @@ def _net_pth(config) -> bytes:
     return buffer.getvalue()
 
 
+POSE_BLOAT = 64  # the hub's pose_encoder.pth is 1.7 GB for 1.09 M values (780 times their 2.2 MB in fp16)
+
+
+def _bloated_pth(path: Path) -> bytes:
+    """The state dict at `path` saved as views into one storage POSE_BLOAT times larger than its values, so that
+    the pickle, like EchoMimic v2's pose_encoder.pth, weighs far more than what it holds."""
+    import io
+
+    state = torch.load(path, weights_only=True)
+    storage = torch.zeros(POSE_BLOAT * sum(v.numel() for v in state.values()))
+    views, offset = {}, 0
+    for key, value in state.items():
+        views[key] = storage[offset: offset + value.numel()].view(value.shape)
+        views[key].copy_(value)
+        offset += 3 * value.numel()
+    buffer = io.BytesIO()
+    torch.save(views, buffer)
+    return buffer.getvalue()
+
+
 def _repositories(work: Path) -> dict[str, dict[str, bytes]]:
     """Tiny files under each repository's real paths."""
     _, vae, encoder = tiny_components(tiny_config())
@@ -92,6 +112,7 @@ def _repositories(work: Path) -> dict[str, dict[str, bytes]]:
     write_tiny_echomimic_folder(work / "echomimic-v2-acc", tiny_echomimic_v2_config(), acc=True)
     files = {k: v for k, v in _tree(v2).items() if not k.startswith(("sd-vae-ft-mse/", "audio_processor/"))}
     files |= {k: v for k, v in _tree(work / "echomimic-v2-acc").items() if "_acc" in k}
+    files["pose_encoder.pth"] = _bloated_pth(v2 / "pose_encoder.pth")
     repos["BadToBest/EchoMimicV2"] = files  # no whisper, no VAE: they come from v1's repository and stabilityai
     memo = write_tiny_memo_folder(work / "memo-root", tiny_memo_config())
     files = _tree(memo)
@@ -149,9 +170,12 @@ def _expected(names: list[str], repositories) -> dict[str, bytes]:
 def test_each_family_places_exactly_the_files_its_loader_reads_and_renders(family, hub, repositories, tmp_path):
     models = tmp_path / "models" / "emo"
     result = download([family], models)
-    placed = {k: v for k, v in _tree(models).items() if not k.startswith(STATE + "/")}
+    converted = [DOWNLOADS[family].converted] if DOWNLOADS[family].convert else []  # EchoMimic v2's, always
+    placed = {k: v for k, v in _tree(models).items() if not k.startswith(STATE + "/") and k not in converted}
     assert placed == _expected([family], repositories)  # these files, these bytes, nothing else
     assert sorted(result.placed) == sorted(placed)
+    assert result.converted == [models / c for c in converted]
+    assert result.models == (result.converted or [models / DOWNLOADS[family].model])  # what is rendered below
     unread = {f"/{repo}/resolve/main/{p}" for repo, paths in UNREAD.items() for p in paths}
     assert not unread & set(hub.content_gets())
     assert not (models / STATE / "partial").exists() and not (models / STATE / "verified").exists()
@@ -365,6 +389,101 @@ def test_convert_writes_our_single_file(hub, tmp_path):
         assert {reader.dtypes[k] for k in reader.keys()} == {torch.float16}
 
 
+def test_convert_puts_echomimic_s_file_beside_its_whisper(hub, tmp_path):
+    """EchoMimic's whisper_tiny.pt lies in its own folder (echomimic/audio_processor/), where the loader looks for it
+    beside the network: so its converted file goes there too (at the model folder's top it would not find it)."""
+    from emo_pipeline.components import load_pipeline
+
+    result = download(["echomimic"], tmp_path / "emo", convert=True)
+    assert result.converted == result.models == [tmp_path / "emo" / "echomimic" / "echomimic.safetensors"]
+    assert load_pipeline(result.converted[0]).config.name == "echomimic"
+
+
+def _safetensors_layout(path: Path) -> tuple[int, dict[str, tuple[str, int]]]:
+    """A safetensors file's header length and each tensor's dtype and bytes, from its header."""
+    import struct
+
+    with open(path, "rb") as f:
+        (length,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(length))
+    header.pop("__metadata__", None)
+    return length, {k: (e["dtype"], e["data_offsets"][1] - e["data_offsets"][0]) for k, e in header.items()}
+
+
+@pytest.mark.parametrize("variant", ["", "-acc"])
+def test_echomimic_v2_is_converted_to_fp16_safetensors_after_its_download(variant, hub, repositories, tmp_path):
+    """`download echomimic-v2` (and -acc) writes the network as our single fp16 safetensors file beside its files,
+    without --convert: every key and shape of the folder (strict), each value the folder's in fp16, the pose
+    encoder at its true size (values x 2 bytes) although the hub's pose_encoder.pth is POSE_BLOAT times larger; the
+    .pth files stay, as placed. What --model gets and what loads is that file, and it gives the folder's weights."""
+    from emo_pipeline.components import load_pipeline
+    from emo_pipeline.io.loading import check_fits, config_for, expected_shapes, open_network
+
+    name = "echomimic-v2" + variant
+    models = tmp_path / "emo"
+    result = download([name], models)
+    target = models / "echomimic_v2" / f"{name}.safetensors"
+    assert result.converted == result.models == [target]
+    (conversion,) = result.conversions
+    assert conversion.written and conversion.precision == "fp16" and conversion.size == target.stat().st_size
+    assert conversion.said == (f"Converted the network to our single safetensors file: {target} (fp16, "
+                               f"{human_size(target.stat().st_size)} for {conversion.values / 1e6:,.1f} M values).")
+    mine = target.relative_to(models).as_posix()
+    on_disk = {k: v for k, v in _tree(models).items() if not k.startswith(STATE + "/") and k != mine}
+    assert on_disk == _expected([name], repositories)  # the downloaded files stay, unchanged
+
+    with open_network(target) as ours, open_network(models / DOWNLOADS[name].model) as theirs:
+        config = config_for(ours)
+        assert config.name == name and config == config_for(theirs)
+        check_fits(ours, config)  # strict: every key and shape, nothing else
+        assert set(ours.keys()) == set(theirs.keys()) == set(expected_shapes(config))
+        assert {ours.dtypes[k] for k in ours.keys()} == {torch.float16}
+        for key in theirs.keys():
+            assert torch.equal(ours.tensor(key), theirs.tensor(key).half()), key
+        pose_values = sum(theirs.shapes[k].numel() for k in theirs.keys() if k.startswith("face_locator."))
+    header, layout = _safetensors_layout(target)
+    assert sum(b for k, (_, b) in layout.items() if k.startswith("face_locator.")) == 2 * pose_values  # true size
+    assert target.stat().st_size == 8 + header + 2 * conversion.values  # the whole file: values x 2, and its header
+    assert (models / "echomimic_v2" / "pose_encoder.pth").stat().st_size > POSE_BLOAT * 2 * pose_values
+
+    converted = load_pipeline(target, dtype=torch.float16).net.state_dict()
+    folder = load_pipeline(models / DOWNLOADS[name].model, dtype=torch.float16).net.state_dict()
+    assert converted.keys() == folder.keys() and all(torch.equal(converted[k], folder[k]) for k in folder)
+
+
+def test_a_second_echomimic_v2_download_keeps_its_converted_file(hub, tmp_path):
+    """Run again (here through the command line), the download asks the hub nothing and the converted file, made from
+    the same files (their sizes and times are in its metadata), is kept as it is: only its header is read (said in
+    the command's one line). Once a source file is placed anew (its time changes), it is converted again; a file of
+    the user's at that name is never overwritten."""
+    models = tmp_path / "emo"
+    (conversion,) = download(["echomimic-v2"], models).conversions
+    first, before = conversion.path, conversion.path.stat()
+    hub.requests.clear()
+    result = _cli(hub, "download", "echomimic-v2", "--to", str(models))
+    assert result.returncode == 0, result.stderr
+    assert hub.requests == []
+    after = first.stat()
+    assert (after.st_ino, after.st_mtime_ns, after.st_size) == (before.st_ino, before.st_mtime_ns, before.st_size)
+    lines = result.stdout.splitlines()
+    assert [line for line in lines if "onverted" in line] == [
+        f"Converted network up to date with the downloaded files, kept: {first} (fp16, {human_size(before.st_size)} "
+        f"for {conversion.values / 1e6:,.1f} M values)."]
+    assert lines[-1].startswith("Ready: ") and lines[-1].endswith(f"--model {first}")
+
+    pose = models / "echomimic_v2" / "pose_encoder.pth"
+    os.utime(pose, ns=(pose.stat().st_atime_ns, pose.stat().st_mtime_ns + 10**9))  # as if placed anew
+    again = download(["echomimic-v2"], models)
+    assert again.conversions[0].written and first.stat().st_ino != before.st_ino
+
+    mine = models / "echomimic_v2" / "echomimic-v2-acc.safetensors"
+    mine.write_bytes(b"the user's own file")
+    result = download(["echomimic-v2-acc"], models)
+    assert mine.read_bytes() == b"the user's own file" and result.converted == []
+    assert result.conversions[0].kept_foreign and "left as it is" in result.conversions[0].said
+    assert result.models == [models / DOWNLOADS["echomimic-v2-acc"].model]  # the folder's files, then
+
+
 def test_unknown_names_list_the_known_ones(tmp_path):
     with pytest.raises(DownloadError, match="Unknown download 'halo': choose from hallo, hallo2, echomimic"):
         download(["halo"], tmp_path)
@@ -422,6 +541,49 @@ def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypat
     hub.requests.clear()
     assert loader().load(entry, "auto", "auto")[0].pipeline.config.name == "hallo"  # a saved workflow's entry
     assert hub.requests == []
+
+
+def test_the_echomimic_v2_download_from_inside_comfyui_loads_its_converted_file(hub, repositories, tmp_path,
+                                                                                  monkeypatch, caplog):
+    """Load EMO Model's 'download: echomimic-v2' entry fetches the files, converts the network (said in one log
+    line) and loads the converted file: its weights are the hub's rounded to fp16 (on the CPU, in fp32). The list
+    then offers echomimic_v2/echomimic-v2.safetensors, not pose_encoder.pth (a part, as reference_unet.pth), and the
+    entry of a saved workflow loads the same file again without asking the hub or converting again."""
+    import logging
+
+    import comfy_stubs
+    from emo_pipeline.components import load_pipeline
+
+    models = tmp_path / "models"
+    comfy_stubs.install(models, tmp_path / "output")
+    pack = comfy_stubs.load_pack()
+    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"],
+                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"])
+    loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
+    entry = next(c for c in loader.INPUT_TYPES()["required"]["checkpoint"][0]
+                 if c.startswith("download: echomimic-v2 "))
+    message = loader.VALIDATE_INPUTS("echomimic_v2/echomimic-v2.safetensors")  # a saved workflow, before the download
+    assert isinstance(message, str) and f"Pick '{entry}'" in message and "download echomimic-v2 " in message
+    with caplog.at_level(logging.INFO):
+        model = loader().load(entry, "auto", "auto")[0]
+    converted = models / "emo" / "echomimic_v2" / "echomimic-v2.safetensors"
+    said = [r.getMessage() for r in caplog.records if "onverted" in r.getMessage()]
+    assert len(said) == 1
+    assert said[0].startswith(f"EMO: Converted the network to our single safetensors file: {converted} (fp16, ")
+    assert model.pipeline.config.name == "echomimic-v2" and model.pipeline.dtype == torch.float32
+    hub_weights = load_pipeline(models / "emo" / "echomimic_v2").net.state_dict()  # the .pth files, fp32
+    loaded = model.pipeline.net.state_dict()
+    assert all(torch.equal(loaded[k], v.half().float()) for k, v in hub_weights.items())
+    assert any(not torch.equal(loaded[k], v) for k, v in hub_weights.items())  # so the fp16 file is what was read
+    listed = loader.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert "echomimic_v2/echomimic-v2.safetensors" in listed and "echomimic_v2/denoising_unet.pth" in listed
+    assert not any(c.endswith(("pose_encoder.pth", "reference_unet.pth")) or c.startswith("download: echomimic-v2 ")
+                   for c in listed)
+    before = converted.stat()
+    hub.requests.clear()
+    assert loader().load(entry, "auto", "auto")[0].pipeline.config.name == "echomimic-v2"
+    assert hub.requests == [] and (converted.stat().st_ino, converted.stat().st_mtime_ns) == (before.st_ino,
+                                                                                           before.st_mtime_ns)
 
 
 def test_the_separator_download_entry_from_inside_comfyui(hub, repositories, tmp_path):

@@ -26,9 +26,9 @@ def download_command(args: argparse.Namespace) -> int:
         print(f"Placed {len(result.placed)} file(s) in {result.folder} ({human_size(result.fetched_bytes)} fetched).")
     if result.present:
         print(f"{len(result.present)} file(s) were there already and were not fetched again.")
-    for path in result.converted:
-        print(f"Converted: {path}")
-    for model in result.converted or result.models:
+    for conversion in result.conversions:
+        print(conversion.said)
+    for model in result.models:  # a converted network where there is one
         print("Ready: python -m emo_pipeline generate --image portrait.png --audio speech.wav --model "
               f"{model_argument(model)}")
     return 0

@@ -17,6 +17,7 @@ of the model-folder table in docs/models.md: a network's folder, with the VAE an
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 
 MB = 10**6
 GB = 10**9
@@ -38,10 +39,24 @@ class Download:
     files: tuple[HubFile, ...]
     model: str | None  # what to give --model (relative to the model folder); None for the optional parts
     licence: str
+    # Written as our single safetensors file (in the family's GPU precision) after every download, not only with
+    # --convert: EchoMimic v2's pickles hold the pose encoder's 1.09 M values in a 1.7 GB file.
+    convert: bool = False
 
     @property
     def approx_bytes(self) -> int:
         return sum(f.approx_bytes for f in self.files)
+
+    @property
+    def converted(self) -> str | None:
+        """Where the network is written as our single safetensors file, relative to the model folder:
+        <name>.safetensors, inside the download's own folder when that folder holds its audio encoder (EchoMimic's
+        audio_processor/whisper_tiny.pt), which the loader looks for beside the network."""
+        if self.model is None:
+            return None
+        if any(f.part == "whisper" for f in self.files):
+            return f"{PurePosixPath(self.model).parts[0]}/{self.name}.safetensors"
+        return f"{self.name}.safetensors"
 
     @property
     def repos(self) -> tuple[str, ...]:
@@ -145,6 +160,7 @@ def _echomimic_v2(variant: str) -> Download:
                *_vae("stabilityai/sd-vae-ft-mse")),
         model=f"echomimic_v2/denoising_unet{variant}.pth" if variant else "echomimic_v2",
         licence="Apache-2.0",
+        convert=True,  # the networks in fp16 safetensors, the pose encoder at its true size (2.2 MB)
     )
 
 

@@ -18,9 +18,10 @@ before it is trusted, so a file placed by hand, by an older version or damaged o
 from __future__ import annotations
 
 import errno
+import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -34,7 +35,8 @@ from .transfer import Limits, Progress, fetch_into
 
 STATE = ".emo-download"
 
-__all__ = ["DownloadCancelled", "DownloadError", "Progress", "Result", "STATE", "download", "missing_files"]
+__all__ = ["Conversion", "DownloadCancelled", "DownloadError", "Progress", "Result", "STATE", "download",
+           "missing_files"]
 
 
 def disk_margin(needed: int) -> int:
@@ -49,14 +51,37 @@ class _Silent:
     def finish(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class Conversion:
+    """A family's network as our single safetensors file after the download."""
+    path: Path
+    precision: str  # fp16, bf16
+    size: int  # bytes of the file
+    values: int  # the network's values, so size ≈ values × 2 in fp16
+    written: bool  # False: the file of an earlier call, made from these same files, was kept
+    kept_foreign: bool = False  # a file there that we did not write: left as it is, nothing converted
+
+    @property
+    def said(self) -> str:
+        """The one line that says what was written."""
+        if self.kept_foreign:
+            return (f"Not converted: {self.path} exists and does not record the files it was made from (not a file "
+                    "this download wrote); it was left as it is: move it away to have the network converted there.")
+        what = f"{self.path} ({self.precision}, {human_size(self.size)} for {self.values / 1e6:,.1f} M values)"
+        if self.written:
+            return f"Converted the network to our single safetensors file: {what}."
+        return f"Converted network up to date with the downloaded files, kept: {what}."
+
+
 @dataclass
 class Result:
     folder: Path
     placed: list[str]  # targets moved into place by this call
     present: list[str]  # targets that were there already (and passed their checks)
     fetched_bytes: int  # bytes that came over the network in this call
-    models: list[Path]  # what to give --model, one per family asked for
-    converted: list[Path]
+    models: list[Path]  # what to give --model, one per family asked for (its converted file when there is one)
+    converted: list[Path]  # the converted files, written or kept
+    conversions: list[Conversion] = field(default_factory=list)
 
 
 def resolve(names: Iterable[str]) -> list[Download]:
@@ -129,7 +154,8 @@ def download(names: Iterable[str], to: str | Path, revision: str | None = None, 
     "separator") in the model folder `to`. `revision`: a branch, tag or commit (None: main, and files recorded
     from any revision are kept). `force`: replace files in the way that differ from the hub's;
     `replace_damaged`: replace only those that fail their content check. `convert`: also write each family's
-    network as our single safetensors file."""
+    network as our single safetensors file (the downloads marked `convert` in the catalogue always are: EchoMimic
+    v2's); it is not written again while the files it was made from are unchanged."""
     from filelock import FileLock, Timeout
 
     downloads = resolve(names)
@@ -150,9 +176,11 @@ def download(names: Iterable[str], to: str | Path, revision: str | None = None, 
         placed, present, fetched = job.run()
     finally:
         lock.release()
-    models = [folder / d.model for d in downloads if d.model]
-    converted = [convert_download(folder, d) for d in downloads if d.model] if convert else []
-    return Result(folder, placed, present, fetched, models, converted)
+    conversions = {d.name: convert_download(folder, d) for d in downloads if d.model and (convert or d.convert)}
+    models = [conversions[d.name].path if d.name in conversions and not conversions[d.name].kept_foreign
+              else folder / d.model for d in downloads if d.model]
+    converted = [c.path for c in conversions.values() if not c.kept_foreign]
+    return Result(folder, placed, present, fetched, models, converted, list(conversions.values()))
 
 
 class _Job:
@@ -432,12 +460,74 @@ def _copy_from_hub_cache(remote: Remote, partial: Path, progress: Progress, is_c
 
 
 # ---------------------------------------------------------------------------- after the download
-def convert_download(folder: Path, download: Download) -> Path:
-    """The family's network as our single safetensors file, <folder>/<name>.safetensors, in its GPU precision."""
-    from ..io.loading import PRECISIONS, convert_checkpoint, network_config
+CONVERTED_FROM = "emo_converted_from"  # our converted file's metadata: the files it was made from (size, time)
+
+
+def _sources(folder: Path, download: Download) -> str:
+    """What a conversion is made from, as the converted file's metadata records it: each network file's size and
+    modification time (placed files keep theirs; the download's own record trusts the same two)."""
+    files = sorted(f.target for f in download.files if f.part == "network")
+    return json.dumps({t: rec.stamp(folder / t) for t in files}, sort_keys=True, separators=(",", ":"))
+
+
+def _header(path: Path) -> tuple[dict[str, str], set[str], int] | None:
+    """A safetensors file's metadata, the dtypes of its float tensors and its value count (the header only), or
+    None when it is not one we can read."""
+    from ..io.loading import CheckpointReader
+
+    if path.suffix != ".safetensors" or path.is_symlink() or not path.is_file():
+        return None
+    try:
+        with CheckpointReader(path) as reader:
+            return (dict(reader.metadata), {str(d) for d in reader.dtypes.values() if d.is_floating_point},
+                    sum(s.numel() for s in reader.shapes.values()))
+    except Exception:  # noqa: BLE001  (damaged, or half-written by hand: not ours to trust)
+        return None
+
+
+def _kept(target: Path, sources: str) -> Conversion | None:
+    """The converted file already there, when it is ours, made from these files and in its family's precision
+    (the header read, no weight); a file we did not write, as such; None when it is to be (re)written."""
+    from ..config import EMOConfig
+    from ..io.loading import CONFIG_METADATA_KEY, PRECISIONS
+
+    if not (target.exists() or target.is_symlink()):
+        return None
+    header = _header(target)
+    if header is None or CONVERTED_FROM not in header[0]:
+        return Conversion(target, "", 0, 0, written=False, kept_foreign=True)
+    metadata, dtypes, values = header
+    try:
+        precision = EMOConfig.from_json(metadata[CONFIG_METADATA_KEY]).spec.gpu_precision
+    except Exception:  # noqa: BLE001  (an unreadable config of ours: written again)
+        return None
+    if metadata[CONVERTED_FROM] != sources or dtypes != {str(PRECISIONS[precision])}:
+        return None
+    return Conversion(target, precision, target.stat().st_size, values, written=False)
+
+
+def convert_download(folder: Path, download: Download) -> Conversion:
+    """The family's network as our single safetensors file, <folder>/<download.converted>, in its GPU precision
+    (fp16; bf16 for MEMO), read with the strict key check. A file there from an earlier conversion of the same
+    files (sizes and times as its metadata records them) is kept without reading any weight; one of ours made from
+    other files is replaced; one we did not write is left as it is. The downloaded files stay: the download's
+    record, its resume and its check of what is missing read them, and they may be the user's own copies."""
+    from ..io.loading import PRECISIONS, check_fits, config_for, network_metadata, open_network, write_safetensors
     from ..io.model_files import find_net
 
-    source = find_net(folder / download.model)
-    config = network_config(source)
-    return convert_checkpoint(source, folder / f"{download.name}.safetensors", PRECISIONS[config.spec.gpu_precision],
-                              config)
+    target = folder / download.converted
+    sources = _sources(folder, download)
+    kept = _kept(target, sources)
+    if kept is not None:
+        return kept
+    with open_network(find_net(folder / download.model)) as reader:
+        config = config_for(reader)
+        check_fits(reader, config)
+        precision = config.spec.gpu_precision
+        dtype = PRECISIONS[precision]
+        shapes = {k: (reader.shapes[k], dtype if reader.dtypes[k].is_floating_point else reader.dtypes[k])
+                  for k in reader.keys()}
+        metadata = {**network_metadata(config), CONVERTED_FROM: sources}
+        write_safetensors(target, shapes, reader.tensor, metadata)
+    values = sum(shape.numel() for shape, _ in shapes.values())
+    return Conversion(target, precision, target.stat().st_size, values, written=True)
