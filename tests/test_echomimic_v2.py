@@ -227,19 +227,26 @@ def test_low_vram_encodes_the_poses_frame_by_frame_with_the_same_video():
 
 
 def test_counted_memory_of_a_long_v2_render_grows_only_by_its_latents():
-    """The counted peak of a v2 render (the window's pose encoding and features included) grows with the video's
-    length only by the whole video's latents (4 copies, as for v1), never by pose images or features: 10 minutes
-    need what 10 seconds need plus 14,160 frames' latents. At 768² the window's poses weigh in: the encoder's
-    peak and the features the Backbone reads are counted in the denoising stage."""
+    """The counted peak of a v2 render at 768² (the window's pose encoding and features included) grows with the
+    video's length only by the whole video's latents (4 copies, as for v1), in every memory mode, never by pose
+    images, features or frames: 10 minutes need what 10 seconds need plus 14,160 frames' latents, 3.89 GiB in fp16
+    (288 KiB a frame), since context-window sampling denoises every frame's latents together on the device. So the
+    peak is not the same for 10 s and 10 min: it is the same but for that, which this test pins. At 768² the
+    window's poses weigh in: the encoder's peak and the features the Backbone reads are counted in the denoising
+    stage."""
     from emo_pipeline.config import echomimic_config, echomimic_v2_config
     from emo_pipeline.cost import clip_memory, video_latent_bytes
-    from emo_pipeline.memory_plan import counted_peak
+    from emo_pipeline.memory_plan import MODES, counted_peak
 
     options = SamplingOptions()
     config = echomimic_v2_config()
-    short, long = (counted_peak(config, options, torch.float16, "normal", 8, frames) for frames in (240, 14_400))
     latents = video_latent_bytes(config, 14_400, torch.float16) - video_latent_bytes(config, 240, torch.float16)
-    assert long - short == latents == 4 * 14_160 * 4 * 96 * 96 * 2
+    assert latents == 4 * 14_160 * 4 * 96 * 96 * 2 and round(latents / 2**30, 2) == 3.89
+    for mode in MODES:  # normal, low_vram, low_vram_fp8
+        short, long = (counted_peak(config, options, torch.float16, mode, 8, frames) for frames in (240, 14_400))
+        stages = short - video_latent_bytes(config, 240, torch.float16)
+        assert long - video_latent_bytes(config, 14_400, torch.float16) == stages, mode  # nothing else grows
+        assert long - short == latents, mode
     v2 = clip_memory(config, options)
     v1_at_768 = clip_memory(echomimic_config().with_overrides(sample_size=768), options)
     features = 2 * 320 * 12 * 96 * 96 * 2  # both rows' pose features of a 12-frame window, fp16
@@ -269,3 +276,53 @@ def test_a_14_second_pose_sequence_drives_40_seconds_of_audio_to_40_seconds_of_v
         assert torch.isfinite(chunk).all()
         frames += len(chunk)
     assert frames == 960
+
+
+RSS_SIZE = 256  # frame side of the RSS test's renders: a 256² uint8 frame is 192 KiB, its latents 4 KiB per copy
+RSS_MARGIN_MIB = 4  # run-to-run noise of the growth: within ±1 MiB in 3 pairs of runs (2.5 s and 10 s)
+
+
+def _render_rss(seconds: float, workdir) -> dict:
+    """tests/render_v2_memory.py in a fresh process: the growth of its resident memory from just before sampling
+    (model loaded, audio encoded, poses read) to its peak, to the end of the render (the MP4 closed)."""
+    import json
+    import os
+    import sys
+
+    from conftest import ROOT, run_child
+
+    # glibc's dynamic mmap threshold lets freed temporaries stay in a growing heap (see test_long_audio.py)
+    env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "131072"}
+    result = run_child([sys.executable, str(ROOT / "tests" / "render_v2_memory.py"), str(seconds), str(workdir),
+                        str(RSS_SIZE)], env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/proc/self/clear_refs"),
+                    reason="peak memory is read from Linux's /proc")
+def test_a_4x_longer_v2_render_peaks_in_rss_only_its_latents_higher(tmp_path):
+    """The command line's v2 render (tiny model at 256², poses from demo-format files extended to the audio) in a fresh
+    process for 2 s and for 8 s of audio: the longer one's resident peak exceeds the shorter one's by no more than
+    what grows with the length by design: the whole video's latents, which context-window sampling denoises together
+    (the counted model's 4 copies, fp32 on the CPU), the audio (its waveform, twice: read and muxed), and the noise.
+    The decoded frames are written to the MP4 as they come: held, the 144 more frames would add 27 MiB in uint8
+    (108 MiB as the decoder's float32), twice the bound."""
+    from emo_pipeline.config import tiny_echomimic_v2_config
+    from emo_pipeline.cost import video_latent_bytes
+    from emo_pipeline.io.media import read_video_info
+
+    short, long = _render_rss(2.0, tmp_path / "short"), _render_rss(8.0, tmp_path / "long")
+    frames = {2.0: 48, 8.0: 192}
+    more = frames[8.0] - frames[2.0]
+    config = tiny_echomimic_v2_config(sample_size=RSS_SIZE)
+    latents = (video_latent_bytes(config, frames[8.0], torch.float32)
+               - video_latent_bytes(config, frames[2.0], torch.float32))
+    audio = 2 * (8.0 - 2.0) * 16000 * 4
+    bound_mib = (latents + audio) / 2**20 + RSS_MARGIN_MIB
+    held_mib = more * RSS_SIZE * RSS_SIZE * 3 / 2**20  # the extra frames, were the video held as uint8
+    assert bound_mib < 0.55 * held_mib  # the bound could not hide a held video
+    assert long["growth_mib"] - short["growth_mib"] <= bound_mib, (short, long)
+    for run, seconds in ((short, 2.0), (long, 8.0)):
+        info = read_video_info(run["path"])
+        assert info["frame_count"] == frames[seconds] and (info["width"], info["height"]) == (RSS_SIZE, RSS_SIZE)
