@@ -115,11 +115,16 @@ def build_vexpress_networks(vx: types.SimpleNamespace, settings: dict, unet_conf
 
 def vexpress_pipeline_class(vx: types.SimpleNamespace):
     """pipelines.VExpressPipeline (imports diffusers, transformers, einops and tqdm)."""
+    from transformers.utils import logging as transformers_logging
+
     writes_bytecode, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    level = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()  # its import of CLIPImageProcessor (unused) warns without torchvision
     try:
         with quiet():
             return importlib.import_module("pipelines").VExpressPipeline
     finally:
+        transformers_logging.set_verbosity(level)
         sys.dont_write_bytecode = writes_bytecode
 
 

@@ -2,18 +2,31 @@
 
 * the keypoint image (emo_pipeline/poses/face_keypoints.py): colours, where the dots and sticks lie, what the
   canvas edges cut, and OpenCV's line and ellipse rules in small cases. The whole renderer is held against
-  V-Express's own draw_kps_image with OpenCV by benchmarks/vexpress_kps_drawing.py (0 pixels apart).
+  V-Express's own draw_kps_image with OpenCV by benchmarks/vexpress_kps_drawing.py (0 pixels apart);
+* the audio resampler (emo_pipeline/models/perceiver_resampler.py): its keys and shapes are those of V-Express's
+  audio_projection in tests/data/vexpress_keys.tsv (written by tests/make_vexpress_keys.py from its own code),
+  it loads strictly, and it computes the formula written out here in plain matrix products;
+* the framing (emo_pipeline/audio/token_windows.py): each frame's ten tokens worked out by hand.
+V-Express's own AudioProjection and framing are run beside ours by benchmarks/vexpress_parts_side_by_side.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
+from emo_pipeline.audio.token_windows import (encode_token_windows, frame_windows, last_layer, spread_to_frames,
+                                              window_length)
+from emo_pipeline.models.face_locator import FaceLocator
+from emo_pipeline.models.perceiver_resampler import PerceiverResampler, PerceiverResamplerConfig
 from emo_pipeline.poses import face_keypoints as fk
+
+KEYS = Path(__file__).parent / "data" / "vexpress_keys.tsv"
 
 BLACK = (0, 0, 0)
 RED, GREEN, BLUE = (255, 0, 0), (0, 255, 0), (0, 0, 255)
@@ -209,3 +222,205 @@ def test_refusals(bad):
         fk.draw_face_keypoints(bad, 10, 10)
     with pytest.raises(ValueError):
         fk.draw_face_keypoints(FACE, 0, 10)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The audio resampler
+
+
+def reference_keys(network: str) -> dict[str, tuple[int, ...]]:
+    """One network's keys and shapes from V-Express's key list."""
+    keys = {}
+    for line in KEYS.read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, key, shape = line.split("\t")
+            if name == network:
+                keys[key] = tuple(int(v) for v in shape.split(",") if v)
+    return keys
+
+
+def header_count(network: str) -> tuple[int, int]:
+    for line in KEYS.read_text().splitlines():
+        if line.startswith(f"# {network}: ") and " tensors, " in line:
+            tensors, values = line.split(": ", 1)[1].split(" tensors, ")
+            return int(tensors), int(values.split(" values")[0].replace(",", ""))
+    raise AssertionError(f"no count for {network} in {KEYS.name}")
+
+
+def test_resampler_has_the_keys_and_shapes_of_vexpress_audio_projection():
+    with torch.device("meta"):
+        ours = {k: tuple(v.shape) for k, v in PerceiverResampler().state_dict().items()}
+    reference = reference_keys("audio_projection")
+    assert sorted(set(reference) - set(ours)) == [] and sorted(set(ours) - set(reference)) == []
+    assert {k: v for k, v in ours.items() if reference[k] != v} == {}
+    assert header_count("audio_projection") == (len(ours), sum(math.prod(s) for s in ours.values())) \
+        == (52, 29_524_224)
+
+
+def test_resampler_loads_strictly():
+    """A state dict of exactly the key list's keys and shapes loads strictly; one key short, or one too many, is
+    refused."""
+    g = torch.Generator().manual_seed(0)
+    state = {k: torch.randn(s, generator=g) for k, s in reference_keys("audio_projection").items()}
+    model = PerceiverResampler()
+    model.load_state_dict(state, strict=True)
+    assert torch.equal(model.layers[3][1][3].weight, state["layers.3.1.3.weight"])
+    assert torch.equal(model.latents, state["latents"])
+    short = dict(state)
+    del short["layers.2.0.to_kv.weight"]
+    with pytest.raises(RuntimeError, match="layers.2.0.to_kv.weight"):
+        PerceiverResampler().load_state_dict(short, strict=True)
+    extra = dict(state, **{"to_latents_from_mean_pooled_seq.0.weight": torch.ones(768)})
+    with pytest.raises(RuntimeError, match="to_latents_from_mean_pooled_seq"):
+        PerceiverResampler().load_state_dict(extra, strict=True)
+
+
+def test_keypoint_guider_is_a_three_channel_face_locator():
+    """V-Express's v_kps_guider has our face locator's layout with 3 input channels (EchoMimic v2's pose
+    encoder's): the same keys and shapes."""
+    with torch.device("meta"):
+        ours = {k: tuple(v.shape) for k, v in FaceLocator(320, (16, 32, 96, 256), 3).state_dict().items()}
+    assert ours == reference_keys("v_kps_guider")
+
+
+TINY = PerceiverResamplerConfig(dim=8, depth=2, dim_head=4, heads=3, num_queries=3, embedding_dim=6, output_dim=7,
+                                ff_mult=2, max_seq_len=5)
+
+
+def resampler_by_hand(model: PerceiverResampler, x: torch.Tensor) -> torch.Tensor:
+    """The resampler written out in matrix products, one row and one head at a time, from its parameters."""
+    c = model.config
+    p = {k: v.double() for k, v in model.state_dict().items()}
+
+    def layer_norm(t, prefix):
+        mean = t.mean(-1, keepdim=True)
+        var = ((t - mean) ** 2).mean(-1, keepdim=True)
+        return (t - mean) / torch.sqrt(var + 1e-5) * p[prefix + ".weight"] + p[prefix + ".bias"]
+
+    rows = []
+    for row in x.double():
+        h = (row + p["pos_emb.weight"][: len(row)]) @ p["proj_in.weight"].T + p["proj_in.bias"]
+        lat = p["latents"][0]
+        for i in range(c.depth):
+            a = f"layers.{i}.0."
+            hn, ln = layer_norm(h, a + "norm1"), layer_norm(lat, a + "norm2")
+            q = ln @ p[a + "to_q.weight"].T
+            kv = torch.cat([hn, ln]) @ p[a + "to_kv.weight"].T
+            k, v = kv[:, : c.heads * c.dim_head], kv[:, c.heads * c.dim_head:]
+            heads = []
+            for j in range(c.heads):
+                cols = slice(j * c.dim_head, (j + 1) * c.dim_head)
+                w = torch.softmax(q[:, cols] @ k[:, cols].T / math.sqrt(c.dim_head), dim=-1)
+                heads.append(w @ v[:, cols])
+            lat = torch.cat(heads, 1) @ p[a + "to_out.weight"].T + lat
+            f = f"layers.{i}.1."
+            up = layer_norm(lat, f + "0") @ p[f + "1.weight"].T
+            lat = torch.nn.functional.gelu(up) @ p[f + "3.weight"].T + lat
+        out = lat @ p["proj_out.weight"].T + p["proj_out.bias"]
+        rows.append(layer_norm(out, "norm_out"))
+    return torch.stack(rows)
+
+
+def test_resampler_computes_its_formula():
+    torch.manual_seed(0)
+    model = PerceiverResampler(TINY).double()
+    with torch.no_grad():
+        for param in model.parameters():
+            param.copy_(torch.randn_like(param) * 0.5)
+    x = torch.randn(4, 5, 6, dtype=torch.float64)
+    with torch.no_grad():
+        assert torch.allclose(model(x), resampler_by_hand(model, x), atol=1e-12)
+        # fewer tokens than max_seq_len take the first positions
+        assert torch.allclose(model(x[:, :3]), resampler_by_hand(model, x[:, :3]), atol=1e-12)
+
+
+def test_resampler_shapes_and_refusals():
+    model = PerceiverResampler(TINY)
+    assert model(torch.randn(9, 5, 6)).shape == (9, 3, 7)
+    assert PerceiverResampler(depth=1).config == PerceiverResamplerConfig(depth=1)
+    for bad in (torch.randn(2, 6, 6), torch.randn(2, 5, 5), torch.randn(5, 6), torch.randn(2, 0, 6)):
+        with pytest.raises(ValueError):
+            model(bad)
+    with pytest.raises(TypeError):
+        PerceiverResampler(TINY, depth=1)
+    full = PerceiverResampler()
+    with torch.no_grad():
+        assert full(torch.randn(3, 10, 768)).shape == (3, 5, 768)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The framing
+
+
+def windows_by_hand(num_frames: int, frames) -> list[list[int]]:
+    """With token j holding the number j + 1: frame i's window is tokens 2i-4 … 2i+5 (frames i-2 … i+2, two
+    each), 0 where a token is before the first or past the last (2·num_frames tokens)."""
+    out = []
+    for i in frames:
+        out.append([j + 1 if 0 <= j < 2 * num_frames else 0 for j in range(2 * i - 4, 2 * i + 6)])
+    return out
+
+
+@pytest.mark.parametrize("num_frames", [1, 2, 3, 7, 30])
+def test_frame_windows_by_hand(num_frames):
+    tokens = (torch.arange(2 * num_frames, dtype=torch.float32) + 1)[:, None].repeat(1, 3)
+    windows = frame_windows(tokens, num_frames)
+    assert windows.shape == (num_frames, 10, 3) and window_length() == 10
+    assert windows[..., 0].long().tolist() == windows_by_hand(num_frames, range(num_frames))
+    assert torch.equal(windows[..., 0], windows[..., 2])
+    # frames taken a few at a time, in any order, are the same windows
+    some = torch.tensor([num_frames - 1, 0, num_frames // 2])
+    assert frame_windows(tokens, some)[..., 0].long().tolist() == windows_by_hand(num_frames, some.tolist())
+
+
+def test_frame_windows_of_the_first_and_last_frames():
+    """V-Express's own indexing, spelled out for 5 frames: 4 zero tokens each side of the 10 tokens, frame i
+    reading [2i, 2i + 10) of that."""
+    tokens = torch.arange(1, 11, dtype=torch.float32)[:, None]
+    padded = torch.cat([torch.zeros(4, 1), tokens, torch.zeros(4, 1)])
+    windows = frame_windows(tokens, 5)
+    for i in range(5):
+        assert torch.equal(windows[i], padded[2 * i: 2 * i + 10])
+    assert windows[0, :, 0].tolist() == [0, 0, 0, 0, 1, 2, 3, 4, 5, 6]
+    assert windows[4, :, 0].tolist() == [5, 6, 7, 8, 9, 10, 0, 0, 0, 0]
+
+
+def test_frame_windows_other_shapes():
+    tokens = torch.arange(1, 13, dtype=torch.float32)[:, None]  # 4 frames of 3 tokens
+    windows = frame_windows(tokens, 4, per_frame=3, context=1)
+    assert windows.shape == (4, 9, 1)
+    assert windows[0, :, 0].tolist() == [0, 0, 0, 1, 2, 3, 4, 5, 6]
+    assert windows[3, :, 0].tolist() == [7, 8, 9, 10, 11, 12, 0, 0, 0]
+
+
+def test_spread_to_frames_is_linear_over_the_clip():
+    """A ramp h[t] = t interpolated to 2F tokens (align_corners False): token j samples the clip at
+    (j + 0.5)·T/(2F) - 0.5, held at the ends."""
+    steps, num_frames = 37, 11
+    hidden = torch.arange(steps, dtype=torch.float32)[:, None].repeat(1, 4)
+    tokens = spread_to_frames(hidden, num_frames)
+    assert tokens.shape == (2 * num_frames, 4) and tokens.dtype == torch.float32
+    expected = [min(max((j + 0.5) * steps / (2 * num_frames) - 0.5, 0.0), steps - 1.0) for j in range(2 * num_frames)]
+    assert torch.allclose(tokens[:, 0], torch.tensor(expected), atol=1e-5)
+    assert torch.equal(spread_to_frames(torch.ones(1, 2, dtype=torch.float16), 3), torch.ones(6, 2))  # float32 out
+    with pytest.raises(ValueError):
+        spread_to_frames(hidden, 0)
+    with pytest.raises(ValueError):
+        spread_to_frames(torch.zeros(0, 4), 3)
+
+
+def test_encode_token_windows_with_a_small_wav2vec():
+    """One frame per audio frame: 1.01 s at 25 fps is 26 frames, 52 tokens of the encoder's last layer."""
+    from emo_pipeline.audio.encoder import AudioEncoder, normalize_speech
+    from emo_pipeline.tiny import tiny_wav2vec
+
+    encoder = AudioEncoder(tiny_wav2vec())
+    speech = normalize_speech(torch.sin(torch.arange(16160) / 9.0))
+    audio = encode_token_windows(encoder, speech, 25.0, 24)
+    assert audio.num_frames == 26 and audio.features.shape == (52, 32)
+    hidden = last_layer(encoder, speech)
+    with torch.no_grad():
+        assert torch.equal(hidden, encoder.model(speech[None]).last_hidden_state[0])
+    assert hidden.shape == ((16160 - 400) // 320 + 1, 32)
+    assert torch.equal(audio.features, spread_to_frames(hidden, 26))
+    assert frame_windows(audio.features, torch.arange(20, 26)).shape == (6, 10, 32)
