@@ -27,6 +27,32 @@ process_audio_emb, clamped at the video's ends, made here as ours makes them). f
     JOYHALLO_PATH=/path/to/JoyHallo PYTHONPATH=/path/to/einops python benchmarks/joyhallo_side_by_side.py \\
         [--size 64] [--steps 3] [--clips 2]
 
+`--front-end` compares the audio features instead: JoyHallo's own front end (its AudioProcessor.preprocess, step 2,
+without the vocal separator: librosa.load at 16 kHz, transformers' Wav2Vec2FeatureExtractor from the wav2vec2
+folder, seq_len = ceil(seconds x 25), zeros to whole clips of 16 frames, its Wav2VecModel with every layer's
+output stacked) against ours (PyAV, our resampler, our reader of the pretraining checkpoint, EMOPipeline.encode_audio)
+on the same audio file (default: JoyHallo's examples/driving_audios/0.wav, 22.05 kHz), with a full-size
+chinese-wav2vec2-base-shaped pretraining checkpoint of random weights written in its folder's layout (config.json,
+preprocessor_config.json with do_normalize false, pytorch_model.bin with Wav2Vec2ForPreTraining's keys). JoyHallo's
+Wav2VecModel needs the transformers it pins (4.39.2: today's collects hidden states differently), so its side runs
+(benchmarks/joyhallo_front_end_reference.py, which imports nothing of ours) in a child process whose PYTHONPATH is JOYHALLO_REF_PYTHONPATH (e.g. a `pip install --target` folder with
+transformers==4.39.2, tokenizers==0.15.2, huggingface_hub==0.23.5, soundfile and soxr); librosa itself needs numba,
+which today's numpy does not run, so where it is missing its load is done as librosa 0.10.2 does it (soundfile read,
+channels averaged, soxr's HQ resampler, the length fixed to ceil(n x 16000 / rate)). Two figures: ours given
+JoyHallo's 16 kHz samples (the front end alone), and ours from the file (with our own decoder and resampler).
+
+    JOYHALLO_PATH=... JOYHALLO_REF_PYTHONPATH=/path/to/pylib python benchmarks/joyhallo_side_by_side.py --front-end
+
+Measured on this project's CPU machine (2 cores, torch 2.13 CPU, fp32; JoyHallo at dbbe5b2):
+
+  --size 64 --steps 3 --clips 2: final latents relative 5.4e-6 (clip 0) and 4.0e-6 (clip 1, continuing from
+    clip 0's decoded frames); decoded frames max |diff| 1.5e-5 and 2.7e-5 (frames in 0..1)
+  --front-end (0.wav, 16.86 s at 22.05 kHz, 422 frames padded to 432): given the same 16 kHz samples, relative
+    5.2e-7 (every layer 2e-7 to 6e-7), also from a 16 kHz file read by each side's decoder; from the 22.05 kHz file
+    0.34, all of it our resampler against soxr's (their samples differ by 1.6e-3 rms, all above 6 kHz: the two
+    filters' transition bands, which random wav2vec2 weights weigh as much as speech; JoyHallo's own pipeline
+    resamples with ffmpeg after the vocal separator, not with librosa)
+
 Two shims, as in hallo_side_by_side.py: an empty xformers module (imported, never called) and diffusers 0.27's
 gradient-checkpointing flag with the denoising UNet in training mode (JoyHallo's inference enables
 checkpointing and never calls .eval(), so its blocks take the checkpointed path, which skips the 8x8 temporal
@@ -163,6 +189,112 @@ def run_joyhallo(joy_net: nn.Module, vae: nn.Module, settings: dict, portrait, f
     return video, torch.cat(recorder.latents, dim=2)
 
 
+# ---------------------------------------------------------------------------- the audio front end
+CLIP, FPS, RATE = 16, 25, 16000  # JoyHallo's clips, frame rate and wav2vec2 rate (joyhallo_front_end_reference.py)
+
+
+def write_pretraining_folder(folder: Path, seed: int = 0) -> None:
+    """chinese-wav2vec2-base's layout with random weights: wav2vec2-base's shape (transformers' Wav2Vec2Config
+    defaults: 768 wide, 12 layers, group-normed convs without bias), Wav2Vec2ForPreTraining's keys, the positional
+    conv's weight norm as weight_g / weight_v, do_normalize false."""
+    import json
+
+    from transformers import Wav2Vec2Config, Wav2Vec2ForPreTraining
+
+    from emo_pipeline.tiny import randomize_
+
+    settings = {"model_type": "wav2vec2", "architectures": ["Wav2Vec2ForPreTraining"], "hidden_size": 768,
+                "num_hidden_layers": 12, "num_attention_heads": 12, "intermediate_size": 3072, "conv_bias": False,
+                "feat_extract_norm": "group", "do_stable_layer_norm": False, "num_conv_pos_embeddings": 128,
+                "num_conv_pos_embedding_groups": 16}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(settings))
+    (folder / "preprocessor_config.json").write_text(json.dumps({
+        "do_normalize": False, "feature_extractor_type": "Wav2Vec2FeatureExtractor", "feature_size": 1,
+        "padding_side": "right", "padding_value": 0.0, "return_attention_mask": False, "sampling_rate": RATE}))
+    torch.manual_seed(seed)
+    model = randomize_(Wav2Vec2ForPreTraining(Wav2Vec2Config(**settings)).eval(), seed, scale=0.05)
+    names = {"parametrizations.weight.original0": "weight_g", "parametrizations.weight.original1": "weight_v"}
+    state = {}
+    for key, value in model.state_dict().items():
+        for new, old in names.items():
+            key = key.replace(new, old)
+        state[key] = value.detach().clone()
+    torch.save(state, folder / "pytorch_model.bin")
+
+
+def compare_front_ends(audio: Path) -> None:
+    import subprocess
+    import tempfile
+
+    from emo_pipeline.audio.encoder import AudioEncoder
+    from emo_pipeline.config import tiny_joyhallo_config
+    from emo_pipeline.io.media import load_audio
+    from emo_pipeline.pipeline import EMOPipeline
+    from emo_pipeline.tiny import tiny_net, tiny_vae
+
+    import wave
+
+    from emo_pipeline.audio.resample import prepare_speech
+
+    path = joyhallo_checkout()
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (os.environ.get("JOYHALLO_REF_PYTHONPATH", ""), str(path)) if p))
+    with tempfile.TemporaryDirectory() as work:
+        folder = Path(work) / "chinese-wav2vec2-base"
+        write_pretraining_folder(folder)
+        encoder = AudioEncoder.from_pretrained(folder)
+
+        def theirs_of(file: Path) -> dict:
+            out = Path(work) / "reference.pt"
+            subprocess.run([sys.executable, str(ROOT / "benchmarks" / "joyhallo_front_end_reference.py"), str(folder),
+                            str(file), str(out)], env=env, check=True)
+            return torch.load(out, weights_only=True)
+
+        started = time.perf_counter()
+        reference = theirs_of(audio)
+        their_time = time.perf_counter() - started
+        # the same sound as a 16 kHz 16-bit file (JoyHallo's resampled samples): no resampler on either side
+        at_16k = Path(work) / "16k.wav"
+        with wave.open(str(at_16k), "wb") as f:
+            f.setnchannels(1), f.setsampwidth(2), f.setframerate(RATE)
+            f.writeframes((reference["speech"].clamp(-1, 32767 / 32768) * 32768).round().to(torch.int16).numpy().tobytes())
+        reference_16k = theirs_of(at_16k)
+        read_16k = load_audio(at_16k)
+    # our pipeline with a tiny network that takes wav2vec2-base's 12 × 768 features (only its front end runs)
+    pipe = EMOPipeline(tiny_net(tiny_joyhallo_config(audio_feature_dim=768, audio_feature_layers=12)), tiny_vae(),
+                       encoder)
+    with torch.no_grad():
+        waveform, rate = load_audio(audio)
+        started = time.perf_counter()
+        own = pipe.encode_audio(waveform, rate, clip_length=CLIP)
+        our_time = time.perf_counter() - started
+        runs = [("given JoyHallo's 16 kHz samples (the front end alone)", reference,
+                 pipe.encode_audio(reference["speech"][None], RATE, clip_length=CLIP)),
+                ("from the 16 kHz file (PyAV against soundfile, no resampling)", reference_16k,
+                 pipe.encode_audio(*read_16k, clip_length=CLIP)),
+                (f"from the {rate} Hz file (PyAV and our resampler against soundfile and soxr HQ)", reference, own)]
+    print(f"audio {audio.name}: {waveform.shape[1] / rate:.2f} s at {rate} Hz; JoyHallo's front end with transformers "
+          f"{reference['transformers']} ({their_time:.0f} s with its process), ours with transformers "
+          f"{__import__('transformers').__version__} ({our_time:.1f} s); features {tuple(reference['features'].shape)} "
+          f"({reference['length']} frames, padded to clips of {CLIP}); samples normalised: ours {encoder.normalize}")
+    ours_16k = prepare_speech(waveform, rate, RATE)
+    sample_diff = (ours_16k - reference["speech"]).abs()
+    spectrum = torch.fft.rfft((ours_16k - reference["speech"]).double()).abs().square()
+    high = torch.fft.rfftfreq(ours_16k.numel(), 1 / RATE) >= 6000
+    print(f"  the 16 kHz samples, our resampler against soxr HQ: max |diff| {sample_diff.max():.3g}, rms "
+          f"{sample_diff.square().mean().sqrt():.3g} (the signal's rms {reference['speech'].square().mean().sqrt():.3g}); "
+          f"{spectrum[high].sum() / spectrum.sum():.4f} of the difference's energy lies above 6 kHz (the two filters' "
+          "transition bands)")
+    for label, theirs, ours in runs:
+        theirs = theirs["features"]
+        assert ours.features.shape == theirs.shape, label
+        diff, rel = relative(ours.features, theirs)
+        per_layer = [relative(ours.features[:, i], theirs[:, i])[1] for i in range(theirs.shape[1])]
+        print(f"  ours {label}: max |diff| {diff:.3g}, relative {rel:.3g} (per layer {min(per_layer):.2g} to "
+              f"{max(per_layer):.2g})")
+
+
 def main() -> None:
     from echomimic_side_by_side import generate_recording_latents
     from emo_pipeline.audio.features import AudioFeatures
@@ -174,8 +306,14 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=64, help="portrait side in pixels (a multiple of 64)")
     parser.add_argument("--steps", type=int, default=3, help="DDIM steps per clip (JoyHallo's own: 40)")
     parser.add_argument("--clips", type=int, default=2)
+    parser.add_argument("--front-end", nargs="?", const="", metavar="AUDIO",
+                        help="compare the audio features instead (default audio: the checkout's "
+                             "examples/driving_audios/0.wav)")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if args.front_end is not None:
+        return compare_front_ends(Path(args.front_end) if args.front_end else
+                                  joyhallo_checkout() / "examples" / "driving_audios" / "0.wav")
 
     path = joyhallo_checkout()
     joy, settings = import_joyhallo(path), joyhallo_settings(path)
