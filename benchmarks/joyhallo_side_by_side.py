@@ -43,6 +43,9 @@ JoyHallo's 16 kHz samples (the front end alone), and ours from the file (with ou
 
     JOYHALLO_PATH=... JOYHALLO_REF_PYTHONPATH=/path/to/pylib python benchmarks/joyhallo_side_by_side.py --front-end
 
+`--flops` counts one guided step of JoyHallo's own network and of ours at full size on meta tensors (and of
+Hallo's own network, with HALLO_PATH set to its checkout).
+
 Measured on this project's CPU machine (2 cores, torch 2.13 CPU, fp32; JoyHallo at dbbe5b2):
 
   --size 64 --steps 3 --clips 2: final latents relative 5.4e-6 (clip 0) and 4.0e-6 (clip 1, continuing from
@@ -189,6 +192,38 @@ def run_joyhallo(joy_net: nn.Module, vae: nn.Module, settings: dict, portrait, f
     return video, torch.cat(recorder.latents, dim=2)
 
 
+# ---------------------------------------------------------------------------- FLOPs
+def print_flops(config: EMOConfig) -> None:
+    """One guided step at full size (512², 16 + 2 frames, batch [uncond, cond], fp16) on meta tensors: JoyHallo's
+    own network, ours of the joyhallo config and, with HALLO_PATH set, Hallo's own network (hallo_side_by_side.py)."""
+    from emo_pipeline.cost import full_size_pipeline
+
+    path = joyhallo_checkout()
+    joy, settings = import_joyhallo(path), joyhallo_settings(path)
+    dtype = torch.float16
+    inputs = hs.make_inputs(config)
+    portrait = hs.make_portrait(inputs).to("meta", dtype)
+    inputs = inputs.to("meta", dtype)
+    weights = [1.0, 1.0, 1.0]  # JoyHallo passes no motion_scale: the three branches summed as they are
+    with quiet(), torch.no_grad():
+        with torch.device("meta"):
+            joy_net = build_joyhallo_net(joy, settings, config).to(dtype)
+        joy_step = hs.hallo_guided_step(joy_net, joy, inputs, portrait, weights, config.guidance_scale)
+        pipe = full_size_pipeline(config, device="meta", dtype=dtype)
+        ours_step = hs.our_guided_step(pipe, inputs, portrait, weights, config.guidance_scale)
+        ours_step()  # fills the clip's projection cache, as every step after a clip's first finds it
+        theirs, ours = hs._count(joy_step), hs._count(ours_step)
+    print(f"one guided step at {config.sample_size}², {config.frames_per_clip} frames + {config.motion_frames} motion "
+          "frames, batch 2, fp16 (meta tensors):")
+    print(f"  JoyHallo's own network: {theirs / 1e12:.3f} TFLOPs")
+    print(f"  ours (joyhallo):        {ours / 1e12:.3f} TFLOPs (ours/JoyHallo's = {ours / theirs:.3f})")
+    if os.environ.get("HALLO_PATH"):
+        from emo_pipeline.config import hallo_config
+
+        hallo = hs.hallo_step_flops(hallo_config().with_overrides(sample_size=config.sample_size))
+        print(f"  Hallo's own network:    {hallo / 1e12:.3f} TFLOPs (JoyHallo's/Hallo's = {theirs / hallo:.3f})")
+
+
 # ---------------------------------------------------------------------------- the audio front end
 CLIP, FPS, RATE = 16, 25, 16000  # JoyHallo's clips, frame rate and wav2vec2 rate (joyhallo_front_end_reference.py)
 
@@ -309,8 +344,12 @@ def main() -> None:
     parser.add_argument("--front-end", nargs="?", const="", metavar="AUDIO",
                         help="compare the audio features instead (default audio: the checkout's "
                              "examples/driving_audios/0.wav)")
+    parser.add_argument("--flops", action="store_true", help="count one guided step of JoyHallo's network, ours (and "
+                                                              "Hallo's, with HALLO_PATH) at full size and exit")
     args = parser.parse_args()
     torch.set_grad_enabled(False)
+    if args.flops:
+        return print_flops(joyhallo_config())
     if args.front_end is not None:
         return compare_front_ends(Path(args.front_end) if args.front_end else
                                   joyhallo_checkout() / "examples" / "driving_audios" / "0.wav")

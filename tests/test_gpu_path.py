@@ -16,7 +16,7 @@ from conftest import dynamo_record, speech_like
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_memo_config
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_joyhallo_config, tiny_memo_config
 from emo_pipeline.models.fp8 import FP8, compute_weight, has_fp8_weights, store_weights_fp8
 from emo_pipeline.pipeline import EMOPipeline
 from emo_pipeline.sampling.denoiser import Denoiser
@@ -24,7 +24,8 @@ from emo_pipeline.sampling.steps import SamplingOptions
 from emo_pipeline.tiny import tiny_components
 
 FAMILIES = {"hallo": (tiny_config, torch.float16, 0.05), "echomimic": (tiny_echomimic_config, torch.float16, 0.05),
-            "memo": (tiny_memo_config, torch.bfloat16, 0.1)}  # tolerance: max abs difference of 0..1 frames
+            "memo": (tiny_memo_config, torch.bfloat16, 0.1),
+            "joyhallo": (tiny_joyhallo_config, torch.float16, 0.05)}  # tolerance: max abs difference of 0..1 frames
 
 
 def _inputs(pipe: EMOPipeline):

@@ -34,7 +34,7 @@ from emo_pipeline.io.media import load_audio
 from emo_pipeline.io.model_files import audio_encoder_path
 from emo_pipeline.pipeline import EMOPipeline
 from emo_pipeline.sampling.steps import SamplingOptions
-from emo_pipeline.tiny import randomize_, tiny_net, tiny_vae
+from emo_pipeline.tiny import randomize_, tiny_net, tiny_vae, tiny_wav2vec
 
 FPS, CLIP, RATE = 25, 16, 16000
 
@@ -217,10 +217,10 @@ def test_tiny_joyhallo_loads_with_its_front_end_and_renders(tmp_path, wav_file, 
     pipe = load_pipeline(tmp_path / "joyhallo")
     assert pipe.config.family == "joyhallo" and pipe.audio_encoder.normalize is False
     waveform, rate = load_audio(wav_file)
-    audio = pipe.encode_audio(waveform, rate, clip_length=config.frames_per_clip)
+    audio = pipe.encode_audio(waveform[:, :rate // 2], rate)  # its first half second: 13 frames
     portrait = pipe.prepare_portrait(torch.rand(64, 64, 3), face_box=(0.3, 0.25, 0.7, 0.75))
     video = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2))
-    assert video.shape == (58, 64, 64, 3) and torch.isfinite(video).all()
+    assert video.shape == (13, 64, 64, 3) and torch.isfinite(video).all()
     # the Mandarin wav2vec2 kept where ComfyUI core keeps it (models/audio_encoders): found there as a last resort
     (tmp_path / "chinese-wav2vec2-base" / "config.json").unlink()
     shared = tmp_path / "audio_encoders"
@@ -228,3 +228,54 @@ def test_tiny_joyhallo_loads_with_its_front_end_and_renders(tmp_path, wav_file, 
     (shared / "wav2vec2-chinese-base_fp16.safetensors").write_bytes(b"")
     assert audio_encoder_path(tmp_path / "joyhallo" / "net.pth", config, (shared,)) == \
         shared / "wav2vec2-chinese-base_fp16.safetensors"
+
+
+@torch.no_grad()
+def test_a_hallo_network_with_its_three_attentions_alike_renders_joyhallo_s_frames():
+    """The switch end to end: JoyHallo's tiny network and Hallo's with attn2_1 and attn2_2 set to copies of its
+    attn2_0 give the same video (guidance's silent rows included), at every preset."""
+    joy = tiny_net(tiny_joyhallo_config(), seed=3)  # every weight random, the zero convs too
+    state = joy.state_dict()
+    state.update({k.replace(".attn2_0.", f".{name}."): v for k, v in joy.state_dict().items() if ".attn2_0." in k
+                  for name in ("attn2_1", "attn2_2")})
+    hallo = tiny_net(tiny_config(), seed=4)
+    hallo.load_state_dict(state, strict=True)
+    portrait = torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(1))
+    speech = speech_like_audio(0.3)  # 8 frames: two clips, the second continuing from the first
+    for preset in ("quality", "fast"):
+        videos = []
+        for net in (joy, hallo):
+            pipe = EMOPipeline(net, tiny_vae(1), AudioEncoder(tiny_wav2vec(1)))
+            p = pipe.prepare_portrait(portrait, face_box=(0.3, 0.25, 0.7, 0.75))
+            videos.append(pipe.generate(p, pipe.encode_audio(speech, RATE), SamplingOptions(seed=2, preset=preset,
+                                                                                            steps=3)))
+        torch.testing.assert_close(videos[0], videos[1], rtol=0, atol=1e-5)
+
+
+def test_full_size_flops_and_memory_follow_hallo_less_two_attentions():
+    """Counted on meta and fake tensors: JoyHallo's sampling costs a little less than Hallo's (its conditional rows
+    run one audio attention instead of three; the unconditional rows, silent, run none in either), its presets
+    scale as Hallo's, and every memory mode's counted peak is below Hallo's."""
+    from emo_pipeline.config import hallo_config, joyhallo_config
+    from emo_pipeline.cost import full_size_pipeline, video_flops
+    from emo_pipeline.memory_plan import counted_peak, needed, plan_memory
+
+    costs = {}
+    for name, config in (("hallo", hallo_config()), ("joyhallo", joyhallo_config())):
+        pipe = full_size_pipeline(config)
+        costs[name] = {preset: video_flops(pipe, SamplingOptions(preset=preset), 2.0)
+                       for preset in ("quality", "balanced", "fast")}
+    joy, hallo = costs["joyhallo"], costs["hallo"]
+    assert 0.98 < joy["quality"].total / hallo["quality"].total < 1
+    assert joy["quality"].stages["denoiser, unconditional rows"] == hallo["quality"].stages["denoiser, unconditional rows"]
+    assert joy["quality"].stages["denoiser, conditional rows"] < hallo["quality"].stages["denoiser, conditional rows"]
+    assert 0.45 < joy["balanced"].total / joy["quality"].total < 0.55
+    assert joy["fast"].total < joy["quality"].total / 3
+    peaks = {}
+    for mode in ("normal", "low_vram_fp8"):
+        peaks[mode] = counted_peak(joyhallo_config(), SamplingOptions(), torch.float16, mode, 8)
+        assert peaks[mode] < counted_peak(hallo_config(), SamplingOptions(), torch.float16, mode, 8)
+    plan = plan_memory(joyhallo_config(), needed(peaks["normal"]), torch.float16)
+    assert plan.mode == "normal" and plan.counted == peaks["normal"]
+    plan = plan_memory(joyhallo_config(), needed(peaks["low_vram_fp8"]), torch.float16)
+    assert plan.mode == "low_vram_fp8"

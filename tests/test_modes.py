@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import speech_like
-from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_emo_config
+from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_emo_config, tiny_joyhallo_config
 from emo_pipeline.cost import module_bytes
 from emo_pipeline.models.attention import attention_score_budget
 from emo_pipeline.models.fp8 import FP8, has_fp8_weights
@@ -84,8 +84,8 @@ def test_presets_fill_only_what_is_not_set():
             resolve_options(SamplingOptions(**bad), cfg)
 
 
-@pytest.mark.parametrize("config", [tiny_config(), tiny_emo_config(), tiny_echomimic_config()],
-                         ids=["hallo-shaped", "emo", "echomimic"])
+@pytest.mark.parametrize("config", [tiny_config(), tiny_emo_config(), tiny_echomimic_config(), tiny_joyhallo_config()],
+                         ids=["hallo-shaped", "emo", "echomimic", "joyhallo"])
 def test_low_vram_gives_the_batched_frames(config):
     batched = run(make(config), 0.4, steps=3, context_overlap=1)
     low = make(config, low_vram=True)

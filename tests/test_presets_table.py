@@ -15,7 +15,7 @@ import comfy_stubs
 TABLE = comfy_stubs.ROOT / "web" / "emo_presets.json"
 # Two values for each widget, both valid for every family (MEMO's flow sampler takes dpmpp_2m and unipc too).
 VALUES = {"steps": (25, 33), "cfg": (2.7, 4.4), "scheduler": ("dpmpp_2m", "unipc")}
-FAMILIES = ("hallo", "echomimic", "echomimic-acc", "memo", "emo")
+FAMILIES = ("hallo", "echomimic", "echomimic-acc", "memo", "emo", "joyhallo")
 
 
 @pytest.fixture(scope="module")

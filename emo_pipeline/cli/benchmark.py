@@ -28,7 +28,7 @@ from ..sampling.presets import PRESETS, resolve_options
 from ..sampling.steps import SamplingOptions
 
 MODES = ("normal", "low_vram", "low_vram_fp8")
-TINY = {"hallo": "tiny", "hallo2": "tiny", "emo": "tiny-emo", "echomimic": "tiny-echomimic",
+TINY = {"hallo": "tiny", "hallo2": "tiny", "joyhallo": "tiny-joyhallo", "emo": "tiny-emo", "echomimic": "tiny-echomimic",
         "echomimic-acc": "tiny-echomimic", "memo": "tiny-memo"}
 
 

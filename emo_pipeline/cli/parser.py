@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--device", default="auto",
                        help="cuda runs the full size (512²), cpu the tiny size; auto: cuda when torch sees a GPU, "
                             "else cpu (default: %(default)s)")
-    bench.add_argument("--family", default="hallo", choices=["hallo", "hallo2", "emo", "echomimic", "echomimic-acc", "memo"],
+    bench.add_argument("--family", default="hallo", choices=["hallo", "hallo2", "joyhallo", "emo", "echomimic", "echomimic-acc",
+                                                                 "memo"],
                        help="which family's network (default: %(default)s)")
     bench.add_argument("--presets", default=",".join(PRESETS), help="comma-separated (default: %(default)s)")
     bench.add_argument("--modes", default="normal,low_vram,low_vram_fp8", help="comma-separated (default: %(default)s)")
