@@ -1,8 +1,8 @@
 """Counted peak memory of a whole render per memory mode, as memory_mode auto counts it (emo_pipeline/memory_plan.py:
 `counted_peak`): the weights on the device, plus the largest stage of one clip or window (ReferenceNet pass, denoising
-step with the window's pose encoding, VAE decode chunk), plus, for context-window families (EchoMimic v1 and v2),
-the whole video's latents, which grow with its length. Counted on fake tensors (cost.py), not measured on a card:
-CUDA's context, kernel workspaces and fragmentation come on top.
+step with the window's pose encoding, VAE decode chunk), whatever the video's length: context-window families
+(EchoMimic v1 and v2) keep the whole video's latents in host memory (printed beside it, as host RAM). Counted on
+fake tensors (cost.py), not measured on a card: CUDA's context, kernel workspaces and fragmentation come on top.
 
     python benchmarks/video_memory.py --config echomimic-v2 --seconds 10
     python benchmarks/video_memory.py --config echomimic-v2-acc --seconds 600 --markdown
@@ -20,7 +20,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import preset  # noqa: E402
-from emo_pipeline.cost import clip_memory, vae_decode_memory, video_latent_bytes  # noqa: E402
+from emo_pipeline.cost import clip_memory, host_latent_bytes, vae_decode_memory  # noqa: E402
 from emo_pipeline.memory_plan import MODES, counted_peak  # noqa: E402
 from emo_pipeline.sampling.presets import resolve_options  # noqa: E402
 from emo_pipeline.sampling.steps import SamplingOptions  # noqa: E402
@@ -35,14 +35,14 @@ def rows(config_name: str, seconds: float, decode_chunk: int, dtype: torch.dtype
     frames = math.ceil(seconds * config.fps - 1e-9)
     out = []
     for mode in MODES:
-        peak = counted_peak(config, options, dtype, mode, decode_chunk, frames)
+        peak = counted_peak(config, options, dtype, mode, decode_chunk)
         clip = clip_memory(config, options, dtype, low_vram=mode != "normal", fp8_weights=mode == "low_vram_fp8")
         chunk = 1 if mode != "normal" else min(decode_chunk, resolve_options(options, config).frames_per_clip)
         stages = {"ReferenceNet": clip.reference_net, "denoising": clip.denoising,
                   f"VAE decode ({chunk} frame{'s' if chunk > 1 else ''})": vae_decode_memory(config, chunk, dtype)}
         largest = max(stages, key=stages.get)
-        latents = video_latent_bytes(config, frames, dtype)
-        assert peak == clip.weights + stages[largest] + latents  # the same sum as memory_mode auto's
+        latents = host_latent_bytes(config, frames, dtype)
+        assert peak == clip.weights + stages[largest]  # the same sum as memory_mode auto's
         out.append({"mode": mode, "frames": frames, "peak": peak, "weights": clip.weights, "stages": stages,
                     "largest": largest, "latents": latents})
     return out
@@ -59,7 +59,7 @@ def main() -> None:
     table = rows(args.config, args.seconds, args.decode_chunk)
     print(f"GiB, counted: {config.name}, {config.sample_size}², {args.seconds:g} s = {table[0]['frames']} frames at "
           f"{config.fps:g} fps, fp16\n")
-    columns = ["weights", "ReferenceNet", "denoising", "VAE decode", "video latents", "peak", "largest stage"]
+    columns = ["weights", "ReferenceNet", "denoising", "VAE decode", "peak", "host latents", "largest stage"]
     if args.markdown:
         print("| mode | " + " | ".join(columns) + " |")
         print("|---" * (len(columns) + 1) + "|")
@@ -67,7 +67,7 @@ def main() -> None:
         print(f"{'mode':24s}" + "".join(f"{c:>15s}" for c in columns[:-1]) + f"   {columns[-1]}")
     for row in table:
         stages = list(row["stages"].values())
-        values = [row["weights"], *stages, row["latents"], row["peak"]]
+        values = [row["weights"], *stages, row["peak"], row["latents"]]
         cells = [f"{v / GIB:.2f}" for v in values] + [row["largest"]]
         if args.markdown:
             print(f"| {LABELS[row['mode']]} | " + " | ".join(cells) + " |")
@@ -75,7 +75,7 @@ def main() -> None:
             print(f"{LABELS[row['mode']]:24s}" + "".join(f"{c:>15s}" for c in cells[:-1]) + f"   {cells[-1]}")
     print("\nlargest stage, of: ReferenceNet (the portrait's pass, once), denoising (one window's Backbone call, both "
           f"rows when guided, with its poses encoded), VAE decode (a chunk of {args.decode_chunk} frames in normal "
-          "mode, 1 in the low-VRAM modes); video latents: the whole video's, 4 copies, on top of every stage")
+          "mode, 1 in the low-VRAM modes); host latents: the whole video's, 4 copies, in host RAM, not on the device")
 
 
 if __name__ == "__main__":

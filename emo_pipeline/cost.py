@@ -401,7 +401,7 @@ def _decode_peak(pipe: EMOPipeline, opts: SamplingOptions, tracker: ActivationTr
 def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracker: ActivationTracker,
                    weights: int) -> ClipMemory:
     """clip_memory for context-window sampling: the per-video preparation (ReferenceNet), one window's
-    Backbone call and one decode chunk. The whole video's latents come on top (see `video_latent_bytes`)."""
+    Backbone call and one decode chunk. The whole video's latents stay in host memory (`host_latent_bytes`)."""
     cfg, dtype, f = pipe.config, pipe.dtype, opts.frames_per_clip
     use_cfg = opts.guidance_scale > 1.0
     portrait = probe.to(pipe.device, dtype)
@@ -448,9 +448,10 @@ def vae_decode_memory(config: EMOConfig, chunk: int, dtype: torch.dtype = torch.
             return _decode_peak(pipe, SamplingOptions(frames_per_clip=chunk, decode_chunk_size=chunk), tracker)
 
 
-def video_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) -> int:
-    """What context-window sampling keeps for the whole video besides one window's work: the
-    latents, their prediction sum, the scheduler's output and its clean estimate (4 copies)."""
+def host_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) -> int:
+    """Host memory context-window sampling keeps for the whole video (the device holds one window's work): the
+    latents, their prediction sum, the scheduler's output and its clean estimate (4 copies; a multistep scheduler
+    briefly holds a few more during its step)."""
     if config.spec.sampling != "context_windows":
         return 0
     itemsize = torch.empty(0, dtype=dtype).element_size()

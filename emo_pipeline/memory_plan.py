@@ -1,7 +1,7 @@
 """`memory_mode: auto`: the memory mode and VAE decode chunk that fit the free device memory.
 
 The peak of each mode is counted on fake tensors (emo_pipeline/cost.py: weights on the device plus
-the largest stage of one clip, and the whole video's latents for context-window models), and the
+the largest stage of one clip, whatever the video's length), and the
 first mode that fits with a margin is taken, in the order of speed: normal, low-VRAM, low-VRAM with
 fp8 weights. The margin covers what the count leaves out: kernel workspaces, the CUDA context and the
 allocator's fragmentation (a count is a model; only a device's allocator measures).
@@ -56,26 +56,26 @@ _decodes: dict[tuple, int] = {}
 _activations: dict[tuple, int] = {}
 
 
-def memory_required(pipe: "EMOPipeline", options: SamplingOptions, num_frames: int = 0) -> int:
-    """Bytes a render of `num_frames` frames needs on the device besides the weights: the largest stage of one
+def memory_required(pipe: "EMOPipeline", options: SamplingOptions) -> int:
+    """Bytes a render needs on the device besides the weights: the largest stage of one
     clip (ReferenceNet, a denoising step, a VAE decode chunk) for this pipeline's architecture, precision and
-    memory mode and these (resolved) options, and for context-window models the whole video's latents. Counted on
-    fake tensors, once per model and settings (a few seconds at full size)."""
-    from .cost import clip_memory, video_latent_bytes
+    memory mode and these (resolved) options, whatever the video's length (context-window models keep the whole
+    video's latents in host memory). Counted on fake tensors, once per model and settings (a few seconds at full
+    size)."""
+    from .cost import clip_memory
 
     key = (pipe.config.to_json(), pipe.dtype, pipe.low_vram, options.steps, options.guidance_scale,
            options.frames_per_clip, options.motion_frames, options.guidance_interval, options.cache_interval,
            options.decode_chunk_size, options.preset)
     if key not in _activations:
         _activations[key] = clip_memory(pipe, options).activations
-    return _activations[key] + video_latent_bytes(pipe.config, num_frames, pipe.dtype)
+    return _activations[key]
 
 
-def counted_peak(config: EMOConfig, options: SamplingOptions, dtype: torch.dtype, mode: str, decode_chunk: int,
-                 num_frames: int = 0) -> int:
-    """Bytes one clip peaks at in `mode` (weights included, and the whole video's latents for context-window
-    models), counted on fake tensors; the decode chunk only changes the VAE's stage, counted on its own."""
-    from .cost import clip_memory, vae_decode_memory, video_latent_bytes
+def counted_peak(config: EMOConfig, options: SamplingOptions, dtype: torch.dtype, mode: str, decode_chunk: int) -> int:
+    """Bytes one clip peaks at in `mode` (weights included; the same for any length of video), counted on fake
+    tensors; the decode chunk only changes the VAE's stage, counted on its own."""
+    from .cost import clip_memory, vae_decode_memory
 
     options = dataclasses.replace(options, callbacks=Callbacks())
     key = (config.to_json(), repr(options), dtype, mode)
@@ -86,17 +86,17 @@ def counted_peak(config: EMOConfig, options: SamplingOptions, dtype: torch.dtype
     if (key[0], dtype, chunk) not in _decodes:
         _decodes[(key[0], dtype, chunk)] = vae_decode_memory(config, chunk, dtype)
     decode = _decodes[(key[0], dtype, chunk)]
-    return clip.weights + max(clip.reference_net, clip.denoising, decode) + video_latent_bytes(config, num_frames, dtype)
+    return clip.weights + max(clip.reference_net, clip.denoising, decode)
 
 
 def plan_memory(config: EMOConfig, free: int, dtype: torch.dtype, options: SamplingOptions | None = None,
-                num_frames: int = 0, modes: tuple[str, ...] = MODES) -> MemoryPlan:
+                modes: tuple[str, ...] = MODES) -> MemoryPlan:
     """The fastest of `modes` (and the largest decode chunk) whose counted peak fits in `free` bytes with the
     margin; the last mode when none fits, saying so."""
     options = options or SamplingOptions()
     wanted = options.decode_chunk_size or DECODE_CHUNKS[0]
     weights = weight_bytes(config, dtype)
-    if modes[0] == "normal" and weights * FAR_BELOW < free and not num_frames:
+    if modes[0] == "normal" and weights * FAR_BELOW < free:
         # peaks are 1.6-2.8x the weights at full size (Hallo, MEMO): no need to spend seconds counting
         return MemoryPlan("normal", wanted, 0, free, f"auto: normal: the weights ({_gib(weights)}) are under a "
                           f"tenth of the {_gib(free)} free")
@@ -105,7 +105,7 @@ def plan_memory(config: EMOConfig, free: int, dtype: torch.dtype, options: Sampl
         # low-VRAM mode decodes frame by frame whatever the chunk; in normal mode a smaller chunk may fit
         chunks = [c for c in DECODE_CHUNKS if c <= wanted] if mode == "normal" else [1]
         for chunk in chunks or [1]:
-            counted[mode] = peak = counted_peak(config, options, dtype, mode, chunk, num_frames)
+            counted[mode] = peak = counted_peak(config, options, dtype, mode, chunk)
             if needed(peak) <= free:
                 return MemoryPlan(mode, chunk, peak, free, _reason(mode, chunk, peak, free, counted))
     mode = modes[-1]

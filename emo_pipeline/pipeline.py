@@ -247,7 +247,7 @@ class EMOPipeline:
         for part in latents.split(max(1, chunk_size)):
             if not finite(part):
                 raise NotFiniteError(not_finite_latents(self.dtype))
-            image = self.vae.decode((part.to(self.vae.dtype) / self.config.vae_scaling_factor)).sample
+            image = self.vae.decode((part.to(self.device, self.vae.dtype) / self.config.vae_scaling_factor)).sample
             if not finite(image) and self.vae.dtype != torch.float32:
                 log.warning("The VAE overflowed %s decoding %d² frames: it decodes in fp32 from now on (%.0f MB more).",
                             str(self.vae.dtype).removeprefix("torch."), image.shape[-1],

@@ -236,7 +236,7 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
 
 def _frames(model, reference, audio, options: SamplingOptions, resume=None) -> Iterator[torch.Tensor]:
     # wav2vec is not needed while sampling: only the network and the VAE are brought to the device
-    pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options, audio.num_frames))
+    pipeline = model.load("net", "vae", memory_required=memory_required(model.pipeline, options))
     if resume is not None:
         options.checkpoint = resume(pipeline, options)
     total_clips = -(-audio.num_frames // options.frames_per_clip)

@@ -5,10 +5,12 @@ Backbone runs on windows of `size` frames that overlap by `overlap`, wrapping ar
 the video; the windows move `shift` frames further at every step, so that their seams fall in a
 different place each time, and a frame's prediction is the mean over the windows that hold it.
 
-Memory: the latents of the whole video (64 KiB per frame at 512²) and their running sum stay
-on the device; the 50 Hz audio features stay on the CPU and each window's tokens are taken from
-them when it runs; the VAE decodes a chunk of frames at a time. So only the latents grow with the
-audio's length.
+Memory: the latents of the whole video (64 KiB per frame at 512², in the compute precision), their running
+sum and the scheduler's step over them stay in host memory; each window's latents go to the device for its
+Backbone call and its prediction comes back, as do each window's audio tokens (taken from the 50 Hz features) and
+pose features; the VAE decodes a chunk of frames at a time. So the device holds one window's work whatever the
+audio's length (a 10-minute video at 768² would otherwise add its latents four to nine times over: 4-10 GiB), and
+only host memory grows with it, by the latents.
 """
 
 from __future__ import annotations
@@ -166,24 +168,25 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
     latents = torch.randn(shape, generator=generator, dtype=dtype)
     if spec.noise_clamp is not None:
         latents = latents.clamp(-spec.noise_clamp, spec.noise_clamp)
-    latents = latents.to(device)
+    store = torch.device("cpu")  # where the whole video's latents live (see the module's note)
     scheduler = make_scheduler(opts.scheduler, cfg.scheduler)
-    scheduler.set_timesteps(steps, device=device)
+    scheduler.set_timesteps(steps, device=store)
     step_kwargs = {"generator": generator} if "generator" in inspect.signature(scheduler.step).parameters else {}
     latents = latents * scheduler.init_noise_sigma
     calls, total_calls = 0, steps * len(windows)
     first_step, checkpoint = 0, opts.checkpoint
     carry = checkpoint.restore() if checkpoint is not None else None
     if carry is not None:  # continue after the last kept step, exactly as if never stopped
-        first_step, calls, latents = carry["step"], carry["calls"], carry["latents"].to(device)
-        restore_scheduler(scheduler, carry["scheduler"], device)
+        first_step, calls, latents = carry["step"], carry["calls"], carry["latents"].to(store)
+        restore_scheduler(scheduler, carry["scheduler"], store)
         generator.set_state(carry["rng"])
     for step, (t, (guided, _)) in enumerate(zip(scheduler.timesteps, plan)):
         if step < first_step:
             continue
         total = torch.zeros_like(latents)
-        count = torch.zeros(num_frames, device=device, dtype=latents.dtype)
+        count = torch.zeros(num_frames, dtype=latents.dtype)
         model_input = scheduler.scale_model_input(latents, t)
+        t_device = t.to(device)
         for w, frames in enumerate(windows):
             if opts.callbacks.is_cancelled and opts.callbacks.is_cancelled():
                 raise GenerationCancelled()
@@ -191,9 +194,10 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
             index = torch.tensor(moved)
             tokens = frame_tokens(audio.features, index, audio.fps).view(len(index), cfg.audio_tokens, -1)
             denoise = Denoiser(backbone, conditions(tokens, moved), use_cfg, opts.guidance_scale, pipe.low_vram, None)
-            index = index.to(device)
             with pipe.stage("denoising"):
-                total.index_add_(2, index, denoise(model_input.index_select(2, index), t, guided, False).to(total.dtype))
+                window_input = model_input.index_select(2, index).to(device)
+                predicted = denoise(window_input, t_device, guided, False)
+                total.index_add_(2, index, predicted.to(store, total.dtype))
             count.index_add_(0, index, torch.ones_like(index, dtype=count.dtype))
             calls += 1
             if opts.callbacks.on_step and w < len(windows) - 1:
