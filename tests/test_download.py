@@ -469,7 +469,9 @@ def test_a_second_echomimic_v2_download_keeps_its_converted_file(hub, tmp_path):
     assert [line for line in lines if "onverted" in line] == [
         f"Converted network up to date with the downloaded files, kept: {first} (fp16, {human_size(before.st_size)} "
         f"for {conversion.values / 1e6:,.1f} M values)."]
-    assert lines[-1].startswith("Ready: ") and lines[-1].endswith(f"--model {first}")
+    ready = next(i for i, line in enumerate(lines) if line.startswith("Ready: "))
+    assert lines[ready].endswith(f"--model {first} --poses 01")  # v2 needs poses: a demo sequence's name
+    assert "copy its demo sequences" in lines[ready + 1] and "download dwpose" in lines[ready + 1]
 
     pose = models / "echomimic_v2" / "pose_encoder.pth"
     os.utime(pose, ns=(pose.stat().st_atime_ns, pose.stat().st_mtime_ns + 10**9))  # as if placed anew

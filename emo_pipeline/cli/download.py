@@ -13,6 +13,7 @@ from .stop import stop_requested
 def download_command(args: argparse.Namespace) -> int:
     """`download NAME ...`: fetch, verify and place; then say what to run."""
     from ..download import DownloadCancelled, download
+    from ..download.fetch import resolve
     from ..download.terminal import TerminalProgress
 
     folder = Path(args.to).expanduser().absolute() if args.to else default_model_folder()
@@ -28,7 +29,13 @@ def download_command(args: argparse.Namespace) -> int:
         print(f"{len(result.present)} file(s) were there already and were not fetched again.")
     for conversion in result.conversions:
         print(conversion.said)
-    for model in result.models:  # a converted network where there is one
+    families = [d.name for d in resolve(args.names) if d.model]  # result.models: one per family, in this order
+    for name, model in zip(families, result.models):  # a converted network where there is one
+        poses = " --poses 01" if name.startswith("echomimic-v2") else ""  # a demo sequence (see its docs page)
         print("Ready: python -m emo_pipeline generate --image portrait.png --audio speech.wav --model "
-              f"{model_argument(model)}")
+              f"{model_argument(model)}{poses}")
+        if poses:
+            print("  EchoMimic v2 is also driven by hand poses: copy its demo sequences (assets/halfbody_demo/pose/<name>/ "
+                  "of github.com/antgroup/echomimic_v2) to echomimic_v2/poses/<name>/ here, or give --poses a driving "
+                  "video (after `download dwpose`).")
     return 0

@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                     "from another one are fetched again where they differ (default: main, and files already placed "
                     "from any revision are kept)")
     dl.add_argument("--convert", action="store_true",
-                    help="also write each family's network as our single safetensors file (<to>/<name>.safetensors)")
+                    help="also write each family's network as our single safetensors file (<to>/<name>.safetensors; "
+                         "EchoMimic's in its folder, beside its whisper file; EchoMimic v2's always)")
     dl.add_argument("--force", action="store_true", help="replace files in the way that differ from the hub's, "
                     "damaged ones included (default: off: such files are named and left as they are)")
     bench = add("benchmark", "time each preset and memory mode on this machine (random weights, nothing to "
