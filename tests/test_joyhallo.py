@@ -279,3 +279,38 @@ def test_full_size_flops_and_memory_follow_hallo_less_two_attentions():
     assert plan.mode == "normal" and plan.counted == peaks["normal"]
     plan = plan_memory(joyhallo_config(), needed(peaks["low_vram_fp8"]), torch.float16)
     assert plan.mode == "low_vram_fp8"
+
+
+def test_comfyui_lists_joyhallo_and_finds_its_wav2vec2_where_core_keeps_it(tmp_path, monkeypatch):
+    """Load EMO Model: joyhallo/net.pth is listed (the Mandarin wav2vec2's pytorch_model.bin is not), the download
+    entry is offered, and with no chinese-wav2vec2-base folder beside it the file in ComfyUI's models/audio_encoders
+    (as core's audio encoder loader keeps it) is what it loads, unnormalised."""
+    import sys
+
+    import comfy_stubs
+    import tiny_families
+
+    models = tmp_path / "models"
+    write_tiny_joyhallo(models / "emo")
+    from_folder = AudioEncoder.from_pretrained(models / "emo" / "chinese-wav2vec2-base")
+    (models / "audio_encoders").mkdir()
+    save_file({f"wav2vec2.{k}": v.half().contiguous() for k, v in from_folder.model.state_dict().items()},
+              models / "audio_encoders" / "wav2vec2-chinese-base_fp16.safetensors")
+    # 32 wide: no head count its shapes can tell, so its config beside it (the real one's 768 needs none)
+    from_folder.model.config.to_json_file(models / "audio_encoders" / "wav2vec2-chinese-base_fp16.json")
+    comfy_stubs.install(models, tmp_path / "output")
+    pack = comfy_stubs.load_pack()
+    tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"],
+                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"])
+    loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
+    listed = loader.INPUT_TYPES()["required"]["checkpoint"][0]
+    assert [c for c in listed if not c.startswith(("download: ", "demo/"))] == ["joyhallo/net.pth"]  # demo: bundled
+    assert any(c.startswith("download: joyhallo ") for c in listed)
+    import shutil
+
+    shutil.rmtree(models / "emo" / "chinese-wav2vec2-base")
+    model = loader().load("joyhallo/net.pth", "auto", "cpu")[0]
+    assert model.pipeline.config.family == "joyhallo" and model.pipeline.audio_encoder.normalize is False
+    speech = torch.from_numpy(read_wav(write_wav(tmp_path / "s.wav", speech_like_audio(0.4)[0] * 0.5)))
+    got, expected = model.pipeline.audio_encoder(speech, 10), from_folder(speech, 10)
+    assert (got - expected).abs().max() / expected.abs().max() < 2e-2  # the fp16 file

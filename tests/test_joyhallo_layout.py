@@ -81,7 +81,11 @@ def test_joyhallo_net_pth_is_told_from_hallo_by_its_keys(tmp_path, monkeypatch):
     assert network_config(hallo).family == "emo"
     net = load_net(joy)  # strict: every key, nothing else
     assert net.config.family == "joyhallo"
-    assert "JoyHallo net.pth" in loading.describe_checkpoint(joy)
+    assert "JoyHallo net.pth" in loading.describe_checkpoint(joy)  # `inspect`
+    converted = loading.convert_checkpoint(joy, tmp_path / "joyhallo.safetensors", dtype=torch.float16)  # `convert`
+    assert network_config(converted).family == "joyhallo" and "JoyHallo family" in loading.describe_checkpoint(converted)
+    shared = next(k for k in net.state_dict() if ".attn2_0." in k)
+    assert torch.equal(load_net(converted).state_dict()[shared], net.state_dict()[shared].half().float())
     # one of Hallo's extra attentions in a JoyHallo file: neither layout, refused with what is wrong
     state = torch.load(joy, weights_only=True)
     extra = next(k for k in expected_shapes(tiny_config()) if ".attn2_1." in k)
