@@ -111,9 +111,9 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
                                                ("emo_echomimic_v2", {}),
                                                ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {}),
-                                               ("emo_singing", MEMO), ("emo_basic", OLD_API)],
+                                               ("emo_singing", MEMO), ("emo_basic", OLD_API), ("emo_joyhallo", {})],
                          ids=["basic", "photo", "low-vram-fast", "echomimic", "echomimic-v2", "audio-encoders-wav2vec",
-                              "long-audio", "singing", "memo-singing", "old-saved-api-prompt"])
+                              "long-audio", "singing", "memo-singing", "old-saved-api-prompt", "joyhallo"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.io.loading import convert_checkpoint
@@ -155,9 +155,21 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         convert_checkpoint(folder, folder / "net.safetensors", config=tiny_echomimic_v2_config())
         save_pose_folder(demo_like(10), folder / "poses" / "01")
         checkpoint, fps = "echomimic_v2/net.safetensors", 24
+    elif workflow == "emo_joyhallo":
+        # JoyHallo's download layout (tiny: joyhallo/net.pth with its own keys, chinese-wav2vec2-base/ as the
+        # pretraining checkpoint, in models/emo), the network converted to our single file so that its tiny config
+        # travels with it; the Mandarin wav2vec2 is found in models/emo as for a real download
+        from emo_pipeline.config import tiny_joyhallo_config
+        from test_joyhallo import write_tiny_joyhallo
+
+        write_tiny_joyhallo(models / "emo")  # its vae/ is the same tiny VAE as the one written above
+        folder = models / "emo" / "joyhallo"
+        convert_checkpoint(folder / "net.pth", folder / "net.safetensors", config=tiny_joyhallo_config(name="joyhallo"))
+        (folder / "net.pth").unlink()
+        checkpoint, fps = "joyhallo/net.safetensors", 25
     else:
         checkpoint, fps = "tiny/net.safetensors", 25
-    if workflow == "emo_singing":  # a Kim_Vocal_2-shaped model that passes the voice band only
+    if workflow in ("emo_singing", "emo_joyhallo"):  # a Kim_Vocal_2-shaped model that passes the voice band only
         from emo_pipeline.tiny import write_mask_separator
 
         bins = torch.arange(3072) * 44100 / 7680
