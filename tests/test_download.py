@@ -25,7 +25,7 @@ import tiny_families
 from conftest import run_child
 from local_hub import LocalHub
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config, tiny_memo_config
-from emo_pipeline.download import DOWNLOADS, DownloadError, download, human_size, missing_files
+from emo_pipeline.download import DOWNLOADS, DownloadCancelled, DownloadError, download, human_size, missing_files
 from emo_pipeline.download.fetch import STATE
 from emo_pipeline.tiny import (tiny_components, write_mask_separator, write_tiny_echomimic_folder,
                                write_tiny_memo_folder)
@@ -604,3 +604,24 @@ def test_the_separator_download_entry_from_inside_comfyui(hub, repositories, tmp
     assert node.INPUT_TYPES()["required"]["model"][0] == ["audio_separator/Kim_Vocal_2.onnx"]
     hub.requests.clear()
     assert node._path(entry) == str(path) and hub.requests == []
+
+
+def test_a_cancelled_echomimic_v2_conversion_leaves_no_file_and_the_next_download_converts(hub, tmp_path):
+    """Cancel (ComfyUI's, or Ctrl-C's flag on the command line) is asked before each tensor of the few-GB conversion:
+    asked while converting, it stops there with nothing written (no file, no temporary), the downloaded files placed;
+    the next download converts them without fetching anything."""
+    models = tmp_path / "emo"
+    asked = []
+
+    def cancel_during_conversion() -> bool:
+        asked.append(1)
+        return (models / "echomimic_v2" / "pose_encoder.pth").exists() and len(asked) > 40
+
+    with pytest.raises(DownloadCancelled):
+        download(["echomimic-v2"], models, is_cancelled=cancel_during_conversion)
+    target = models / DOWNLOADS["echomimic-v2"].converted
+    assert not target.exists() and not list(target.parent.glob(f".{target.name}*"))
+    assert missing_files(models, [DOWNLOADS["echomimic-v2"]]) == []  # the download itself was complete
+    hub.requests.clear()
+    result = download(["echomimic-v2"], models)
+    assert hub.requests == [] and result.conversions[0].written and target.is_file()

@@ -176,7 +176,8 @@ def download(names: Iterable[str], to: str | Path, revision: str | None = None, 
         placed, present, fetched = job.run()
     finally:
         lock.release()
-    conversions = {d.name: convert_download(folder, d) for d in downloads if d.model and (convert or d.convert)}
+    conversions = {d.name: convert_download(folder, d, is_cancelled) for d in downloads
+                   if d.model and (convert or d.convert)}
     models = [conversions[d.name].path if d.name in conversions and not conversions[d.name].kept_foreign
               else folder / d.model for d in downloads if d.model]
     converted = [c.path for c in conversions.values() if not c.kept_foreign]
@@ -506,12 +507,14 @@ def _kept(target: Path, sources: str) -> Conversion | None:
     return Conversion(target, precision, target.stat().st_size, values, written=False)
 
 
-def convert_download(folder: Path, download: Download) -> Conversion:
+def convert_download(folder: Path, download: Download, is_cancelled: Callable[[], bool] | None = None) -> Conversion:
     """The family's network as our single safetensors file, <folder>/<download.converted>, in its GPU precision
     (fp16; bf16 for MEMO), read with the strict key check. A file there from an earlier conversion of the same
     files (sizes and times as its metadata records them) is kept without reading any weight; one of ours made from
     other files is replaced; one we did not write is left as it is. The downloaded files stay: the download's
-    record, its resume and its check of what is missing read them, and they may be the user's own copies."""
+    record, its resume and its check of what is missing read them, and they may be the user's own copies.
+    `is_cancelled` (Cancel in ComfyUI, Ctrl-C's flag on the command line) is asked before each tensor of these few
+    GB: a cancelled conversion leaves no file, and the next download converts again."""
     from ..io.loading import PRECISIONS, check_fits, config_for, network_metadata, open_network, write_safetensors
     from ..io.model_files import find_net
 
@@ -528,6 +531,12 @@ def convert_download(folder: Path, download: Download) -> Conversion:
         shapes = {k: (reader.shapes[k], dtype if reader.dtypes[k].is_floating_point else reader.dtypes[k])
                   for k in reader.keys()}
         metadata = {**network_metadata(config), CONVERTED_FROM: sources}
-        write_safetensors(target, shapes, reader.tensor, metadata)
+
+        def tensor(key: str):
+            if is_cancelled is not None and is_cancelled():
+                raise DownloadCancelled()
+            return reader.tensor(key)
+
+        write_safetensors(target, shapes, tensor, metadata)
     values = sum(shape.numel() for shape, _ in shapes.values())
     return Conversion(target, precision, target.stat().st_size, values, written=True)
