@@ -28,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Iterator
 from urllib.parse import unquote, urlparse
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
@@ -243,3 +245,19 @@ def _serve(hub: LocalHub, cdn: bool) -> ThreadingHTTPServer:
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server
+
+
+@contextmanager
+def serving(repositories: dict[str, dict[str, bytes]], monkeypatch) -> Iterator[LocalHub]:
+    """A LocalHub serving `repositories` ({repo: {path: bytes}}) with HF_ENDPOINT pointing at it, for one test."""
+    server = LocalHub()
+    for repo, files in repositories.items():
+        for path, data in files.items():
+            server.add(repo, path, data)
+    server.start()
+    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -21,16 +21,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import comfy_stubs  # noqa: E402
+from proc_memory import status_kib  # noqa: E402
 from conftest import speech_like  # noqa: E402
 from emo_pipeline.config import tiny_config  # noqa: E402
 from emo_pipeline.tiny import write_tiny_model_folder  # noqa: E402
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main() -> None:

@@ -22,16 +22,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parents[1]))
 
 import tiny_families  # noqa: E402
+from proc_memory import status_kib  # noqa: E402
 from emo_pipeline.config import tiny_echomimic_v2_config  # noqa: E402
 from emo_pipeline.io import loading  # noqa: E402
 from emo_pipeline.tiny import write_tiny_echomimic_folder  # noqa: E402
-
-
-def status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main() -> None:

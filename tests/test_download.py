@@ -23,7 +23,7 @@ import torch
 
 import tiny_families
 from conftest import run_child
-from local_hub import LocalHub
+from local_hub import LocalHub, serving
 from emo_pipeline.config import tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config, tiny_memo_config
 from emo_pipeline.download import DOWNLOADS, DownloadCancelled, DownloadError, download, human_size, missing_files
 from emo_pipeline.download.fetch import STATE
@@ -134,16 +134,9 @@ def repositories(tmp_path_factory):
 
 @pytest.fixture
 def hub(repositories, monkeypatch):
-    server = LocalHub()
-    for repo, files in repositories.items():
-        for path, data in files.items():
-            server.add(repo, path, data)
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     tiny_families.install(monkeypatch)
-    yield server
-    server.stop()
+    with serving(repositories, monkeypatch) as server:
+        yield server
 
 
 def _env(hub: LocalHub, **extra: str) -> dict[str, str]:

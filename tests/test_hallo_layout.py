@@ -11,10 +11,10 @@ from emo_pipeline.io.loading import expected_shapes
 KEYS = Path(__file__).parent / "data" / "hallo_keys.tsv"
 
 
-def read_reference_keys() -> dict[str, tuple[int, ...]]:
-    """net.pth's keys (`<network>.<key>`) and shapes."""
+def read_reference_keys(path: Path = KEYS) -> dict[str, tuple[int, ...]]:
+    """net.pth's keys (`<network>.<key>`) and shapes, from a key list in make_hallo_keys.py's format."""
     keys = {}
-    for line in KEYS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         network, key, shape = line.split("\t")
@@ -22,10 +22,10 @@ def read_reference_keys() -> dict[str, tuple[int, ...]]:
     return keys
 
 
-def header_counts() -> dict[str, tuple[int, int]]:
+def header_counts(path: Path = KEYS) -> dict[str, tuple[int, int]]:
     """Each network's (tensors, values) from the header lines, and 'all'."""
     counts = {}
-    for line in KEYS.read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.startswith("# ") and " tensors, " in line:
             name, rest = line[2:].split(": ", 1)
             tensors, values = rest.split(" tensors, ")

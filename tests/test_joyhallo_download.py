@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import tiny_families
-from local_hub import LocalHub
+from local_hub import serving
 from emo_pipeline.config import tiny_joyhallo_config
 from emo_pipeline.demo_inputs import speech_like_audio
 from emo_pipeline.download import DOWNLOADS, DownloadError, download
@@ -60,16 +60,9 @@ def repositories(tmp_path_factory):
 
 @pytest.fixture
 def hub(repositories, monkeypatch):
-    server = LocalHub()
-    for repo, files in repositories.items():
-        for path, data in files.items():
-            server.add(repo, path, data)
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     tiny_families.install(monkeypatch)
-    yield server
-    server.stop()
+    with serving(repositories, monkeypatch) as server:
+        yield server
 
 
 def test_joyhallo_places_exactly_the_files_its_loader_reads_and_renders(hub, repositories, tmp_path):

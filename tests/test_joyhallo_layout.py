@@ -14,33 +14,15 @@ from emo_pipeline.models.attention import ProjectionCache
 from emo_pipeline.models.audio_attention import AudioAttention, FrameAudio
 from emo_pipeline.portrait import region_masks
 from emo_pipeline.tiny import randomize_, tiny_net
+from test_hallo_layout import header_counts, read_reference_keys
 
 KEYS = Path(__file__).parent / "data" / "joyhallo_keys.tsv"
 NETWORKS = ("reference_unet", "denoising_unet", "face_locator", "imageproj", "audioproj")
 
 
-def read_reference_keys() -> dict[str, tuple[int, ...]]:
-    keys = {}
-    for line in KEYS.read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            network, key, shape = line.split("\t")
-            keys[f"{network}.{key}"] = tuple(int(s) for s in shape.split(",") if s)
-    return keys
-
-
-def header_counts() -> dict[str, tuple[int, int]]:
-    counts = {}
-    for line in KEYS.read_text().splitlines():
-        if line.startswith("# ") and " tensors, " in line and ": " in line:
-            name, rest = line[2:].split(": ", 1)
-            tensors, values = rest.split(" tensors, ")
-            counts[name] = (int(tensors), int(values.split(" values")[0].replace(",", "")))
-    return counts
-
-
 def test_joyhallo_config_matches_net_pth_keys_and_shapes():
-    reference = read_reference_keys()
-    assert len(reference) == header_counts()["all"][0] == 2496
+    reference = read_reference_keys(KEYS)
+    assert len(reference) == header_counts(KEYS)["all"][0] == 2496
     ours = {k: tuple(v) for k, v in expected_shapes(joyhallo_config()).items()}
     assert sorted(set(reference) - set(ours)) == []
     assert sorted(set(ours) - set(reference)) == []
@@ -48,7 +30,7 @@ def test_joyhallo_config_matches_net_pth_keys_and_shapes():
 
 
 def test_joyhallo_parameter_counts_match_reference_header():
-    counts = header_counts()
+    counts = header_counts(KEYS)
     ours = expected_shapes(joyhallo_config())
     for network in NETWORKS:
         mine = [s for k, s in ours.items() if k.startswith(network + ".")]

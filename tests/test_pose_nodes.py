@@ -252,10 +252,9 @@ def test_load_poses_from_a_driving_video_fetches_dwpose_when_asked(env, pack_pos
     """'from driving video + download: dwpose (…)' is the request: DWPose's models are fetched (here from a local
     hub) into models/emo/dwpose, the frames' poses made at 24 fps and fitted to the connected photo; then the entry
     reads plain 'from driving video'. Without the request, a plain error names the download."""
-    from local_hub import LocalHub
-    from test_pose_video import dot_video, write_dwpose
+    from local_hub import serving
+    from test_pose_video import dot_video, dwpose_repository
 
-    from emo_pipeline.download import DOWNLOADS
     from emo_pipeline.io.media import iter_video_frames
 
     pack, _, _, folder = env
@@ -265,21 +264,15 @@ def test_load_poses_from_a_driving_video_fetches_dwpose_when_asked(env, pack_pos
     with pytest.raises(pack_poses.PoseError,
                        match="needs DWPose's two models.*pick 'from driving video \\+ download: dwpose'"):
         load().load("from driving video", "pingpong", 1.0, 0.0, 0.0, frames=frames)
-    server = LocalHub()
-    for f, path in zip(DOWNLOADS["dwpose"].files, write_dwpose(tmp_path / "made")):
-        server.add(f.repo, f.path, path.read_bytes())
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     try:
-        asked = load.INPUT_TYPES()["required"]["source"][0][-1]
-        assert asked == "from driving video + download: dwpose (~351 MB)" and load.VALIDATE_INPUTS(asked) is True
-        (poses,) = load().load(asked, "loop", 1.0, 0.0, 0.0, frames=frames)
+        with serving(dwpose_repository(tmp_path / "made"), monkeypatch):
+            asked = load.INPUT_TYPES()["required"]["source"][0][-1]
+            assert asked == "from driving video + download: dwpose (~351 MB)" and load.VALIDATE_INPUTS(asked) is True
+            (poses,) = load().load(asked, "loop", 1.0, 0.0, 0.0, frames=frames)
         assert (models / "dwpose" / "yolox_l.onnx").is_file() and len(poses) == 20 and poses.extension == "loop"
         assert load.INPUT_TYPES()["required"]["source"][0][-1] == "from driving video"
         photo = torch.full((1, 120, 90, 3), 0.5)
         (fitted,) = load().load("from driving video", "pingpong", 1.0, 0.0, 0.0, frames=frames, photo=photo)
         assert fitted.area == (768, 768) and not torch.equal(fitted.hands, poses.hands)
     finally:
-        server.stop()
         shutil.rmtree(models / "dwpose", ignore_errors=True)

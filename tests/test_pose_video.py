@@ -23,7 +23,7 @@ from emo_pipeline.io.loading import convert_checkpoint
 from emo_pipeline.io.media import read_video_info, write_video
 from emo_pipeline.pose_input import DWPOSE_FILES, dwpose_paths, poses_from_video_file
 from emo_pipeline.tiny import write_tiny_echomimic_folder
-from local_hub import LocalHub
+from local_hub import serving
 
 WIDTH, HEIGHT = 48, 64  # the tiny estimator's input
 HANDS = tuple(range(91, 133))  # COCO-WholeBody's left and right hands
@@ -60,6 +60,14 @@ def dot_video(path, frames: int = 45, fps: int = 30):
     return path
 
 
+def dwpose_repository(folder) -> dict[str, dict[str, bytes]]:
+    """yzd-v/DWPose as the hub serves it, with the tiny stand-ins."""
+    repository: dict[str, dict[str, bytes]] = {}
+    for f, path in zip(DOWNLOADS["dwpose"].files, write_dwpose(folder)):
+        repository.setdefault(f.repo, {})[f.path] = path.read_bytes()
+    return repository
+
+
 def test_a_driving_videos_hands_follow_it_at_the_models_rate(tmp_path):
     files = write_dwpose(tmp_path / "emo" / "dwpose")
     assert dwpose_paths([tmp_path / "nowhere", tmp_path / "emo"]) == files
@@ -78,16 +86,8 @@ def test_a_driving_videos_hands_follow_it_at_the_models_rate(tmp_path):
 
 @pytest.fixture
 def hub(tmp_path, monkeypatch):
-    server = LocalHub()
-    made = tmp_path / "made"
-    detector, estimator = write_dwpose(made)
-    for f, path in zip(DOWNLOADS["dwpose"].files, (detector, estimator)):
-        server.add(f.repo, f.path, path.read_bytes())
-    server.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.endpoint)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    yield server
-    server.stop()
+    with serving(dwpose_repository(tmp_path / "made"), monkeypatch) as server:
+        yield server
 
 
 def test_download_dwpose_places_both_models_checked(hub, tmp_path):

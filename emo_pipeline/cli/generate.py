@@ -187,7 +187,7 @@ def read_poses(args: argparse.Namespace, fps: float):
     shown = [0.0]
 
     def on_frame(done: int) -> None:
-        if time.monotonic() - shown[0] > 10:  # a line every 10 s: DWPose takes about a second a frame on a CPU
+        if time.monotonic() - shown[0] > 10:  # a line every 10 s: DWPose runs two networks a frame
             shown[0] = time.monotonic()
             print(f"DWPose: {done} frames")
 
