@@ -30,6 +30,9 @@ HALLO_SCHEDULER = {
     "num_train_timesteps": 1000,
 }
 
+# V-Express's DDIM (inference_v2.yaml): Hallo's settings with scaled-linear betas, as it was trained.
+VEXPRESS_SCHEDULER = dict(HALLO_SCHEDULER, beta_schedule="scaled_linear")
+
 # The identity embedding Hallo, EMO and MEMO feed their identity projection: ArcFace (glintr100), 512 values.
 ARCFACE_EMBEDDING_DIM = 512
 
@@ -72,6 +75,11 @@ class EMOConfig:
     audio_attention_dim: int = 768
     audio_attention: str = "masked"  # "masked": Hallo's full/face/lip branches; "plain": one cross-attention
     audio_sample_rate: int = 16000
+    # V-Express's Perceiver resampler (audio_framing "token_windows"): `audio_tokens` learned queries of
+    # audio_attention_dim read each frame's window of wav2vec2 tokens, in `resampler_depth` layers
+    resampler_depth: int = 4
+    resampler_heads: int = 12
+    resampler_dim_head: int = 64
 
     # --- identity and face region ---
     identity_dim: int = 512
@@ -154,6 +162,8 @@ class EMOConfig:
                                 f"{WHISPER_WINDOW_FRAMES * self.audio_feature_layers} tokens per frame, not {self.audio_tokens}")
             if self.audio_attention_dim != self.audio_feature_dim:
                 problems.append("with audio in the cross-attention, audio_attention_dim must equal audio_feature_dim")
+        if spec is not None and spec.audio_framing == "token_windows" and self.audio_feature_layers != 1:
+            problems.append("a resampler reads wav2vec2's last layer only: audio_feature_layers must be 1")
         if spec is not None and spec.noise == "flow" and "shift" not in self.scheduler:
             problems.append("a rectified-flow model's scheduler settings need a 'shift'")
         if spec is not None and spec.sampling == "context_windows" and self.motion_frames:
@@ -376,6 +386,56 @@ def tiny_echomimic_v2_config(**overrides: Any) -> EMOConfig:
     return tiny_echomimic_config(**base)
 
 
+def vexpress_config() -> EMOConfig:
+    """V-Express (tk93/V-Express: reference_net.bin, denoising_unet.bin, motion_module.bin, v_kps_guider.bin,
+    audio_projection.bin) with its own inference settings (inference.py's defaults): 512², 30 fps, windows of 24
+    frames overlapping by 4, 25 DDIM steps on scaled-linear betas, guidance 3.5 dropping every condition."""
+    return EMOConfig(
+        name="v-express",
+        family="vexpress",
+        audio_feature_layers=1,  # wav2vec2-base-960h's last_hidden_state
+        audio_feature_dim=768,
+        audio_tokens=5,  # the resampler's queries: each frame's cross-attention tokens
+        audio_attention_dim=768,
+        identity_tokens=0,
+        face_locator_channels=(16, 32, 96, 256),  # its keypoint guider
+        run_lowres_temporal=True,  # every motion module runs
+        frames_per_clip=24,  # the context window
+        motion_frames=0,
+        uncond_drops_identity=False,
+        reference_tiles_batch=False,
+        fps=30.0,
+        steps=25,
+        guidance_scale=3.5,
+        scheduler=dict(VEXPRESS_SCHEDULER),
+    )
+
+
+def tiny_vexpress_config(**overrides: Any) -> EMOConfig:
+    """The tiny shape with V-Express's family: separate reference attention, resampled audio, keypoints."""
+    base = dict(
+        name="tiny-vexpress",
+        family="vexpress",
+        audio_feature_layers=1,
+        audio_feature_dim=32,
+        audio_tokens=3,
+        audio_attention_dim=32,
+        identity_tokens=0,
+        run_lowres_temporal=True,
+        frames_per_clip=6,  # windows overlap by 4 (the family's)
+        motion_frames=0,
+        uncond_drops_identity=False,
+        reference_tiles_batch=False,
+        fps=30.0,
+        resampler_depth=2,
+        resampler_heads=2,
+        resampler_dim_head=8,
+        scheduler=dict(VEXPRESS_SCHEDULER),
+    )
+    base.update(overrides)
+    return tiny_config(**base)
+
+
 def memo_config(resnet_joint_frames: bool = True) -> EMOConfig:
     """MEMO (memoavatar/memo: reference_net/, diffusion_net/, image_proj/, audio_proj/) with its own
     inference settings (configs/inference.yaml): 16-frame clips at 30 fps, 16 past frames in the
@@ -426,6 +486,8 @@ PRESETS = {
     "echomimic-v2": echomimic_v2_config,
     "echomimic-v2-acc": echomimic_v2_acc_config,
     "tiny-echomimic-v2": tiny_echomimic_v2_config,
+    "v-express": vexpress_config,
+    "tiny-vexpress": tiny_vexpress_config,
     "memo": memo_config,
     "tiny-memo": tiny_memo_config,
 }

@@ -10,12 +10,14 @@ VAE, the schedulers, the guidance and the memory modes. A family fixes three thi
   attention modules (EMO/Hallo; JoyHallo's three masked branches share one attention), the same with MEMO's joint audio modules (the audio tokens are
   updated by each module and handed to the next, and an emotion label modulates their norms), or
   the audio tokens themselves in the spatial cross-attention (EchoMimic: no identity, no audio
-  modules, a ReferenceNet without cross-attention);
+  modules, a ReferenceNet without cross-attention; V-Express: the same with a Perceiver resampler's five tokens
+  per frame, and the portrait read by a separate reference attention instead of joined to the self-attention);
 * the sampling loop: clip after clip, each continuing from the last frames of the one before
   (motion frames, joined to each temporal module's frame sequence, or for MEMO kept in a decayed
   linear-attention memory of the whole past), or the whole video's latents at once in
   overlapping context windows whose predictions are averaged (EchoMimic v1 and v2; v2's face locator
-  reads each frame's hand pose instead of a face mask); and the noise process:
+  reads each frame's hand pose instead of a face mask; V-Express's reads three face keypoints drawn per frame,
+  and its windows neither wrap nor shift); and the noise process:
   DDPM-style (v-prediction, DDIM) or rectified flow (MEMO: velocity, Euler).
 
 A config names its family (`EMOConfig.family`); everything here is read through `family_of`.
@@ -53,7 +55,8 @@ class Family:
     noise_clamp: float | None = None  # the initial noise is clamped to ±this before scaling
     face_fraction: float = 0.6  # share of the portrait crop the face box takes
     # what the face locator reads: "face_region" (the portrait's face-region mask, one map for the whole
-    # video) or "poses" (EchoMimic v2's pose encoder: each frame's hands drawn on black, per frame)
+    # video), "poses" (EchoMimic v2's pose encoder: each frame's hands drawn on black, per frame) or
+    # "face_keypoints" (V-Express's keypoint guider: each frame's eyes and nose drawn on black)
     locator_input: str = "face_region"
     crops_to_face: bool = True  # False: the reference is the whole photo resized (EchoMimic v2's half body)
     # JoyHallo: Hallo's three masked audio branches (full, face, lip) read one shared cross-attention (attn2_0)
@@ -63,6 +66,18 @@ class Family:
     # weights file without that file beside it is read with)
     wav2vec_model: str = "wav2vec2-base-960h"
     wav2vec_normalize: bool = True
+    # how wav2vec2 becomes each frame's audio: "layers" (every layer's state at the frame, around it: Hallo's
+    # audio modules) or "token_windows" (V-Express: the last layer at two tokens a frame, frames i-2 … i+2, read by
+    # a Perceiver resampler into the frame's cross-attention tokens; audio/token_windows.py)
+    audio_framing: str = "layers"
+    # how the Backbone reads the portrait: "joined" (the ReferenceNet's norm1 output appended to each self-attention's
+    # keys and values: Hallo, EchoMimic, MEMO) or "separate" (V-Express: its norm2 output, read by a cross-attention
+    # of its own, attn1_5, whose output is scaled by `reference_scale`)
+    reference_route: str = "joined"
+    reference_scale: float = 1.0
+    context_wraps: bool = True  # the last context window wraps around to the first frames (EchoMimic)
+    # V-Express smooths its decoded frames with a 3×3×3 median over time, rows and columns before saving
+    median_filter: bool = False
 
 
 FAMILIES: dict[str, Family] = {
@@ -99,6 +114,18 @@ FAMILIES: dict[str, Family] = {
         cross_attention_scale=3.0, reference_cross_attention=False,
         face_locator_in_channels=3, sampling="context_windows", context_overlap=3, context_shift=3,
         noise_clamp=1.5, locator_input="poses", crops_to_face=False,
+    ),
+    # V-Express (tencent-ailab/V-Express, docs/v-express-inference.md): a separate reference cross-attention
+    # (attn1_5, ×0.95) reading the ReferenceNet's norm2 outputs, whose own attn2 reads one zero token; wav2vec2's last
+    # layer through a Perceiver resampler to 5 tokens a frame in attn2 (×3); three face keypoints drawn per frame
+    # for its keypoint guider (the face locator's body, 3 channels); whole-video windows of 24 overlapping by 4,
+    # neither wrapping nor shifting; no face crop; a 3×3×3 median filter on the frames.
+    "vexpress": Family(
+        name="vexpress", title="V-Express", audio_encoder="wav2vec2", audio_route="cross_attention",
+        cross_attention_scale=3.0, reference_cross_attention=True,
+        face_locator_in_channels=3, sampling="context_windows", context_overlap=4, context_shift=0,
+        locator_input="face_keypoints", crops_to_face=False, audio_framing="token_windows",
+        reference_route="separate", reference_scale=0.95, context_wraps=False, median_filter=True,
     ),
     # MEMO (memoavatar/memo): Hallo's UNets with joint, emotion-aware audio modules, memory-guided
     # temporal modules fed by the previous clip's 16 frames, no face locator, rectified flow.

@@ -181,7 +181,23 @@ class EMOPipeline:
             return self._encode_whisper(speech, fps)
         # normalised as the wav2vec2's own feature extractor does it (chinese-wav2vec2-base's does not: JoyHallo)
         prepare = getattr(self.audio_encoder, "prepare", normalize_speech)
+        if self.config.spec.audio_framing == "token_windows":
+            return self._encode_token_windows(prepare(speech), fps)
         return self.encode_speech(prepare(speech), fps, clip_length or self.config.frames_per_clip)
+
+    def _encode_token_windows(self, speech: torch.Tensor, fps: float) -> AudioFeatures:
+        """V-Express's front end: wav2vec2's last layer over the whole clip, at two tokens a frame."""
+        from .audio.token_windows import encode_token_windows
+
+        with self.stage("audio features"):
+            features = encode_token_windows(self.audio_encoder, speech, fps, self.config.frames_per_clip,
+                                            self.config.audio_sample_rate)
+        if features.features.shape[1] != self.config.audio_feature_dim:
+            raise ValueError(
+                f"The audio encoder gives {features.features.shape[1]} features a step; this model expects "
+                f"{self.config.audio_feature_dim}. Use the wav2vec2 model the checkpoint was trained with "
+                f"({self.config.spec.wav2vec_model}).")
+        return features
 
     def _encode_whisper(self, speech: torch.Tensor, fps: float) -> AudioFeatures:
         """EchoMimic's front end: whisper-tiny layers at 50 Hz, 10 of them around each frame."""

@@ -118,7 +118,7 @@ def carry_check(pipe: "EMOPipeline", audio: "AudioFeatures",
 
     opts = resolve_options(options, pipe.config)
     problem = loop_for(pipe.config.spec.sampling).carry_problem
-    return lambda carry, kept: problem(carry, kept, audio.num_frames, opts)
+    return lambda carry, kept: problem(carry, kept, audio.num_frames, opts, pipe.config)
 
 
 # ------------------------------------------------------------------ frame segments

@@ -21,7 +21,7 @@ from typing import Callable
 import torch
 
 from ..config import (EMOConfig, echomimic_acc_config, echomimic_config, echomimic_v2_acc_config, echomimic_v2_config,
-                      hallo2_config, hallo_config, joyhallo_config, memo_config)
+                      hallo2_config, hallo_config, joyhallo_config, memo_config, vexpress_config)
 from ..models import EMONet
 from .disk import check_free_space, disk_full_error, is_disk_full
 from .errors import NamedPlainly
@@ -293,6 +293,30 @@ def is_echomimic_entry(path: Path) -> bool:
     return path.name.startswith(ECHOMIMIC_ENTRY) and path.suffix in PICKLE_SUFFIXES
 
 
+# V-Express's files (tk93/V-Express, fp16 pickles) and the part of our network each fills. Its inference.py loads
+# denoising_unet.bin, then motion_module.bin over it (both strict=False): the motion modules come from the second.
+VEXPRESS_PARTS = (
+    ("reference_unet.", "reference_net.bin"),
+    ("denoising_unet.", "denoising_unet.bin"),
+    ("denoising_unet.", "motion_module.bin"),
+    ("face_locator.", "v_kps_guider.bin"),
+    ("audioproj.", "audio_projection.bin"),
+)
+VEXPRESS_MARK = "v_kps_guider.bin"
+# reference_net.bin's output layer: V-Express computes it and throws it away; our ReferenceNet has none
+VEXPRESS_UNUSED = ("reference_unet.conv_out.", "reference_unet.conv_norm_out.")
+
+
+def vexpress_folder(path: Path) -> Path | None:
+    """The V-Express download that `path` names (the folder holding its five .bin files, or one of them), else
+    None. Its keypoint guider's file tells it from EchoMimic's, whose files are also named denoising_unet.*"""
+    path = Path(path)
+    folder = path if path.is_dir() else path.parent
+    if (folder / VEXPRESS_MARK).is_file() and (path.is_dir() or path.name in {n for _, n in VEXPRESS_PARTS}):
+        return folder
+    return None
+
+
 # MEMO's folders (memoavatar/memo on Hugging Face) and the part of our network each fills.
 MEMO_PARTS = (
     ("reference_unet.", "reference_net"),
@@ -325,10 +349,17 @@ class MultiFileReader:
     """Several checkpoint files read as one network: each file's keys under its part's prefix.
     The same interface as CheckpointReader (keys, shapes, dtypes, tensor, metadata)."""
 
-    def __init__(self, folder: Path, parts: list[tuple[str, Path]], variant: str = "", family: str = "echomimic") -> None:
+    def __init__(self, folder: Path, parts: list[tuple[str, Path]], variant: str = "", family: str = "echomimic",
+                 unused: tuple[str, ...] = ()) -> None:
+        """`unused`: key prefixes (ours) that the files may hold and nothing reads; they are left out."""
         self.path, self.variant, self.family, self.metadata = Path(folder), variant, family, {}
         self.parts = parts
         missing = [p for _, p in parts if not p.is_file()]
+        if missing and family == "vexpress":
+            raise FileNotFoundError(
+                f"{self.path} lacks {', '.join(p.name for p in missing)}: V-Express's network is five files, "
+                "reference_net.bin, denoising_unet.bin, motion_module.bin, v_kps_guider.bin and audio_projection.bin "
+                "(as downloaded from tk93/V-Express: python -m emo_pipeline download v-express), all in this folder.")
         if missing and family == "memo":
             raise FileNotFoundError(
                 f"{self.path} lacks {', '.join(str(p.relative_to(self.path)) for p in missing)}: MEMO's network is four "
@@ -354,6 +385,8 @@ class MultiFileReader:
                 reader = CheckpointReader(path)
                 self._readers.append(reader)
                 for key in reader.keys():
+                    if (prefix + key).startswith(unused):
+                        continue
                     self._source[prefix + key] = (reader, key)
                     self.file_of[prefix + key] = (path.relative_to(self.path).as_posix(), key)
         except Exception:
@@ -390,13 +423,18 @@ class MultiFileReader:
 
 
 def open_network(path: str | Path) -> "CheckpointReader | MultiFileReader":
-    """One network file, EchoMimic's four (named by their folder or by denoising_unet[_acc].pth), or MEMO's four
-    folders (named by the folder holding them, by diffusion_net/ or by its weights file)."""
+    """One network file, EchoMimic's four (named by their folder or by denoising_unet[_acc].pth), MEMO's four
+    folders (named by the folder holding them, by diffusion_net/ or by its weights file), or V-Express's five files
+    (named by their folder or one of them)."""
     path = Path(path)
     memo = memo_folder(path)
     if memo is not None:
         parts = [(prefix, memo / folder / MEMO_WEIGHTS) for prefix, folder in MEMO_PARTS]
         return MultiFileReader(memo, parts, family="memo")
+    vexpress = vexpress_folder(path)
+    if vexpress is not None:
+        parts = [(prefix, vexpress / name) for prefix, name in VEXPRESS_PARTS]
+        return MultiFileReader(vexpress, parts, family="vexpress", unused=VEXPRESS_UNUSED)
     if is_echomimic_entry(path):
         if path.is_dir():
             folder, variant = path, "" if (path / "denoising_unet.pth").is_file() else "_acc"
@@ -415,6 +453,10 @@ def config_for(reader: "CheckpointReader | MultiFileReader") -> EMOConfig:
     accelerated weights are told apart by their file names (`_acc`)."""
     if isinstance(reader, MultiFileReader) and reader.family == "memo":
         config = memo_config(resnet_joint_frames=memo_uses_joint_frame_norm(reader.path))
+        check_fits(reader, config)
+        return config
+    if isinstance(reader, MultiFileReader) and reader.family == "vexpress":
+        config = vexpress_config()
         check_fits(reader, config)
         return config
     if isinstance(reader, MultiFileReader) and reader.family == "echomimic_v2":
@@ -602,6 +644,8 @@ def describe_checkpoint(path: str | Path) -> str:
                   f"{'all frames together' if config.resnet_joint_frames else 'each frame'})")
     elif config.family in ("echomimic", "echomimic_v2"):
         family = f"{config.spec.title}{' accelerated' if config.name.endswith('-acc') else ''} (its four .pth files)"
+    elif config.family == "vexpress":
+        family = "V-Express (its five .bin files; weights for non-commercial research only)"
     elif config.family == "joyhallo":
         family = "JoyHallo net.pth (one audio attention shared by the full, face and lip branches)"
     else:

@@ -21,6 +21,11 @@ sd-vae-ft-mse and wav2vec2-base-960h beside the folder, e.g. in models/emo/):
     <model>/reference_net/, diffusion_net/, image_proj/, audio_proj/   (config.json + safetensors each)
     <model>/misc/face_analysis/models/, misc/vocal_separator/Kim_Vocal_2.onnx
 
+or V-Express's download as it comes (tk93/V-Express; its VAE and wav2vec2-base-960h beside the folder, as for
+MEMO):
+
+    <model>/reference_net.bin, denoising_unet.bin, motion_module.bin, v_kps_guider.bin, audio_projection.bin
+
 The VAE and audio encoder are looked for beside the network file first, then in the
 `shared` folders given (ComfyUI's models/emo/), then one level up (models/emo/<name>/net.pth
 finds models/emo/vae/), so several networks can share them. Each may also be a single
@@ -32,7 +37,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..config import EMOConfig
-from .loading import PICKLE_SUFFIXES, is_echomimic_entry, memo_folder
+from .loading import PICKLE_SUFFIXES, is_echomimic_entry, memo_folder, vexpress_folder
 
 NET_NAMES = ("net.safetensors", "net.pth")
 VAE_NAMES = ("vae", "sd-vae-ft-mse", "vae.safetensors", "sd-vae-ft-mse.safetensors",
@@ -57,6 +62,8 @@ def find_net(model: Path) -> Path:
     memo = memo_folder(model)
     if memo is not None:
         return memo
+    if model.is_dir() and vexpress_folder(model) is not None:
+        return model
     if model.is_file():
         return model
     if not model.is_dir():

@@ -130,9 +130,9 @@ class Backbone(UNetSkeleton):
             per_item = feature.view(batch, -1, *feature.shape[1:])  # B, 1+n, h, w, C
             n = per_item.shape[1] - 1
             if any(use):
-                attn1 = attn.block.attn1
+                reader = attn.block.reference_attention  # attn1, or V-Express's attn1_5
                 tokens = per_item[:, 0].flatten(1, 2)
-                reference.append(ReferenceKV(attn1.to_k(tokens), attn1.to_v(tokens), sources))
+                reference.append(ReferenceKV(reader.to_k(tokens), reader.to_v(tokens), sources))
             else:
                 reference.append(None)
             # contiguous once per clip: the temporal modules read these at every step

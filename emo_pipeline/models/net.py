@@ -2,7 +2,9 @@
 
 EchoMimic's four files map onto the same names (reference_unet., denoising_unet., face_locator.);
 its family has no identity or audio projection (`imageproj`, `audioproj` are None). MEMO's four folders
-map onto reference_unet., denoising_unet., imageproj. and audioproj.; it has no face locator."""
+map onto reference_unet., denoising_unet., imageproj. and audioproj.; it has no face locator. V-Express's five
+files map onto reference_unet., denoising_unet., face_locator. (its keypoint guider) and audioproj. (its Perceiver
+resampler, audio_projection.bin)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ from .audio_projection import AudioProjection
 from .backbone import Backbone
 from .face_locator import FaceLocator
 from .identity_projection import IdentityProjection
+from .perceiver_resampler import PerceiverResampler, PerceiverResamplerConfig
 from .reference_net import ReferenceNet
 from .speed_encoder import SpeedEncoder
 
@@ -31,7 +34,13 @@ class EMONet(nn.Module):
         if config.identity_tokens:
             self.imageproj = IdentityProjection(config.identity_dim, config.identity_tokens, config.cross_attention_dim)
         self.audioproj = None
-        if config.spec.audio_route in ("audio_modules", "joint_audio"):  # else the features are the tokens
+        if config.spec.audio_framing == "token_windows":  # V-Express: each frame's tokens through a resampler
+            self.audioproj = PerceiverResampler(PerceiverResamplerConfig(
+                dim=config.audio_attention_dim, depth=config.resampler_depth, dim_head=config.resampler_dim_head,
+                heads=config.resampler_heads, num_queries=config.audio_tokens, embedding_dim=config.audio_feature_dim,
+                output_dim=config.audio_attention_dim,
+                max_seq_len=2 * config.audio_window))  # two tokens a frame (audio/token_windows.py)
+        elif config.spec.audio_route in ("audio_modules", "joint_audio"):  # else the features are the tokens
             self.audioproj = AudioProjection(
                 window=config.audio_window,
                 layers=config.audio_feature_layers,

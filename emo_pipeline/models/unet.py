@@ -38,6 +38,9 @@ class UNetSkeleton(nn.Module):
             temporal_heads=config.temporal_heads,
             temporal_max_len=config.temporal_max_len,
             speed_dim=config.speed_embed_dim if config.has_speed_layers else 0,
+            separate_reference=spec.reference_route == "separate",
+            reads_reference=video,
+            reference_scale=spec.reference_scale,
         )
 
         self.conv_in = nn.Conv2d(config.latent_channels, channels[0], 3, padding=1)

@@ -52,6 +52,9 @@ class BlockOptions:
     temporal_max_len: int = 32
     temporal_groups: int = 32  # AnimateDiff's temporal GroupNorm always has 32 groups
     speed_dim: int = 0
+    separate_reference: bool = False  # V-Express: the portrait read by attn1_5 (spatial_transformer.py)
+    reads_reference: bool = False  # the Backbone's blocks (they have attn1_5 on that route)
+    reference_scale: float = 1.0
 
 
 @dataclass
@@ -103,7 +106,7 @@ class UNetLayers(nn.Module):
         self.plain_slots: list[int] = []  # numbered by UNetSkeleton when this block has no attention
         self.attentions = nn.ModuleList(
             SpatialTransformer(out_channels, opts.heads, opts.context_dim, opts.groups, opts.context_scale,
-                               s.feature_only)
+                               s.feature_only, opts.separate_reference, opts.reads_reference, opts.reference_scale)
             for s in specs if s.attention
         )
         self.audio_modules = nn.ModuleList(

@@ -140,7 +140,8 @@ class ClipConditions:
         return None
 
 
-def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions) -> str | None:
+def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions,
+                  config: object = None) -> str | None:
     """What is wrong with a saved carry for `frames_kept` frames of a `num_frames` video (None: nothing): it
     must continue exactly after the clips whose frames were kept."""
     f, steps = opts.frames_per_clip, opts.steps

@@ -1,9 +1,10 @@
-"""Whole-video sampling in overlapping context windows (EchoMimic's sampling loop).
+"""Whole-video sampling in overlapping context windows (EchoMimic's and V-Express's sampling loop).
 
 There are no motion frames: the latents of every frame are denoised together. At each step the
 Backbone runs on windows of `size` frames that overlap by `overlap`, wrapping around the end of
 the video; the windows move `shift` frames further at every step, so that their seams fall in a
 different place each time, and a frame's prediction is the mean over the windows that hold it.
+V-Express's windows neither wrap nor move, and its decoded frames go through a 3×3×3 median filter.
 
 Memory: the latents of the whole video (64 KiB per frame at 512², in the compute precision), their running
 sum and the scheduler's step over them stay in host memory; each window's latents go to the device for its
@@ -22,6 +23,8 @@ import torch
 from einops import rearrange
 
 from ..audio.features import AudioFeatures
+from ..audio.token_windows import frame_windows
+from ..config import EMOConfig
 from ..audio.whisper import frame_tokens
 from ..models import BackboneConditions
 from ..models.spatial_transformer import ReferenceKV
@@ -29,20 +32,30 @@ from ..portrait import Portrait
 from ..poses.draw import draw_hands
 from ..poses.sequence import PoseError, PoseSequence
 from .denoiser import Denoiser
+from .median_filter import median_filtered
 from .presets import step_plan
 from .scheduler_state import restore_scheduler, scheduler_state
 from .schedulers import make_scheduler
 from .steps import GenerationCancelled, SamplingOptions, SamplingPipeline, StepInfo
 
 
-def context_windows(num_frames: int, size: int, overlap: int) -> list[list[int]]:
+def context_windows(num_frames: int, size: int, overlap: int, wrap: bool = True) -> list[list[int]]:
     """EchoMimic's "uniform" schedule (context.py, stride 1, closed loop): windows of `size` frames
     starting every `size - overlap` frames, wrapping past the end; one window when the video is
-    no longer than `size`."""
+    no longer than `size`.
+
+    `wrap` False (V-Express's open loop): the windows stop at the last frame, the last one ending there. V-Express
+    cuts its videos to 24 + 20k frames, where these are exactly its windows; we keep every frame the audio lasts,
+    so a last window that would run past the end starts earlier instead, overlapping its neighbour more."""
     if num_frames <= size:
         return [list(range(num_frames))]
-    return [[i % num_frames for i in range(start, start + size)]
-            for start in range(0, num_frames, size - overlap)]
+    if wrap:
+        return [[i % num_frames for i in range(start, start + size)]
+                for start in range(0, num_frames, size - overlap)]
+    starts = list(range(0, num_frames - size + 1, size - overlap))
+    if starts[-1] + size < num_frames:
+        starts.append(num_frames - size)
+    return [list(range(start, start + size)) for start in starts]
 
 
 def shifted(window: list[int], step: int, shift: int, num_frames: int) -> list[int]:
@@ -58,7 +71,7 @@ class WindowConditions:
     under guidance."""
 
     def __init__(self, pipe: SamplingPipeline, portrait: Portrait, ref_latent: torch.Tensor, use_cfg: bool,
-                 window: int, poses: PoseSequence | None = None) -> None:
+                 window: int, poses: "PoseSequence | FaceKeypointSequence | None" = None) -> None:
         cfg, net = pipe.config, pipe.net
         self.use_cfg, self.pipe, self.poses = use_cfg, pipe, poses
         rows = 2 if use_cfg else 1
@@ -66,9 +79,13 @@ class WindowConditions:
         if cfg.spec.locator_input == "face_region":
             face = net.face_locator(portrait.face_region[None, : cfg.spec.face_locator_in_channels])
             self.face = self._with_unconditional(face)
-        # The ReferenceNet runs once per video; its reference keys/values serve every window and step.
+        # The ReferenceNet runs once per video; its reference keys/values serve every window and step. V-Express's
+        # cross-attention reads one zero token there (its output: attn2's bias, part of every later feature).
+        context = None
+        if cfg.spec.reference_cross_attention:
+            context = torch.zeros(1, 1, cfg.cross_attention_dim, device=ref_latent.device, dtype=ref_latent.dtype)
         with pipe.stage("reference net"):
-            features = net.reference_unet(ref_latent, None)
+            features = net.reference_unet(ref_latent, context)
             reference, _ = net.denoising_unet.prepare_reference(features, 1, window, [True])
         reads = [not (use_cfg and cfg.uncond_drops_reference and row == 0) for row in range(rows)]
         sources = tuple(0 if reads[r // window] else None for r in range(rows * window))
@@ -82,10 +99,14 @@ class WindowConditions:
         return torch.cat([uncond, features])
 
     def pose_features(self, frames: list[int]) -> torch.Tensor:
-        """The pose encoder's features of these frames' hand poses: [rows, C, F, h, w]. In low-VRAM mode one
+        """The pose encoder's features of these frames' hand poses (V-Express: face keypoints): [rows, C, F, h, w];
+        the unconditional row's are zero. In low-VRAM mode one
         frame at a time (the same features: the encoder works frame by frame), which divides its peak by the
         window's length (its first activation, 16 channels at 768² in fp16: 18.9 MB a frame, 226 MB a window)."""
-        images = self.poses.tensor_frames(frames, draw_hands)  # [3, F, S, S] in 0..1
+        if self.pipe.config.spec.locator_input == "poses":
+            images = self.poses.tensor_frames(frames, draw_hands)  # [3, F, S, S] in 0..1
+        else:  # V-Express: the frames' eyes and nose drawn on black
+            images = self.poses.tensor_frames(frames)
         images = rearrange(images, "c f h w -> f c h w").to(self.pipe.device, self.pipe.dtype)
         encoder = self.pipe.net.face_locator
         with self.pipe.stage("pose encoder"):
@@ -108,8 +129,14 @@ class WindowConditions:
         )
 
 
-def check_poses(poses: PoseSequence | None, num_frames: int, size: int, title: str) -> None:
-    """A pose-driven family's pose sequence: given, one pose per video frame, drawn for this model's size."""
+def check_poses(poses: "PoseSequence | FaceKeypointSequence | None", num_frames: int, size: int, title: str,
+                keypoints: bool = False) -> None:
+    """A pose-driven family's pose sequence (`keypoints`: V-Express's face keypoints): given, one pose per video
+    frame, drawn for this model's size."""
+    if poses is None and keypoints:
+        raise PoseError(f"{title} draws three face keypoints (eyes and nose) for every frame, and none were given: "
+                        "take them from the photo (fix_face: a still head) or from a driving video (EMO Load Face "
+                        "Keypoints; --keypoints on the command line).")
     if poses is None:
         raise PoseError(f"{title} is driven by a hand-pose sequence as well as the audio, and none was given: "
                         "pick one of its demo sequences or load poses from keypoints or a video (EMO Load Poses; "
@@ -122,15 +149,18 @@ def check_poses(poses: PoseSequence | None, num_frames: int, size: int, title: s
                         "resize them first (PoseSequence.for_frame_size).")
 
 
-def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions) -> str | None:
+def carry_problem(carry: dict, frames_kept: int, num_frames: int, opts: SamplingOptions,
+                  config: EMOConfig | None = None) -> str | None:
     """What is wrong with a saved carry for `frames_kept` decoded frames (None: nothing): the latents of the
-    whole video after `step` steps; frames are decoded, and kept, only after the last step."""
+    whole video after `step` steps; frames are decoded, and kept, only after the last step. `config`: the model's
+    (whether its windows wrap)."""
     step, latents, rng = carry.get("step"), carry.get("latents"), carry.get("rng")
     if type(step) is not int or not 1 <= step <= opts.steps:
         return f"its step {str(step)[:20]} is not one of the {opts.steps} steps"
     if frames_kept and step != opts.steps:
         return f"{frames_kept} frames were kept, but its latents are after step {step} of {opts.steps}"
-    windows = len(context_windows(num_frames, opts.frames_per_clip, opts.context_overlap))
+    wrap = config.spec.context_wraps if config is not None else True
+    windows = len(context_windows(num_frames, opts.frames_per_clip, opts.context_overlap, wrap))
     if carry.get("calls") != step * windows:
         return f"it counts {str(carry.get('calls'))[:20]} window calls for {step} steps of {windows} windows"
     if not (isinstance(latents, torch.Tensor) and latents.ndim == 5 and latents.shape[2] == num_frames):
@@ -150,19 +180,21 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
     if size > cfg.temporal_max_len:
         raise ValueError(f"A context window of {size} frames exceeds {cfg.temporal_max_len}, the longest "
                          "sequence this model's temporal modules know.")
-    windows = context_windows(num_frames, size, overlap)
+    windows = context_windows(num_frames, size, overlap, spec.context_wraps)
     window = len(windows[0])
     use_cfg = opts.guidance_scale > 1.0
     plan = step_plan(steps, use_cfg, opts.guidance_interval, 1)
     generator = torch.Generator("cpu").manual_seed(int(opts.seed))
     backbone = pipe.backbone
 
-    poses = opts.poses if spec.locator_input == "poses" else None
-    if spec.locator_input == "poses":
-        check_poses(poses, num_frames, cfg.sample_size, spec.title)
+    per_frame = spec.locator_input in ("poses", "face_keypoints")
+    poses = opts.poses if per_frame else None
+    if per_frame:
+        check_poses(poses, num_frames, cfg.sample_size, spec.title, keypoints=spec.locator_input == "face_keypoints")
     portrait = portrait.to(device, dtype)
     ref_latent = pipe.encode_images(portrait.pixels[None])
     conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, window, poses)
+    frame_audio = FrameAudioTokens(pipe, audio)
 
     shape = (1, cfg.latent_channels, num_frames, ref_latent.shape[-2], ref_latent.shape[-1])
     latents = torch.randn(shape, generator=generator, dtype=dtype)
@@ -192,8 +224,8 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
                 raise GenerationCancelled()
             moved = shifted(frames, step, spec.context_shift, num_frames)
             index = torch.tensor(moved)
-            tokens = frame_tokens(audio.features, index, audio.fps).view(len(index), cfg.audio_tokens, -1)
-            denoise = Denoiser(backbone, conditions(tokens, moved), use_cfg, opts.guidance_scale, pipe.low_vram, None)
+            denoise = Denoiser(backbone, conditions(frame_audio(index), moved), use_cfg, opts.guidance_scale,
+                               pipe.low_vram, None)
             with pipe.stage("denoising"):
                 window_input = model_input.index_select(2, index).to(device)
                 predicted = denoise(window_input, t_device, guided, False)
@@ -212,10 +244,43 @@ def iter_video(pipe: SamplingPipeline, portrait: Portrait, audio: AudioFeatures,
                              "scheduler": scheduler_state(scheduler)})
         if opts.callbacks.on_step:
             opts.callbacks.on_step(StepInfo(calls, total_calls, len(windows) - 1, len(windows), int(t), "window"))
-    total = count = conditions = None  # free them before decoding
+    total = count = conditions = frame_audio = None  # free them before decoding
     chunk = 1 if pipe.low_vram else opts.decode_chunk_size
     flat = latents[0].transpose(0, 1)  # [T, 4, h, w]
     decoded = checkpoint.frames_done if carry is not None else 0  # frames the caller already has
-    for start in range(decoded, num_frames, chunk):
+
+    def decode(start: int, end: int) -> torch.Tensor:
         with pipe.stage("vae decode"):
-            yield pipe.decode_latents(flat[start: start + chunk], chunk)
+            return pipe.decode_latents(flat[start:end], chunk)
+
+    chunks = (decode(start, start + chunk) for start in range(decoded, num_frames, chunk))
+    if spec.median_filter:  # V-Express: a frame needs its neighbours (a resumed render decodes the one before)
+        yield from median_filtered(chunks, decode(decoded - 1, decoded)[0] if decoded else None)
+    else:
+        yield from chunks
+
+
+class FrameAudioTokens:
+    """Each window's cross-attention tokens [F, T, C] (on the CPU): EchoMimic's whisper layers around each frame as
+    they are, or V-Express's ten wav2vec2 tokens around each frame through its Perceiver resampler. The resampler
+    runs once per video, before the first step (its rows are independent), and its tokens stay in host memory
+    (7.7 KB a frame in fp16): every step reads them again."""
+
+    def __init__(self, pipe: SamplingPipeline, audio: AudioFeatures) -> None:
+        self.pipe, self.audio, self.tokens = pipe, audio, None
+        cfg = pipe.config
+        if cfg.spec.audio_framing == "token_windows":
+            resampler, rows = pipe.net.audioproj, 256
+            parts = []
+            with pipe.stage("audio projection"):
+                for start in range(0, audio.num_frames, rows):
+                    index = torch.arange(start, min(start + rows, audio.num_frames))
+                    windows = frame_windows(audio.features, index, context=cfg.audio_context)
+                    parts.append(resampler(windows.to(pipe.device, pipe.dtype)).cpu())
+            self.tokens = torch.cat(parts)
+
+    def __call__(self, index: torch.Tensor) -> torch.Tensor:
+        if self.tokens is not None:
+            return self.tokens.index_select(0, index)
+        cfg = self.pipe.config
+        return frame_tokens(self.audio.features, index, self.audio.fps).view(len(index), cfg.audio_tokens, -1)

@@ -9,6 +9,7 @@ from typing import Callable, Iterator
 import torch
 
 from ..audio.features import AudioFeatures
+from ..config import EMOConfig
 from ..models.attention import attention_score_budget
 from ..portrait import Portrait
 from . import clip_loop, context_windows, memo_memory, motion_frames
@@ -20,8 +21,9 @@ from .steps import SamplingOptions, SamplingPipeline
 class Loop:
     iter_video: Callable[[SamplingPipeline, Portrait, AudioFeatures, SamplingOptions], Iterator[torch.Tensor]]
     conditions: type  # what each clip (or window) reads, built by the loop; also used to count its cost
-    # what is wrong with a saved carry for the frames kept of a video (carry, frames kept, frames, options)
-    carry_problem: Callable[[dict, int, int, SamplingOptions], str | None]
+    # what is wrong with a saved carry for the frames kept of a video (carry, frames kept, frames, options, the
+    # model's config)
+    carry_problem: Callable[[dict, int, int, SamplingOptions, EMOConfig], str | None]
 
 
 LOOPS: dict[str, Loop] = {
