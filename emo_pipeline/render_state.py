@@ -103,9 +103,11 @@ def fingerprint(pipe: "EMOPipeline", portrait: "Portrait", audio: "AudioFeatures
         "settings": _digest(sampling, settings),
     }
     poses = opts.poses  # EchoMimic v2's hand poses, as the loop takes them (renders without poses: no entry)
-    if poses is not None:
+    if poses is not None and hasattr(poses, "hands"):
         found["pose sequence"] = _digest(poses.hands, poses.scores, list(poses.area), list(poses.placement),
                                          poses.frame_size)
+    elif poses is not None:  # V-Express's face keypoints
+        found["face keypoints"] = _digest(poses.frames, poses.frame_size)
     return found
 
 

@@ -198,6 +198,45 @@ def write_tiny_memo_folder(root: str | Path, config: EMOConfig | None = None, se
     return folder
 
 
+def write_tiny_vexpress_folder(root: str | Path, config: EMOConfig | None = None, seed: int = 0) -> Path:
+    """A tiny V-Express download in its own layout: <root>/v-express/ with its five .bin files, split as
+    tk93/V-Express ships them (denoising_unet.bin holds the whole denoising UNet, its motion modules too, and
+    motion_module.bin those again; here denoising_unet.bin's copies are zeros, so a loader that does not take
+    motion_module.bin's, as V-Express's inference.py does, shows it; reference_net.bin carries its unused conv_out),
+    and the VAE and wav2vec2 beside it in <root>/vae/ and <root>/wav2vec/. Returns the v-express folder."""
+    from .config import tiny_vexpress_config
+
+    root = Path(root)
+    config = config or tiny_vexpress_config()
+    net, vae, encoder = tiny_components(config, seed)
+    state = net.state_dict()
+    folder = root / "v-express"
+    folder.mkdir(parents=True, exist_ok=True)
+
+    def part(prefix: str) -> dict:
+        return {k.removeprefix(prefix): v.clone() for k, v in state.items() if k.startswith(prefix)}
+
+    reference = part("reference_unet.")
+    channels = config.block_out_channels[0]
+    generator = torch.Generator().manual_seed(seed)
+    reference["conv_out.weight"] = torch.randn(config.latent_channels, channels, 3, 3, generator=generator)
+    reference["conv_out.bias"] = torch.randn(config.latent_channels, generator=generator)
+    denoising = part("denoising_unet.")
+    motion = {k: v for k, v in denoising.items() if ".motion_modules." in k}
+    files = {
+        "reference_net.bin": reference,
+        "denoising_unet.bin": {k: torch.zeros_like(v) if k in motion else v for k, v in denoising.items()},
+        "motion_module.bin": motion,
+        "v_kps_guider.bin": part("face_locator."),
+        "audio_projection.bin": part("audioproj."),
+    }
+    for name, tensors in files.items():
+        _save(folder / name, tensors)
+    vae.save_pretrained(root / "vae")
+    _write_wav2vec(encoder, root / "wav2vec")
+    return folder
+
+
 def _save(path: Path, value: dict) -> None:
     """A torch pickle written as every file of the pack is (io/safe_files.py)."""
     write_atomic(path, write=lambda f: torch.save(value, f))

@@ -48,6 +48,9 @@ def check_generate_paths(args: argparse.Namespace) -> None:
         args.separate_vocals = str(separator_beside(args.model))
     if args.poses:
         args.poses = poses_path(args.poses, args.model)
+    if getattr(args, "keypoints", None) and not Path(args.keypoints).is_file():
+        raise FileNotFoundError(f"--keypoints {args.keypoints}: no such file (give a driving video, V-Express's "
+                                "kps.pth or a .npz of keypoints).")
     out = Path(args.out)
     if out.is_dir():
         raise ValueError(f"--out {out} is a folder: give a file name such as {out / 'video.mp4'}.")
@@ -215,12 +218,36 @@ def fit_poses(poses, image, args: argparse.Namespace):
     return fitted
 
 
+def face_keypoints(pipe, portrait, audio, args: argparse.Namespace):
+    """V-Express's keypoints for this render: the photo's own (fix_face), or --keypoints retargeted (a line says
+    which)."""
+    from ..face import FaceAnalyzer
+    from ..keypoint_input import driving_keypoints, keypoints_for_render
+
+    folders = [Path(args.model), Path(args.model).parent] if args.model else []
+    folders = [f if f.is_dir() else f.parent for f in folders]
+    analyzer = FaceAnalyzer(folders)
+    keypoints, retarget = getattr(args, "keypoints", None), getattr(args, "retarget", None)
+    strategy = retarget or ("no_retarget" if keypoints else "fix_face")
+    driving = None
+    if keypoints and strategy != "fix_face":
+        print(f"Face keypoints: reading {Path(keypoints).name} ...")
+        driving = driving_keypoints(keypoints, analyzer, pipe.config.sample_size, audio.fps)
+    elif keypoints:
+        print(f"--keypoints {keypoints}: ignored with --retarget fix_face (the photo's keypoints in every frame).")
+    sequence, line = keypoints_for_render(pipe.config, portrait.image, audio.num_frames, analyzer, audio.fps,
+                                          strategy, driving)
+    print(line)
+    return sequence
+
+
 def render(pipe, args: argparse.Namespace, started: float, portraits: dict | None = None) -> int:
     """One video with a loaded pipeline; returns its frame count. `portraits` keeps each photo's prepared
     reference (face crop, identity, ReferenceNet input) for the next video of the same photo."""
     from ..cpu_threads import threads_note
     from ..demo_inputs import drawn_face_box, drawn_portrait, speech_like_audio
     from ..io.media import VideoWriter, load_audio, load_image
+    from ..keypoint_input import uses_face_keypoints
     from ..pose_input import ignored_poses, missing_poses, poses_for_render, uses_poses
     from ..render_state import RenderState, carry_check, fingerprint, resumed_frames, state_folder
     from ..sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
@@ -290,6 +317,10 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
                 return paste_back(frames, image[..., :3], face.box, args.feather, first[0] if first else None)
     else:
         portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
+    if uses_face_keypoints(pipe.config):
+        poses = face_keypoints(pipe, portrait, audio, args)
+    elif getattr(args, "keypoints", None):
+        print(f"--keypoints {args.keypoints}: ignored; {pipe.config.spec.title} draws no face keypoints (V-Express does).")
     options = SamplingOptions(
         seed=args.seed, preset=args.preset, steps=args.steps, guidance_scale=args.cfg,
         frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,

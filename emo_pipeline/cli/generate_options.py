@@ -51,6 +51,17 @@ def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_optio
                         help="EchoMimic v2: how a pose sequence shorter than the audio is made as long: pingpong "
                              "(forth and back), loop (from the start again) or hold (the last pose kept); a longer "
                              "one is cut (default: %(default)s)")
+    inputs.add_argument("--keypoints", metavar="VIDEO|KPS.pth|FILE.npz",
+                        help="V-Express: the head motion, from a driving video (the eyes and nose found by SCRFD at the "
+                             "model's fps) or a keypoint file (V-Express's kps.pth, or .npz), retargeted to the photo "
+                             "by --retarget. Without it the photo's own keypoints are drawn in every frame (fix_face: "
+                             "a still head, V-Express's default); other models ignore it")
+    inputs.add_argument("--retarget", choices=["fix_face", "no_retarget", "offset_retarget", "naive_retarget"],
+                        default=None,
+                        help="V-Express: how --keypoints move the photo's face, as its inference.py does: no_retarget "
+                             "(the driving keypoints as they are: the same person), offset_retarget (the nose's motion "
+                             "added to the photo's keypoints), naive_retarget (the driving face scaled onto the photo's); "
+                             "fix_face ignores --keypoints (default: no_retarget with --keypoints, else fix_face)")
 
     model = gen.add_argument_group("model")
     model.add_argument("--model", help="model folder or network file, or a model's name in the model folder "
