@@ -3,6 +3,7 @@
 from .audio import EMOEncodeAudio
 from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
+from .face_keypoints import EMOLoadFaceKeypoints
 from .model_loader import LoadEMOModel
 from .notify import DISPLAY_NAMES
 from .poses import EMOLoadPoses, EMOPreviewPoses
@@ -30,6 +31,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOUpscaleFaceVideo": EMOUpscaleFaceVideo,
     "EMOLoadPoses": EMOLoadPoses,
     "EMOPreviewPoses": EMOPreviewPoses,
+    "EMOLoadFaceKeypoints": EMOLoadFaceKeypoints,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -48,6 +50,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOUpscaleFaceVideo": "EMO Upscale Face Video",
     "EMOLoadPoses": "EMO Load Poses",
     "EMOPreviewPoses": "EMO Preview Poses",
+    "EMOLoadFaceKeypoints": "EMO Load Face Keypoints",
 }
 
 # warnings sent to the graph name the node as the graph shows it

@@ -13,15 +13,22 @@ import comfy.utils
 
 from ..emo_pipeline.config import preset as config_preset
 from ..emo_pipeline.memory_plan import memory_required
+from ..emo_pipeline.keypoint_input import keypoints_for_render, uses_face_keypoints
 from ..emo_pipeline.pose_input import poses_for_render
 from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
 from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
+from .face import face_analyzer
+from .face_keypoints import FACE_KEYPOINTS
 from .notify import relays_warnings
 from .poses import POSES, extension_of
 from .preview import step_previewer
 from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
 
+
+FACE_KEYPOINTS_INPUT = {"tooltip": "V-Express: the head motion from EMO Load Face Keypoints (a driving video's eyes and "
+                                   "nose, retargeted to the photo). Without it the photo's own keypoints are drawn in "
+                                   "every frame: a still head (its fix_face). Other models ignore it."}
 
 AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
 CUSTOM = "custom"
@@ -144,18 +151,21 @@ class EMOSampler:
                 "poses": (POSES, {
                     "tooltip": "EchoMimic v2 (needed there): the hand poses from EMO Load Poses, made as long as the "
                                "audio as its pose_extension says. Other models ignore them."}),
+                "face_keypoints": (FACE_KEYPOINTS, FACE_KEYPOINTS_INPUT),
             },
         }
 
     @relays_warnings
-    def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None, poses=None):
+    def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None, poses=None,
+               face_keypoints=None):
         size = model.pipeline.config.sample_size
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
         done = 0
         ran = []
         for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
-                                told=lambda used: ran.append(ran_text(used, preset)), poses=poses):
+                                told=lambda used: ran.append(ran_text(used, preset)), poses=poses,
+                                face_keypoints=face_keypoints):
             frames[done: done + len(clip)] = clip
             done += len(clip)
         logging.info("EMO Sampler: %s", ran[0])
@@ -217,18 +227,30 @@ def ran_text(options: SamplingOptions, preset: str) -> str:
 
 
 def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
-                options: dict | None = None, resume=None, told=None, poses=None) -> Iterator[torch.Tensor]:
+                options: dict | None = None, resume=None, told=None, poses=None,
+                face_keypoints=None) -> Iterator[torch.Tensor]:
     """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
     ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
     (render_state.RenderState) for the loop to continue from and keep. `told(options)`: hears the resolved
     options before sampling starts (what the node shows after the run). `poses`: EMO Load Poses' sequence, made
-    as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without)."""
+    as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without).
+    `face_keypoints`: EMO Load Face Keypoints' driving keypoints (V-Express; without them the photo's own, fix_face)."""
     config = model.pipeline.config
     options = sampling_options(config, seed, steps, cfg, preset, scheduler, options, getattr(model, "plan", None))
-    # checked now, not when the first frame is asked for: a render refused for want of poses writes nothing
-    options.poses, said = poses_for_render(config, poses, audio.num_frames, extension_of(poses), audio.fps)
-    if said:  # once per run: the extension (or that the poses are ignored), in the graph and the log
-        warnings.warn(said)
+    if uses_face_keypoints(config):
+        driving = face_keypoints.sequence if face_keypoints is not None else None
+        strategy = face_keypoints.retarget if face_keypoints is not None else "fix_face"
+        options.poses, said = keypoints_for_render(config, reference.image, audio.num_frames, face_analyzer(),
+                                                   audio.fps, strategy, driving)
+        logging.info("EMO Sampler: %s", said)
+    else:
+        if face_keypoints is not None:
+            warnings.warn(f"{config.spec.title} models draw no face keypoints: the face_keypoints connected are "
+                          "ignored (V-Express reads them).")
+        # checked now, not when the first frame is asked for: a render refused for want of poses writes nothing
+        options.poses, said = poses_for_render(config, poses, audio.num_frames, extension_of(poses), audio.fps)
+        if said:  # once per run: the extension (or that the poses are ignored), in the graph and the log
+            warnings.warn(said)
     if told is not None:
         told(options)
     return _frames(model, reference, audio, options, resume)
