@@ -18,6 +18,7 @@ import folder_paths
 
 from ..emo_pipeline.download import DOWNLOADS, Download, download, human_size, missing_files
 from ..emo_pipeline.download.catalogue import HubFile
+from .notify import notify
 
 PREFIX = "download: "
 BUNDLED = Path(__file__).resolve().parents[1] / "models"  # the demo model that ships with the pack
@@ -69,6 +70,11 @@ class ComfyProgress:
         self.node_id = node_id
         self.bar = None
         self.done = 0
+
+    def notice(self, text: str) -> None:
+        """A licence said before the download: in the log, and to the person at the graph."""
+        log.warning("EMO: %s", text)
+        notify(text, "EMO download")
 
     def start(self, total_bytes: int, files: int) -> None:
         self.total = max(1, total_bytes // 1000)

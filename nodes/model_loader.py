@@ -36,6 +36,8 @@ HELP = ("Put Hallo's or Hallo2's net.pth (or our .safetensors network) in {folde
 # download's converted echomimic-v2[-acc].safetensors beside them).
 ECHOMIMIC_PART_FILES = {"reference_unet.pth", "motion_module.pth", "motion_module_acc.pth", "face_locator.pth",
                         "pose_encoder.pth"}
+# V-Express's download (v-express/): its denoising_unet.bin stands for its five files, as EchoMimic's does.
+VEXPRESS_PART_FILES = {"reference_net.bin", "motion_module.bin", "v_kps_guider.bin", "audio_projection.bin"}
 SUPPORT_FOLDERS = {"vae", "wav2vec", "sd-vae-ft-mse", "audio_processor", "sd-image-variations-diffusers",
                    "chinese-wav2vec2-base"}
 
@@ -54,7 +56,7 @@ def register_model_folder() -> Path:
     if BUNDLED.is_dir():
         folder_paths.add_model_folder_path(FOLDER, str(BUNDLED))
     extensions = folder_paths.folder_names_and_paths[FOLDER][1]
-    extensions.update({".pth", ".safetensors"})
+    extensions.update({".pth", ".safetensors", ".bin"})  # .bin: V-Express's files, as its hub repository names them
     os.makedirs(path, exist_ok=True)
     return Path(path)
 
@@ -119,7 +121,7 @@ def _emo_networks() -> list[str]:
             continue
         if parts[0] in SUPPORT_FOLDERS | MEMO_PART_FOLDERS or parts[0].startswith(".") or len(parts) > 2:
             continue  # hidden folders hold train-demo's work files, not finished networks
-        if parts[-1] in ECHOMIMIC_PART_FILES or parts[-1].startswith("whisper"):
+        if parts[-1] in ECHOMIMIC_PART_FILES | VEXPRESS_PART_FILES or parts[-1].startswith("whisper"):
             continue
         if Path(name).suffix in (".safetensors", *PICKLE_SUFFIXES):
             names.append(name)

@@ -2,7 +2,8 @@
 
 Each family's files are the ones its own project tells users to download (Hallo's and Hallo2's
 READMEs: the fudan-generative-ai repositories, cloned into `pretrained_models/`; JoyHallo's: jdh-algo/JoyHallo-v1
-with Hallo's base files and TencentGameMate/chinese-wav2vec2-base; EchoMimic's:
+with Hallo's base files and TencentGameMate/chinese-wav2vec2-base; V-Express's: tk93/V-Express's five networks, with
+Hallo's copies of the base files its model_ckpts/ also holds; EchoMimic's:
 BadToBest/EchoMimic into `pretrained_weights/`; MEMO's: memoavatar/memo, with the VAE from
 stabilityai/sd-vae-ft-mse and wav2vec2 from facebook/wav2vec2-base-960h, as its
 configs/inference.yaml names them), but only those our loaders read: never the SD1.5 UNet weights,
@@ -31,6 +32,12 @@ class HubFile:
     approx_bytes: int
     part: str  # what it is part of, for the content check before placing (see checks.py's CHECKS)
 
+    @property
+    def of_network(self) -> bool:
+        """A file of the family's network (what a conversion is made from): checked as one ("network") or, for
+        V-Express's five files, one by one."""
+        return self.part == "network" or self.part.startswith(VEXPRESS_PART)
+
 
 @dataclass(frozen=True)
 class Download:
@@ -46,6 +53,14 @@ class Download:
     @property
     def approx_bytes(self) -> int:
         return sum(f.approx_bytes for f in self.files)
+
+    @property
+    def licence_notice(self) -> str | None:
+        """The line said before anything of this download is fetched, when its licence restricts use (non-commercial);
+        None otherwise."""
+        if "non-commercial" not in self.licence.lower():
+            return None
+        return f"Licence of {self.name}: {self.licence}."
 
     @property
     def converted(self) -> str | None:
@@ -86,9 +101,14 @@ def _chinese_wav2vec(repo: str = "TencentGameMate/chinese-wav2vec2-base") -> tup
                                     ("pytorch_model.bin", 380 * MB)))
 
 
+def _scrfd(repo: str, folder: str, target: str) -> HubFile:
+    """insightface's SCRFD detector (10G, with the five landmarks)."""
+    return HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB, "scrfd")
+
+
 def _face(repo: str, folder: str, target: str) -> tuple[HubFile, ...]:
     """insightface's SCRFD detector and the ArcFace (glintr100) Hallo's identity embedding comes from."""
-    return (HubFile(repo, folder + "scrfd_10g_bnkps.onnx", target + "scrfd_10g_bnkps.onnx", 17 * MB, "scrfd"),
+    return (_scrfd(repo, folder, target),
             HubFile(repo, folder + "glintr100.onnx", target + "glintr100.onnx", 261 * MB, "arcface"))
 
 
@@ -118,6 +138,35 @@ def _joyhallo() -> Download:
                *_face(hallo, "face_analysis/models/", "face_analysis/models/")),
         model="joyhallo",
         licence="MIT",
+    )
+
+
+VEXPRESS = "tk93/V-Express"
+VEXPRESS_PART = "vexpress_"  # + the file's stem: each of the five is checked as its own network (checks.py)
+# The hub's listed sizes (its pages; the files themselves could not be fetched here), so estimates: fp16 pickles
+# of 859.5 M, 1,363.5 M (the motion modules included), 454.4 M, 1.09 M and 29.5 M values
+# (docs/v-express-inference.md §1.7).
+VEXPRESS_FILES = {"reference_net.bin": 1_720 * MB, "denoising_unet.bin": 2_730 * MB, "motion_module.bin": 909 * MB,
+                  "v_kps_guider.bin": 2_180_000, "audio_projection.bin": 59_100_000}
+
+
+def _vexpress() -> Download:
+    """V-Express (its README): the five networks at tk93/V-Express's root, into v-express/ as its loader reads them;
+    the VAE, wav2vec2-base-960h and the SCRFD detector its reference keypoints come from (insightface's det_10g in its
+    model_ckpts/) are the copies Hallo's download brings, from fudan-generative-ai/hallo, so a Hallo user has them."""
+    hallo = "fudan-generative-ai/hallo"
+    return Download(
+        name="v-express",
+        title="V-Express",
+        files=(*(HubFile(VEXPRESS, name, f"v-express/{name}", size, VEXPRESS_PART + name.removesuffix(".bin"))
+                 for name, size in VEXPRESS_FILES.items()),
+               *_vae(hallo, "sd-vae-ft-mse/"), *_wav2vec(hallo, "wav2vec/wav2vec2-base-960h/"),
+               _scrfd(hallo, "face_analysis/models/", "face_analysis/models/")),
+        model="v-express",
+        # its README (docs/v-express-inference.md §5): the code is free for commercial use, the checkpoints are not
+        licence="V-Express's weights for non-commercial research only (its README: \"both manual-downloading and "
+                "auto-downloading models from V-Express are for non-commercial research purposes\"); insightface's "
+                "SCRFD detector: non-commercial research use",
     )
 
 
@@ -184,6 +233,7 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
         licence="Apache-2.0",
     ),
     _joyhallo(),
+    _vexpress(),
     Download(
         name="face",
         title="face models (SCRFD detector, ArcFace identity)",

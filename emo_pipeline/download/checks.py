@@ -17,6 +17,9 @@ inputs and outputs):
     realesrgan  RealESRGAN_x2plus.pth (params_ema): every key and shape of RRDBNet x2
     dwpose_detector   DWPose's yolox_l.onnx: one [1, 3, 640, 640] input; one [1, 8400, 85] output
     dwpose_estimator  DWPose's dw-ll_ucoco_384.onnx: one [1, 3, H, W] input; simcc_x [1, 133, 2W], simcc_y [1, 133, 2H]
+    vexpress_*  V-Express's five .bin files one by one (read weights-only, memory-mapped): a few keys and shapes only
+                that network has, and none it must not hold (the ReferenceNet no motion modules and no reference
+                attention; motion_module.bin nothing but motion modules); the keypoint guider's every key and shape
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from pathlib import Path, PurePosixPath
 from typing import Callable
 
 from ..io.errors import NamedPlainly
-from .catalogue import Download
+from .catalogue import VEXPRESS_PART, Download
 
 class PartDamaged(NamedPlainly, Exception):
     """A part that our loaders could not use, with what is wrong in a few words."""
@@ -233,9 +236,106 @@ def _realesrgan(path: Path) -> None:
     _basicsr(path, lambda: RRDBNet(rrdb_config()), "RealESRGAN x2 (RRDBNet)")
 
 
+# ---------------------------------------------------------------------------- V-Express
+# Its five hub files are flat fp16 state dicts, one network each (docs/v-express-inference.md §1.7); names and shapes
+# as V-Express's own code builds them (tests/data/vexpress_keys.tsv). The keys named are small tensors (norms, biases,
+# conv_in's 4 latent channels) whose shapes give each network's widths, so a file of a wrong width fails too. The two
+# UNets share most names: the denoising UNet alone has reference attention (attn1_5, norm1_5) and motion modules.
+MOTION = ".motion_modules."
+REFERENCE_ATTENTION = (".attn1_5.", ".norm1_5.")
+
+
+def _vkps_guider_shapes() -> dict[str, tuple[int, ...]]:
+    """VKpsGuider(320, block_out_channels=(16, 32, 96, 256)): conv_in 3→16, a same-width and a stride-2 conv per
+    step, conv_out 256→320; all 3x3 with bias (16 tensors, 1.09 M values)."""
+    channels, shapes = (16, 32, 96, 256), {"conv_in.weight": (16, 3, 3, 3), "conv_in.bias": (16,)}
+    for step, (c_in, c_out) in enumerate(zip(channels[:-1], channels[1:])):
+        for index, out in ((2 * step, c_in), (2 * step + 1, c_out)):
+            shapes |= {f"blocks.{index}.weight": (out, c_in, 3, 3), f"blocks.{index}.bias": (out,)}
+    return shapes | {"conv_out.weight": (320, 256, 3, 3), "conv_out.bias": (320,)}
+
+
+VEXPRESS_KEYS: dict[str, dict[str, tuple[int, ...]]] = {
+    "reference_net": {
+        "conv_in.weight": (320, 4, 3, 3),
+        "time_embedding.linear_1.bias": (1280,),
+        "down_blocks.0.attentions.0.transformer_blocks.0.norm2.weight": (320,),
+        "mid_block.attentions.0.transformer_blocks.0.norm2.weight": (1280,),
+        "up_blocks.3.attentions.2.transformer_blocks.0.attn2.to_out.0.bias": (320,),
+    },
+    "denoising_unet": {
+        "conv_in.weight": (320, 4, 3, 3),
+        "conv_norm_out.weight": (320,),
+        "down_blocks.0.attentions.0.transformer_blocks.0.norm1_5.weight": (320,),
+        "up_blocks.3.attentions.2.transformer_blocks.0.attn1_5.to_out.0.bias": (320,),
+        "down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": (320,),
+        "mid_block.motion_modules.0.temporal_transformer.norm.weight": (1280,),
+        "up_blocks.3.motion_modules.2.temporal_transformer.proj_out.bias": (320,),
+    },
+    "motion_module": {
+        "down_blocks.0.motion_modules.0.temporal_transformer.norm.weight": (320,),
+        "down_blocks.0.motion_modules.0.temporal_transformer.transformer_blocks.0.norms.1.weight": (320,),
+        "mid_block.motion_modules.0.temporal_transformer.norm.weight": (1280,),
+        "up_blocks.3.motion_modules.2.temporal_transformer.proj_out.bias": (320,),
+    },
+    "v_kps_guider": _vkps_guider_shapes(),
+    "audio_projection": {
+        "latents": (1, 5, 768),
+        "pos_emb.weight": (10, 768),
+        "proj_in.bias": (768,),
+        "layers.3.0.norm1.weight": (768,),
+        "layers.3.1.0.weight": (768,),
+        "norm_out.weight": (768,),
+    },
+}
+VEXPRESS_TITLES = {"reference_net": "V-Express's ReferenceNet", "denoising_unet": "V-Express's denoising UNet",
+                   "motion_module": "V-Express's motion modules", "v_kps_guider": "V-Express's V-Kps guider",
+                   "audio_projection": "V-Express's audio projection"}
+
+
+def _vexpress_foreign(network: str, keys: list[str]) -> list[str]:
+    """Keys the file must not hold, for what it is said to be."""
+    if network == "reference_net":  # these make a denoising UNet (or its motion part), not the ReferenceNet
+        return [k for k in keys if MOTION in k or any(a in k for a in REFERENCE_ATTENTION)]
+    if network == "motion_module":
+        return [k for k in keys if MOTION not in k]
+    if network == "v_kps_guider":  # strict: the whole network is its 16 tensors
+        return [k for k in keys if k not in VEXPRESS_KEYS[network]]
+    return []
+
+
+def _vexpress(network: str) -> Callable[[Path], None]:
+    def check_file(path: Path) -> None:
+        from ..io.loading import CheckpointReader
+
+        with CheckpointReader(path) as reader:  # weights_only (a pickle carrying code is refused), nothing loaded
+            shapes = {k: tuple(s) for k, s in reader.shapes.items()}
+        expected = VEXPRESS_KEYS[network]
+        missing = [k for k in expected if k not in shapes]
+        wrong = [f"{k} {list(shapes[k])} (expected {list(s)})" for k, s in expected.items()
+                 if k in shapes and shapes[k] != s]
+        foreign = _vexpress_foreign(network, list(shapes))
+        if not (missing or wrong or foreign):
+            return
+        def some(items: list[str], n: int) -> str:
+            return ", ".join(items[:n]) + (", ..." if len(items) > n else "")
+
+        said = []
+        if missing:
+            said.append(f"{len(missing)} of its keys missing ({some(missing, 3)})")
+        if wrong:
+            said.append(f"wrong shapes: {some(wrong, 3)}")
+        if foreign:
+            said.append(f"{len(foreign)} keys it must not hold ({some(foreign, 2)})")
+        raise PartDamaged(f"not {VEXPRESS_TITLES[network]} ({len(shapes)} tensors): {'; '.join(said)}")
+
+    return check_file
+
+
 CHECKS: dict[str, Callable[[Path], None]] = {
     "network": _network, "vae": _vae, "wav2vec": _wav2vec, "whisper": _whisper, "scrfd": _scrfd, "arcface": _arcface,
     "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
     "dwpose_detector": _dwpose_detector, "dwpose_estimator": _dwpose_estimator,
+    **{VEXPRESS_PART + network: _vexpress(network) for network in VEXPRESS_KEYS},
 }
 

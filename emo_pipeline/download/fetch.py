@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -34,6 +35,7 @@ from .hub import Remote, ask_hub, endpoint, offline
 from .transfer import Limits, Progress, fetch_into
 
 STATE = ".emo-download"
+log = logging.getLogger(__name__)
 
 __all__ = ["Conversion", "DownloadCancelled", "DownloadError", "Progress", "Result", "STATE", "download",
            "missing_files"]
@@ -45,6 +47,9 @@ def disk_margin(needed: int) -> int:
 
 
 class _Silent:
+    def notice(self, text: str) -> None:
+        log.warning("%s", text)  # a licence is said even when no progress is shown
+
     def start(self, total_bytes: int, files: int) -> None: ...
     def file(self, name: str, size: int, done: int) -> None: ...
     def advance(self, n: int) -> None: ...
@@ -208,6 +213,7 @@ class _Job:
             return [], present, 0
         if offline():
             return [], present + self._offline(todo), 0
+        self._say_licences(todo)
         self.fetch: list[Remote] = []
         try:
             return self._online(todo, present)
@@ -217,6 +223,16 @@ class _Job:
                 raise _full_disk(self.folder, needed + disk_margin(needed)) from None
             raise DownloadError(f"Cannot write in {self.folder} ({error.strerror}: {error.filename}); what was "
                                 "fetched so far is kept.") from None
+
+    def _say_licences(self, todo: list[HubFile]) -> None:
+        """Before the hub is asked anything: the licence of each download with files to fetch whose use is restricted
+        (non-commercial), said once, here, for the command line and ComfyUI alike."""
+        targets = {f.target for f in todo}
+        # a Progress written before notice() existed: the log says it
+        notice = getattr(self.progress, "notice", None) or (lambda text: log.warning("%s", text))
+        for d in self.downloads:
+            if d.licence_notice and targets & {f.target for f in d.files}:
+                notice(d.licence_notice)
 
     def _offline(self, todo: list[HubFile]) -> list[str]:
         """No network: files present are checked by the hub hash recorded earlier, else by content alone."""
@@ -467,7 +483,7 @@ CONVERTED_FROM = "emo_converted_from"  # our converted file's metadata: the file
 def _sources(folder: Path, download: Download) -> str:
     """What a conversion is made from, as the converted file's metadata records it: each network file's size and
     modification time (placed files keep theirs; the download's own record trusts the same two)."""
-    files = sorted(f.target for f in download.files if f.part == "network")
+    files = sorted(f.target for f in download.files if f.of_network)
     return json.dumps({t: rec.stamp(folder / t) for t in files}, sort_keys=True, separators=(",", ":"))
 
 

@@ -15,6 +15,9 @@ class TerminalProgress:
         self.tty = stream.isatty()
         self.total = self.current = None
 
+    def notice(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
     def start(self, total_bytes: int, files: int) -> None:
         from tqdm import tqdm
 

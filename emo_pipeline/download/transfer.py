@@ -28,6 +28,7 @@ from .hub import Remote, explain, host_of, network_errors, session, token_header
 
 
 class Progress(Protocol):
+    def notice(self, text: str) -> None: ...  # a line to say before anything is fetched (a non-commercial licence)
     def start(self, total_bytes: int, files: int) -> None: ...
     def file(self, name: str, size: int, done: int) -> None: ...  # a file begins; `done` bytes are there already
     # (they count towards the whole download; `advance` then reports the bytes that follow, negative when a
