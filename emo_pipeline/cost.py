@@ -39,6 +39,7 @@ STAGES = ("audio encoder", "portrait", "audio projection", "reference net", "vae
 _PREPARATION_STAGES = {"ReferenceNet": "reference net", "Linear": "reference net",
                        "Encoder": "vae encode", "Conv2d": "vae encode",
                        "AudioProjection": "audio projection", "SpeedEncoder": "audio projection",
+                       "PerceiverResampler": "audio projection",
                        "FaceLocator": "portrait"}
 
 
@@ -200,12 +201,18 @@ def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: flo
     cfg = pipe.config
     rate = cfg.audio_sample_rate
     frames = frame_count(round(seconds * rate), rate, fps)
-    windows = context_windows(frames, opts.frames_per_clip, opts.context_overlap)
+    windows = context_windows(frames, opts.frames_per_clip, opts.context_overlap, cfg.spec.context_wraps)
     f = len(windows[0])
     use_cfg = opts.guidance_scale > 1.0
     stages = dict.fromkeys(STAGES, 0)
     speech = torch.zeros(round(seconds * rate), device=pipe.device)
-    stages["audio encoder"] = count_flops(pipe.audio_encoder.features, speech)[0]
+    if cfg.spec.audio_framing == "token_windows":  # V-Express: wav2vec2's last layer, then the resampler per frame
+        stages["audio encoder"] = count_flops(pipe.audio_encoder.model, speech[None])[0]
+        windows_in = torch.zeros(frames, 2 * cfg.audio_window, cfg.audio_feature_dim, device=pipe.device,
+                                 dtype=pipe.dtype)
+        stages["audio projection"] = count_flops(pipe.net.audioproj, windows_in)[0]
+    else:
+        stages["audio encoder"] = count_flops(pipe.audio_encoder.features, speech)[0]
     portrait = _probe_portrait(cfg).to(pipe.device, pipe.dtype)
 
     def prepare():
@@ -215,7 +222,7 @@ def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: flo
     _, by_module, conditions = count_flops(prepare)
     for name, value in by_module.items():
         stages[_PREPARATION_STAGES[name]] += value
-    tokens = torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim, device=pipe.device, dtype=pipe.dtype)
+    tokens = torch.zeros(f, cfg.audio_tokens, cfg.audio_attention_dim, device=pipe.device, dtype=pipe.dtype)
     cond = conditions(tokens)
     latents = torch.zeros(1, cfg.latent_channels, f, cfg.latent_size, cfg.latent_size, device=pipe.device,
                           dtype=pipe.dtype)
@@ -233,7 +240,7 @@ def _windowed_video_flops(pipe: EMOPipeline, opts: SamplingOptions, seconds: flo
         rows = conditional if use_cfg else per_step[guided, False]
         stages["denoiser, conditional rows"] += rows * len(windows)
         stages["denoiser, unconditional rows"] += (per_step[guided, False] - rows) * len(windows)
-    if cfg.spec.locator_input == "poses":  # each window's pose images encoded when it runs, at every step
+    if cfg.spec.locator_input in ("poses", "face_keypoints"):  # each window's images encoded when it runs, each step
         images = torch.zeros(f, 3, cfg.sample_size, cfg.sample_size, device=pipe.device, dtype=pipe.dtype)
         stages["pose encoder"] = count_flops(pipe.net.face_locator, images)[0] * len(windows) * len(plan)
     z = torch.zeros(1, cfg.latent_channels, cfg.latent_size, cfg.latent_size, device=pipe.device, dtype=pipe.dtype)
@@ -408,11 +415,11 @@ def _window_memory(pipe: EMOPipeline, probe, opts: SamplingOptions, plan, tracke
     ref_latent = pipe.encode_images(portrait.pixels[None])
     baseline = tracker.live
     tracker.reset()
-    poses = _BlankPoses(cfg.sample_size) if cfg.spec.locator_input == "poses" else None
+    poses = _BlankPoses(cfg.sample_size) if cfg.spec.locator_input in ("poses", "face_keypoints") else None
     conditions = WindowConditions(pipe, portrait, ref_latent, use_cfg, f, poses)
     reference_peak = tracker.peak
     tracker.reset()
-    cond = conditions(torch.zeros(f, cfg.audio_tokens, cfg.audio_feature_dim), list(range(f)))
+    cond = conditions(torch.zeros(f, cfg.audio_tokens, cfg.audio_attention_dim), list(range(f)))
     encoding_peak = tracker.peak  # EchoMimic v2: the window's poses encoded before its Backbone call
     denoise = Denoiser(pipe.net.denoising_unet, cond, use_cfg, opts.guidance_scale, pipe.low_vram, None)
     del cond
@@ -433,7 +440,7 @@ class _BlankPoses:
     def __init__(self, size: int) -> None:
         self.size = size
 
-    def tensor_frames(self, indices, draw) -> torch.Tensor:
+    def tensor_frames(self, indices, draw=None) -> torch.Tensor:
         return torch.zeros(3, len(indices), self.size, self.size)
 
 
@@ -455,4 +462,6 @@ def host_latent_bytes(config: EMOConfig, num_frames: int, dtype: torch.dtype) ->
     if config.spec.sampling != "context_windows":
         return 0
     itemsize = torch.empty(0, dtype=dtype).element_size()
-    return 4 * num_frames * config.latent_channels * config.latent_size**2 * itemsize
+    # V-Express: and each frame's cross-attention tokens, resampled once per video (sampling/context_windows.py)
+    tokens = config.audio_tokens * config.audio_attention_dim if config.spec.audio_framing == "token_windows" else 0
+    return num_frames * (4 * config.latent_channels * config.latent_size**2 + tokens) * itemsize

@@ -58,8 +58,9 @@ def resolve_options(options: SamplingOptions, config: "EMOConfig") -> SamplingOp
 
     windows = config.spec.sampling == "context_windows"
     if windows and options.cache_interval not in (None, 1):
-        raise ValueError(f"{config.spec.title} models sample in context windows that move every step, so deep "
-                         "features cannot be reused between steps: set cache_interval to 1.")
+        raise ValueError(f"{config.spec.title} models sample the whole video in several context windows a step, "
+                         "whose deep features would have to be kept for every window: DeepCache is not offered for "
+                         "them; set cache_interval to 1.")
     resolved = dataclasses.replace(
         options,
         steps=pick(options.steps, preset and preset.steps, config.steps) or config.steps,
