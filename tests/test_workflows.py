@@ -64,7 +64,7 @@ def check_widget_values(pack, workflow):
         assert len(values) == len(expected), node["type"]
         for (name, (kind, options)), value in zip(expected, values):
             if name == "checkpoint":
-                assert isinstance(value, str) and value.endswith((".pth", ".safetensors"))
+                assert isinstance(value, str) and value.endswith((".pth", ".safetensors", ".bin"))  # .bin: V-Express
             elif isinstance(kind, list) and value not in kind:
                 # a file that is not there yet (combos list only what exists): the node's VALIDATE_INPUTS
                 # takes the saved name, or says how to download it
@@ -111,12 +111,13 @@ def to_api(pack, workflow) -> dict:
     nodes = {n["id"]: n for n in workflow["nodes"]}
 
     def source(link_id):
-        """Where a link's value comes from: through a bypassed node (mode 4), its input of the same type."""
+        """Where a link's value comes from: through a bypassed node (mode 4), its input of the same type; a bypassed
+        node with no such input passes nothing, and the input is left out (as the frontend's prompt leaves it)."""
         link = links[link_id]
         node = nodes[link[1]]
         if node.get("mode") == 4:
-            through = next(i for i in node["inputs"] if i["type"] == link[5] and i.get("link") is not None)
-            return source(through["link"])
+            through = next((i for i in node["inputs"] if i["type"] == link[5] and i.get("link") is not None), None)
+            return None if through is None else source(through["link"])
         return [str(link[1]), link[2]]
 
     api = {}
@@ -127,7 +128,7 @@ def to_api(pack, workflow) -> dict:
         names = [n for n, _ in widgets(cls)] if cls else CORE_WIDGETS[node["type"]]
         inputs = {n: v for n, v in zip(names, node["widgets_values"]) if n}
         for inp in node["inputs"]:
-            if inp.get("link") is not None:
+            if inp.get("link") is not None and source(inp["link"]) is not None:
                 inputs[inp["name"]] = source(inp["link"])
         api[str(node["id"])] = {"class_type": node["type"], "inputs": inputs}
     return api
