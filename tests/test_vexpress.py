@@ -213,3 +213,56 @@ def test_median_filter_in_the_loop_matches_the_filter_on_unfiltered_frames(pipe,
     raw = render(pipe, 0.3, keypoints)
     np.testing.assert_allclose(filtered.numpy(), numpy_median_3d(raw.numpy()), atol=1e-6)
     assert (filtered - raw).abs().max() > 1e-4
+
+
+# ------------------------------------------------------------------------------------------ modes and cost
+@torch.no_grad()
+def test_low_vram_and_fp8_give_the_same_video_and_every_preset_runs():
+    config = tiny_vexpress_config()
+    net, vae, encoder = tiny_components(config, seed=2)
+    normal = render(EMOPipeline(net, vae, encoder), 0.4, keypoints)
+    low = render(EMOPipeline(net, vae, encoder, low_vram=True), 0.4, keypoints)
+    torch.testing.assert_close(low, normal, atol=1e-4, rtol=0)  # rows one by one, VAE frame by frame
+    fp8 = render(EMOPipeline(*tiny_components(config, seed=2), low_vram=True).store_weights_fp8(), 0.4, keypoints)
+    assert torch.isfinite(fp8).all() and (fp8 - normal).abs().mean() < 0.05
+    for preset in ("balanced", "fast"):
+        pipe = EMOPipeline(net, vae, encoder)
+        audio = pipe.encode_audio(speech_like(0.4)[None], 16000)
+        portrait = pipe.prepare_portrait(torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(5)))
+        video = torch.cat(list(pipe.iter_clips(portrait, audio, SamplingOptions(
+            seed=1, preset=preset, poses=keypoints(audio.num_frames)))))
+        assert video.shape == normal.shape and torch.isfinite(video).all()
+
+
+def test_full_size_costs_follow_its_steps_and_its_host_memory_its_frames():
+    from emo_pipeline.config import vexpress_config
+    from emo_pipeline.cost import full_size_pipeline, host_latent_bytes, video_flops
+    from emo_pipeline.memory_plan import counted_peak
+    from emo_pipeline.sampling.presets import resolve_options
+
+    pipe = full_size_pipeline(vexpress_config())
+    costs = {preset: video_flops(pipe, SamplingOptions(preset=preset), 2.0).total
+             for preset in ("quality", "balanced", "fast")}
+    # the denoiser dominates: its 25 steps, 20 and 12 (balanced, fast)
+    assert 0.78 < costs["balanced"] / costs["quality"] < 0.82 and 0.46 < costs["fast"] / costs["quality"] < 0.52
+    options = resolve_options(SamplingOptions(), vexpress_config())
+    peaks = {mode: counted_peak(vexpress_config(), options, torch.float16, mode, 8) for mode in ("normal", "low_vram")}
+    assert peaks["normal"] > peaks["low_vram"]
+    # host memory: the latents (4 copies) and the resampled audio tokens, per frame
+    per_frame = host_latent_bytes(vexpress_config(), 2, torch.float16) - host_latent_bytes(vexpress_config(), 1,
+                                                                                           torch.float16)
+    assert per_frame == (4 * 4 * 64 * 64 + 5 * 768) * 2
+
+
+def test_convert_writes_one_safetensors_file_that_loads_as_v_express(tmp_path, monkeypatch):
+    from emo_pipeline.io import loading
+    from emo_pipeline.tiny import write_tiny_vexpress_folder
+
+    monkeypatch.setattr(loading, "vexpress_config", lambda: tiny_vexpress_config(name="v-express"))
+    folder = write_tiny_vexpress_folder(tmp_path)
+    out = loading.convert_checkpoint(folder, tmp_path / "vx.safetensors", dtype=torch.float16)
+    assert loading.network_config(out).family == "vexpress"
+    assert "V-Express family" in loading.describe_checkpoint(out)
+    converted, original = loading.load_net(out).state_dict(), loading.load_net(folder).state_dict()
+    assert converted.keys() == original.keys()
+    assert all(torch.equal(converted[k], original[k].half().float()) for k in original)
