@@ -66,8 +66,9 @@ class SamplingOptions:
     head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
     emotion: str | None = None  # MEMO: one of families.EMOTIONS; None: neutral
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
-    # Pose-driven families (EchoMimic v2): the hand-pose sequence (poses.sequence.PoseSequence), one pose per
-    # video frame (extend it to the audio's length first); drawn and encoded window by window.
+    # Pose-driven families (EchoMimic v2): the hand-pose sequence (poses.sequence.PoseSequence); V-Express: the face
+    # keypoints (poses.face_keypoint_sequence.FaceKeypointSequence). One per video frame (made as long as the audio
+    # first: pose_input.py, keypoint_input.py); drawn and encoded window by window.
     poses: Any = None
     decode_chunk_size: int = 8
     callbacks: Callbacks = field(default_factory=Callbacks)
