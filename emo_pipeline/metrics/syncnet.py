@@ -1,0 +1,122 @@
+"""SyncNet (Chung & Zisserman, "Out of time", 2016) as syncnet_python's SyncNetModel.S builds it: an audio stream
+(2-D convolutions on 13×20 MFCC windows) and a lip stream (3-D convolutions on five 224² colour frames), each
+ending in two linear layers that give a 1024-d embedding.
+
+The layer order (activations and pools included) is S's, so the state-dict keys are S's: netcnnaud.N.*,
+netfcaud.N.*, netcnnlip.N.*, netfclip.N.*, the same names syncnet_python's loadParameters copies from
+`syncnet_v2.model`. That file is a state dict, not a pickled module: loadParameters iterates
+`torch.load(path).items()` and copies each entry into S's own state_dict by name, which only a mapping of
+those names to tensors allows. So it opens with `torch.load(..., weights_only=True)` and loads strictly;
+the one allowance is BatchNorm's `num_batches_tracked` counters, which torch before 0.4.1 did not write and
+which inference never reads (BatchNorm in eval mode uses the running statistics), so a file without them
+loads with the counters left at zero.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from einops import rearrange
+from torch import nn
+
+EMBEDDING = 1024
+MFCC_WINDOW = 20  # 0.2 s of 100 Hz MFCC frames per 5-frame video window
+VIDEO_WINDOW = 5
+CROP = 224
+EXPECTED_FILE = "syncnet_v2.model (joonson/syncnet_python; mirrored in ByteDance/LatentSync-1.5 under auxiliary/)"
+
+
+def _conv_bn_relu(conv: nn.Module, bn: nn.Module) -> list[nn.Module]:
+    return [conv, bn, nn.ReLU(inplace=True)]
+
+
+def _audio_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        *_conv_bn_relu(nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64)),
+        nn.MaxPool2d(1, 1),  # a no-op, kept so the later indices (the file's keys) line up
+        *_conv_bn_relu(nn.Conv2d(64, 192, 3, padding=1), nn.BatchNorm2d(192)),
+        nn.MaxPool2d(3, stride=(1, 2)),
+        *_conv_bn_relu(nn.Conv2d(192, 384, 3, padding=1), nn.BatchNorm2d(384)),
+        *_conv_bn_relu(nn.Conv2d(384, 256, 3, padding=1), nn.BatchNorm2d(256)),
+        *_conv_bn_relu(nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256)),
+        nn.MaxPool2d(3, stride=2),
+        *_conv_bn_relu(nn.Conv2d(256, 512, (5, 4)), nn.BatchNorm2d(512)),
+    )
+
+
+def _lip_cnn() -> nn.Sequential:
+    return nn.Sequential(
+        *_conv_bn_relu(nn.Conv3d(3, 96, (5, 7, 7), stride=(1, 2, 2)), nn.BatchNorm3d(96)),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),
+        *_conv_bn_relu(nn.Conv3d(96, 256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
+        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),
+        *_conv_bn_relu(nn.Conv3d(256, 512, (1, 6, 6)), nn.BatchNorm3d(512)),
+    )
+
+
+def _head(embedding: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embedding))
+
+
+class SyncNet(nn.Module):
+    """SyncNet v2's two streams; `forward_aud` and `forward_lip` give the embeddings that are compared."""
+
+    def __init__(self, embedding: int = EMBEDDING) -> None:
+        super().__init__()
+        self.netcnnaud = _audio_cnn()
+        self.netfcaud = _head(embedding)
+        self.netcnnlip = _lip_cnn()
+        self.netfclip = _head(embedding)
+
+    def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
+        """[N, 1, 13, 20] MFCC windows → [N, embedding]."""
+        if mfcc.ndim != 4 or tuple(mfcc.shape[1:]) != (1, 13, MFCC_WINDOW):
+            raise ValueError(f"SyncNet's audio stream takes [N, 1, 13, {MFCC_WINDOW}] MFCC windows; got "
+                             f"{tuple(mfcc.shape)}.")
+        return self.netfcaud(rearrange(self.netcnnaud(mfcc), "n c h w -> n (c h w)"))
+
+    def forward_lip(self, frames: torch.Tensor) -> torch.Tensor:
+        """[N, 3, 5, 224, 224] windows of five BGR frames in 0..255 → [N, embedding]."""
+        if frames.ndim != 5 or tuple(frames.shape[1:]) != (3, VIDEO_WINDOW, CROP, CROP):
+            raise ValueError(f"SyncNet's lip stream takes [N, 3, {VIDEO_WINDOW}, {CROP}, {CROP}] frame windows; "
+                             f"got {tuple(frames.shape)}.")
+        return self.netfclip(rearrange(self.netcnnlip(frames), "n c t h w -> n (c t h w)"))
+
+
+def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNet:
+    """SyncNet with `syncnet_v2.model`'s weights, in eval mode. The file is read weights-only (no code in it can
+    run); every parameter and running statistic must be there with its shape, nothing else may be."""
+    from ..io.loading import CheckpointError, unreadable_weights_error  # only when a file is read
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file. Expected {EXPECTED_FILE}.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file: no mmap
+    except Exception as err:  # refused pickle, cut-short or random bytes: said as it is
+        raise unreadable_weights_error(path, err, EXPECTED_FILE) from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                               for k, v in state.items()):
+        raise CheckpointError(f"{path.name} is not a state dict of tensors. Expected {EXPECTED_FILE}.")
+    with torch.device("meta"):
+        expected = SyncNet().state_dict()
+    optional = {k for k in expected if k.endswith(".num_batches_tracked")}
+    missing = sorted(set(expected) - set(state) - optional)
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(f"{k} {tuple(state[k].shape)} (SyncNet has {tuple(expected[k].shape)})"
+                   for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
+                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
+                 if keys]
+        raise CheckpointError(f"{path.name} does not hold SyncNet's weights ({'; '.join(parts)}). "
+                              f"Expected {EXPECTED_FILE}.")
+    net = SyncNet()
+    filled = {k: v for k, v in net.state_dict().items() if k in optional and k not in state}
+    net.load_state_dict({**filled, **state}, strict=True)
+    return net.to(device).eval()
