@@ -111,9 +111,10 @@ def write_core_wav2vec(folder, hidden: int = 64, layers: int = 2):
                                                ("emo_basic", LOW_VRAM_FAST), ("emo_echomimic", {}),
                                                ("emo_echomimic_v2", {}),
                                                ("emo_basic", CORE_WAV2VEC), ("emo_long_audio", {}), ("emo_singing", {}),
-                                               ("emo_singing", MEMO), ("emo_basic", OLD_API), ("emo_joyhallo", {})],
+                                               ("emo_singing", MEMO), ("emo_basic", OLD_API), ("emo_joyhallo", {}),
+                                               ("emo_vexpress", {})],
                          ids=["basic", "photo", "low-vram-fast", "echomimic", "echomimic-v2", "audio-encoders-wav2vec",
-                              "long-audio", "singing", "memo-singing", "old-saved-api-prompt", "joyhallo"])
+                              "long-audio", "singing", "memo-singing", "old-saved-api-prompt", "joyhallo", "vexpress"])
 def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
     from emo_pipeline.config import tiny_echomimic_config
     from emo_pipeline.io.loading import convert_checkpoint
@@ -167,6 +168,22 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
         convert_checkpoint(folder / "net.pth", folder / "net.safetensors", config=tiny_joyhallo_config(name="joyhallo"))
         (folder / "net.pth").unlink()
         checkpoint, fps = "joyhallo/net.safetensors", 25
+    elif workflow == "emo_vexpress":
+        # V-Express's download layout (tiny: v-express/ with its five .bin files, vae/ and wav2vec/ beside it, in
+        # models/emo), converted to our single file so that its tiny config travels with it; a SCRFD-format detector
+        # in face_analysis/models (as the download places it): the photo's own keypoints are drawn in every frame,
+        # since the template's EMO Load Face Keypoints is bypassed (fix_face, a still head)
+        from emo_pipeline.config import tiny_vexpress_config
+        from emo_pipeline.tiny import write_tiny_vexpress_folder
+        from test_face import scrfd_model
+
+        folder = write_tiny_vexpress_folder(models / "emo")
+        convert_checkpoint(folder, folder / "net.safetensors", config=tiny_vexpress_config())
+        for part in folder.glob("*.bin"):
+            part.unlink()
+        (models / "emo" / "face_analysis" / "models").mkdir(parents=True)
+        scrfd_model(models / "emo" / "face_analysis" / "models" / "scrfd_10g_bnkps.onnx")
+        checkpoint, fps = "v-express/net.safetensors", 30
     else:
         checkpoint, fps = "tiny/net.safetensors", 25
     if workflow in ("emo_singing", "emo_joyhallo"):  # a Kim_Vocal_2-shaped model that passes the voice band only
@@ -201,7 +218,10 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
 
         from skimage import data
 
-        Image.fromarray(data.astronaut()).save(tmp_path / "p.png")  # a real photo with a face
+        picture = data.astronaut()  # a real photo with a face
+        if workflow == "emo_vexpress":  # bright enough for the planted detector's score (as in tests/test_face.py)
+            picture = np.clip(picture.astype(int) + 120, 0, 255).astype(np.uint8)
+        Image.fromarray(picture).save(tmp_path / "p.png")
         wav = tmp_path / "speech.wav"
         import av
 
@@ -233,7 +253,7 @@ def test_workflow_in_real_comfyui(tmp_path, workflow, settings):
 
         history = wait_for("the workflow to finish", finished, server, tmp_path / "comfyui.log", 1800)
         assert history["status"]["status_str"] == "success", json.dumps(history["status"])[-3000:]
-        saver = "6" if workflow in ("emo_long_audio", "emo_singing") else "7"  # Sample To Video writes it
+        saver = "6" if workflow in ("emo_long_audio", "emo_singing", "emo_vexpress") else "7"  # Sample To Video writes it
         video = history["outputs"][saver]["images"][0]
         path = out / video["subfolder"] / video["filename"]
         info = read_video_info(path)
