@@ -53,9 +53,10 @@ class WholeBody:
 
 
 # ---------------------------------------------------------------------------- OpenCV's 8-bit resampling
-def _resize_taps(source: int, target: int) -> tuple[np.ndarray, np.ndarray]:
+def _resize_taps(source: int, target: int, factor: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """First source index and float32 fraction of every target index, as OpenCV computes them."""
-    scale = 1.0 / (target / source)  # OpenCV inverts dsize/ssize; ssize/dsize can differ in the last bit
+    # OpenCV inverts dsize/ssize (ssize/dsize can differ in the last bit), or the factor fx/fy when given
+    scale = 1.0 / (target / source if factor is None else factor)
     position = ((np.arange(target) + 0.5) * scale - 0.5).astype(np.float32)
     first = np.floor(position)
     return first.astype(np.int64), (position - first).astype(np.float32)
@@ -66,16 +67,20 @@ def _resize_weights(fraction: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (np.rint((np.float32(1) - fraction) * one).astype(np.int32), np.rint(fraction * one).astype(np.int32))
 
 
-def resize_linear(image: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 [H, W, C] → [height, width, C], bit for bit cv2.resize(..., INTER_LINEAR) of OpenCV 4.10."""
+def resize_linear(image: np.ndarray, width: int, height: int,
+                  factors: tuple[float, float] | None = None) -> np.ndarray:
+    """uint8 [H, W, C] → [height, width, C], bit for bit cv2.resize(..., INTER_LINEAR) of OpenCV 4.10.
+    `factors`: the call's fx, fy when it gave those and dsize=(0, 0) (width, height being then OpenCV's
+    round(W·fx), round(H·fy)): OpenCV then maps pixels by 1/fx, not by W/width."""
     h, w = image.shape[:2]  # (at exactly half size OpenCV takes its area path: the same 2x2 means as below)
-    x0, fx = _resize_taps(w, width)
+    factor_x, factor_y = (None, None) if factors is None else factors
+    x0, fx = _resize_taps(w, width, factor_x)
     fx[x0 < 0], x0[x0 < 0] = 0, 0  # columns clamp their position; rows below clamp only their indices
     fx[x0 >= w - 1], x0[x0 >= w - 1] = 0, w - 1
     ax0, ax1 = _resize_weights(fx)
     rows = image[:, x0].astype(np.int32) * ax0[:, None] \
         + image[:, np.minimum(x0 + 1, w - 1)].astype(np.int32) * ax1[:, None]  # int32: at most 255 * 2048
-    y0, fy = _resize_taps(h, height)
+    y0, fy = _resize_taps(h, height, factor_y)
     by0, by1 = _resize_weights(fy)
     top, bottom = rows[np.clip(y0, 0, h - 1)] >> 4, rows[np.clip(y0 + 1, 0, h - 1)] >> 4
     out = (((by0[:, None, None] * top) >> 16) + ((by1[:, None, None] * bottom) >> 16) + 2) >> 2
