@@ -22,6 +22,7 @@ COMMANDS = {
     "train": ("training", "train_command"),
     "train-demo": ("training", "train_demo_command"),
     "evaluate-demo": ("training", "evaluate_demo_command"),
+    "evaluate": ("evaluate", "evaluate_command"),
     "synthetic": ("training", "synthetic_command"),
 }
 

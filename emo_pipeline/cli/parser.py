@@ -59,6 +59,15 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the whole run's time; fewer steps are run and scaled when needed (default: %(default)s)")
     bench.add_argument("--out", default="benchmark-results", help="folder for benchmark.md and benchmark.json "
                                                                   "(default: %(default)s)")
+    bench.add_argument("--quality", metavar="CLIP",
+                       help="instead: render this audio clip with each preset and memory mode of --model (default: "
+                            "the bundled demo model) and print per mode seconds per video second beside Sync-C, "
+                            "Sync-D, CSIM and PSNR against the exact path (the quality preset in normal mode)")
+    bench.add_argument("--image", help="with --quality: the portrait (default: the built-in drawn face); CSIM is "
+                                       "measured against it")
+    bench.add_argument("--metrics", metavar="FOLDER", help="with --quality: the folder holding metrics/ (SyncNet and "
+                       f"S3FD, `download metrics`) and the face models (default: the model folder, "
+                       f"{default_model_folder()})")
     gen = add("generate", "portrait + audio → talking-head MP4")
     add_generate_options(gen, DEMO_MODEL, _threads_option, _upscale_options)
     up = add("upscale", "an existing MP4 through Hallo2's high-resolution stage (face restored by its temporal "
@@ -114,10 +123,27 @@ def build_parser() -> argparse.ArgumentParser:
                          "`accelerate launch`")
     batch.add_argument("jobs", help="JSON lines: {\"image\": ..., \"audio\": ..., \"out\": ..., any generate option}")
     batch.add_argument("--out-dir", default="renders", help="where the videos and results.jsonl go (default: %(default)s)")
+    batch.add_argument("--evaluate", action="store_true",
+                       help="score each finished video (Sync-C, Sync-D, offset; CSIM against the job's image when the "
+                            "face models are there) into its results.jsonl line, with SyncNet and S3FD from the model "
+                            "folder's metrics/ (`download metrics`)")
     _threads_option(batch, " (each process's)")
     ev = add("evaluate-demo", "lip sync, colour drift and head motion of a model on held-out drawn faces")
     ev.add_argument("--model", default=str(DEMO_MODEL.parent), help="model folder")
     ev.add_argument("--seed", type=int, default=0, help="seed of the held-out clips and the sampling")
+    score = add("evaluate", "score videos as the field's papers do: lip sync (SyncNet's Sync-C, Sync-D and the "
+                            "audio-video offset) and, with --reference, identity (ArcFace CSIM)")
+    score.add_argument("videos", nargs="+", metavar="VIDEO", help="the videos (any PyAV reads), with sound unless "
+                                                                  "--audio is given")
+    score.add_argument("--audio", help="score against this sound instead of each video's own track")
+    score.add_argument("--reference", metavar="IMAGE", help="the portrait: CSIM, the cosine of ArcFace embeddings of "
+                       "its face and each tracked frame's face (needs the face models: `download face`)")
+    score.add_argument("--json", action="store_true", help="print JSON (one object per video) instead of a table")
+    score.add_argument("--models", metavar="FOLDER", help="the folder holding metrics/syncnet_v2.model and "
+                       f"metrics/sfd_face.pth (`download metrics`) and the face models (default: the model folder, "
+                       f"{default_model_folder()})")
+    score.add_argument("--device", default="auto", help="cuda, cpu, or auto: cuda when torch sees a GPU, else cpu "
+                                                        "(default: %(default)s)")
     syn = add("synthetic", "write the synthetic talking-face set")
     syn.add_argument("folder", help="where the clips go")
     syn.add_argument("--count", type=int, default=32, help="clips")

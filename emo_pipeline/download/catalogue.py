@@ -170,6 +170,7 @@ def _vexpress() -> Download:
     )
 
 
+LATENTSYNC = "ByteDance/LatentSync-1.5"  # its auxiliary/ holds syncnet_python's SyncNet and S3FD weights
 ECHOMIMIC = "BadToBest/EchoMimic"
 MEMO = "memoavatar/memo"
 MEMO_FOLDERS = {"reference_net": 3_430 * MB, "diffusion_net": 6_710 * MB, "image_proj": 6_310_000,
@@ -260,6 +261,18 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
                        "audio_separator/Kim_Vocal_2.onnx", 67 * MB, "separator"),),
         model=None,
         licence="see the model card of huangjackson/Kim_Vocal_2",
+    ),
+    Download(
+        name="metrics",
+        title="SyncNet and S3FD (lip-sync scores: `evaluate`, EMO Evaluate)",
+        # syncnet_python's two files as LatentSync mirrors them; sizes estimated from the networks' fp32 values
+        # (54.6 M and 89.8 MB of tensors), not the hub's listing
+        files=(HubFile(LATENTSYNC, "auxiliary/syncnet_v2.model", "metrics/syncnet_v2.model", 55 * MB, "syncnet"),
+               HubFile(LATENTSYNC, "auxiliary/sfd_face.pth", "metrics/sfd_face.pth", 90 * MB, "s3fd")),
+        model=None,
+        licence="syncnet_python (joonson/syncnet_python, whose syncnet_v2.model and sfd_face.pth these are): MIT; "
+                "the S3FD weights carry no licence of their own beyond that repository's; the licence of the "
+                "ByteDance/LatentSync-1.5 hub repository that mirrors them was not confirmed here",
     ),
     Download(
         name="dwpose",

@@ -17,6 +17,8 @@ inputs and outputs):
     realesrgan  RealESRGAN_x2plus.pth (params_ema): every key and shape of RRDBNet x2
     dwpose_detector   DWPose's yolox_l.onnx: one [1, 3, 640, 640] input; one [1, 8400, 85] output
     dwpose_estimator  DWPose's dw-ll_ucoco_384.onnx: one [1, 3, H, W] input; simcc_x [1, 133, 2W], simcc_y [1, 133, 2H]
+    syncnet     syncnet_v2.model read weights-only and loaded strictly by metrics/syncnet.load_syncnet (CPU)
+    s3fd        sfd_face.pth read weights-only and loaded strictly by metrics/s3fd.load_s3fd (CPU)
     vexpress_*  V-Express's five .bin files one by one (read weights-only, memory-mapped): a few keys and shapes only
                 that network has, and none it must not hold (the ReferenceNet no motion modules and no reference
                 attention; motion_module.bin nothing but motion modules); the keypoint guider's every key and shape
@@ -236,6 +238,18 @@ def _realesrgan(path: Path) -> None:
     _basicsr(path, lambda: RRDBNet(rrdb_config()), "RealESRGAN x2 (RRDBNet)")
 
 
+def _syncnet(path: Path) -> None:
+    from ..metrics.syncnet import load_syncnet
+
+    load_syncnet(path)  # 55 MB on the CPU: its own weights-only read and strict key and shape check
+
+
+def _s3fd(path: Path) -> None:
+    from ..metrics.s3fd import load_s3fd
+
+    load_s3fd(path, "cpu")  # 90 MB on the CPU: the same
+
+
 # ---------------------------------------------------------------------------- V-Express
 # Its five hub files are flat fp16 state dicts, one network each (docs/v-express-inference.md §1.7); names and shapes
 # as V-Express's own code builds them (tests/data/vexpress_keys.tsv). The keys named are small tensors (norms, biases,
@@ -336,6 +350,7 @@ CHECKS: dict[str, Callable[[Path], None]] = {
     "network": _network, "vae": _vae, "wav2vec": _wav2vec, "whisper": _whisper, "scrfd": _scrfd, "arcface": _arcface,
     "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
     "dwpose_detector": _dwpose_detector, "dwpose_estimator": _dwpose_estimator,
+    "syncnet": _syncnet, "s3fd": _s3fd,
     **{VEXPRESS_PART + network: _vexpress(network) for network in VEXPRESS_KEYS},
 }
 
