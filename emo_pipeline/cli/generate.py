@@ -48,6 +48,10 @@ def check_generate_paths(args: argparse.Namespace) -> None:
         args.separate_vocals = str(separator_beside(args.model))
     if args.poses:
         args.poses = poses_path(args.poses, args.model)
+    if isinstance(getattr(args, "emotion", None), str):
+        from ..emotion_input import parse_emotions
+
+        args.emotion = parse_emotions(args.emotion)
     if getattr(args, "keypoints", None) and not Path(args.keypoints).is_file():
         raise FileNotFoundError(f"--keypoints {args.keypoints}: no such file (give a driving video, V-Express's "
                                 "kps.pth or a .npz of keypoints).")
@@ -218,6 +222,22 @@ def fit_poses(poses, image, args: argparse.Namespace):
     return fitted
 
 
+def render_emotion(pipe, args: argparse.Namespace, waveform, sample_rate: int, audio):
+    """MEMO's emotion for this render: --emotion as given, or each clip's detected from the unseparated sound (auto,
+    the default); the line says which."""
+    from ..emotion_input import emotions_for_render, uses_emotion
+
+    folders = [Path(args.model), Path(args.model).parent] if args.model else []
+    folders = [f if f.is_dir() else f.parent for f in folders] + [default_model_folder()]
+    if uses_emotion(pipe.config) and getattr(args, "emotion", None) in (None, "auto"):
+        print("Detecting the emotion of each clip ...")
+    emotion, line = emotions_for_render(pipe.config, getattr(args, "emotion", None), waveform, sample_rate,
+                                        audio.num_frames, audio.clip_length, folders, str(pipe.device))
+    if line:
+        print(line)
+    return emotion
+
+
 def face_keypoints(pipe, portrait, audio, args: argparse.Namespace):
     """V-Express's keypoints for this render: the photo's own (fix_face), or --keypoints retargeted (a line says
     which)."""
@@ -317,6 +337,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
                 return paste_back(frames, image[..., :3], face.box, args.feather, first[0] if first else None)
     else:
         portrait = pipe.prepare_portrait(image, face_box=drawn_face_box())
+    emotion = render_emotion(pipe, args, waveform, sample_rate, audio)
     if uses_face_keypoints(pipe.config):
         poses = face_keypoints(pipe, portrait, audio, args)
     elif getattr(args, "keypoints", None):
@@ -326,7 +347,7 @@ def render(pipe, args: argparse.Namespace, started: float, portraits: dict | Non
         frames_per_clip=args.frames_per_clip, motion_frames=args.motion_frames, scheduler=args.scheduler,
         context_overlap=args.context_overlap,
         guidance_interval=tuple(args.guidance_interval) if args.guidance_interval else None,
-        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=args.emotion, poses=poses,
+        cache_interval=args.cache_interval, head_speed=args.head_speed, emotion=emotion, poses=poses,
         decode_chunk_size=args.decode_chunk, callbacks=Callbacks(on_step=_progress, is_cancelled=stop_requested),
     )
     upscaler = None

@@ -89,8 +89,12 @@ def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_optio
                                f"{FAMILIES['echomimic'].context_overlap})")
     sampling.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                           help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
-    sampling.add_argument("--emotion", choices=list(EMOTIONS),
-                          help="MEMO models: the emotion to express (default: neutral); other models ignore it")
+    sampling.add_argument("--emotion", metavar="auto|LABEL|LABEL,LABEL,...",
+                          help="MEMO models: the emotion its audio modules express: auto (each clip's detected from "
+                               "the voice by emotion2vec+ and MEMO's classifier, as MEMO's own pipeline does; "
+                               "`download emotion2vec` first, else neutral with a line saying so), one of "
+                               f"{', '.join(EMOTIONS)} for the whole video, or one per clip separated by commas (as "
+                               "printed by a detection). Default: auto. Other models ignore it")
     sampling.add_argument("--head-speed", type=float,
                           help="head rotation speed in radians per frame, EMO speed layers only (default: 0, no turn)")
 

@@ -8,7 +8,7 @@ the conditions every clip reads."""
 from __future__ import annotations
 
 import inspect
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
 import torch
 
@@ -22,6 +22,16 @@ from .denoiser import Denoiser
 from .presets import step_plan
 from .schedulers import make_scheduler
 from .steps import GenerationCancelled, SamplingOptions, SamplingPipeline, StepInfo
+
+
+def clip_emotion(emotion: "str | Sequence[str] | None", clip: int) -> str:
+    """The emotion of clip `clip`: the whole video's, or its own of a per-clip list (MEMO's detected ones)."""
+    if emotion is None or isinstance(emotion, str):
+        return emotion or "neutral"
+    if clip >= len(emotion):
+        raise ValueError(f"{len(emotion)} emotions were given for the clips of this video, and clip {clip + 1} has "
+                         "none: give one per clip (detect them from this audio), or one for the whole video.")
+    return emotion[clip]
 
 
 class ClipConditions:
@@ -56,7 +66,7 @@ class ClipConditions:
             reference, motion, memory = self.reference_features(previous, generator, memory)
         emotion = None
         if cfg.spec.audio_route == "joint_audio":
-            label = emotion_label(opts.emotion or "neutral")
+            label = emotion_label(clip_emotion(opts.emotion, clip))
             # the unconditional row has no emotion: the label after the last class
             emotion = torch.tensor([len(EMOTIONS), label] if use_cfg else [label], device=pipe.device)
         windows = frame_windows(audio.features[None], cfg.audio_context, clip * f, (clip + 1) * f)

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from ..families import EMOTIONS
 from .schedulers import check_scheduler, default_scheduler
 from .steps import SamplingOptions
 
@@ -93,6 +94,13 @@ def check_options(options: SamplingOptions) -> None:
     if not 0 <= options.context_overlap < max(options.frames_per_clip, 1):
         problems.append(f"context_overlap must be 0 or more and less than the window ({options.frames_per_clip} "
                         f"frames), not {options.context_overlap}")
+    emotions = [options.emotion] if options.emotion is None or isinstance(options.emotion, str) else options.emotion
+    unknown = [e for e in emotions if e is not None and e not in EMOTIONS]
+    if "auto" in unknown:
+        problems.append("emotion 'auto' is detected from the audio before sampling (audio/emotion.py: "
+                        "EmotionDetector.clips), then given per clip")
+    elif unknown:
+        problems.append(f"Unknown emotion {unknown[0]!r}; choose one of {', '.join(EMOTIONS)}")
     if problems:
         raise ValueError("Invalid sampling options: " + "; ".join(problems))
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Protocol, Sequence
 
 from ..io.errors import NamedPlainly
 
@@ -64,7 +64,9 @@ class SamplingOptions:
     # The window itself is `frames_per_clip` frames.
     context_overlap: int | None = None
     head_speed: float | torch.Tensor | None = None  # radians per frame, EMO's speed layers only
-    emotion: str | None = None  # MEMO: one of families.EMOTIONS; None: neutral
+    # MEMO: one of families.EMOTIONS for the whole video, or one per clip (its detected emotions: audio/emotion.py);
+    # None: neutral
+    emotion: str | Sequence[str] | None = None
     region_weights: tuple[float, float, float] = (1.0, 1.0, 1.0)  # background(pose), face, lip
     # Pose-driven families (EchoMimic v2): the hand-pose sequence (poses.sequence.PoseSequence); V-Express: the face
     # keypoints (poses.face_keypoint_sequence.FaceKeypointSequence). One per video frame (made as long as the audio

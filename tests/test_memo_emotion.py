@@ -1,0 +1,135 @@
+"""MEMO's emotion per clip, detected from the voice as its own pipeline does (emo_pipeline/audio/emotion.py): its
+segments and the label each writes, worked out by hand; a clip's label following its audio (a stand-in classifier
+that tells two kinds of sound apart); the detector built from files (tiny emotion2vec and classifier in MEMO's
+layouts); per-clip labels reaching each clip's render; `generate --emotion auto|LABEL|LIST` on a tiny MEMO download.
+MEMO's own labelling function is run beside ours by benchmarks/memo_emotion_side_by_side.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from emo_pipeline.audio import emotion as emo
+from emo_pipeline.audio.emotion import (EmotionClassifier, EmotionDetector, clip_labels, emotion_files, frame_labels,
+                                        load_classifier, segments)
+from emo_pipeline.config import tiny_memo_config
+from emo_pipeline.emotion_input import emotions_for_render, parse_emotions
+from emo_pipeline.families import EMOTIONS
+from emo_pipeline.io.loading import CheckpointError
+from emo_pipeline.pipeline import EMOPipeline
+from emo_pipeline.sampling.steps import SamplingOptions
+from emo_pipeline.tiny import tiny_components
+from test_emotion2vec import TINY, tiny_state
+
+S = 16000
+
+
+def test_memo_s_segments_and_where_each_label_goes():
+    # 5.5 s: the first 2 s → [0, 1 s); windows [i - 1 s, i + 2 s) → [i, i + 1 s) for i = 1 … 4 s; the last 2 s → last 1 s
+    assert segments(88000) == [(0, 32000, 0, 16000), (0, 48000, 16000, 32000), (16000, 64000, 32000, 48000),
+                               (32000, 80000, 48000, 64000), (48000, 88000, 64000, 80000), (56000, 88000, 72000, 88000)]
+    # shorter than a second: the whole audio, twice
+    assert segments(9000) == [(0, 9000, 0, 9000), (0, 9000, 0, 9000)]
+    assert segments(24000) == [(0, 24000, 0, 16000), (0, 24000, 8000, 24000)]
+    with pytest.raises(ValueError, match="empty"):
+        segments(0)
+
+
+def test_clip_label_is_the_most_frequent_ties_to_the_smallest():
+    labels = torch.tensor([3, 3, 1, 1, 5, 5, 5, 2, 4, 4, 6, 6])
+    assert clip_labels(labels, 4) == [1, 5, 4]  # [3,3,1,1]: a tie → 1; [5,5,5,2] → 5; [4,4,6,6] → 4
+
+
+def test_a_clip_s_label_follows_its_audio():
+    """3.2 s of quiet sound then 3.2 s of loud (192 frames at 30 fps, 12 clips of 16): a stand-in classifier calls a
+    segment 'angry' when it is mostly loud, else 'sad'. The second from 3 s is labelled by 2-5 s (mostly loud), the one
+    from 2 s by 1-4 s (mostly quiet): frames 0-89 sad, 90-191 angry, so clip 5 (frames 80-95) is sad, clip 6 angry."""
+    gen = torch.Generator().manual_seed(0)
+    wave = torch.cat([0.01 * torch.randn(51200, generator=gen), 0.5 * torch.randn(51200, generator=gen)])
+    angry, sad = EMOTIONS.index("angry"), EMOTIONS.index("sad")
+    label_of = lambda seg: angry if (seg.abs() > 0.1).float().mean() > 0.5 else sad  # noqa: E731
+    frames = frame_labels(wave, 192, label_of)
+    assert frames[:90].eq(sad).all() and frames[90:].eq(angry).all()
+    assert clip_labels(frames, 16) == [sad] * 6 + [angry] * 6
+
+
+def write_detector_files(folder, seed: int = 0):
+    """A tiny emotion2vec in its hub layout (emotion2vec_plus_large/model.pt) and a tiny classifier in MEMO's
+    (misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors)."""
+    (folder / "emotion2vec_plus_large").mkdir(parents=True)
+    torch.save({"model": tiny_state(TINY, seed)}, folder / "emotion2vec_plus_large" / "model.pt")
+    torch.manual_seed(seed)
+    classifier = EmotionClassifier(features=TINY.embed_dim, channels=16)
+    (folder / "misc" / "audio_emotion_classifier").mkdir(parents=True)
+    save_file(classifier.state_dict(), folder / "misc" / "audio_emotion_classifier" / emo.CLASSIFIER_FILE)
+    return classifier
+
+
+def test_the_detector_from_files_labels_each_clip_with_the_classifier_s_argmax(tmp_path, monkeypatch):
+    monkeypatch.setattr(emo, "ENCODER_SHAPE", None)  # a tiny encoder, not emotion2vec+ large
+    classifier = write_detector_files(tmp_path)
+    files = emotion_files([tmp_path])
+    assert files is not None
+    detector = EmotionDetector.from_files(*files)
+    wave = torch.randn(2, 40000, generator=torch.Generator().manual_seed(1)) * 0.1  # 2.5 s, stereo: channel 0
+    clips = detector.clips(wave, S, 75, 16)  # 75 frames at 30 fps → 5 clips of 16
+    assert len(clips) == 5 and set(clips) <= set(EMOTIONS)
+    # the first clip's frames lie in the first second, labelled by the first 2 s alone
+    with torch.no_grad():
+        from emo_pipeline.audio.emotion2vec import segment_embedding
+        expected = int(classifier(segment_embedding(detector.encoder, wave[0, :32000])[None]).argmax())
+    assert clips[0] == EMOTIONS[expected]
+    assert torch.equal(load_classifier(files[1]).layers.fc1.weight, classifier.layers.fc1.weight)
+
+
+def test_a_damaged_classifier_or_encoder_is_refused_plainly(tmp_path, monkeypatch):
+    monkeypatch.setattr(emo, "ENCODER_SHAPE", None)
+    write_detector_files(tmp_path)
+    path = tmp_path / "misc" / "audio_emotion_classifier" / emo.CLASSIFIER_FILE
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="Cannot read MEMO's emotion classifier.*download"):
+        load_classifier(path)
+    (tmp_path / "emotion2vec_plus_large" / "model.pt").write_bytes(b"\x80\x04cos\nsystem\n")
+    with pytest.raises(CheckpointError):
+        EmotionDetector.from_files(tmp_path / "emotion2vec_plus_large" / "model.pt", path)
+
+
+def test_per_clip_emotions_reach_each_clip():
+    pipe = EMOPipeline(*tiny_components(tiny_memo_config()))
+    portrait = pipe.prepare_portrait(torch.rand(64, 64, 3, generator=torch.Generator().manual_seed(0)),
+                                     face_box=(0.25, 0.2, 0.75, 0.8))
+    audio = pipe.encode_audio(torch.randn(1, 4800, generator=torch.Generator().manual_seed(1)) * 0.1, S)  # 9 frames
+    same = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2, emotion=["happy", "happy", "happy"]))
+    whole = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2, emotion="happy"))
+    assert torch.equal(same, whole)
+    changed = pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=2, emotion=["happy", "sad", "happy"]))
+    f = 4  # tiny MEMO's clips
+    assert torch.equal(changed[:f], whole[:f]) and (changed[f:2 * f] - whole[f:2 * f]).abs().max() > 1e-3
+    with pytest.raises(ValueError, match="clip 3 has none"):
+        pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=1, emotion=["happy", "sad"]))
+    with pytest.raises(ValueError, match="'auto' is detected from the audio before sampling"):
+        pipe.generate(portrait, audio, SamplingOptions(seed=0, steps=1, emotion="auto"))
+
+
+def test_emotions_for_render_auto_detects_or_falls_back_to_neutral_with_a_notice(tmp_path, monkeypatch):
+    monkeypatch.setattr(emo, "ENCODER_SHAPE", None)
+    config = tiny_memo_config()
+    wave = torch.randn(1, 24000, generator=torch.Generator().manual_seed(2)) * 0.1
+    emotion, line = emotions_for_render(config, None, wave, S, 45, 16, [tmp_path / "nothing"])
+    assert emotion == "neutral" and "download emotion2vec" in line
+    write_detector_files(tmp_path)
+    emotion, line = emotions_for_render(config, "auto", wave, S, 45, 16, [tmp_path])
+    assert isinstance(emotion, list) and len(emotion) == 3 and line.startswith("emotion per clip (detected): ")
+    assert emotions_for_render(config, "sad", wave, S, 45, 16, [tmp_path]) == ("sad", "emotion: sad for the whole video")
+    with pytest.raises(ValueError, match="2 emotions were given for a video of 3 clips"):
+        emotions_for_render(config, ["sad", "happy"], wave, S, 45, 16, [tmp_path])
+
+
+def test_parse_emotions():
+    assert parse_emotions("auto") == "auto" and parse_emotions("happy") == "happy"
+    assert parse_emotions("happy, sad,angry") == ["happy", "sad", "angry"]
+    with pytest.raises(ValueError, match="Unknown emotion 'joyful'"):
+        parse_emotions("happy,joyful")
+    with pytest.raises(ValueError, match="3 emotions were given for a video of 2 clips"):
+        parse_emotions("happy sad angry", clips=2)
