@@ -10,15 +10,13 @@ from typing import TYPE_CHECKING, Callable, Sequence
 
 import torch
 
-from .families import EMOTIONS
+from .families import AUTO_EMOTION as AUTO
+from .families import EMOTION_CHOICES, parse_emotions  # noqa: F401  (the nodes and the command line read them here)
 from .io.advice import where
 
 if TYPE_CHECKING:
     from .audio.emotion import EmotionDetector
     from .config import EMOConfig
-
-AUTO = "auto"
-EMOTION_CHOICES = (AUTO, *EMOTIONS)
 
 
 def uses_emotion(config: "EMOConfig") -> bool:
@@ -39,25 +37,6 @@ def detector_for(encoder: Path, classifier: Path, device: str = "cpu") -> "Emoti
     from .audio.emotion import EmotionDetector
 
     return EmotionDetector.from_files(encoder, classifier, device)
-
-
-def parse_emotions(text: str, clips: int | None = None) -> list[str] | str:
-    """A label, or one per clip separated by commas or spaces (as EMO Detect Emotion writes them) → the label or
-    the list; each checked, and the list's length against `clips` when known."""
-    parts = [p for p in text.replace(",", " ").split() if p]
-    if not parts:
-        raise ValueError("No emotion given: write one of " + ", ".join(EMOTION_CHOICES) + ", or one per clip.")
-    unknown = [p for p in parts if p not in EMOTION_CHOICES]
-    if unknown:
-        raise ValueError(f"Unknown emotion {unknown[0]!r}: choose from {', '.join(EMOTION_CHOICES)}.")
-    if len(parts) == 1:
-        return parts[0]
-    if AUTO in parts:
-        raise ValueError("'auto' stands for the whole video; a per-clip list names a label for each clip.")
-    if clips is not None and len(parts) != clips:
-        raise ValueError(f"{len(parts)} emotions were given for a video of {clips} clips: give one per clip (or one "
-                         "for the whole video).")
-    return parts
 
 
 def emotions_for_render(config: "EMOConfig", choice: str | Sequence[str] | None, waveform: torch.Tensor,

@@ -154,3 +154,26 @@ def family_of(name: str) -> Family:
         return FAMILIES[name]
     except KeyError:
         raise ValueError(f"Unknown model family {name!r}; choose one of {', '.join(FAMILIES)}") from None
+
+
+AUTO_EMOTION = "auto"  # MEMO: each clip's emotion detected from the voice (emotion_input.py)
+EMOTION_CHOICES = (AUTO_EMOTION, *EMOTIONS)
+
+
+def parse_emotions(text: str, clips: int | None = None) -> "list[str] | str":
+    """A label (or auto), or one per clip separated by commas or spaces (as a detection prints them) → the label or
+    the list; each checked, and the list's length against `clips` when known."""
+    parts = [p for p in text.replace(",", " ").split() if p]
+    if not parts:
+        raise ValueError("No emotion given: write one of " + ", ".join(EMOTION_CHOICES) + ", or one per clip.")
+    unknown = [p for p in parts if p not in EMOTION_CHOICES]
+    if unknown:
+        raise ValueError(f"Unknown emotion {unknown[0]!r}: choose from {', '.join(EMOTION_CHOICES)}.")
+    if len(parts) == 1:
+        return parts[0]
+    if AUTO_EMOTION in parts:
+        raise ValueError("'auto' stands for the whole video; a per-clip list names a label for each clip.")
+    if clips is not None and len(parts) != clips:
+        raise ValueError(f"{len(parts)} emotions were given for a video of {clips} clips: give one per clip (or one "
+                         "for the whole video).")
+    return parts

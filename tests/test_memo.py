@@ -257,7 +257,8 @@ def test_cli_emotion_flag(capsys):
     from emo_pipeline.cli.parser import build_parser as _parser, generate_defaults
 
     assert _parser().parse_args(["generate", "--emotion", "happy"]).emotion == "happy"
-    assert generate_defaults()["emotion"] is None  # a batch job may set it; unset means neutral
+    assert _parser().parse_args(["generate", "--emotion", "happy,sad"]).emotion == ["happy", "sad"]
+    assert generate_defaults()["emotion"] is None  # a batch job may set it; unset means auto (neutral without the detector)
     with pytest.raises(SystemExit):
         _parser().parse_args(["generate", "--emotion", "joyful"])
-    assert "invalid choice: 'joyful'" in capsys.readouterr().err
+    assert "Unknown emotion 'joyful'" in capsys.readouterr().err

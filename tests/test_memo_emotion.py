@@ -14,8 +14,8 @@ from emo_pipeline.audio import emotion as emo
 from emo_pipeline.audio.emotion import (EmotionClassifier, EmotionDetector, clip_labels, emotion_files, frame_labels,
                                         load_classifier, segments)
 from emo_pipeline.config import tiny_memo_config
-from emo_pipeline.emotion_input import emotions_for_render, parse_emotions
-from emo_pipeline.families import EMOTIONS
+from emo_pipeline.emotion_input import emotions_for_render
+from emo_pipeline.families import EMOTIONS, parse_emotions
 from emo_pipeline.io.loading import CheckpointError
 from emo_pipeline.pipeline import EMOPipeline
 from emo_pipeline.sampling.steps import SamplingOptions

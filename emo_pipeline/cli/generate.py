@@ -48,8 +48,8 @@ def check_generate_paths(args: argparse.Namespace) -> None:
         args.separate_vocals = str(separator_beside(args.model))
     if args.poses:
         args.poses = poses_path(args.poses, args.model)
-    if isinstance(getattr(args, "emotion", None), str):
-        from ..emotion_input import parse_emotions
+    if isinstance(getattr(args, "emotion", None), str):  # a batch job's, not checked by the parser
+        from ..families import parse_emotions
 
         args.emotion = parse_emotions(args.emotion)
     if getattr(args, "keypoints", None) and not Path(args.keypoints).is_file():

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from ..config import hallo_config
-from ..families import EMOTIONS, FAMILIES
+from ..families import EMOTIONS, FAMILIES, parse_emotions
 from ..pose_input import POSE_EXTENSIONS, POSES_FOLDER
 from ..sampling.presets import PRESETS
 from ..sampling.schedulers import SCHEDULERS
@@ -16,6 +16,14 @@ from .model_defaults import defaults_epilog
 DTYPES = ("fp32", "fp16", "bf16")  # the torch dtypes: io.loading.PRECISIONS
 TABLE = "the model's own: see the table below"
 
+
+
+def emotion_argument(value: str) -> "str | list[str]":
+    """--emotion: a label or auto, or one label per clip (commas): checked as it is parsed."""
+    try:
+        return parse_emotions(value)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
 
 def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_option, upscale_options) -> None:
     """Every generate option, grouped; `threads_option` and `upscale_options` are parser.py's shared ones."""
@@ -89,7 +97,7 @@ def add_generate_options(gen: argparse.ArgumentParser, demo: Path, threads_optio
                                f"{FAMILIES['echomimic'].context_overlap})")
     sampling.add_argument("--guidance-interval", type=float, nargs=2, metavar=("START", "END"),
                           help="share of the steps that use guidance, e.g. 0 0.5 for the first half (default: 0 1)")
-    sampling.add_argument("--emotion", metavar="auto|LABEL|LABEL,LABEL,...",
+    sampling.add_argument("--emotion", metavar="auto|LABEL|LABEL,LABEL,...", type=emotion_argument,
                           help="MEMO models: the emotion its audio modules express: auto (each clip's detected from "
                                "the voice by emotion2vec+ and MEMO's classifier, as MEMO's own pipeline does; "
                                "`download emotion2vec` first, else neutral with a line saying so), one of "
