@@ -3,6 +3,7 @@
 from .audio import EMOEncodeAudio
 from .demo import EMODemoInputs
 from .face import EMOFaceCrop, EMOPasteBack
+from .emotion import EMODetectEmotion
 from .face_keypoints import EMOLoadFaceKeypoints
 from .model_loader import LoadEMOModel
 from .notify import DISPLAY_NAMES
@@ -32,6 +33,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOLoadPoses": EMOLoadPoses,
     "EMOPreviewPoses": EMOPreviewPoses,
     "EMOLoadFaceKeypoints": EMOLoadFaceKeypoints,
+    "EMODetectEmotion": EMODetectEmotion,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -51,6 +53,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOLoadPoses": "EMO Load Poses",
     "EMOPreviewPoses": "EMO Preview Poses",
     "EMOLoadFaceKeypoints": "EMO Load Face Keypoints",
+    "EMODetectEmotion": "EMO Detect Emotion",
 }
 
 # warnings sent to the graph name the node as the graph shows it

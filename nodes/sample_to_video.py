@@ -68,7 +68,7 @@ class EMOSampleToVideo:
     def render(self, model, reference, audio, seed, steps, cfg, preset, scheduler, filename_prefix, crf,
                soundtrack=None, original=None, face=None, options=None, feather=DEFAULT_FEATHER, colour_match=False,
                upscale=1, upscale_fidelity=0.5, resume=True, prompt=None, extra_pnginfo=None, poses=None,
-               face_keypoints=None):
+               face_keypoints=None, emotions=None):
         if (original is None) != (face is None):
             raise ValueError("EMO Sample To Video pastes back only with both 'original' (the whole photo) and "
                              "'face' (EMO Face Crop's face output for it) connected; connect both or neither.")
@@ -117,7 +117,7 @@ class EMOSampleToVideo:
         clips = iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
                             resume=open_state if resume and net is None else None,
                             told=lambda used: ran.append(ran_text(used, preset)), poses=poses,
-                            face_keypoints=face_keypoints)
+                            face_keypoints=face_keypoints, emotions=emotions)
         if net is not None:  # streamed: one 16-frame chunk held at a time
             clips = batched(net.stream(clips, settings,
                                        on_frame=lambda done: mm.throw_exception_if_processing_interrupted()))

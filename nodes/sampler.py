@@ -10,16 +10,20 @@ import torch
 
 import comfy.model_management as mm
 import comfy.utils
+import folder_paths
 
 from ..emo_pipeline.config import preset as config_preset
-from ..emo_pipeline.memory_plan import memory_required
+from ..emo_pipeline.emotion_input import emotions_for_render, uses_emotion
+from ..emo_pipeline.families import AUTO_EMOTION, parse_emotions
 from ..emo_pipeline.keypoint_input import keypoints_for_render, uses_face_keypoints
+from ..emo_pipeline.memory_plan import memory_required
 from ..emo_pipeline.pose_input import poses_for_render
 from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
 from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .face import face_analyzer
 from .face_keypoints import FACE_KEYPOINTS
+from .model_loader import FOLDER
 from .notify import relays_warnings
 from .poses import POSES, extension_of
 from .preview import step_previewer
@@ -29,6 +33,11 @@ from .sampler_options import MODEL_DEFAULT, OPTIONS, settings
 FACE_KEYPOINTS_INPUT = {"tooltip": "V-Express: the head motion from EMO Load Face Keypoints (a driving video's eyes and "
                                    "nose, retargeted to the photo). Without it the photo's own keypoints are drawn in "
                                    "every frame: a still head (its fix_face). Other models ignore it."}
+
+EMOTIONS_INPUT = {"forceInput": True,
+                  "tooltip": "MEMO: one emotion per clip, as EMO Detect Emotion writes them (edit one to change that "
+                             "clip's), or one for the whole video; it overrides EMO Family Options' emotion. Other "
+                             "models ignore it."}
 
 AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
 CUSTOM = "custom"
@@ -152,12 +161,13 @@ class EMOSampler:
                     "tooltip": "EchoMimic v2 (needed there): the hand poses from EMO Load Poses, made as long as the "
                                "audio as its pose_extension says. Other models ignore them."}),
                 "face_keypoints": (FACE_KEYPOINTS, FACE_KEYPOINTS_INPUT),
+                "emotions": ("STRING", EMOTIONS_INPUT),
             },
         }
 
     @relays_warnings
     def sample(self, model, reference, audio, seed, steps, cfg, preset, scheduler, options=None, poses=None,
-               face_keypoints=None):
+               face_keypoints=None, emotions=None):
         size = model.pipeline.config.sample_size
         check_image_fits(audio.num_frames, size, size)
         frames = torch.empty(audio.num_frames, size, size, 3)
@@ -165,7 +175,7 @@ class EMOSampler:
         ran = []
         for clip in iter_frames(model, reference, audio, seed, steps, cfg, preset, scheduler, options,
                                 told=lambda used: ran.append(ran_text(used, preset)), poses=poses,
-                                face_keypoints=face_keypoints):
+                                face_keypoints=face_keypoints, emotions=emotions):
             frames[done: done + len(clip)] = clip
             done += len(clip)
         logging.info("EMO Sampler: %s", ran[0])
@@ -192,6 +202,15 @@ def available_ram() -> int | None:
     return psutil.virtual_memory().available
 
 
+def emotion_folders() -> list[str]:
+    """Where emotion2vec+ and MEMO's classifier are looked for: models/emo (and a MEMO download in it)."""
+    return list(folder_paths.get_folder_paths(FOLDER))
+
+
+def emotion_cancel_point(done: int, total: int) -> None:
+    mm.throw_exception_if_processing_interrupted()
+
+
 def sampling_options(config, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
                      options: dict | None = None, plan=None) -> SamplingOptions:
     """What EMO Sampler's widgets and options run on a model of `config`, every field resolved (the preset's
@@ -216,7 +235,8 @@ def sampling_options(config, seed: int, steps: int, cfg: float, preset: str, sch
         region_weights=(s["pose_weight"], s["face_weight"], s["lip_weight"]),
         # memory_mode auto may have found that only a smaller VAE decode chunk fits
         decode_chunk_size=min(decode_chunk, plan.decode_chunk) if plan is not None else decode_chunk,
-        head_speed=s["head_speed"] if config.has_speed_layers else None, emotion=s["emotion"], **knobs), config)
+        head_speed=s["head_speed"] if config.has_speed_layers else None,
+        emotion=None if s["emotion"] == AUTO_EMOTION else s["emotion"], **knobs), config)
 
 
 def ran_text(options: SamplingOptions, preset: str) -> str:
@@ -228,15 +248,31 @@ def ran_text(options: SamplingOptions, preset: str) -> str:
 
 def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, preset: str, scheduler: str,
                 options: dict | None = None, resume=None, told=None, poses=None,
-                face_keypoints=None) -> Iterator[torch.Tensor]:
+                face_keypoints=None, emotions: str | None = None) -> Iterator[torch.Tensor]:
     """The frames [f, S, S, 3] of EMO Sampler's widgets and options, clip by clip as they are decoded, with
     ComfyUI's progress bar, previews and cancel. `resume(pipeline, options)`: the render's kept progress
     (render_state.RenderState) for the loop to continue from and keep. `told(options)`: hears the resolved
     options before sampling starts (what the node shows after the run). `poses`: EMO Load Poses' sequence, made
     as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without).
-    `face_keypoints`: EMO Load Face Keypoints' driving keypoints (V-Express; without them the photo's own, fix_face)."""
+    `face_keypoints`: EMO Load Face Keypoints' driving keypoints (V-Express; without them the photo's own, fix_face).
+    `emotions`: MEMO's emotion per clip as EMO Detect Emotion writes them (else the options' emotion; auto detects
+    each clip's from the encoded audio)."""
     config = model.pipeline.config
+    chosen_emotion = settings(options)["emotion"]
     options = sampling_options(config, seed, steps, cfg, preset, scheduler, options, getattr(model, "plan", None))
+    if uses_emotion(config):
+        clips = -(-audio.num_frames // options.frames_per_clip)
+        choice = parse_emotions(emotions, clips) if emotions else chosen_emotion
+        # the audio as EMO Encode Audio kept it (16 kHz; each segment is layer-normed, so its scaling does not count)
+        options.emotion, said = emotions_for_render(config, choice, audio.speech, 16000, audio.num_frames,
+                                                    options.frames_per_clip, emotion_folders(),
+                                                    str(mm.get_torch_device()), on_segment=emotion_cancel_point)
+        if said.startswith("MEMO: emotion 'auto' needs"):
+            warnings.warn(said)
+        elif said:
+            logging.info("EMO Sampler: %s", said)
+    elif emotions:
+        warnings.warn(f"{config.spec.title} models take no emotion: the emotions connected are ignored.")
     if uses_face_keypoints(config):
         driving = face_keypoints.sequence if face_keypoints is not None else None
         strategy = face_keypoints.retarget if face_keypoints is not None else "fix_face"

@@ -6,7 +6,7 @@ missing from the dict is the model's own; "model default" in a list is that choi
 
 from __future__ import annotations
 
-from ..emo_pipeline.families import EMOTIONS
+from ..emo_pipeline.families import AUTO_EMOTION, EMOTION_CHOICES
 
 OPTIONS = "EMO_SAMPLER_OPTIONS"
 MODEL_DEFAULT = "model default"
@@ -15,7 +15,7 @@ MODEL_DEFAULT = "model default"
 DEFAULTS = {
     "frames_per_clip": None, "motion_frames": None, "decode_chunk": 8, "guidance_end": 1.0, "cache_interval": 1,
     "pose_weight": 1.0, "face_weight": 1.0, "lip_weight": 1.0, "head_speed": 0.0, "context_overlap": None,
-    "emotion": "neutral",
+    "emotion": AUTO_EMOTION,
 }
 
 
@@ -105,10 +105,12 @@ class EMOFamilyOptions:
                 "context_overlap": (numbers_or_default(0, 29), {"default": MODEL_DEFAULT,
                                     "tooltip": "EchoMimic models: frames shared by neighbouring context windows "
                                                "(model default: 3). Other models ignore it."}),
-                "emotion": (list(EMOTIONS), {"default": DEFAULTS["emotion"],
-                            "tooltip": "MEMO models: the emotion its audio modules express (MEMO's own pipeline "
-                                       "detects it from the voice with emotion2vec; here it is chosen). Other "
-                                       "models ignore it."}),
+                "emotion": (list(EMOTION_CHOICES), {"default": DEFAULTS["emotion"],
+                            "tooltip": "MEMO models: the emotion its audio modules express. auto: each clip's, "
+                                       "detected from the voice as MEMO's own pipeline does (emotion2vec+ and MEMO's "
+                                       "classifier: 'download: emotion2vec' once; without them neutral, said once); "
+                                       "a label: that emotion for the whole video. Per clip: EMO Detect Emotion into "
+                                       "the sampler's emotions input. Other models ignore it."}),
             },
             "optional": options_input(),
         }

@@ -133,3 +133,70 @@ def test_parse_emotions():
         parse_emotions("happy,joyful")
     with pytest.raises(ValueError, match="3 emotions were given for a video of 2 clips"):
         parse_emotions("happy sad angry", clips=2)
+
+
+# ------------------------------------------------------------------------------------------ in ComfyUI
+@pytest.fixture(scope="module")
+def comfy(tmp_path_factory):
+    """A tiny MEMO download in models/emo/memo and the pack loaded as ComfyUI loads it (only ComfyUI stubbed)."""
+    import shutil
+    import sys
+
+    import comfy_stubs
+    from emo_pipeline.tiny import write_tiny_memo_folder
+
+    models = tmp_path_factory.mktemp("models")
+    output = tmp_path_factory.mktemp("output")
+    folder = write_tiny_memo_folder(models / "staging", tiny_memo_config(name="memo"))
+    (models / "emo").mkdir()
+    shutil.move(str(folder), str(models / "emo" / "memo"))
+    for name in ("vae", "wav2vec"):
+        shutil.move(str(models / "staging" / name), str(models / "emo" / name))
+    state = comfy_stubs.install(models, output)
+    pack = comfy_stubs.load_pack()
+    patch = pytest.MonkeyPatch()
+    for name, module in list(sys.modules.items()):  # the pack's own copies, as ComfyUI imports them
+        if name.endswith("emo_pipeline.io.loading"):
+            patch.setattr(module, "memo_config", lambda resnet_joint_frames: tiny_memo_config(
+                name="memo", resnet_joint_frames=resnet_joint_frames))
+        if name.endswith("emo_pipeline.audio.emotion"):
+            patch.setattr(module, "ENCODER_SHAPE", None)
+    yield pack, state, models / "emo"
+    patch.undo()
+
+
+def test_comfyui_auto_without_the_detector_renders_neutral_and_says_so_then_detects_per_clip(comfy):
+    pack, state, emo_folder = comfy
+    n = {k: cls() for k, cls in pack.NODE_CLASS_MAPPINGS.items()}
+    memo = n["LoadEMOModel"].load("memo/diffusion_net/diffusion_pytorch_model.safetensors", "auto", "auto")[0]
+    sound = {"waveform": (torch.randn(1, 1, 9600, generator=torch.Generator().manual_seed(3)) * 0.1),
+             "sample_rate": 16000}  # 0.6 s: 18 frames, 5 tiny clips of 4
+    audio = n["EMOEncodeAudio"].encode(memo, sound, "model default")[0]
+    reference, _ = n["EMOReferenceNetEncode"].encode(memo, torch.rand(1, 64, 64, 3))
+    labels = []
+    module = memo.pipeline.net.denoising_unet.down_blocks[0].audio_modules[0]
+    hook = module.register_forward_hook(lambda m, args, out: labels.append(args[2].tolist()[-1]))
+    try:
+        state.messages.clear()
+        n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto")  # no options: auto
+        notices = [d["message"] for e, d in state.messages if e == "emo.warning"]
+        assert any("emotion 'auto' needs emotion2vec" in m and "neutral" in m for m in notices)
+        assert set(labels) == {EMOTIONS.index("neutral")}
+        with pytest.raises(FileNotFoundError, match="nothing can be detected"):
+            n["EMODetectEmotion"].detect(memo, sound)
+        write_detector_files(emo_folder / "memo")
+        result = n["EMODetectEmotion"].detect(memo, sound)
+        text = result["result"][0]
+        detected = [t.strip() for t in text.split(",")]
+        assert len(detected) == 5 and set(detected) <= set(EMOTIONS)
+        assert result["ui"]["text"][1].startswith("clip 1 (0.00-0.13 s): ")
+        edited = ", ".join(["angry", *detected[1:]])  # the user changes the first clip's
+        labels.clear()
+        n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions=edited)
+        per_clip = [labels[i] for i in range(0, len(labels), len(labels) // 5)]
+        assert per_clip[0] == EMOTIONS.index("angry")
+        assert per_clip[1:] == [EMOTIONS.index(e) for e in detected[1:]]
+        with pytest.raises(ValueError, match="2 emotions were given for a video of 5 clips"):
+            n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions="happy, sad")
+    finally:
+        hook.remove()
