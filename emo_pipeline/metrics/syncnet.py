@@ -31,47 +31,63 @@ def _conv_bn_relu(conv: nn.Module, bn: nn.Module) -> list[nn.Module]:
     return [conv, bn, nn.ReLU(inplace=True)]
 
 
-def _audio_cnn() -> nn.Sequential:
+def _channels(count: int, width: float) -> int:
+    """A channel count scaled by `width` (1.0: syncnet_python's own count), at least one."""
+    return count if width == 1.0 else max(1, round(count * width))
+
+
+def _audio_cnn(width: float = 1.0) -> nn.Sequential:
+    c64, c192, c384, c256, c512 = (_channels(c, width) for c in (64, 192, 384, 256, 512))
     return nn.Sequential(
-        *_conv_bn_relu(nn.Conv2d(1, 64, 3, padding=1), nn.BatchNorm2d(64)),
+        *_conv_bn_relu(nn.Conv2d(1, c64, 3, padding=1), nn.BatchNorm2d(c64)),
         nn.MaxPool2d(1, 1),  # a no-op, kept so the later indices (the file's keys) line up
-        *_conv_bn_relu(nn.Conv2d(64, 192, 3, padding=1), nn.BatchNorm2d(192)),
+        *_conv_bn_relu(nn.Conv2d(c64, c192, 3, padding=1), nn.BatchNorm2d(c192)),
         nn.MaxPool2d(3, stride=(1, 2)),
-        *_conv_bn_relu(nn.Conv2d(192, 384, 3, padding=1), nn.BatchNorm2d(384)),
-        *_conv_bn_relu(nn.Conv2d(384, 256, 3, padding=1), nn.BatchNorm2d(256)),
-        *_conv_bn_relu(nn.Conv2d(256, 256, 3, padding=1), nn.BatchNorm2d(256)),
+        *_conv_bn_relu(nn.Conv2d(c192, c384, 3, padding=1), nn.BatchNorm2d(c384)),
+        *_conv_bn_relu(nn.Conv2d(c384, c256, 3, padding=1), nn.BatchNorm2d(c256)),
+        *_conv_bn_relu(nn.Conv2d(c256, c256, 3, padding=1), nn.BatchNorm2d(c256)),
         nn.MaxPool2d(3, stride=2),
-        *_conv_bn_relu(nn.Conv2d(256, 512, (5, 4)), nn.BatchNorm2d(512)),
+        *_conv_bn_relu(nn.Conv2d(c256, c512, (5, 4)), nn.BatchNorm2d(c512)),
     )
 
 
-def _lip_cnn() -> nn.Sequential:
+def _lip_cnn(width: float = 1.0) -> nn.Sequential:
+    c96, c256, c512 = (_channels(c, width) for c in (96, 256, 512))
     return nn.Sequential(
-        *_conv_bn_relu(nn.Conv3d(3, 96, (5, 7, 7), stride=(1, 2, 2)), nn.BatchNorm3d(96)),
+        *_conv_bn_relu(nn.Conv3d(3, c96, (5, 7, 7), stride=(1, 2, 2)), nn.BatchNorm3d(c96)),
         nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),
-        *_conv_bn_relu(nn.Conv3d(96, 256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        *_conv_bn_relu(nn.Conv3d(c96, c256, (1, 5, 5), stride=(1, 2, 2), padding=(0, 1, 1)), nn.BatchNorm3d(c256)),
         nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2), padding=(0, 1, 1)),
-        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
-        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
-        *_conv_bn_relu(nn.Conv3d(256, 256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(256)),
+        *_conv_bn_relu(nn.Conv3d(c256, c256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(c256)),
+        *_conv_bn_relu(nn.Conv3d(c256, c256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(c256)),
+        *_conv_bn_relu(nn.Conv3d(c256, c256, (1, 3, 3), padding=(0, 1, 1)), nn.BatchNorm3d(c256)),
         nn.MaxPool3d((1, 3, 3), stride=(1, 2, 2)),
-        *_conv_bn_relu(nn.Conv3d(256, 512, (1, 6, 6)), nn.BatchNorm3d(512)),
+        *_conv_bn_relu(nn.Conv3d(c256, c512, (1, 6, 6)), nn.BatchNorm3d(c512)),
     )
 
 
-def _head(embedding: int) -> nn.Sequential:
-    return nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(), nn.Linear(512, embedding))
+def _head(embedding: int, width: float = 1.0) -> nn.Sequential:
+    c512 = _channels(512, width)
+    return nn.Sequential(nn.Linear(c512, c512), nn.BatchNorm1d(c512), nn.ReLU(), nn.Linear(c512, embedding))
 
 
 class SyncNet(nn.Module):
-    """SyncNet v2's two streams; `forward_aud` and `forward_lip` give the embeddings that are compared."""
+    """SyncNet v2's two streams; `forward_aud` and `forward_lip` give the embeddings that are compared.
 
-    def __init__(self, embedding: int = EMBEDDING) -> None:
+    `width` scales every convolution's and hidden linear layer's channel count (rounded, at least one) and
+    `embedding` sets the output size; the defaults (1.0, 1024) are syncnet_python's network, keys and shapes.
+    A narrower one keeps the same layers, keys and input geometry (five 224² frames, 13×20 MFCCs): the small nets
+    our own training makes (emo_pipeline.training.syncnet) for tests."""
+
+    def __init__(self, embedding: int = EMBEDDING, width: float = 1.0) -> None:
         super().__init__()
-        self.netcnnaud = _audio_cnn()
-        self.netfcaud = _head(embedding)
-        self.netcnnlip = _lip_cnn()
-        self.netfclip = _head(embedding)
+        if not width > 0:
+            raise ValueError(f"SyncNet's width must be more than 0, got {width}.")
+        self.width = float(width)
+        self.netcnnaud = _audio_cnn(width)
+        self.netfcaud = _head(embedding, width)
+        self.netcnnlip = _lip_cnn(width)
+        self.netfclip = _head(embedding, width)
 
     def forward_aud(self, mfcc: torch.Tensor) -> torch.Tensor:
         """[N, 1, 13, 20] MFCC windows → [N, embedding]."""
