@@ -2,6 +2,7 @@
 
 from .audio import EMOEncodeAudio
 from .demo import EMODemoInputs
+from .evaluate import EMOEvaluate
 from .face import EMOFaceCrop, EMOPasteBack
 from .emotion import EMODetectEmotion
 from .face_keypoints import EMOLoadFaceKeypoints
@@ -34,6 +35,7 @@ NODE_CLASS_MAPPINGS = {
     "EMOPreviewPoses": EMOPreviewPoses,
     "EMOLoadFaceKeypoints": EMOLoadFaceKeypoints,
     "EMODetectEmotion": EMODetectEmotion,
+    "EMOEvaluate": EMOEvaluate,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -54,6 +56,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "EMOPreviewPoses": "EMO Preview Poses",
     "EMOLoadFaceKeypoints": "EMO Load Face Keypoints",
     "EMODetectEmotion": "EMO Detect Emotion",
+    "EMOEvaluate": "EMO Evaluate",
 }
 
 # warnings sent to the graph name the node as the graph shows it

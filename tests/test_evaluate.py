@@ -244,3 +244,107 @@ def test_evaluate_errors_are_plain(video, tmp_path, stubbed, capsys, monkeypatch
     assert main(["evaluate", str(video), "--models", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "python -m emo_pipeline download metrics --to" in err and "syncnet_v2.model" in err
+
+
+# ---------------------------------------------------------------------------- batch --evaluate, benchmark --quality
+def write_wav(path: Path, seconds: float) -> Path:
+    from test_batch import write_wav as wav
+
+    return wav(path.with_suffix(".wav"), seconds)
+
+
+def test_batch_writes_each_finished_video_s_scores(tmp_path, monkeypatch, capsys):
+    import emo_pipeline.cli.batch as batch
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # an empty model folder
+    jobs = tmp_path / "jobs.jsonl"
+    lines = [{"audio": str(write_wav(tmp_path / "long", 4.6)), "out": "long.mp4", "random": True, "steps": 1},
+             {"audio": str(write_wav(tmp_path / "short", 0.4)), "out": "short.mp4", "random": True, "steps": 1}]
+    jobs.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    out_dir = tmp_path / "renders"
+    assert main(["batch", str(jobs), "--out-dir", str(out_dir), "--evaluate"]) == 2  # no metric files: before any render
+    assert "download metrics" in capsys.readouterr().err and not list(out_dir.glob("*.mp4"))
+    monkeypatch.setattr(batch, "load_metric_models", lambda device: models())
+    assert main(["batch", str(jobs), "--out-dir", str(out_dir), "--evaluate"]) == 0
+    long, short = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()]
+    assert long["status"] == "done" and long["scores"]["frames"] == long["frames"] == 115
+    assert long["scores"]["faces_lost"] == 0 and math.isfinite(long["scores"]["sync_c"])
+    assert short["status"] == "done" and "NoFaceTrackError" in short["scores_error"] and "scores" not in short
+    assert main(["batch", str(jobs), "--out-dir", str(out_dir), "--evaluate"]) == 0  # finished: skipped, scored again
+    rerun = [json.loads(line) for line in (out_dir / "results.jsonl").read_text().splitlines()][2:]
+    assert rerun[0]["status"] == "skipped" and rerun[0]["scores"]["frames"] == 115
+
+
+def test_benchmark_quality_renders_each_mode_and_scores_it(tmp_path, monkeypatch, capsys):
+    from emo_pipeline.cli import benchmark, parser
+
+    clip_audio = write_wav(tmp_path / "voice", 4.4)
+    monkeypatch.setattr(ev.MetricModels, "load", classmethod(lambda cls, folders, device, identity: models()))
+    # the tiny random-weight model on one step (the preset's scheduler still differs): the renders' plumbing, fast
+    defaults = parser.generate_defaults
+    monkeypatch.setattr(parser, "generate_defaults", lambda: {**defaults(), "random": True, "steps": 1})
+    assert main(["benchmark", "--quality", str(clip_audio), "--presets", "fast", "--modes", "normal,low_vram",
+                 "--device", "cpu", "--out", str(tmp_path / "q")]) == 0
+    out = capsys.readouterr().out
+    rows = json.loads((tmp_path / "q" / "quality.json").read_text())
+    assert [(r["preset"], r["mode"]) for r in rows] == [("quality", "normal"), ("fast", "normal"), ("fast", "low_vram")]
+    assert all(r["frames"] == 110 and r["seconds_per_video_second"] > 0 and r["sync_c"] is not None for r in rows)
+    assert rows[0]["psnr"] is None and all(r["psnr"] > 10 for r in rows[1:])
+    assert "| quality | normal |" in out and "exact path" in out and "PSNR vs exact (dB)" in out
+    assert sorted(p.name for p in (tmp_path / "q").glob("*.mp4")) == ["fast-low_vram.mp4", "fast-normal.mp4",
+                                                                      "quality-normal.mp4"]
+    same = tmp_path / "q" / "quality-normal.mp4"
+    assert benchmark.video_psnr(same, same) == math.inf
+
+
+# ---------------------------------------------------------------------------- EMO Evaluate
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory):
+    import comfy_stubs
+
+    models_dir = tmp_path_factory.mktemp("models")
+    (models_dir / "emo").mkdir()
+    state = comfy_stubs.install(models_dir, tmp_path_factory.mktemp("output"))
+    return comfy_stubs.load_pack(), state
+
+
+def _node_module():
+    import sys
+
+    return next(m for n, m in sys.modules.items() if n.endswith("nodes.evaluate") and hasattr(m, "EMOEvaluate"))
+
+
+def test_the_node_shows_the_scores_and_gives_them_as_text(pack, monkeypatch):
+    pack, state = pack
+    module = _node_module()
+    monkeypatch.setattr(module, "metric_models", lambda device: models(missing=set(range(115, 999))))
+    monkeypatch.setattr(module, "face_analyzer", StubAnalyzer)
+    node = pack.NODE_CLASS_MAPPINGS["EMOEvaluate"]()
+    assert pack.NODE_DISPLAY_NAME_MAPPINGS["EMOEvaluate"] == "EMO Evaluate" and node.RETURN_TYPES == ("STRING",)
+    sound = {"waveform": speech_like(4.8)[None], "sample_rate": 16000}
+    state.progress.clear()
+    out = node.evaluate(25.0, frames=frames(120), audio=sound, portrait=frames(1))
+    (text,) = out["ui"]["text"]
+    assert out["result"] == (text,) and text.startswith("Sync-C ")
+    assert "frames scored 114 of 120, faces lost 5, tracks 1" in text and "CSIM 0.9" in text
+    assert state.progress and state.progress[-1][0] <= state.progress[-1][1]
+    # 30 fps frames, no portrait: taken at 25 fps, no CSIM line
+    text = node.evaluate(30.0, frames=frames(144), audio=sound)["result"][0]
+    assert "of 120," in text and "CSIM" not in text
+    with pytest.raises(ValueError, match="neither frames nor video"):
+        node.evaluate(25.0, audio=sound)
+    with pytest.raises(ValueError, match="no sound"):
+        node.evaluate(25.0, frames=frames(120))
+    state.interrupted = True  # Cancel: stops at the next frame
+    try:
+        with pytest.raises(Exception) as stopped:
+            node.evaluate(25.0, frames=frames(120), audio=sound)
+        assert type(stopped.value).__name__ == "InterruptProcessingException"
+    finally:
+        state.interrupted = False
+
+
+def test_the_node_names_the_download_when_the_files_are_missing(pack):
+    node = pack[0].NODE_CLASS_MAPPINGS["EMOEvaluate"]()
+    with pytest.raises(FileNotFoundError, match="download metrics --to .*emo"):
+        node.evaluate(25.0, frames=frames(120), audio={"waveform": speech_like(4.8)[None], "sample_rate": 16000})

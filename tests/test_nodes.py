@@ -15,7 +15,7 @@ from emo_pipeline.tiny import write_tiny_model_folder
 NODE_IDS = ["LoadEMOModel", "EMOEncodeAudio", "EMOReferenceNetEncode", "EMOSampler", "EMOVideoCombine",
             "EMOFaceCrop", "EMOPasteBack", "EMODemoInputs", "EMOSampleToVideo", "EMOSeparateVocals", "EMOUpscaleFaceVideo",
             "EMOSamplerOptions", "EMOFamilyOptions", "EMOLoadPoses", "EMOPreviewPoses", "EMOLoadFaceKeypoints",
-            "EMODetectEmotion"]
+            "EMOEvaluate", "EMODetectEmotion"]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,9 @@ optionally "image", and any `generate` option by its long name ("model", "seed",
 Every process reads the same file and makes the same assignment, balanced by audio length, so
 no job is rendered twice and no process waits on another. A job whose MP4 is already complete is
 skipped, so a stopped run resumes where it was; a job that fails is recorded and the rest go on.
-Each job ends as one line in <out-dir>/results.jsonl.
+Each job ends as one line in <out-dir>/results.jsonl; with --evaluate the line holds the finished video's
+scores too (Sync-C, Sync-D, offset, frames scored, faces lost; CSIM against the job's image when the face
+models are there).
 """
 
 from __future__ import annotations
@@ -142,9 +144,10 @@ def is_complete(out: Path, seconds: float) -> bool:
     return info["frame_count"] == frames and abs(sound - frames / info["fps"]) < 0.05
 
 
-def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None = None) -> int:
+def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None = None, evaluate: bool = False) -> int:
     """Render this process's share; 0 when every job of the share is done, 1 when any failed. `threads`: each
-    process's CPU threads (None: the cores split among the processes)."""
+    process's CPU threads (None: the cores split among the processes). `evaluate`: each finished video's scores
+    (metrics/evaluate.py) go into its results line as "scores" (or "scores_error" when it cannot be scored)."""
     from accelerate import PartialState
 
     from ..cpu_threads import decide_threads
@@ -157,6 +160,7 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None 
     mine = assign(jobs, state.num_processes)[state.process_index]
     device = str(state.device) if state.device.type == "cuda" else "cpu"
     decide_threads(threads, sharing=state.num_processes)  # a bad --threads stops the batch before any job
+    metrics = load_metric_models(device) if evaluate else None  # missing files stop the batch before any render
     tag = f"[{state.process_index + 1}/{state.num_processes}]"
     total_seconds = sum(job.seconds for job in mine)
     print(f"{tag} {len(mine)} of {len(jobs)} jobs ({total_seconds:.1f} s of audio) on {device}", flush=True)
@@ -186,6 +190,8 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None 
             except Exception as err:  # noqa: BLE001 - a bad job is recorded and the others go on
                 failed += 1
                 record.update(status="error", error=f"{type(err).__name__}: {err}")
+        if metrics is not None and record["status"] != "error":
+            score_into(record, job, metrics)
         record["seconds"] = round(time.perf_counter() - clock, 3)
         append_result(out_dir / RESULTS, record)
         done_seconds += job.seconds
@@ -195,6 +201,30 @@ def run_batch(jobs_file: str, out_dir: str, defaults: dict, threads: int | None 
               f"per second; overall {written}/{len(jobs)} videos written", flush=True)
     print(f"{tag} finished: {len(mine) - failed} ok, {failed} failed", flush=True)
     return 1 if failed else 0
+
+
+def load_metric_models(device: str):
+    """SyncNet and S3FD from the model folder's metrics/, and the face analyzer for CSIM."""
+    from ..metrics.evaluate import MetricModels
+    from .model_folder import default_model_folder
+
+    return MetricModels.load([default_model_folder()], device, identity=True)
+
+
+def score_into(record: dict, job: Job, metrics) -> None:
+    """The video's scores against its own sound (and CSIM against the job's image when the face models are there)
+    as record["scores"]; a video that cannot be scored (no face tracked, too short) keeps its status, with the
+    reason as record["scores_error"]."""
+    from ..metrics.evaluate import evaluate_video
+
+    analyzer = getattr(metrics, "analyzer", None)
+    reference = job.options.get("image") if analyzer is not None and analyzer.embedder is not None else None
+    try:
+        record["scores"] = evaluate_video(job.out, metrics, reference=reference).as_dict()
+    except (KeyboardInterrupt, DiskFullError):
+        raise
+    except Exception as err:  # noqa: BLE001 - an unscorable video is said, the batch goes on
+        record["scores_error"] = f"{type(err).__name__}: {err}"
 
 
 def append_result(path: Path, record: dict) -> None:
@@ -223,4 +253,4 @@ def batch_command(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"batch: no jobs file {args.jobs}.")
     defaults = generate_defaults()
     defaults.pop("threads")  # batch's own --threads: per process, not per job
-    return run_batch(args.jobs, args.out_dir, defaults, args.threads)
+    return run_batch(args.jobs, args.out_dir, defaults, args.threads, getattr(args, "evaluate", False))

@@ -6,6 +6,11 @@ beside the peak counted by emo_pipeline/cost.py. On a CPU: the same code at the 
 peak being the process's sampled RSS growth (labelled so). A budget bounds the whole run: when the clips
 would not fit in it, fewer steps are run and the steps' time is scaled to the preset's steps, the rest of
 the clip (ReferenceNet, VAE) counted as measured (said in the notes).
+
+`benchmark --quality CLIP` instead renders the user's own clip with the loaded model (--model, else the bundled demo
+model), once per preset and memory mode, as `generate` renders it, and prints per mode seconds per video second
+beside Sync-C, Sync-D, the offset, CSIM (with --image and the face models) and PSNR against the exact path (the
+quality preset in normal mode), scored by metrics/evaluate.py.
 """
 
 from __future__ import annotations
@@ -262,8 +267,134 @@ def write_report(report: Report, folder: str | Path) -> tuple[Path, Path]:
     return md, js
 
 
+# ---------------------------------------------------------------------------- --quality CLIP
+EXACT = ("quality", "normal")  # the exact path: the model's own sampling, nothing stored in fp8
+
+
+@dataclass
+class QualityRow:
+    preset: str
+    mode: str
+    frames: int
+    seconds: float  # the render as `generate` runs it: portrait, audio, sampling, decoding, writing
+    seconds_per_video_second: float
+    sync_c: float | None
+    sync_d: float | None
+    offset: int | None
+    csim: float | None
+    psnr: float | None  # dB against the exact path's video (inf where equal; None for the exact path itself)
+    error: str | None = None
+
+
+def video_psnr(a: str | Path, b: str | Path) -> float | None:
+    """PSNR (dB, 8-bit frames) of the mean squared error over every pixel of two videos, decoded side by side;
+    None when their frame counts or sizes differ."""
+    import math
+
+    from ..io.media import iter_video_frames
+
+    total, count = 0.0, 0
+    left, right = iter_video_frames(a), iter_video_frames(b)
+    for x in left:
+        y = next(right, None)
+        if y is None or x.shape != y.shape:
+            return None
+        total += float(((x - y).double() * 255).square().sum())
+        count += x.numel()
+    if next(right, None) is not None or count == 0:
+        return None
+    mse = total / count
+    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+
+
+def run_quality(clip: str, image: str | None, model: str | None, device: str, presets: tuple[str, ...],
+                modes: tuple[str, ...], folder: str | Path, metric_models, on_row=None) -> list[QualityRow]:
+    """`clip` rendered as `generate --audio clip [--image image] [--model model]` does it, with each preset and
+    memory mode (the exact path first: the reference for PSNR), each video timed and scored against its own
+    sound (and, with a portrait and the face models, CSIM against it). Videos are written to `folder`."""
+    import argparse
+
+    from ..metrics.evaluate import evaluate_video
+    from . import generate as cli
+    from .parser import generate_defaults
+
+    folder = Path(folder)
+    runs = [EXACT] + [(p, m) for m in modes for p in presets if (p, m) != EXACT]
+    analyzer = getattr(metric_models, "analyzer", None)
+    reference = image if image and analyzer is not None and analyzer.embedder is not None else None
+    rows, exact, pipes = [], None, {}
+    for name, mode in runs:
+        out = folder / f"{name}-{mode}.mp4"
+        args = argparse.Namespace(**{**generate_defaults(), "audio": clip, "image": image, "model": model,
+                                     "preset": name, "memory_mode": mode, "device": device, "out": str(out),
+                                     "no_resume": True})
+        if mode not in pipes:
+            pipes.clear()  # one model resident at a time
+            pipes[mode] = cli.load_model(args)
+        began = time.perf_counter()
+        frames = cli.render(pipes[mode], args, began)
+        elapsed = time.perf_counter() - began
+        fps = args.fps or pipes[mode].config.fps
+        row = QualityRow(name, mode, frames, elapsed, elapsed / (frames / fps), None, None, None, None, None)
+        try:
+            scores = evaluate_video(out, metric_models, reference=reference)
+            row.sync_c, row.sync_d, row.offset, row.csim = scores.sync_c, scores.sync_d, scores.offset, scores.csim
+        except ValueError as err:  # no face tracked, too short: the row says why
+            row.error = str(err)
+        if (name, mode) == EXACT:
+            exact = out
+        else:
+            row.psnr = video_psnr(exact, out)
+        rows.append(row)
+        if on_row:
+            on_row(row)
+    return rows
+
+
+def quality_table(rows: list[QualityRow]) -> str:
+    def number(value, digits=3):
+        return "-" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| preset | memory mode | s per video s | Sync-C | Sync-D | offset | CSIM | PSNR vs exact (dB) |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        psnr = "exact path" if (r.preset, r.mode) == EXACT else number(r.psnr, 2)
+        offset = "-" if r.offset is None else f"{r.offset:+d}"
+        lines.append(f"| {r.preset} | {r.mode} | {r.seconds_per_video_second:.2f} | {number(r.sync_c)} | "
+                     f"{number(r.sync_d)} | {offset} | {number(r.csim)} | {psnr} |")
+    notes = [f"- {r.preset}/{r.mode}: not scored: {r.error}" for r in rows if r.error]
+    return "\n".join(lines + notes) + "\n"
+
+
+def quality_command(args) -> int:
+    """`benchmark --quality CLIP`: the table printed and written as quality.md and quality.json in --out."""
+    from ..io.safe_files import real_folder
+    from ..metrics.evaluate import MetricModels
+    from .model_folder import default_model_folder
+
+    clip = Path(args.quality)
+    for path, what in ((clip, "audio"), (Path(args.image) if args.image else None, "image")):
+        if path is not None and not path.is_file():
+            raise FileNotFoundError(f"No such {what} file: {path}")
+    metrics = [Path(args.metrics).expanduser()] if args.metrics else [default_model_folder()]
+    models = MetricModels.load(metrics, args.device, identity=bool(args.image))  # before any render
+    folder = real_folder(args.out)
+    rows = run_quality(str(clip), args.image, args.model, args.device, tuple(args.presets.split(",")),
+                       tuple(args.modes.split(",")), folder, models,
+                       on_row=lambda r: print(f"  {r.preset}/{r.mode}: {r.seconds_per_video_second:.2f} s per video "
+                                              "second", flush=True))
+    text = quality_table(rows)
+    print(text)
+    write_atomic(folder / "quality.md", text.encode())
+    write_atomic(folder / "quality.json", json.dumps([asdict(r) for r in rows], indent=1).encode())
+    print(f"Wrote {folder / 'quality.md'} and {folder / 'quality.json'} (the videos beside them)")
+    return 0
+
+
 def benchmark_command(args) -> int:
     """`benchmark`: the report printed and written as benchmark.md and benchmark.json."""
+    if getattr(args, "quality", None):
+        return quality_command(args)
     report = run_benchmark(args.family, args.device, tuple(args.presets.split(",")), tuple(args.modes.split(",")),
                            args.model, args.budget_s,
                            on_row=lambda r: print(f"  {r.preset}/{r.mode}: {r.seconds_per_video_second:.2f} s per "

@@ -135,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
                             "audio-video offset) and, with --reference, identity (ArcFace CSIM)")
     score.add_argument("videos", nargs="+", metavar="VIDEO", help="the videos (any PyAV reads), with sound unless "
                                                                   "--audio is given")
-    score.add_argument("--audio", help="score against this sound instead of each video's own track")
+    score.add_argument("--audio", help="score against this sound (default: each video's own track)")
     score.add_argument("--reference", metavar="IMAGE", help="the portrait: CSIM, the cosine of ArcFace embeddings of "
-                       "its face and each tracked frame's face (needs the face models: `download face`)")
+                       "its face and each tracked frame's face (needs the face models: `download face`; default: no "
+                       "CSIM)")
     score.add_argument("--json", action="store_true", help="print JSON (one object per video) instead of a table")
     score.add_argument("--models", metavar="FOLDER", help="the folder holding metrics/syncnet_v2.model and "
                        f"metrics/sfd_face.pth (`download metrics`) and the face models (default: the model folder, "
