@@ -8,6 +8,7 @@ never be asked for.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -43,7 +44,6 @@ UNREAD = {
     "fudan-generative-ai/hallo2": ["hallo2/net_g.pth", "CodeFormer/codeformer.pth"],
     "BadToBest/EchoMimic": ["sd-image-variations-diffusers/unet/diffusion_pytorch_model.bin",
                             "sd-vae-ft-mse/diffusion_pytorch_model.bin"],
-    "memoavatar/memo": ["misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors"],
     "stabilityai/sd-vae-ft-mse": ["diffusion_pytorch_model.bin"],
     "facebook/wav2vec2-base-960h": ["pytorch_model.bin", "vocab.json"],
 }
@@ -118,7 +118,14 @@ def _repositories(work: Path) -> dict[str, dict[str, bytes]]:
     files = _tree(memo)
     files |= {f"misc/face_analysis/models/{k}": v for k, v in face_files.items()}
     files["misc/vocal_separator/Kim_Vocal_2.onnx"] = separator.read_bytes()
+    # MEMO's emotion detector: its classifier in MEMO's misc/, emotion2vec+ in its own repository (tiny, real layouts)
+    from test_memo_emotion import write_detector_files
+    write_detector_files(work / "emotion")
+    files["misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors"] = \
+        (work / "emotion" / "misc" / "audio_emotion_classifier" / "diffusion_pytorch_model.safetensors").read_bytes()
     repos["memoavatar/memo"] = files
+    repos["emotion2vec/emotion2vec_plus_large"] = {
+        "model.pt": (work / "emotion" / "emotion2vec_plus_large" / "model.pt").read_bytes(), "config.yaml": b"not read"}
     repos["stabilityai/sd-vae-ft-mse"] = dict(vae_files)
     repos["facebook/wav2vec2-base-960h"] = dict(wav2vec_files)
     for repo, paths in UNREAD.items():
@@ -495,7 +502,8 @@ def test_the_download_from_inside_comfyui(hub, repositories, tmp_path, monkeypat
     state = comfy_stubs.install(models, tmp_path / "output")
     pack = comfy_stubs.load_pack()
     tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"],
-                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"])
+                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"],
+                          importlib.import_module(pack.__name__ + ".emo_pipeline.audio.emotion"))
     loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
     choices = loader.INPUT_TYPES()["required"]["checkpoint"][0]
     entry = next(c for c in choices if c.startswith("download: hallo "))
@@ -553,7 +561,8 @@ def test_the_echomimic_v2_download_from_inside_comfyui_loads_its_converted_file(
     comfy_stubs.install(models, tmp_path / "output")
     pack = comfy_stubs.load_pack()
     tiny_families.install(monkeypatch, sys.modules[pack.__name__ + ".emo_pipeline.io.loading"],
-                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"])
+                          sys.modules[pack.__name__ + ".emo_pipeline.download.checks"],
+                          importlib.import_module(pack.__name__ + ".emo_pipeline.audio.emotion"))
     loader = pack.NODE_CLASS_MAPPINGS["LoadEMOModel"]
     entry = next(c for c in loader.INPUT_TYPES()["required"]["checkpoint"][0]
                  if c.startswith("download: echomimic-v2 "))

@@ -200,3 +200,34 @@ def test_comfyui_auto_without_the_detector_renders_neutral_and_says_so_then_dete
             n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions="happy, sad")
     finally:
         hook.remove()
+
+
+# ------------------------------------------------------------------------------------------ download
+def test_download_emotion2vec_places_both_files_checked_and_refuses_a_swapped_one(tmp_path, monkeypatch):
+    """From a hub on 127.0.0.1 serving the two repositories: a tiny emotion2vec in its hub layout (the check takes its
+    shape when ENCODER_SHAPE is None, as for the tiny test models) and a tiny classifier; both placed where
+    emotion_files finds them. The classifier served as model.pt is refused and nothing of it placed."""
+    import io
+
+    from local_hub import serving
+    from emo_pipeline.download import DOWNLOADS, DownloadError, download
+
+    monkeypatch.setattr(emo, "ENCODER_SHAPE", None)
+    files = tmp_path / "files"
+    classifier = write_detector_files(files)
+    buffer = io.BytesIO()
+    torch.save({"model": tiny_state(TINY, 0)}, buffer)
+    encoder_bytes = buffer.getvalue()
+    classifier_bytes = (files / "misc" / "audio_emotion_classifier" / emo.CLASSIFIER_FILE).read_bytes()
+    repos = {"emotion2vec/emotion2vec_plus_large": {"model.pt": encoder_bytes, "config.yaml": b"not read"},
+             "memoavatar/memo": {"misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors": classifier_bytes}}
+    assert {f.target for f in DOWNLOADS["emotion2vec"].files} <= {f.target for f in DOWNLOADS["memo"].files}
+    with serving(repos, monkeypatch):
+        download(["emotion2vec"], tmp_path / "models")
+    found = emotion_files([tmp_path / "models"])
+    assert found is not None and found[0].read_bytes() == encoder_bytes and found[1].read_bytes() == classifier_bytes
+    assert torch.equal(load_classifier(found[1]).layers.fc5.bias, classifier.layers.fc5.bias)
+    repos["emotion2vec/emotion2vec_plus_large"]["model.pt"] = classifier_bytes  # the wrong file under its name
+    with serving(repos, monkeypatch), pytest.raises(DownloadError, match="emotion2vec"):
+        download(["emotion2vec"], tmp_path / "other")
+    assert not (tmp_path / "other" / "emotion2vec_plus_large" / "model.pt").exists()

@@ -14,6 +14,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from emo_pipeline.config import (tiny_config, tiny_echomimic_config, tiny_echomimic_v2_config,  # noqa: E402
                                  tiny_joyhallo_config, tiny_memo_config)
+from emo_pipeline.audio import emotion  # noqa: E402
 from emo_pipeline.download import checks  # noqa: E402
 from emo_pipeline.io import loading  # noqa: E402
 from emo_pipeline.upscale.codeformer import tiny_codeformer_config  # noqa: E402
@@ -35,10 +36,14 @@ TINY = {
 TINY_UPSCALER = {"codeformer_config": tiny_codeformer_config, "rrdb_config": tiny_rrdb_config}
 
 
-def install(monkeypatch=None, module=loading, check_module=checks) -> None:
-    """In `module` (the engine's loading module; the pack's own copy when ComfyUI loaded it) and `check_module`
-    (the download's checks, likewise)."""
-    for target, table in ((module, TINY), (check_module, TINY_UPSCALER)):
+# MEMO's emotion detector: a tiny emotion2vec is taken for the large one it stands for
+TINY_EMOTION = {"ENCODER_SHAPE": None}
+
+
+def install(monkeypatch=None, module=loading, check_module=checks, emotion_module=emotion) -> None:
+    """In `module` (the engine's loading module; the pack's own copy when ComfyUI loaded it), `check_module`
+    (the download's checks, likewise) and `emotion_module` (MEMO's emotion detector)."""
+    for target, table in ((module, TINY), (check_module, TINY_UPSCALER), (emotion_module, TINY_EMOTION)):
         for name, make in table.items():
             if monkeypatch is not None:
                 monkeypatch.setattr(target, name, make)

@@ -173,6 +173,18 @@ def _vexpress() -> Download:
 LATENTSYNC = "ByteDance/LatentSync-1.5"  # its auxiliary/ holds syncnet_python's SyncNet and S3FD weights
 ECHOMIMIC = "BadToBest/EchoMimic"
 MEMO = "memoavatar/memo"
+EMOTION2VEC = "emotion2vec/emotion2vec_plus_large"
+
+
+def _emotion() -> tuple[HubFile, ...]:
+    """MEMO's emotion detector (audio/emotion.py): emotion2vec+ large, FunASR's model.pt as its hub repository holds it
+    (read weights-only; its config.yaml is not read: the shape comes from the tensors), beside the networks, and
+    MEMO's own classifier in its download's misc/. Sizes: emotion2vec's estimated (its network's 164 M fp32 values
+    kept three times, as the hub's listed 1.95 GB suggests); the classifier's 14.7 M fp32 values."""
+    return (HubFile(EMOTION2VEC, "model.pt", "emotion2vec_plus_large/model.pt", 1_950 * MB, "emotion2vec"),
+            HubFile(MEMO, "misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors",
+                    "memo/misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors", 59 * MB,
+                    "emotion_classifier"))
 MEMO_FOLDERS = {"reference_net": 3_430 * MB, "diffusion_net": 6_710 * MB, "image_proj": 6_310_000,
                 "audio_proj": 146 * MB}
 
@@ -229,9 +241,17 @@ DOWNLOADS: dict[str, Download] = {d.name: d for d in (
                  for folder, size in MEMO_FOLDERS.items()
                  for file in ("config.json", "diffusion_pytorch_model.safetensors")),
                *_face(MEMO, "misc/face_analysis/models/", "memo/misc/face_analysis/models/"),
-               *_vae("stabilityai/sd-vae-ft-mse"), *_wav2vec("facebook/wav2vec2-base-960h")),
+               *_vae("stabilityai/sd-vae-ft-mse"), *_wav2vec("facebook/wav2vec2-base-960h"), *_emotion()),
         model="memo",
-        licence="Apache-2.0",
+        licence="Apache-2.0 (MEMO); emotion2vec+ large: see its model card (emotion2vec/emotion2vec_plus_large)",
+    ),
+    Download(
+        name="emotion2vec",
+        title="MEMO's emotion detector (emotion2vec+ large and MEMO's classifier: emotion auto)",
+        files=_emotion(),
+        model=None,
+        licence="emotion2vec+ large: see its model card (emotion2vec/emotion2vec_plus_large; its licence could not "
+                "be read here); MEMO's classifier: Apache-2.0",
     ),
     _joyhallo(),
     _vexpress(),

@@ -17,6 +17,9 @@ inputs and outputs):
     realesrgan  RealESRGAN_x2plus.pth (params_ema): every key and shape of RRDBNet x2
     dwpose_detector   DWPose's yolox_l.onnx: one [1, 3, 640, 640] input; one [1, 8400, 85] output
     dwpose_estimator  DWPose's dw-ll_ucoco_384.onnx: one [1, 3, H, W] input; simcc_x [1, 133, 2W], simcc_y [1, 133, 2H]
+    emotion2vec         emotion2vec+ large's model.pt read weights-only (memory-mapped): every tensor of the network its
+                        shapes describe, and that network emotion2vec+ large (audio/emotion2vec.load_emotion2vec on meta)
+    emotion_classifier  MEMO's classifier's safetensors: every key and shape (audio/emotion.load_classifier)
     syncnet     syncnet_v2.model read weights-only and loaded strictly by metrics/syncnet.load_syncnet (CPU)
     s3fd        sfd_face.pth read weights-only and loaded strictly by metrics/s3fd.load_s3fd (CPU)
     vexpress_*  V-Express's five .bin files one by one (read weights-only, memory-mapped): a few keys and shapes only
@@ -346,11 +349,24 @@ def _vexpress(network: str) -> Callable[[Path], None]:
     return check_file
 
 
+def _emotion2vec(path: Path) -> None:
+    from ..audio import emotion
+    from ..audio.emotion2vec import load_emotion2vec
+
+    load_emotion2vec(path, expected=emotion.ENCODER_SHAPE, device="meta")  # names and shapes; no data read
+
+
+def _emotion_classifier(path: Path) -> None:
+    from ..audio.emotion import load_classifier
+
+    load_classifier(path)
+
+
 CHECKS: dict[str, Callable[[Path], None]] = {
     "network": _network, "vae": _vae, "wav2vec": _wav2vec, "whisper": _whisper, "scrfd": _scrfd, "arcface": _arcface,
     "separator": _separator, "codeformer": _codeformer, "realesrgan": _realesrgan,
     "dwpose_detector": _dwpose_detector, "dwpose_estimator": _dwpose_estimator,
-    "syncnet": _syncnet, "s3fd": _s3fd,
+    "syncnet": _syncnet, "s3fd": _s3fd, "emotion2vec": _emotion2vec, "emotion_classifier": _emotion_classifier,
     **{VEXPRESS_PART + network: _vexpress(network) for network in VEXPRESS_KEYS},
 }
 
