@@ -137,7 +137,8 @@ def test_the_options_and_their_help():
     assert defaults["poses"] is None and defaults["pose_extension"] == "pingpong"  # a batch job may set both
     generate = build_parser()._subparsers._group_actions[0].choices["generate"]
     groups = {group.title: [a.dest for a in group._group_actions] for group in generate._action_groups}
-    assert groups["inputs"][-3:] == ["poses", "no_pose_fit", "pose_extension"]  # with the image and the audio
+    # with the image and the audio, before V-Express's keypoints
+    assert groups["inputs"][-5:] == ["poses", "no_pose_fit", "pose_extension", "keypoints", "retarget"]
     assert defaults["no_pose_fit"] is False
     with pytest.raises(SystemExit):
         build_parser().parse_args(["generate", "--pose-extension", "bounce"])
