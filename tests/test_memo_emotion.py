@@ -54,6 +54,29 @@ def test_a_clip_s_label_follows_its_audio():
     assert clip_labels(frames, 16) == [sad] * 6 + [angry] * 6
 
 
+def test_clips_take_channel_0_at_16_khz_padded_to_whole_clips_as_memo_pads_its_frames():
+    """3.23 s of stereo at 24 kHz: channel 0 a loud tone for 2.175 s then quiet, channel 1 the other way round. At 16 kHz
+    that is 51700 samples: ceil(51700 / 16000 * 30) = 97 frames, padded to 112 (7 clips) as MEMO's preprocess_audio
+    pads them. A segment loud over more than half of it is 'angry': the first 2 s, [0, 3 s) and [1 s, 3.23 s) are (they
+    label up to 35700 samples), the last 2 s not. On 112 frames frames 0-77 are angry, so clip 4 (64-79) is; on the
+    97 unpadded frames only 0-66 would be, and clip 4 would be sad."""
+    from emo_pipeline.audio.emotion2vec import Emotion2vec
+    from emo_pipeline.audio.resample import resample
+
+    loud = 0.7 * torch.sin(2 * torch.pi * 200 * torch.arange(52200) / 24000)  # mean square 0.245
+    quiet = 0.01 * torch.randn(25350, generator=torch.Generator().manual_seed(3))
+    wave = torch.stack([torch.cat([loud, quiet]), torch.cat([quiet, loud])])  # [2, 77550] at 24 kHz
+    detector = EmotionDetector(Emotion2vec(TINY), EmotionClassifier(features=TINY.embed_dim, channels=16))
+    angry, sad = EMOTIONS.index("angry"), EMOTIONS.index("sad")
+    detector.label_of = lambda seg: angry if seg.pow(2).mean() > 0.1225 else sad  # loud over half of it
+    clips = detector.clips(wave, 24000, 97, 16)
+    assert clips == ["angry"] * 5 + ["sad"] * 2
+    channel0 = resample(wave[0][None], 24000, S)[0]
+    assert channel0.numel() == 51700
+    assert clips == [EMOTIONS[c] for c in clip_labels(frame_labels(channel0, 112, detector.label_of), 16)]
+    assert clip_labels(frame_labels(channel0, 97, detector.label_of), 16) == [angry] * 4 + [sad] * 3  # unpadded
+
+
 def write_detector_files(folder, seed: int = 0):
     """A tiny emotion2vec in its hub layout (emotion2vec_plus_large/model.pt) and a tiny classifier in MEMO's
     (misc/audio_emotion_classifier/diffusion_pytorch_model.safetensors)."""
@@ -231,3 +254,34 @@ def test_download_emotion2vec_places_both_files_checked_and_refuses_a_swapped_on
     with serving(repos, monkeypatch), pytest.raises(DownloadError, match="emotion2vec"):
         download(["emotion2vec"], tmp_path / "other")
     assert not (tmp_path / "other" / "emotion2vec_plus_large" / "model.pt").exists()
+
+
+@torch.no_grad()
+def test_with_a_classifier_that_knows_two_sounds_each_clip_follows_its_audio():
+    """The whole detector (a tiny emotion2vec and a classifier): the classifier's last layer holds emotion2vec's mean
+    feature of a pure tone as 'sad' and of pure noise as 'angry' (dot-product nearest centroid). 3.2 s of tone then
+    3.2 s of noise: the early clips are sad, the late ones angry, and the change comes once, where the sound
+    changes (clip 5 or 6 of 12, as the segments that straddle the change decide)."""
+    from test_emotion2vec import tiny_model
+
+    encoder = tiny_model(TINY, seed=3)
+    t = torch.arange(51200) / S
+    tone = 0.3 * torch.sin(2 * torch.pi * 440 * t)
+    noise = 0.3 * torch.randn(51200, generator=torch.Generator().manual_seed(4))
+    from emo_pipeline.audio.emotion2vec import segment_embedding
+    centroids = {label: torch.relu(segment_embedding(encoder, sound[:48000])) for label, sound in
+                 (("sad", tone), ("angry", noise))}
+    classifier = EmotionClassifier(features=TINY.embed_dim, channels=TINY.embed_dim, layers=2)
+    classifier.layers.fc1.weight.copy_(torch.eye(TINY.embed_dim))
+    classifier.layers.fc1.bias.zero_()
+    classifier.layers.fc2.weight.zero_()
+    classifier.layers.fc2.bias.fill_(-1e6)  # only the two known labels can win
+    for label, centroid in centroids.items():
+        index = EMOTIONS.index(label)
+        classifier.layers.fc2.weight[index] = centroid / centroid.norm()
+        classifier.layers.fc2.bias[index] = 0.0
+    detector = EmotionDetector(encoder, classifier)
+    clips = detector.clips(torch.cat([tone, noise]), S, 192, 16)
+    assert clips[:5] == ["sad"] * 5 and clips[7:] == ["angry"] * 5
+    changes = [i for i in range(1, 12) if clips[i] != clips[i - 1]]
+    assert len(changes) == 1 and changes[0] in (5, 6, 7)
