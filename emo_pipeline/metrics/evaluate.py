@@ -32,6 +32,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
+from ..io.errors import NamedPlainly
 from .face_tracks import FRAME_RATE, NoFaceTrackError, _iou, face_track_crops
 from .mfcc import SYNCNET_RATE, mfcc as compute_mfcc, syncnet_audio
 from .sync_score import SAMPLES_PER_FRAME, score
@@ -45,7 +46,7 @@ IDENTITY_IOU = 0.3  # a frame's SCRFD face must overlap the S3FD track's box thi
 Progress = Callable[[str, int, "int | None"], None]  # (stage, frames done, frames expected or None)
 
 
-class MissingMetricModels(FileNotFoundError):
+class MissingMetricModels(NamedPlainly, FileNotFoundError):
     """SyncNet's or S3FD's weights are not in the model folder; the message names `download metrics`."""
 
 

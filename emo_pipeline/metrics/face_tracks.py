@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..io.errors import NamedPlainly
 from ..poses.dwpose import resize_linear
 from .s3fd import DETECTION_SCALE, DETECTION_THRESHOLD, S3FD
 
@@ -46,7 +47,7 @@ MEDIAN_KERNEL = 13
 FRAME_RATE = 25
 
 
-class NoFaceTrackError(ValueError):
+class NoFaceTrackError(NamedPlainly, ValueError):
     """No face could be followed long enough to score lip sync; the message says why."""
 
 
