@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 def convert_value(name: str, value: Any) -> Any:
     """A widget value as today's widget takes it (values already of today's kind are kept)."""
     rule = VALUES.get(name)
+    if rule is not None and "renamed" in rule and isinstance(value, str):  # an old default that has a new name
+        return rule["renamed"].get(value, value)
     if rule is None or isinstance(value, (str, bool)) or value is None:
         return value
     if "choices" in rule:  # a number → the nearest listed rate

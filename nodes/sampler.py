@@ -14,7 +14,7 @@ import folder_paths
 
 from ..emo_pipeline.config import preset as config_preset
 from ..emo_pipeline.emotion_input import emotions_for_render, uses_emotion
-from ..emo_pipeline.families import AUTO_EMOTION, parse_emotions
+from ..emo_pipeline.families import AUTO_EMOTION
 from ..emo_pipeline.keypoint_input import keypoints_for_render, uses_face_keypoints
 from ..emo_pipeline.memory_plan import memory_required
 from ..emo_pipeline.pose_input import poses_for_render
@@ -22,6 +22,7 @@ from ..emo_pipeline.sampling.presets import PRESETS, resolve_options
 from ..emo_pipeline.sampling.schedulers import SCHEDULERS
 from ..emo_pipeline.sampling.steps import Callbacks, GenerationCancelled, SamplingOptions
 from .face import face_analyzer
+from .emotion import EMOTIONS
 from .face_keypoints import FACE_KEYPOINTS
 from .model_loader import FOLDER
 from .notify import relays_warnings
@@ -34,10 +35,8 @@ FACE_KEYPOINTS_INPUT = {"tooltip": "V-Express: the head motion from EMO Load Fac
                                    "nose, retargeted to the photo). Without it the photo's own keypoints are drawn in "
                                    "every frame: a still head (its fix_face). Other models ignore it."}
 
-EMOTIONS_INPUT = {"forceInput": True,
-                  "tooltip": "MEMO: one emotion per clip, as EMO Detect Emotion writes them (edit one to change that "
-                             "clip's), or one for the whole video; it overrides EMO Family Options' emotion. Other "
-                             "models ignore it."}
+EMOTIONS_INPUT = {"tooltip": "MEMO: one emotion per clip from EMO Detect Emotion (change any clip's there); it "
+                             "overrides EMO Family Options' emotion. Other models ignore it."}
 
 AUTO = "auto"  # the scheduler widget's "the model's own" (DDIM, or flow-matching Euler for MEMO)
 CUSTOM = "custom"
@@ -161,7 +160,7 @@ class EMOSampler:
                     "tooltip": "EchoMimic v2 (needed there): the hand poses from EMO Load Poses, made as long as the "
                                "audio as its pose_extension says. Other models ignore them."}),
                 "face_keypoints": (FACE_KEYPOINTS, FACE_KEYPOINTS_INPUT),
-                "emotions": ("STRING", EMOTIONS_INPUT),
+                "emotions": (EMOTIONS, EMOTIONS_INPUT),
             },
         }
 
@@ -255,14 +254,19 @@ def iter_frames(model, reference, audio, seed: int, steps: int, cfg: float, pres
     options before sampling starts (what the node shows after the run). `poses`: EMO Load Poses' sequence, made
     as long as the audio for a pose-driven model (said once; a model that needs poses refuses to run without).
     `face_keypoints`: EMO Load Face Keypoints' driving keypoints (V-Express; without them the photo's own, fix_face).
-    `emotions`: MEMO's emotion per clip as EMO Detect Emotion writes them (else the options' emotion; auto detects
-    each clip's from the encoded audio)."""
+    `emotions`: MEMO's emotion per clip from EMO Detect Emotion (else the options' emotion; auto detects each clip's
+    from the encoded audio)."""
     config = model.pipeline.config
     chosen_emotion = settings(options)["emotion"]
     options = sampling_options(config, seed, steps, cfg, preset, scheduler, options, getattr(model, "plan", None))
     if uses_emotion(config):
         clips = -(-audio.num_frames // options.frames_per_clip)
-        choice = parse_emotions(emotions, clips) if emotions else chosen_emotion
+        choice = chosen_emotion
+        if emotions is not None:
+            choice = list(emotions)
+            if len(choice) != clips:
+                raise ValueError(f"EMO Sampler: {len(choice)} emotions from EMO Detect Emotion for a video of {clips} "
+                                 "clips: detect them from this audio, with this model's clip length.")
         # the audio as EMO Encode Audio kept it (16 kHz; each segment is layer-normed, so its scaling does not count)
         options.emotion, said = emotions_for_render(config, choice, audio.speech, 16000, audio.num_frames,
                                                     options.frames_per_clip, emotion_folders(),

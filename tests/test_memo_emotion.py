@@ -208,19 +208,22 @@ def test_comfyui_auto_without_the_detector_renders_neutral_and_says_so_then_dete
         with pytest.raises(FileNotFoundError, match="nothing can be detected"):
             n["EMODetectEmotion"].detect(memo, sound)
         write_detector_files(emo_folder / "memo")
-        result = n["EMODetectEmotion"].detect(memo, sound)
-        text = result["result"][0]
-        detected = [t.strip() for t in text.split(",")]
-        assert len(detected) == 5 and set(detected) <= set(EMOTIONS)
+        result = n["EMODetectEmotion"].detect(memo, sound, "")
+        detected, text = result["result"]
+        assert len(detected) == 5 and set(detected) <= set(EMOTIONS) and text == ", ".join(detected)
         assert result["ui"]["text"][1].startswith("clip 1 (0.00-0.13 s): ")
-        edited = ", ".join(["angry", *detected[1:]])  # the user changes the first clip's
+        changed = "angry" if detected[0] != "angry" else "sad"  # the user changes the first clip's
+        edited, _ = n["EMODetectEmotion"].detect(memo, sound, f"1:{changed}")["result"]
+        assert edited == [changed, *detected[1:]]
         labels.clear()
         n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions=edited)
         per_clip = [labels[i] for i in range(0, len(labels), len(labels) // 5)]
-        assert per_clip[0] == EMOTIONS.index("angry")
+        assert per_clip[0] == EMOTIONS.index(changed)
         assert per_clip[1:] == [EMOTIONS.index(e) for e in detected[1:]]
-        with pytest.raises(ValueError, match="2 emotions were given for a video of 5 clips"):
-            n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions="happy, sad")
+        with pytest.raises(ValueError, match="2 emotions from EMO Detect Emotion for a video of 5 clips"):
+            n["EMOSampler"].sample(memo, reference, audio, 0, 1, 1.0, "custom", "auto", emotions=["happy", "sad"])
+        with pytest.raises(ValueError, match="is not 'clip:label'"):
+            n["EMODetectEmotion"].detect(memo, sound, "9:angry")
     finally:
         hook.remove()
 

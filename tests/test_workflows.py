@@ -583,7 +583,7 @@ def test_earliest_saved_samplers_land_too(pack, steps, cfg, preset):
         "scheduler": "ddim", "filename_prefix": "EMO/old", "crf": 23, "feather": 20 / 512, "colour_match": True,
         "upscale": 1, "upscale_fidelity": 0.5, "resume": True}
     assert options_of(pack, new, nodes[to_video["id"]]) == {
-        "EMOFamilyOptions": {"head_speed": 0.05, "context_overlap": "5", "emotion": "neutral"},
+        "EMOFamilyOptions": {"head_speed": 0.05, "context_overlap": "5", "emotion": "auto"},
         "EMOSamplerOptions": {"frames_per_clip": "model default", "motion_frames": "model default", "decode_chunk": 4,
                               "guidance_end": 1.0, "cache_interval": 1, "pose_weight": 1.0, "face_weight": 1.0,
                               "lip_weight": 1.0}}

@@ -4,6 +4,7 @@
 
 function convertValue(table, name, value) {
     const rule = table.values[name];
+    if (rule && rule.renamed && typeof value === "string") return rule.renamed[value] ?? value; // an old default renamed
     if (!rule || typeof value === "string" || typeof value === "boolean" || value === null || value === undefined) {
         return value;
     }
