@@ -6,9 +6,9 @@ extra stages, and six 3x3 heads of box offsets and face/background scores on str
 The layers sit where S3FDNet puts them, so the state-dict keys are its own: vgg.N.* (N the index in its
 ModuleList, activations and pools counted), L2Norm3_3.weight, L2Norm4_3.weight, L2Norm5_3.weight, extras.N.*,
 loc.N.*, conf.N.*: 65 tensors, 22,459,110 values (tests/data/s3fd_keys.tsv lists them, from nets.py's own
-code). `sfd_face.pth` is a flat state dict with exactly these keys (S3FD.__init__ does
-`net.load_state_dict(torch.load(PATH_WEIGHT))`, strict, nothing renamed), so `load_s3fd` opens it with
-`torch.load(..., weights_only=True)` and loads it strictly.
+code). `sfd_face.pth` is a flat state dict with exactly these keys (S3FD.__init__ loads the unpickled file
+straight into the network with a strict load_state_dict, nothing renamed), so `load_s3fd` reads it
+weights-only (metrics/weights.py) and loads it strictly.
 
 `S3FD.detect_faces(image, conf_th, scales)` is the reference's, step by step:
 - the image is RGB uint8 [H, W, 3] (run_pipeline.py converts cv2's BGR frames to RGB before the call);
@@ -43,6 +43,7 @@ from einops import rearrange
 from torch import nn
 
 from ..poses.dwpose import resize_linear
+from .weights import read_strict_state
 
 WEIGHTS_FILE = "sfd_face.pth"
 EXPECTED_FILE = "sfd_face.pth (joonson/syncnet_python's S3FD; mirrored in ByteDance/LatentSync-1.5 under auxiliary/)"
@@ -278,30 +279,7 @@ class S3FD:
 def load_s3fd(path: str | Path, device: str | torch.device = "cpu") -> S3FD:
     """The S3FD detector with `sfd_face.pth`'s weights: the file read weights-only (no code in it can run),
     every key of S3FDNet there with its shape and nothing else."""
-    from ..io.loading import CheckpointError, unreadable_weights_error  # only when a file is read
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file. Expected {EXPECTED_FILE}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # refused pickle, cut-short or random bytes: said as it is
-        raise unreadable_weights_error(path, err, EXPECTED_FILE) from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in state.items()):
-        raise CheckpointError(f"{path.name} is not a state dict of tensors. Expected {EXPECTED_FILE}.")
-    with torch.device("meta"):
-        expected = S3FDNet().state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} (S3FD has {tuple(expected[k].shape)})"
-                   for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if keys]
-        raise CheckpointError(f"{path.name} does not hold S3FD's weights ({'; '.join(parts)}). "
-                              f"Expected {EXPECTED_FILE}.")
+    state = read_strict_state(path, S3FDNet, "S3FD", EXPECTED_FILE)
     net = S3FDNet()
     net.load_state_dict(state, strict=True)
     return S3FD(net, device)

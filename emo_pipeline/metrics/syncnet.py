@@ -4,9 +4,9 @@ ending in two linear layers that give a 1024-d embedding.
 
 The layer order (activations and pools included) is S's, so the state-dict keys are S's: netcnnaud.N.*,
 netfcaud.N.*, netcnnlip.N.*, netfclip.N.*, the same names syncnet_python's loadParameters copies from
-`syncnet_v2.model`. That file is a state dict, not a pickled module: loadParameters iterates
-`torch.load(path).items()` and copies each entry into S's own state_dict by name, which only a mapping of
-those names to tensors allows. So it opens with `torch.load(..., weights_only=True)` and loads strictly;
+`syncnet_v2.model`. That file is a state dict, not a pickled module: loadParameters iterates the unpickled
+file's items() and copies each entry into S's own state_dict by name, which only a mapping of those names to
+tensors allows. So it is read weights-only (metrics/weights.py) and loaded strictly;
 the one allowance is BatchNorm's `num_batches_tracked` counters, which torch before 0.4.1 did not write and
 which inference never reads (BatchNorm in eval mode uses the running statistics), so a file without them
 loads with the counters left at zero.
@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 from einops import rearrange
 from torch import nn
+
+from .weights import read_strict_state
 
 EMBEDDING = 1024
 MFCC_WINDOW = 20  # 0.2 s of 100 Hz MFCC frames per 5-frame video window
@@ -107,31 +109,10 @@ class SyncNet(nn.Module):
 def load_syncnet(path: str | Path, device: str | torch.device = "cpu") -> SyncNet:
     """SyncNet with `syncnet_v2.model`'s weights, in eval mode. The file is read weights-only (no code in it can
     run); every parameter and running statistic must be there with its shape, nothing else may be."""
-    from ..io.loading import CheckpointError, unreadable_weights_error  # only when a file is read
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file. Expected {EXPECTED_FILE}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)  # a legacy (non-zip) file: no mmap
-    except Exception as err:  # refused pickle, cut-short or random bytes: said as it is
-        raise unreadable_weights_error(path, err, EXPECTED_FILE) from None
-    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                                               for k, v in state.items()):
-        raise CheckpointError(f"{path.name} is not a state dict of tensors. Expected {EXPECTED_FILE}.")
+    # BatchNorm's counters: torch before 0.4.1 did not write them, and inference never reads them
     with torch.device("meta"):
-        expected = SyncNet().state_dict()
-    optional = {k for k in expected if k.endswith(".num_batches_tracked")}
-    missing = sorted(set(expected) - set(state) - optional)
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(f"{k} {tuple(state[k].shape)} (SyncNet has {tuple(expected[k].shape)})"
-                   for k in set(expected) & set(state) if state[k].shape != expected[k].shape)
-    if missing or unexpected or wrong:
-        parts = [f"{label} {len(keys)}: {', '.join(keys[:4])}{' ...' if len(keys) > 4 else ''}"
-                 for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", wrong))
-                 if keys]
-        raise CheckpointError(f"{path.name} does not hold SyncNet's weights ({'; '.join(parts)}). "
-                              f"Expected {EXPECTED_FILE}.")
+        optional = frozenset(k for k in SyncNet().state_dict() if k.endswith(".num_batches_tracked"))
+    state = read_strict_state(path, SyncNet, "SyncNet", EXPECTED_FILE, optional)
     net = SyncNet()
     filled = {k: v for k, v in net.state_dict().items() if k in optional and k not in state}
     net.load_state_dict({**filled, **state}, strict=True)

@@ -483,7 +483,7 @@ def _kps_pickle(path: Path) -> Any:
 
 
 def read_kps_pth(path: str | Path) -> np.ndarray:
-    """float32 [n, 3, 2] from V-Express's kps.pth (what torch.tensor(torch.load(path)) gives in its inference.py),
+    """float32 [n, 3, 2] from V-Express's kps.pth (what its inference.py makes of the file, unpickled without restriction),
     read without running the file: only numpy's array rebuilding may be named by its pickle."""
     path = Path(path)
     loaded = _kps_pickle(path)
