@@ -5,14 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import comfy.model_management as mm
-import comfy.utils
-
 from ..emo_pipeline.poses.face_keypoint_sequence import STRATEGIES, FaceKeypointSequence, keypoints_from_frames
-from ..emo_pipeline.poses.sequence import PoseError
 from ..emo_pipeline.poses.from_video import uint8_frames
+from ..emo_pipeline.poses.sequence import PoseError
 from .face import face_analyzer
 from .notify import relays_warnings
+from .poses import driving_frames, frame_progress
 
 FACE_KEYPOINTS = "EMO_FACE_KEYPOINTS"
 MOVING = [s for s in STRATEGIES if s != "fix_face"]
@@ -56,24 +54,8 @@ class EMOLoadFaceKeypoints:
         if retarget not in MOVING:
             raise PoseError(f"EMO Load Face Keypoints: retarget {retarget!r} is not known: choose one of "
                             f"{', '.join(MOVING)}.")
-        if video is not None:
-            parts = video.get_components()
-            images, rate = parts.images, float(parts.frame_rate)
-        elif frames is not None:
-            images, rate = frames, FPS
-        else:
-            raise PoseError("EMO Load Face Keypoints: neither video nor frames is connected: connect a Load Video's "
-                            "VIDEO (or its frames as IMAGE).")
-        if images.ndim != 4 or images.shape[0] == 0:
-            raise PoseError(f"EMO Load Face Keypoints: the driving video's frames have shape {tuple(images.shape)}, "
-                            "not [frames, height, width, channels]: connect a video with at least one frame.")
-        total = max(1, round(images.shape[0] * FPS / rate))
-        bar = comfy.utils.ProgressBar(total)
-
-        def on_frame(done: int) -> None:  # the bar moves and Cancel stops here
-            mm.throw_exception_if_processing_interrupted()
-            bar.update_absolute(min(done, total), total)
-
+        images, rate = driving_frames("EMO Load Face Keypoints", video, frames, FPS)
+        on_frame = frame_progress(max(1, round(images.shape[0] * FPS / rate)))
         sequence = keypoints_from_frames(uint8_frames(images.split(16)), rate, face_analyzer(), size=SIZE, fps=FPS,
                                          on_frame=on_frame)
         return (DrivingKeypoints(sequence, retarget),)

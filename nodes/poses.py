@@ -9,6 +9,7 @@ import logging
 import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -76,6 +77,33 @@ def dwpose_files() -> tuple[Path, Path] | None:
 def video_choice() -> str:
     """The driving-video entry: picking it while DWPose's models are absent asks for their download (once)."""
     return FROM_VIDEO if dwpose_files() else f"{FROM_VIDEO} + {entry(DWPOSE)}"
+
+
+def driving_frames(node: str, video, frames, fps: float) -> tuple[torch.Tensor, float]:
+    """A driving video's frames [F, H, W, C] and their rate: a connected VIDEO's own, else IMAGE frames taken to be at
+    `fps`; neither, or no frame, is said plainly."""
+    if video is not None:
+        parts = video.get_components()
+        images, rate = parts.images, float(parts.frame_rate)
+    elif frames is not None:
+        images, rate = frames, fps
+    else:
+        raise PoseError(f"{node}: neither video nor frames is connected: connect a Load Video's VIDEO (or the video's "
+                        "frames as IMAGE).")
+    if images.ndim != 4 or images.shape[0] == 0:
+        raise PoseError(f"{node}: the driving video's frames have shape {tuple(images.shape)}, not [frames, height, "
+                        "width, channels]: connect a video with at least one frame.")
+    return images, rate
+
+
+def frame_progress(total: int) -> Callable[[int], None]:
+    """on_frame(done) for a frame-by-frame job of `total` frames: ComfyUI's bar moves, and Cancel stops there."""
+    bar = comfy.utils.ProgressBar(total)
+
+    def on_frame(done: int) -> None:
+        mm.throw_exception_if_processing_interrupted()
+        bar.update_absolute(min(done, total), total)
+    return on_frame
 
 
 def source_choices() -> list[str]:
@@ -183,24 +211,8 @@ class EMOLoadPoses:
             files = dwpose_files()
         if files is None:
             raise missing_dwpose(folder_paths.get_folder_paths(FOLDER), "EMO Load Poses' 'from driving video'")
-        if video is not None:
-            parts = video.get_components()
-            images, rate = parts.images, float(parts.frame_rate)
-        elif frames is not None:
-            images, rate = frames, FRAME_RATE
-        else:
-            raise PoseError("EMO Load Poses: source is 'from driving video' and neither video nor frames is "
-                            "connected: connect a Load Video's VIDEO (or the video's frames as IMAGE).")
-        if images.ndim != 4 or images.shape[0] == 0:
-            raise PoseError(f"EMO Load Poses: the driving video's frames have shape {tuple(images.shape)}, not [frames, "
-                            "height, width, channels]: connect a video with at least one frame.")
-        total = max(1, round(images.shape[0] * FRAME_RATE / rate))
-        bar = comfy.utils.ProgressBar(total)
-
-        def on_frame(done: int) -> None:  # DWPose takes a while a frame: the bar moves and Cancel stops here
-            mm.throw_exception_if_processing_interrupted()
-            bar.update_absolute(min(done, total), total)
-
+        images, rate = driving_frames("EMO Load Poses", video, frames, FRAME_RATE)
+        on_frame = frame_progress(max(1, round(images.shape[0] * FRAME_RATE / rate)))  # DWPose is slow a frame
         height, width = int(images.shape[1]), int(images.shape[2])
         return poses_from_video_frames(images.split(16), rate, height, width, files, fps=FRAME_RATE,
                                        source="driving video", on_frame=on_frame)
