@@ -14,7 +14,7 @@ import pickle
 import re
 import zipfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -256,28 +256,35 @@ def save_pose_npz(seq: PoseSequence, path: str | Path) -> Path:
     return write_atomic(Path(path), write=lambda f: np.savez(f, **arrays))
 
 
-def load_pose_npz(path: str | Path, source: str | None = None) -> PoseSequence:
-    """A PoseSequence from a .npz written by save_pose_npz, read with allow_pickle=False and checked."""
-    path = Path(path)
+def read_plain_npz(path: Path, required: Sequence[str], optional: Sequence[str], max_bytes: int, what: str,
+                   writer: str) -> dict[str, np.ndarray]:
+    """The arrays of a .npz of ours (`what`: "pose", "keypoint"; `writer`: the function that writes it), read with
+    allow_pickle=False after its declared unpacked size is checked against `max_bytes`: `required` ones, and those of
+    `optional` it holds. A file of object arrays, not a zip, too large or lacking a key is refused plainly."""
     try:
         with zipfile.ZipFile(path) as archive:
             declared = sum(info.file_size for info in archive.infolist())
     except (zipfile.BadZipFile, OSError) as error:
-        raise PoseError(f"{path} is not a pose .npz ({error}): give a file written by save_pose_npz.") from None
-    if declared > MAX_NPZ:
-        raise PoseError(f"{path} unpacks to {declared >> 20} MB, more than poses need: it is no pose .npz.")
+        raise PoseError(f"{path} is not a {what} .npz ({error}): give a file written by {writer}.") from None
+    if declared > max_bytes:
+        raise PoseError(f"{path} unpacks to {declared >> 20} MB, more than {what}s need: it is no {what} .npz.")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
+            missing = [k for k in required if k not in npz.files]
             if missing:
-                raise PoseError(f"{path} has no {', '.join(missing)}: give a .npz written by save_pose_npz.")
-            got = {k: npz[k] for k in (*NPZ_KEYS, *(k for k in NPZ_OPTIONAL if k in npz.files))}
+                raise PoseError(f"{path} has no {', '.join(missing)}: give a .npz written by {writer}.")
+            return {k: npz[k] for k in (*required, *(k for k in optional if k in npz.files))}
     except PoseError:
         raise
     except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
         # allow_pickle=False raises ValueError for an object array: such a file is refused, not loaded
-        raise PoseError(f"{path} cannot be read as plain arrays ({error}): give a .npz written by "
-                        "save_pose_npz.") from None
+        raise PoseError(f"{path} cannot be read as plain arrays ({error}): give a .npz written by {writer}.") from None
+
+
+def load_pose_npz(path: str | Path, source: str | None = None) -> PoseSequence:
+    """A PoseSequence from a .npz written by save_pose_npz, read with allow_pickle=False and checked."""
+    path = Path(path)
+    got = read_plain_npz(path, NPZ_KEYS, NPZ_OPTIONAL, MAX_NPZ, "pose", "save_pose_npz")
     shapes = {"area": (2,), "placement": (4,), "frame_size": (), "fps": ()}
     for key, shape in shapes.items():
         if got[key].shape != shape or got[key].dtype.kind not in ("iu" if key != "fps" else "iuf"):

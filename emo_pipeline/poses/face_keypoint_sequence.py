@@ -47,7 +47,7 @@ from einops import rearrange
 
 from ..io.advice import where
 from ..io.safe_files import write_atomic
-from .demo_files import _ArraysOnly
+from .demo_files import _ArraysOnly, read_plain_npz
 from .dwpose import resize_linear
 from .face_keypoints import KEYPOINTS, LIMIT, draw_face_keypoints
 from .from_video import at_rate, uint8_frames
@@ -537,26 +537,7 @@ def save_face_keypoints_npz(seq: FaceKeypointSequence, path: str | Path) -> Path
 def load_face_keypoints_npz(path: str | Path, source: str | None = None) -> FaceKeypointSequence:
     """A FaceKeypointSequence from a .npz written by save_face_keypoints_npz, read with allow_pickle=False, checked."""
     path = Path(path)
-    try:
-        with zipfile.ZipFile(path) as archive:
-            declared = sum(info.file_size for info in archive.infolist())
-    except (zipfile.BadZipFile, OSError) as error:
-        raise PoseError(f"{path} is not a keypoint .npz ({error}): give a file written by save_face_keypoints_npz."
-                        ) from None
-    if declared > MAX_KPS_PICKLE:
-        raise PoseError(f"{path} unpacks to {declared >> 20} MB, more than keypoints need: it is no keypoint .npz.")
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in NPZ_KEYS if k not in npz.files]
-            if missing:
-                raise PoseError(f"{path} has no {', '.join(missing)}: give a .npz written by save_face_keypoints_npz.")
-            got = {k: npz[k] for k in (*NPZ_KEYS, *(("source",) if "source" in npz.files else ()))}
-    except PoseError:
-        raise
-    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as error:
-        # allow_pickle=False raises ValueError for an object array: such a file is refused, not loaded
-        raise PoseError(f"{path} cannot be read as plain arrays ({error}): give a .npz written by "
-                        "save_face_keypoints_npz.") from None
+    got = read_plain_npz(path, NPZ_KEYS, ("source",), MAX_KPS_PICKLE, "keypoint", "save_face_keypoints_npz")
     for key, kinds in (("frames", "fiu"), ("frame_size", "iu"), ("fps", "fiu")):
         if got[key].dtype.kind not in kinds or (key != "frames" and got[key].shape != ()):
             wanted = "numbers" if key == "frames" else "one number"
