@@ -56,7 +56,7 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Emo
     """MEMO's classifier from its safetensors file, strictly (every key, nothing else, every shape)."""
     from safetensors.torch import load_file
 
-    from ..io.loading import CheckpointError
+    from ..io.loading import CheckpointError, compare_keys
 
     path = Path(path)
     if path.is_dir():
@@ -74,13 +74,10 @@ def load_classifier(path: str | Path, device: torch.device | str = "cpu") -> Emo
     if first is None or layers < 2:
         raise CheckpointError(f"{path} is not MEMO's emotion classifier (no layers.fc1 ... fc5): download MEMO again.")
     classifier = EmotionClassifier(features=first.shape[1], channels=first.shape[0], layers=layers)
-    expected = {k: v.shape for k, v in classifier.state_dict().items()}
-    found = {k: v.shape for k, v in state.items()}
-    if expected != found:
-        missing, extra = sorted(set(expected) - set(found)), sorted(set(found) - set(expected))
-        wrong = sorted(k for k in set(expected) & set(found) if expected[k] != found[k])
-        raise CheckpointError(f"{path} is not MEMO's emotion classifier: missing {missing[:3]}, unexpected "
-                              f"{extra[:3]}, wrong shapes {wrong[:3]}. Download MEMO again.")
+    report = compare_keys({k: v.shape for k, v in classifier.state_dict().items()},
+                          {k: v.shape for k, v in state.items()})
+    if not report.ok:
+        raise CheckpointError(f"{path} is not MEMO's emotion classifier: {report.describe(3)}. Download MEMO again.")
     classifier.load_state_dict(state)
     return classifier.to(device).eval()
 
